@@ -32,12 +32,12 @@ def _has_nms() -> bool:
 
 def ensure_torchvision_importable() -> bool:
     """Declare torchvision's missing op schemas when needed; return True if a fix was applied."""
-    global _library  # noqa: PLW0603 - the Library object must outlive this call or the schemas vanish
+    global _library
     if _library is not None or _has_nms():
         return False
-    lib = torch.library.Library("torchvision", "DEF")
-    lib.define("nms" + _SCHEMA)
-    lib.define("qnms" + _SCHEMA)
+    lib = torch.library.Library("torchvision", "DEF")  # type: ignore[no-untyped-call]
+    lib.define("nms" + _SCHEMA)  # type: ignore[no-untyped-call]
+    lib.define("qnms" + _SCHEMA)  # type: ignore[no-untyped-call]
     _library = lib
     logger.info("torchvision C++ ops unavailable; declared nms/qnms schemas for pure-Python torchvision")
     return True

@@ -1,0 +1,1 @@
+"""The admin console pages (over the same services as the API)."""

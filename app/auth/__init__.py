@@ -1,0 +1,1 @@
+"""Users, login, sessions, API tokens and role dependencies."""

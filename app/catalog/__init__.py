@@ -1,0 +1,1 @@
+"""Products, defect types, reference images, manuals (upload/storage), preprocessing and model settings."""

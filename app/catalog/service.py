@@ -1,0 +1,517 @@
+"""Catalog logic: products, defect types, reference images, preprocessing and model settings."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.catalog.schemas import (
+    DefectTypeCreate,
+    DefectTypeUpdate,
+    ModelSettingsUpdate,
+    PreprocessingRead,
+    ProductCreate,
+    ProductUpdate,
+)
+from app.core.archives import ArchiveLimits, is_zip, iter_zip_images
+from app.core.audit import record_audit
+from app.core.config import Settings
+from app.core.errors import ConflictError, DomainError, InvalidInputError, NotFoundError
+from app.core.i18n import translate
+from app.core.images import CheckedImage, ImageLimits, check_image
+from app.core.storage import ObjectStorage
+from app.db.tables import DefectType, ModelSetting, PreprocessingSetting, Product, ReferenceImage
+
+logger = logging.getLogger(__name__)
+
+# Called after images are committed (added ids, removed ids) so galleries can follow at once.
+ImageChangeHook = Callable[[Sequence[ReferenceImage], Sequence[ReferenceImage]], None]
+
+
+# --- Products ---------------------------------------------------------------------------------------
+
+
+def list_products(session: Session, *, include_inactive: bool = False) -> list[Product]:
+    """Products by code."""
+    query = select(Product).order_by(Product.code)
+    if not include_inactive:
+        query = query.where(Product.is_active.is_(True))
+    return list(session.scalars(query))
+
+
+def get_product(session: Session, product_id: int) -> Product:
+    """A product or NotFoundError."""
+    product = session.get(Product, product_id)
+    if product is None:
+        raise NotFoundError("errors.product_not_found", id=product_id)
+    return product
+
+
+def get_product_by_code(session: Session, code: str) -> Product | None:
+    """A product by its code, if any."""
+    return session.scalar(select(Product).where(Product.code == code))
+
+
+def create_product(session: Session, *, product_in: ProductCreate, actor_id: int | None) -> Product:
+    """Create a product with default preprocessing; the code must be new."""
+    if get_product_by_code(session, product_in.code) is not None:
+        raise ConflictError("errors.product_code_taken", code=product_in.code)
+    product = Product(code=product_in.code, name=product_in.name, description=product_in.description)
+    session.add(product)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        session.rollback()
+        raise ConflictError("errors.product_code_taken", code=product_in.code) from exc
+    session.add(PreprocessingSetting(product_id=product.id))
+    record_audit(
+        session,
+        user_id=actor_id,
+        action="create",
+        entity="product",
+        entity_id=product.id,
+        detail={"code": product.code},
+    )
+    session.commit()
+    return product
+
+
+def update_product(
+    session: Session, *, product_id: int, product_in: ProductUpdate, actor_id: int | None
+) -> Product:
+    """Rename, describe, deactivate or reactivate a product."""
+    product = get_product(session, product_id)
+    changes = product_in.model_dump(exclude_unset=True, exclude_none=True)
+    for key, value in changes.items():
+        setattr(product, key, value)
+    record_audit(
+        session, user_id=actor_id, action="update", entity="product", entity_id=product.id, detail=changes
+    )
+    session.commit()
+    return product
+
+
+def deactivate_product(session: Session, *, product_id: int, actor_id: int | None) -> Product:
+    """Soft-delete: the product disappears from choices but its history stays readable."""
+    product = get_product(session, product_id)
+    product.is_active = False
+    record_audit(session, user_id=actor_id, action="deactivate", entity="product", entity_id=product.id)
+    session.commit()
+    return product
+
+
+# --- Defect types -----------------------------------------------------------------------------------
+
+
+def list_defect_types(
+    session: Session, *, product_id: int, include_inactive: bool = False
+) -> list[DefectType]:
+    """A product's defect types by code."""
+    get_product(session, product_id)
+    query = select(DefectType).where(DefectType.product_id == product_id).order_by(DefectType.code)
+    if not include_inactive:
+        query = query.where(DefectType.is_active.is_(True))
+    return list(session.scalars(query))
+
+
+def get_defect_type(session: Session, defect_type_id: int) -> DefectType:
+    """A defect type or NotFoundError."""
+    defect_type = session.get(DefectType, defect_type_id)
+    if defect_type is None:
+        raise NotFoundError("errors.defect_type_not_found", id=defect_type_id)
+    return defect_type
+
+
+def create_defect_type(
+    session: Session, *, product_id: int, defect_in: DefectTypeCreate, actor_id: int | None
+) -> DefectType:
+    """Add a defect type to a product; its code is unique within the product."""
+    get_product(session, product_id)
+    exists = session.scalar(
+        select(DefectType).where(DefectType.product_id == product_id, DefectType.code == defect_in.code)
+    )
+    if exists is not None:
+        raise ConflictError("errors.defect_code_taken", code=defect_in.code)
+    defect_type = DefectType(product_id=product_id, **defect_in.model_dump())
+    session.add(defect_type)
+    session.flush()
+    record_audit(
+        session,
+        user_id=actor_id,
+        action="create",
+        entity="defect_type",
+        entity_id=defect_type.id,
+        detail={"code": defect_type.code, "product_id": product_id},
+    )
+    session.commit()
+    return defect_type
+
+
+def update_defect_type(
+    session: Session, *, defect_type_id: int, defect_in: DefectTypeUpdate, actor_id: int | None
+) -> DefectType:
+    """Rename, describe, deactivate or reactivate a defect type."""
+    defect_type = get_defect_type(session, defect_type_id)
+    changes = defect_in.model_dump(exclude_unset=True, exclude_none=True)
+    for key, value in changes.items():
+        setattr(defect_type, key, value)
+    record_audit(
+        session,
+        user_id=actor_id,
+        action="update",
+        entity="defect_type",
+        entity_id=defect_type.id,
+        detail=changes,
+    )
+    session.commit()
+    return defect_type
+
+
+def deactivate_defect_type(session: Session, *, defect_type_id: int, actor_id: int | None) -> DefectType:
+    """Soft-delete a defect type (past inspections keep their labels)."""
+    defect_type = get_defect_type(session, defect_type_id)
+    defect_type.is_active = False
+    record_audit(
+        session, user_id=actor_id, action="deactivate", entity="defect_type", entity_id=defect_type.id
+    )
+    session.commit()
+    return defect_type
+
+
+# --- Reference images -------------------------------------------------------------------------------
+
+
+@dataclass
+class UploadOutcome:
+    """Images created and files refused (reasons already translated)."""
+
+    created: list[ReferenceImage] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+
+
+def image_limits(settings: Settings) -> ImageLimits:
+    """The image limits from settings."""
+    return ImageLimits(
+        max_bytes=settings.max_upload_bytes,
+        max_pixels=settings.max_image_pixels,
+        max_aspect_ratio=settings.max_image_aspect_ratio,
+        min_side=settings.min_image_side,
+    )
+
+
+def _expand_uploads(
+    files: Sequence[tuple[str, bytes]], settings: Settings
+) -> tuple[list[tuple[str, CheckedImage]], list[tuple[str, str]]]:
+    """Check every file (expanding ZIPs) before anything is stored."""
+    limits = image_limits(settings)
+    archive_limits = ArchiveLimits(
+        max_entries=settings.max_zip_entries,
+        max_total_bytes=settings.max_zip_uncompressed_bytes,
+        max_entry_bytes=settings.max_upload_bytes,
+    )
+    accepted: list[tuple[str, CheckedImage]] = []
+    rejected: list[tuple[str, str]] = []
+    for name, data in files:
+        if is_zip(data):
+            if len(data) > settings.max_zip_bytes:
+                rejected.append(
+                    (name, translate("errors.zip_too_large", limit_mb=settings.max_zip_bytes // 2**20))
+                )
+                continue
+            try:
+                entries = list(iter_zip_images(data, archive_limits))
+            except DomainError as exc:
+                rejected.append((name, translate(exc.message_key, **exc.params)))
+                continue
+            for entry in entries:
+                label = f"{name}:{entry.name}"
+                if entry.data is None:
+                    rejected.append((label, translate(entry.reason or "errors.bad_request", name=entry.name)))
+                    continue
+                try:
+                    accepted.append((entry.name, check_image(entry.data, limits, name=entry.name)))
+                except DomainError as exc:
+                    rejected.append((label, translate(exc.message_key, **exc.params)))
+            continue
+        try:
+            accepted.append((name, check_image(data, limits, name=name)))
+        except DomainError as exc:
+            rejected.append((name, translate(exc.message_key, **exc.params)))
+    return accepted, rejected
+
+
+def image_object_key(product: Product, defect_type: DefectType | None, file_name: str) -> str:
+    """Where an image lives in the object store."""
+    if defect_type is None:
+        return f"images/normal/{product.id}/{file_name}"
+    return f"images/defect/{product.id}_{defect_type.id}/{file_name}"
+
+
+def _next_seq(session: Session, product_id: int, kind: str, defect_type_id: int | None) -> int:
+    query = select(func.max(ReferenceImage.seq)).where(
+        ReferenceImage.product_id == product_id, ReferenceImage.kind == kind
+    )
+    query = query.where(
+        ReferenceImage.defect_type_id == defect_type_id
+        if defect_type_id
+        else ReferenceImage.defect_type_id.is_(None)
+    )
+    return (session.scalar(query) or 0) + 1
+
+
+def add_image(
+    session: Session,
+    storage: ObjectStorage,
+    *,
+    product: Product,
+    defect_type: DefectType | None,
+    image: CheckedImage,
+    original_name: str,
+    actor_id: int | None,
+    source: str = "upload",
+    source_inspection_id: int | None = None,
+) -> ReferenceImage:
+    """Store one checked image and its row; commits. Never leaves an orphan object or a dangling row.
+
+    The row is flushed first (its unique file name claims the sequence number, so two uploads can never
+    write the same key), then the object is written, then the transaction commits; if the commit fails
+    the object is removed again.
+    """
+    kind = "defect" if defect_type is not None else "normal"
+    middle = defect_type.code if defect_type is not None else "ok"
+    for _attempt in range(5):
+        seq = _next_seq(session, product.id, kind, defect_type.id if defect_type else None)
+        file_name = f"{product.code}_{middle}_{seq:03d}.{image.extension}"
+        row = ReferenceImage(
+            product_id=product.id,
+            defect_type_id=defect_type.id if defect_type else None,
+            kind=kind,
+            seq=seq,
+            file_name=file_name,
+            original_name=original_name[:255],
+            object_key=image_object_key(product, defect_type, file_name),
+            content_type=image.content_type,
+            size_bytes=len(image.data),
+            width=image.width,
+            height=image.height,
+            checksum=image.checksum,
+            source=source,
+            source_inspection_id=source_inspection_id,
+            created_by=actor_id,
+        )
+        session.add(row)
+        try:
+            session.flush()
+        except IntegrityError:
+            session.rollback()
+            continue
+        break
+    else:
+        raise ConflictError("errors.busy_try_again")
+    storage.put(row.object_key, image.data, image.content_type)
+    try:
+        record_audit(
+            session,
+            user_id=actor_id,
+            action="create",
+            entity="image",
+            entity_id=row.id,
+            detail={"file_name": row.file_name, "kind": kind},
+        )
+        session.commit()
+    except Exception:
+        session.rollback()
+        storage.delete(row.object_key)
+        raise
+    return row
+
+
+def upload_images(
+    session: Session,
+    storage: ObjectStorage,
+    settings: Settings,
+    *,
+    product_id: int,
+    kind: str,
+    defect_type_id: int | None,
+    files: Sequence[tuple[str, bytes]],
+    actor_id: int | None,
+    on_change: ImageChangeHook | None = None,
+) -> UploadOutcome:
+    """Register normal or defect images (files or ZIP archives); each file is accepted or refused whole."""
+    product = get_product(session, product_id)
+    if not product.is_active:
+        raise ConflictError("errors.product_inactive", code=product.code)
+    defect_type: DefectType | None = None
+    if kind == "defect":
+        if defect_type_id is None:
+            raise InvalidInputError("errors.defect_type_required")
+        defect_type = get_defect_type(session, defect_type_id)
+        if defect_type.product_id != product.id:
+            raise InvalidInputError("errors.defect_type_other_product")
+    elif kind != "normal":
+        raise InvalidInputError("errors.bad_image_kind")
+    if not files:
+        raise InvalidInputError("errors.no_files")
+    accepted, rejected = _expand_uploads(files, settings)
+    outcome = UploadOutcome(rejected=rejected)
+    for name, image in accepted:
+        outcome.created.append(
+            add_image(
+                session,
+                storage,
+                product=product,
+                defect_type=defect_type,
+                image=image,
+                original_name=name,
+                actor_id=actor_id,
+            )
+        )
+    if on_change is not None and outcome.created:
+        on_change(outcome.created, [])
+    return outcome
+
+
+def list_images(
+    session: Session,
+    *,
+    product_id: int,
+    kind: str | None,
+    defect_type_id: int | None,
+    page: int,
+    page_size: int,
+) -> tuple[list[ReferenceImage], int]:
+    """A page of a product's images, newest first."""
+    get_product(session, product_id)
+    query = select(ReferenceImage).where(ReferenceImage.product_id == product_id)
+    if kind:
+        query = query.where(ReferenceImage.kind == kind)
+    if defect_type_id is not None:
+        query = query.where(ReferenceImage.defect_type_id == defect_type_id)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(
+        query.order_by(ReferenceImage.id.desc()).offset((page - 1) * page_size).limit(page_size)
+    )
+    return list(rows), total
+
+
+def get_image(session: Session, image_id: int) -> ReferenceImage:
+    """An image row or NotFoundError."""
+    image = session.get(ReferenceImage, image_id)
+    if image is None:
+        raise NotFoundError("errors.image_not_found", id=image_id)
+    return image
+
+
+def delete_image(
+    session: Session,
+    storage: ObjectStorage,
+    *,
+    image_id: int,
+    actor_id: int | None,
+    on_change: ImageChangeHook | None = None,
+) -> None:
+    """Delete the row, then the object (a failed object delete leaves a logged orphan, not a dangling row)."""
+    image = get_image(session, image_id)
+    key = image.object_key
+    session.delete(image)
+    record_audit(
+        session,
+        user_id=actor_id,
+        action="delete",
+        entity="image",
+        entity_id=image_id,
+        detail={"file_name": image.file_name},
+    )
+    session.commit()
+    try:
+        storage.delete(key)
+    except Exception:
+        logger.exception("could not delete object of image %s; it is now an orphan", image_id)
+    if on_change is not None:
+        on_change([], [image])
+
+
+def count_images(session: Session) -> dict[tuple[int, str], int]:
+    """Image counts per (product id, kind)."""
+    rows = session.execute(
+        select(ReferenceImage.product_id, ReferenceImage.kind, func.count()).group_by(
+            ReferenceImage.product_id, ReferenceImage.kind
+        )
+    )
+    return {(pid, kind): n for pid, kind, n in rows}
+
+
+# --- Preprocessing and model settings ---------------------------------------------------------------
+
+
+def get_preprocessing(session: Session, product_id: int) -> PreprocessingSetting:
+    """A product's preprocessing (created with defaults if missing)."""
+    get_product(session, product_id)
+    row = session.get(PreprocessingSetting, product_id)
+    if row is None:
+        row = PreprocessingSetting(product_id=product_id)
+        session.add(row)
+        session.flush()
+    return row
+
+
+def set_preprocessing(
+    session: Session, *, product_id: int, settings_in: PreprocessingRead, actor_id: int | None
+) -> PreprocessingSetting:
+    """Replace a product's preprocessing switches."""
+    row = get_preprocessing(session, product_id)
+    for key, value in settings_in.model_dump().items():
+        setattr(row, key, value)
+    record_audit(
+        session,
+        user_id=actor_id,
+        action="update",
+        entity="preprocessing",
+        entity_id=product_id,
+        detail=settings_in.model_dump(),
+    )
+    session.commit()
+    return row
+
+
+def get_model_settings(session: Session) -> ModelSetting:
+    """The single model-settings row (created with defaults if missing)."""
+    row = session.get(ModelSetting, 1)
+    if row is None:
+        row = ModelSetting(id=1, allowed_generators=["extractive"])
+        session.add(row)
+        session.commit()
+    return row
+
+
+def set_model_settings(
+    session: Session,
+    *,
+    settings_in: ModelSettingsUpdate,
+    available: dict[str, set[str]],
+    actor_id: int | None,
+) -> ModelSetting:
+    """Change the active models; each choice must be one this server offers (`available` by field)."""
+    row = get_model_settings(session)
+    changes = settings_in.model_dump(exclude_unset=True)
+    for key in ("embedder", "anomaly_backbone", "default_generator"):
+        value = changes.get(key)
+        if value is not None and key in available and value not in available[key]:
+            raise InvalidInputError("errors.model_not_available", name=value)
+    for name in changes.get("allowed_generators") or []:
+        if "default_generator" in available and name not in available["default_generator"]:
+            raise InvalidInputError("errors.model_not_available", name=name)
+    for key, value in changes.items():
+        if value is not None or key.startswith("search_"):
+            setattr(row, key, value)
+    record_audit(
+        session, user_id=actor_id, action="update", entity="model_settings", entity_id=1, detail=changes
+    )
+    session.commit()
+    return row

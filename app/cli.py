@@ -1,0 +1,131 @@
+"""The `defectlens` command line: serve, migrate, users, demo (and room for more)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from app.core.config import BASE_DIR, Settings, get_settings
+from app.core.errors import DomainError
+from app.core.i18n import translate
+
+logger = logging.getLogger("defectlens.cli")
+
+
+def run_migrations(settings: Settings, revision: str = "head") -> None:
+    """Bring the database to `revision` (the latest schema by default)."""
+    from alembic.config import Config
+
+    from alembic import command
+
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    config = Config(str(BASE_DIR / "alembic.ini"))
+    config.set_main_option("script_location", str(BASE_DIR / "alembic"))
+    config.attributes["url"] = settings.database_url
+    command.upgrade(config, revision)
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    run_migrations(get_settings(), args.revision)
+    logger.info("database is at %s", args.revision)
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.main import create_app
+
+    # One process: models are loaded once and shared by all requests (threads), never per worker.
+    uvicorn.run(
+        create_app(get_settings()), host=args.host, port=args.port, log_config=None, proxy_headers=True
+    )
+    return 0
+
+
+def _cmd_users_create(args: argparse.Namespace) -> int:
+    from app.auth import service
+    from app.auth.schemas import UserCreate
+    from app.db.session import make_engine, make_session_factory
+
+    settings = get_settings()
+    password = args.password or getpass.getpass("Password: ")
+    engine = make_engine(settings.database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            user = service.create_user(
+                session,
+                user_in=UserCreate(
+                    username=args.username,
+                    password=password,
+                    role=args.role,
+                    display_name=args.display_name or args.username,
+                ),
+                settings=settings,
+                actor_id=None,
+            )
+    except DomainError as exc:
+        sys.stderr.write(translate(exc.message_key, **exc.params) + "\n")
+        return 1
+    finally:
+        engine.dispose()
+    sys.stdout.write(f"created {user.role} {user.username} (id {user.id})\n")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from app.demo.loader import load_demo
+
+    summary = load_demo(get_settings(), seed=args.seed, build=not args.no_build)
+    sys.stdout.write(summary + "\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (subcommands register themselves here)."""
+    parser = argparse.ArgumentParser(prog="defectlens", description="DefectLens command line")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    migrate = sub.add_parser("migrate", help="bring the database to the latest schema")
+    migrate.add_argument("--revision", default="head")
+    migrate.set_defaults(func=_cmd_migrate)
+
+    serve = sub.add_parser("serve", help="run the web server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(func=_cmd_serve)
+
+    users = sub.add_parser("users", help="manage users")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+    create = users_sub.add_parser("create", help="create a user")
+    create.add_argument("--username", required=True)
+    create.add_argument("--password", help="omit to be prompted")
+    create.add_argument("--role", choices=["worker", "admin"], default="worker")
+    create.add_argument("--display-name", default="")
+    create.set_defaults(func=_cmd_users_create)
+
+    demo = sub.add_parser("demo", help="generate and load the demo data through the admin services")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--no-build", action="store_true", help="register data only; do not run the deployments"
+    )
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `defectlens` command."""
+    from app.core.observability import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level, json_logs=False)
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    return func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

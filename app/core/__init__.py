@@ -1,0 +1,1 @@
+"""Shared core: settings, errors, storage, security, templating and translations."""

@@ -1,0 +1,146 @@
+"""One typed Settings object for the whole application, read from the environment and `.env`."""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+
+
+class Settings(BaseSettings):
+    """Every setting DefectLens reads; `.env.example` documents each one."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # --- General
+    environment: Literal["development", "production", "test"] = "development"
+    base_dir: Path = BASE_DIR
+    data_dir: Path | None = None
+    models_dir: Path | None = None
+    manual_store_dir: Path | None = None
+    secret_key: SecretStr | None = None
+    default_language: Literal["ko", "en"] = "ko"
+    log_level: str = "INFO"
+    log_json: bool = True
+    public_base_url: str = ""
+
+    # --- Database
+    database_url: str = ""
+    database_echo: bool = False
+
+    # --- Object storage
+    storage_backend: Literal["local", "s3"] = "local"
+    local_storage_dir: Path | None = None
+    s3_endpoint_url: str = ""
+    s3_region: str = "kr-standard"
+    s3_bucket: str = "defectlens"
+    s3_access_key: SecretStr = SecretStr("")
+    s3_secret_key: SecretStr = SecretStr("")
+    s3_create_bucket: bool = False
+    s3_serve_via_app: bool = False
+    presigned_url_ttl_s: int = Field(default=300, ge=10, le=86400)
+
+    # --- Auth
+    admin_username: str = ""
+    admin_password: SecretStr = SecretStr("")
+    session_ttl_s: int = Field(default=8 * 3600, ge=60)
+    api_token_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
+    cookie_secure: bool = False
+    login_max_attempts: int = Field(default=5, ge=1)
+    login_window_s: int = Field(default=300, ge=1)
+    min_password_length: int = Field(default=8, ge=4)
+
+    # --- Upload limits
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(default=40_000_000, ge=1024)
+    max_image_aspect_ratio: float = Field(default=20.0, ge=1.0)
+    min_image_side: int = Field(default=16, ge=1)
+    max_zip_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+    max_zip_entries: int = Field(default=5000, ge=1)
+    max_zip_uncompressed_bytes: int = Field(default=2 * 1024 * 1024 * 1024, ge=1024)
+    max_manual_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    max_manual_pages: int = Field(default=500, ge=1)
+
+    # --- Models and inference
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    load_models: bool = True
+    clip_arch: str = "ViT-B-32"
+    search_min_score: float = 0.5
+    search_min_margin: float = 0.02
+    job_workers: int = Field(default=1, ge=1, le=8)
+
+    # --- Generators
+    llm_timeout_s: float = Field(default=60.0, gt=0)
+    llm_max_new_tokens: int = Field(default=512, ge=16)
+    openai_base_url: str = ""
+    openai_model: str = ""
+    openai_api_key: SecretStr = SecretStr("")
+    openai_is_vision: bool = False
+
+    @model_validator(mode="after")
+    def _fill_paths(self) -> Settings:
+        if self.data_dir is None:
+            self.data_dir = self.base_dir / "data"
+        if self.models_dir is None:
+            self.models_dir = self.base_dir / "models"
+        if self.manual_store_dir is None:
+            self.manual_store_dir = self.base_dir / "manual_store"
+        if self.local_storage_dir is None:
+            self.local_storage_dir = self.data_dir / "objects"
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'defectlens.db'}"
+        return self
+
+    @property
+    def data_path(self) -> Path:
+        """The data directory (always set after validation)."""
+        assert self.data_dir is not None  # noqa: S101 - set by the validator
+        return self.data_dir
+
+    @property
+    def models_path(self) -> Path:
+        """Where model weights and built artifacts live."""
+        assert self.models_dir is not None  # noqa: S101 - set by the validator
+        return self.models_dir
+
+    @property
+    def manual_store_path(self) -> Path:
+        """Where manual indexes live."""
+        assert self.manual_store_dir is not None  # noqa: S101 - set by the validator
+        return self.manual_store_dir
+
+    @property
+    def local_storage_path(self) -> Path:
+        """Root of the local object store."""
+        assert self.local_storage_dir is not None  # noqa: S101 - set by the validator
+        return self.local_storage_dir
+
+    @property
+    def artifacts_path(self) -> Path:
+        """Built artifacts (galleries, memory banks) under models/."""
+        return self.models_path / "artifacts"
+
+    def resolved_secret_key(self) -> str:
+        """The signing secret; generated once and kept in data/ when not configured."""
+        if self.secret_key is not None and self.secret_key.get_secret_value():
+            return self.secret_key.get_secret_value()
+        path = self.data_path / ".secret_key"
+        if path.exists():
+            return path.read_text().strip()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        path.write_text(key)
+        path.chmod(0o600)
+        return key
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests build their own)."""
+    return Settings()

@@ -1,0 +1,40 @@
+"""Serving stored objects to browsers: a short-lived presigned URL, or the bytes through the app."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from fastapi.responses import RedirectResponse, Response
+
+from app.core.config import Settings
+from app.core.errors import NotFoundError
+from app.core.storage import ObjectNotFoundError, ObjectStorage
+
+
+def object_response(
+    storage: ObjectStorage,
+    settings: Settings,
+    *,
+    key: str,
+    content_type: str,
+    file_name: str,
+    download: bool = False,
+) -> Response:
+    """Redirect to a presigned URL (S3) or stream the object (local storage / S3_SERVE_VIA_APP)."""
+    if not settings.s3_serve_via_app:
+        url = storage.presigned_url(key, ttl_s=settings.presigned_url_ttl_s, file_name=file_name)
+        if url is not None:
+            return RedirectResponse(url, status_code=307, headers={"Cache-Control": "private, no-store"})
+    try:
+        data = storage.get(key)
+    except ObjectNotFoundError as exc:
+        raise NotFoundError("errors.file_missing") from exc
+    disposition = "attachment" if download else "inline"
+    return Response(
+        content=data,
+        media_type=content_type,
+        headers={
+            "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(file_name, safe='')}",
+            "Cache-Control": "private, max-age=300",
+        },
+    )

@@ -1,0 +1,67 @@
+"""Translations: Korean by default, English available. Every user-facing string goes through `translate`."""
+
+from __future__ import annotations
+
+import json
+from contextvars import ContextVar
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import HTTPConnection
+
+LANGUAGES = ("ko", "en")
+DEFAULT_LANGUAGE = "ko"
+LANG_COOKIE = "dl_lang"
+_LOCALES_DIR = Path(__file__).parent / "locales"
+
+current_language: ContextVar[str] = ContextVar("current_language", default=DEFAULT_LANGUAGE)
+
+
+@lru_cache
+def _catalog(lang: str) -> dict[str, str]:
+    raw = json.loads((_LOCALES_DIR / f"{lang}.json").read_text(encoding="utf-8"))
+    flat: dict[str, str] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(f"{prefix}.{key}" if prefix else key, value)
+        else:
+            flat[prefix] = str(node)
+
+    walk("", raw)
+    return flat
+
+
+def translate(key: str, lang: str | None = None, **params: Any) -> str:
+    """The text for `key` in `lang` (falls back to Korean, then to the key itself)."""
+    lang = lang or current_language.get()
+    text = _catalog(lang if lang in LANGUAGES else DEFAULT_LANGUAGE).get(key)
+    if text is None:
+        text = _catalog(DEFAULT_LANGUAGE).get(key, key)
+    if params:
+        try:
+            return text.format(**params)
+        except (KeyError, IndexError, ValueError):
+            return text
+    return text
+
+
+def all_keys(lang: str) -> set[str]:
+    """Every key of one catalog (used by the completeness test)."""
+    return set(_catalog(lang))
+
+
+def negotiate_language(conn: HTTPConnection, default: str = DEFAULT_LANGUAGE) -> str:
+    """The language of a request: `?lang=`, then the cookie, then Accept-Language, then the default."""
+    candidates = [conn.query_params.get("lang"), conn.cookies.get(LANG_COOKIE)]
+    for candidate in candidates:
+        if candidate in LANGUAGES:
+            return candidate
+    accept = conn.headers.get("accept-language", "")
+    for part in accept.split(","):
+        code = part.split(";")[0].strip().lower()[:2]
+        if code in LANGUAGES:
+            return code
+    return default

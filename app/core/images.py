@@ -1,0 +1,94 @@
+"""Safe image intake: size, type, decompression-bomb, truncation and aspect checks before storing."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, UnidentifiedImageError
+
+from app.core.errors import InvalidInputError, PayloadTooLargeError, UnsupportedMediaError
+
+# Pillow format name -> (file extension, content type)
+FORMATS = {
+    "JPEG": ("jpg", "image/jpeg"),
+    "PNG": ("png", "image/png"),
+    "BMP": ("bmp", "image/bmp"),
+    "TIFF": ("tiff", "image/tiff"),
+    "WEBP": ("webp", "image/webp"),
+}
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Limits an upload must respect."""
+
+    max_bytes: int
+    max_pixels: int
+    max_aspect_ratio: float
+    min_side: int
+
+
+@dataclass(frozen=True)
+class CheckedImage:
+    """An image that passed every check, with what we store about it."""
+
+    data: bytes
+    extension: str
+    content_type: str
+    width: int
+    height: int
+    checksum: str
+
+
+def check_image(data: bytes, limits: ImageLimits, *, name: str = "") -> CheckedImage:
+    """Validate image bytes fully (header, pixel budget, full decode) or raise a 4xx domain error."""
+    if len(data) > limits.max_bytes:
+        raise PayloadTooLargeError(
+            "errors.file_too_large", name=name, limit_mb=limits.max_bytes // (1024 * 1024)
+        )
+    if not data:
+        raise InvalidInputError("errors.empty_file", name=name)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as probe:
+                fmt = probe.format or ""
+                width, height = probe.size
+                if fmt not in FORMATS:
+                    raise UnsupportedMediaError("errors.unsupported_image_type", name=name, format=fmt or "?")
+                _check_dimensions(width, height, limits, name)
+                probe.load()  # a truncated or corrupt file fails here, before anything is stored
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise PayloadTooLargeError("errors.image_too_many_pixels", name=name) from exc
+    except UnidentifiedImageError as exc:
+        raise UnsupportedMediaError("errors.not_an_image", name=name) from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InvalidInputError("errors.corrupt_image", name=name) from exc
+    extension, content_type = FORMATS[fmt]
+    return CheckedImage(
+        data=data,
+        extension=extension,
+        content_type=content_type,
+        width=width,
+        height=height,
+        checksum=hashlib.sha256(data).hexdigest(),
+    )
+
+
+def _check_dimensions(width: int, height: int, limits: ImageLimits, name: str) -> None:
+    if width * height > limits.max_pixels:
+        raise PayloadTooLargeError("errors.image_too_many_pixels", name=name)
+    if min(width, height) < limits.min_side:
+        raise InvalidInputError("errors.image_too_small", name=name, min=limits.min_side)
+    if max(width, height) / max(1, min(width, height)) > limits.max_aspect_ratio:
+        raise InvalidInputError("errors.image_aspect_ratio", name=name, ratio=int(limits.max_aspect_ratio))
+
+
+def open_rgb(data: bytes) -> Image.Image:
+    """Decode already-checked image bytes to an RGB image."""
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        return img.convert("RGB")

@@ -1,0 +1,1 @@
+"""Database: metadata with a naming convention, engine and sessions, ORM tables."""

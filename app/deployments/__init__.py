@@ -1,0 +1,1 @@
+"""Deployment jobs: background work that rebuilds galleries, memory banks and manual indexes."""

@@ -1,0 +1,1 @@
+"""The worker flow: upload -> search -> anomaly -> guidance -> feedback."""

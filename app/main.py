@@ -1,0 +1,98 @@
+"""create_app(): settings, database, storage, models and job runner wired into one FastAPI app."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from app.admin import pages as admin_pages
+from app.auth import api as auth_api
+from app.auth import pages as auth_pages
+from app.auth import service as auth_service
+from app.auth.dependencies import CsrfDep
+from app.catalog import api as catalog_api
+from app.core.config import BASE_DIR, Settings, get_settings
+from app.core.error_handlers import register_error_handlers
+from app.core.health import router as health_router
+from app.core.middleware import RequestContextMiddleware
+from app.core.observability import Metrics, configure_logging
+from app.core.storage import make_storage
+from app.db.session import make_engine, make_session_factory
+from app.deployments import api as deployments_api
+from app.deployments.runner import JobRunner
+from app.inspection import pages as inspection_pages
+from app.ml.loading import load_models
+
+logger = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Load models once, create the first admin, start the job runner; stop it on shutdown."""
+    settings: Settings = app.state.settings
+    with app.state.session_factory() as session:
+        auth_service.ensure_admin_from_settings(session, settings)
+    if settings.load_models:
+        load_models(app.state.models, settings=settings, session_factory=app.state.session_factory)
+    app.state.models.is_loaded = True
+    app.state.metrics.models_loaded.set(1)
+    app.state.runner.start()
+    logger.info(
+        "DefectLens ready", extra={"storage": app.state.storage.backend, "device": app.state.models.device}
+    )
+    try:
+        yield
+    finally:
+        app.state.runner.stop()
+        app.state.engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the application (migrations are run beforehand by `defectlens migrate`)."""
+    from app.ml.registry import ModelRegistry, resolve_device
+
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, json_logs=settings.log_json)
+    app = FastAPI(
+        title="DefectLens",
+        version="0.1.0",
+        lifespan=lifespan,
+        dependencies=[CsrfDep],
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.engine = make_engine(settings.database_url, echo=settings.database_echo)
+    app.state.session_factory = make_session_factory(app.state.engine)
+    app.state.storage = make_storage(settings)
+    app.state.metrics = Metrics()
+    app.state.models = ModelRegistry(settings.models_path, resolve_device(settings.device))
+    app.state.runner = JobRunner(app.state.session_factory, services=app.state, workers=settings.job_workers)
+    app.state.runner.on_finished.append(
+        lambda kind, status: app.state.metrics.jobs.labels(kind, status).inc()
+    )
+
+    register_error_handlers(app)
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=app.state.metrics,
+        default_language=settings.default_language,
+        cookie_secure=settings.cookie_secure,
+    )
+    app.mount("/static", StaticFiles(directory=str(BASE_DIR / "static")), name="static")
+    for router in (
+        health_router,
+        auth_api.public_router,
+        auth_api.router,
+        catalog_api.router,
+        deployments_api.router,
+        auth_pages.router,
+        inspection_pages.router,
+        admin_pages.router,
+    ):
+        app.include_router(router)
+    return app
