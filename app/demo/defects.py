@@ -52,6 +52,20 @@ def _segment_distance(points: FloatArray, yy: FloatArray, xx: FloatArray) -> tup
     return best, frac
 
 
+def _fit_inside(polylines: list[FloatArray], size: int, pad: float) -> list[FloatArray]:
+    """Shift (and if needed shrink) polylines together so they lie at least pad px inside the frame."""
+    allp = np.concatenate(polylines)
+    lo, hi = allp.min(axis=0), allp.max(axis=0)
+    span = float((hi - lo).max())
+    room = size - 1 - 2 * pad
+    centre = (lo + hi) / 2
+    scale = min(1.0, room / span) if span > 0 else 1.0
+    out = [(centre + (pl - centre) * scale).astype(np.float32) for pl in polylines]
+    allp = np.concatenate(out)
+    shift = np.clip(pad - allp.min(axis=0), 0, None) - np.clip(allp.max(axis=0) - (size - 1 - pad), 0, None)
+    return [(pl + shift).astype(np.float32) for pl in out]
+
+
 def _finish(surface: Surface, image: FloatArray, mask: BoolArray) -> Painted:
     """Restrict the change and mask to the product surface."""
     keep = surface.surface
@@ -70,8 +84,15 @@ def scratch(rng: np.random.Generator, surface: Surface, product: str) -> Painted
     bend = float(rng.uniform(-0.08, 0.08)) * length
     t = np.linspace(-0.5, 0.5, 24, dtype=np.float32)
     dy, dx = np.sin(ang), np.cos(ang)
-    pts = np.stack([cy + t * length * dy + bend * (1 - 4 * t * t) * dx, cx + t * length * dx - bend * (1 - 4 * t * t) * dy], 1)
-    dist, frac = _segment_distance(pts.astype(np.float32), yy, xx)
+    pts = np.stack(
+        [
+            cy + t * length * dy + bend * (1 - 4 * t * t) * dx,
+            cx + t * length * dx - bend * (1 - 4 * t * t) * dy,
+        ],
+        1,
+    )
+    pts = _fit_inside([pts.astype(np.float32)], size, 6.0 * s)[0]
+    dist, frac = _segment_distance(pts, yy, xx)
     width = float(rng.uniform(0.6, 1.1)) * s
     profile = np.exp(-0.5 * (dist / width) ** 2)
     taper = np.clip(np.sin(np.pi * frac) * 1.6, 0, 1)
@@ -79,14 +100,22 @@ def scratch(rng: np.random.Generator, surface: Surface, product: str) -> Painted
     amp = float(rng.uniform(0.16, 0.28)) * (1.0 if bright else -0.8)
     img = surface.image + (amp * profile * taper)[..., None]
     # A faint dark groove on one side gives the scratch depth.
-    dist2, _ = _segment_distance((pts + np.array([dx, -dy], dtype=np.float32) * 1.4 * s).astype(np.float32), yy, xx)
+    dist2, _ = _segment_distance(
+        (pts + np.array([dx, -dy], dtype=np.float32) * 1.4 * s).astype(np.float32), yy, xx
+    )
     img = img - (0.05 * np.exp(-0.5 * (dist2 / width) ** 2) * taper)[..., None]
     mask = (dist <= width * 2.2 + 1.0) & (taper > 0.15)
     return _finish(surface, img.astype(np.float32), mask)
 
 
-def _random_walk(rng: np.random.Generator, start: tuple[float, float], heading: float, length: float,
-                 step: float, wiggle: float) -> FloatArray:
+def _random_walk(
+    rng: np.random.Generator,
+    start: tuple[float, float],
+    heading: float,
+    length: float,
+    step: float,
+    wiggle: float,
+) -> FloatArray:
     n = max(3, int(length / step))
     turns = rng.normal(0.0, wiggle, n).astype(np.float32)
     headings = heading + np.cumsum(turns) * 0.35 + turns
@@ -112,8 +141,17 @@ def crack(rng: np.random.Generator, surface: Surface, product: str) -> Painted:
         k = int(rng.integers(len(main) // 5, max(len(main) // 5 + 1, 4 * len(main) // 5)))
         side = float(rng.choice([-1.0, 1.0]))
         b_head = heading + side * float(rng.uniform(0.5, 1.1))
-        branches.append(_random_walk(rng, (float(main[k, 0]), float(main[k, 1])), b_head,
-                                     length * float(rng.uniform(0.2, 0.45)), 2.5 * s, 0.6))
+        branches.append(
+            _random_walk(
+                rng,
+                (float(main[k, 0]), float(main[k, 1])),
+                b_head,
+                length * float(rng.uniform(0.2, 0.45)),
+                2.5 * s,
+                0.6,
+            )
+        )
+    branches = _fit_inside(branches, size, 6.0 * s)
     darkness = np.zeros(yy.shape, dtype=np.float32)
     mask = np.zeros(yy.shape, dtype=bool)
     for n, pts in enumerate(branches):
@@ -158,7 +196,10 @@ def hole(rng: np.random.Generator, surface: Surface, product: str) -> Painted:
         pit_lum = 0.10 + 0.12 * np.clip(rr, 0, 1) * np.clip(-facing, 0, 1)
         rim = np.exp(-(((rr - 1.25) / 0.2) ** 2))
         img = surface.image + (rim * (0.14 * facing + 0.02))[..., None]
-        img = img * (1 - inside[..., None]) + (pit_lum[..., None] * np.ones(3, dtype=np.float32)) * inside[..., None]
+        img = (
+            img * (1 - inside[..., None])
+            + (pit_lum[..., None] * np.ones(3, dtype=np.float32)) * inside[..., None]
+        )
         mask = rr <= 1.5
     return _finish(surface, img.astype(np.float32), mask)
 
@@ -185,10 +226,12 @@ def dent(rng: np.random.Generator, surface: Surface, product: str) -> Painted:
     # Reflections of the texture bend inside the dent.
     warp = float(rng.uniform(2.0, 4.0)) * s * a
     coords = np.stack([yy - warp * gy, xx - warp * gx])
-    warped = np.stack([ndimage.map_coordinates(surface.image[..., c], coords, order=1, mode="nearest")
-                       for c in range(3)], axis=-1)
+    warped = np.stack(
+        [ndimage.map_coordinates(surface.image[..., c], coords, order=1, mode="nearest") for c in range(3)],
+        axis=-1,
+    )
     img = warped * (1 + amp * slope - 0.06 * bump)[..., None]
-    mask = bump > 0.3
+    mask = bump > 0.15
     return _finish(surface, img.astype(np.float32), mask)
 
 
@@ -208,31 +251,47 @@ def contamination(rng: np.random.Generator, surface: Surface, product: str) -> P
     cy, cx = _pick_centre(rng, surface)
     radius = float(rng.uniform(10.0, 18.0)) * s
     r = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
-    blob = 1.0 - r / radius + 0.45 * smooth_noise(rng, (size, size), 3.0 * s) + 0.2 * smooth_noise(rng, (size, size), 1.2)
+    blob = (
+        1.0
+        - r / radius
+        + 0.45 * smooth_noise(rng, (size, size), 3.0 * s)
+        + 0.1 * smooth_noise(rng, (size, size), 1.2)
+    )
+    # Fade out far from the centre so noise cannot leave detached specks around the blotch.
+    blob = np.where(r < 1.5 * radius, blob, -1.0)
     alpha = np.clip(blob / 0.25, 0, 1)
     alpha = ndimage.gaussian_filter(alpha, 0.8 * s)
-    edge = np.clip(1 - np.abs(blob) / 0.12, 0, 1) * (r < 1.6 * radius)
+    edge = np.clip(1 - np.abs(blob) / 0.12, 0, 1)
     palette = _STAIN_COLOURS[product]
     colour = np.array(palette[int(rng.integers(len(palette)))], dtype=np.float32)
     strength = float(rng.uniform(0.6, 0.8) if product == "fabric" else rng.uniform(0.45, 0.7))
     a = (strength * alpha + 0.25 * edge)[..., None]
+    mask = ndimage.binary_closing((alpha > 0.25) | (edge > 0.5), iterations=2)
+    labels, n = ndimage.label(mask)
+    if n > 1:
+        sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
+        mask = np.isin(labels, 1 + np.flatnonzero(sizes >= 0.2 * sizes.max()))
+    # Dropped specks must not stay painted, or pixels outside the ground truth would differ.
+    a = a * ndimage.binary_dilation(mask, iterations=2)[..., None]
     if product == "battery_cap" and rng.uniform() < 0.7:
         # Crystalline leak residue: lightens and speckles the metal instead of darkening it.
-        speck = np.clip(smooth_noise(rng, (size, size), 0.7), 0, None)[..., None]
-        crust = np.array([0.85, 0.90, 0.78], dtype=np.float32) * (0.85 + 0.1 * speck)
+        speck = np.clip(smooth_noise(rng, (size, size), 0.7), -1.5, 2.0)[..., None]
+        crust = np.array([0.80, 0.92, 0.72], dtype=np.float32) * (0.9 + 0.12 * speck)
+        a = np.clip(a * 1.3, 0, 0.95)
         img = surface.image * (1 - a) + crust * a
     else:
         img = surface.image * (1 - a * (1 - colour))
-    mask = (alpha > 0.25) | ((edge > 0.5) & (r < 1.6 * radius))
-    mask = ndimage.binary_closing(mask, iterations=2)
     return _finish(surface, img.astype(np.float32), mask)
 
 
 _TINTS: dict[str, list[tuple[tuple[float, float, float], tuple[float, float, float]]]] = {
     # (centre colour, fringe colour) the region drifts towards: heat tint gold->blue, yellowing, fading
     "metal_plate": [((0.85, 0.65, 0.35), (0.45, 0.50, 0.80))],
-    "fabric": [((0.92, 0.78, 0.40), (0.90, 0.82, 0.55)), ((0.97, 0.95, 0.92), (0.93, 0.90, 0.85)),
-               ((0.72, 0.60, 0.72), (0.78, 0.70, 0.70))],
+    "fabric": [
+        ((0.92, 0.78, 0.40), (0.90, 0.82, 0.55)),
+        ((0.97, 0.95, 0.92), (0.93, 0.90, 0.85)),
+        ((0.72, 0.60, 0.72), (0.78, 0.70, 0.70)),
+    ],
     "battery_cap": [((0.88, 0.66, 0.36), (0.50, 0.52, 0.85)), ((0.80, 0.58, 0.40), (0.62, 0.50, 0.70))],
 }
 
@@ -279,23 +338,32 @@ def snag(rng: np.random.Generator, surface: Surface, product: str) -> Painted:
     dy, dx = np.sin(ang), np.cos(ang)
     bow = loop * np.exp(-((t / 0.12) ** 2))
     pts = np.stack([cy + t * length * dy + bow * dx, cx + t * length * dx - bow * dy], 1).astype(np.float32)
+    pts = _fit_inside([pts], size, 2.0 * period)[0]
     dist, frac = _segment_distance(pts, yy, xx)
     # Pucker: pull cloth towards the thread, strongest in the middle of the pulled length.
-    pull = float(rng.uniform(0.8, 1.4)) * period * np.exp(-((dist / (1.2 * period)) ** 2)) * np.sin(np.pi * frac)
-    ny = (yy - np.interp(frac, np.linspace(0, 1, len(pts)), pts[:, 0]))
-    nx = (xx - np.interp(frac, np.linspace(0, 1, len(pts)), pts[:, 1]))
+    pull = (
+        float(rng.uniform(0.8, 1.4)) * period * np.exp(-((dist / (1.2 * period)) ** 2)) * np.sin(np.pi * frac)
+    )
+    ny = yy - np.interp(frac, np.linspace(0, 1, len(pts)), pts[:, 0])
+    nx = xx - np.interp(frac, np.linspace(0, 1, len(pts)), pts[:, 1])
     norm = np.sqrt(ny * ny + nx * nx) + 1e-3
     coords = np.stack([yy + pull * ny / norm * 0.5, xx + pull * nx / norm * 0.5])
-    warped = np.stack([ndimage.map_coordinates(surface.image[..., c], coords, order=1, mode="nearest")
-                       for c in range(3)], axis=-1)
+    warped = np.stack(
+        [ndimage.map_coordinates(surface.image[..., c], coords, order=1, mode="nearest") for c in range(3)],
+        axis=-1,
+    )
     width = 0.32 * period
     thread = np.exp(-0.5 * (dist / width) ** 2) * np.clip(np.sin(np.pi * frac) * 2.5, 0, 1)
     side = ny * np.cos(surface.light_angle) + nx * np.sin(surface.light_angle)
-    shadow = np.exp(-0.5 * ((dist - 1.3 * width) / width) ** 2) * (side < 0) * np.clip(np.sin(np.pi * frac) * 2.5, 0, 1)
+    shadow = (
+        np.exp(-0.5 * ((dist - 1.3 * width) / width) ** 2)
+        * (side < 0)
+        * np.clip(np.sin(np.pi * frac) * 2.5, 0, 1)
+    )
     thread_col = np.array([0.95, 0.90, 0.78], dtype=np.float32)
     img = warped * (1 - 0.45 * shadow)[..., None]
     img = img * (1 - 0.85 * thread[..., None]) + thread_col * 0.85 * thread[..., None]
-    mask = (dist <= 1.3 * period) & (np.sin(np.pi * frac) > 0.08)
+    mask = (dist <= 1.6 * period) & (np.sin(np.pi * frac) > 0.05)
     return _finish(surface, img.astype(np.float32), mask)
 
 

@@ -130,7 +130,9 @@ class DemoManifest:
             )
             for p in data["products"]
         )
-        return cls(version=int(data["version"]), seed=int(data["seed"]), size=int(data["size"]), products=products)
+        return cls(
+            version=int(data["version"]), seed=int(data["seed"]), size=int(data["size"]), products=products
+        )
 
     @classmethod
     def load(cls, path: Path) -> DemoManifest:
@@ -258,8 +260,11 @@ def generate_demo_dataset(
                 _atomic_write(out_dir / mask_rel, _png_bytes(sample.mask.astype(np.uint8) * 255))
                 ys, xs = np.nonzero(sample.mask)
                 bbox = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-                defects.append(DemoDefectImage(rel, d.code, mask_rel, i >= defects_per_type - d_hold,
-                                               bbox, int(sample.mask.sum())))
+                defects.append(
+                    DemoDefectImage(
+                        rel, d.code, mask_rel, i >= defects_per_type - d_hold, bbox, int(sample.mask.sum())
+                    )
+                )
 
         products.append(
             DemoProduct(
@@ -273,7 +278,9 @@ def generate_demo_dataset(
                 normal_images=tuple(normals),
                 defect_images=tuple(defects),
                 manual_pdf=manual_rel,
-                manual_sections=tuple(DemoManualSection(s.number, s.title, s.page, s.defect_code) for s in sections),
+                manual_sections=tuple(
+                    DemoManualSection(s.number, s.title, s.page, s.defect_code) for s in sections
+                ),
             )
         )
     manifest = DemoManifest(MANIFEST_VERSION, seed, size, tuple(products))
@@ -292,7 +299,9 @@ def render_contact_sheet(manifest: DemoManifest, root: Path, *, normals: int = 2
             first = next(img for img in p.defect_images if img.defect_code == d.code)
             tile = np.asarray(Image.open(root / first.path).convert("RGB")).copy()
             mask = np.asarray(Image.open(root / first.mask_path)) > 127
-            edge = mask & ~(np.roll(mask, 1, 0) & np.roll(mask, -1, 0) & np.roll(mask, 1, 1) & np.roll(mask, -1, 1))
+            edge = mask & ~(
+                np.roll(mask, 1, 0) & np.roll(mask, -1, 0) & np.roll(mask, 1, 1) & np.roll(mask, -1, 1)
+            )
             tile[edge] = (255, 0, 0)
             tiles.append(tile)
         tiles += [np.zeros((size, size, 3), np.uint8)] * (width - len(tiles))
@@ -312,12 +321,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     manifest = generate_demo_dataset(
-        args.out_dir, seed=args.seed, size=args.size, normals_per_product=args.normals,
+        args.out_dir,
+        seed=args.seed,
+        size=args.size,
+        normals_per_product=args.normals,
         defects_per_type=args.defects,
     )
     n_img = sum(len(p.normal_images) + len(p.defect_images) for p in manifest.products)
-    logger.info("wrote %d images for %d products; manifest: %s", n_img, len(manifest.products),
-                args.out_dir / "manifest.json")
+    logger.info(
+        "wrote %d images for %d products; manifest: %s",
+        n_img,
+        len(manifest.products),
+        args.out_dir / "manifest.json",
+    )
     if args.contact_sheet is not None:
         render_contact_sheet(manifest, args.out_dir).save(args.contact_sheet)
         logger.info("contact sheet: %s", args.contact_sheet)

@@ -1,4 +1,4 @@
-"""Render a product's Korean response manual to PDF with reportlab (embedded NanumGothic, reproducible bytes)."""
+"""Render a product's Korean response manual to PDF (reportlab, embedded NanumGothic, reproducible bytes)."""
 
 from __future__ import annotations
 
@@ -149,8 +149,12 @@ class _Writer:
         c.drawString(MARGIN_X, self.y - 13, f"{spec.english} Defect Response Manual")
         c.setFillGray(0.0)
         self.y -= 36
-        for label, value in (("문서 번호", self.doc_no), ("개정", "Rev. 3"), ("시행일", "2026-11-01"),
-                             ("관리 부서", "품질팀 (Quality Assurance)")):
+        for label, value in (
+            ("문서 번호", self.doc_no),
+            ("개정", "Rev. 3"),
+            ("시행일", "2026-11-01"),
+            ("관리 부서", "품질팀 (Quality Assurance)"),
+        ):
             c.setFont(FONT_BOLD, BODY_SIZE)
             c.drawString(MARGIN_X, self.y - BODY_SIZE, label)
             c.setFont(FONT, BODY_SIZE)

@@ -45,8 +45,9 @@ def _grid(size: int) -> tuple[FloatArray, FloatArray]:
 
 def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> FloatArray:
     """Gaussian-filtered white noise normalised to zero mean and unit std."""
-    field = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma=sigma, mode="wrap")
-    field -= field.mean()
+    noise = rng.standard_normal(shape).astype(np.float32)
+    field: FloatArray = ndimage.gaussian_filter(noise, sigma=sigma, mode="wrap")
+    field = field - field.mean()
     std = float(field.std())
     return (field / std if std > 0 else field).astype(np.float32)
 
@@ -55,7 +56,7 @@ def _lighting(size: int, angle: float, strength: float) -> FloatArray:
     """Linear illumination ramp across the frame, brighter towards the light."""
     yy, xx = grid(size)
     c = (size - 1) / 2.0
-    ramp = ((xx - c) * np.cos(angle) + (yy - c) * np.sin(angle)) / size
+    ramp: FloatArray = ((xx - c) * np.cos(angle) + (yy - c) * np.sin(angle)) / size
     return (1.0 + strength * ramp).astype(np.float32)
 
 
@@ -71,12 +72,16 @@ def metal_plate(rng: np.random.Generator, size: int) -> Surface:
     pad = size // 4
     big = size + 2 * pad
     grain = float(rng.uniform(-5.0, 5.0))
-    streak = ndimage.gaussian_filter(rng.standard_normal((big, big)).astype(np.float32), sigma=(0.7 * s, 30 * s))
+    streak = ndimage.gaussian_filter(
+        rng.standard_normal((big, big)).astype(np.float32), sigma=(0.7 * s, 30 * s)
+    )
     fine = ndimage.gaussian_filter(rng.standard_normal((big, big)).astype(np.float32), sigma=(0.5, 3.0 * s))
     streak /= max(float(streak.std()), 1e-6)
     fine /= max(float(fine.std()), 1e-6)
     tex = 0.7 * streak + 0.3 * fine
-    tex = ndimage.rotate(tex, grain, reshape=False, order=1, mode="reflect")[pad : pad + size, pad : pad + size]
+    tex = ndimage.rotate(tex, grain, reshape=False, order=1, mode="reflect")[
+        pad : pad + size, pad : pad + size
+    ]
     mottling = smooth_noise(rng, (size, size), 40 * s)
 
     light = float(rng.uniform(0, 2 * np.pi))
@@ -182,7 +187,9 @@ def battery_cap(rng: np.random.Generator, size: int) -> Surface:
     theta = np.arctan2(dy, dx)
 
     # Conveyor mat: dark grey-green with fine grain, plus the cap's soft drop shadow.
-    mat = 0.19 + 0.018 * smooth_noise(rng, (size, size), 1.0) + 0.012 * smooth_noise(rng, (size, size), 12 * s)
+    mat = (
+        0.19 + 0.018 * smooth_noise(rng, (size, size), 1.0) + 0.012 * smooth_noise(rng, (size, size), 12 * s)
+    )
     sx, sy = 0.035 * size * np.cos(light + np.pi), 0.035 * size * np.sin(light + np.pi)
     rs = np.sqrt((xx - cx - sx) ** 2 + (yy - cy - sy) ** 2)
     shadow = 1.0 - 0.55 * np.clip((radius * 1.06 - rs) / (0.08 * size), 0, 1)
