@@ -209,7 +209,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 def _png_bytes(arr: UInt8Array) -> bytes:
     # No pnginfo is passed, so PIL writes no time/text chunks: equal pixels give equal bytes.
     buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG", compress_level=6)
+    Image.fromarray(arr).save(buf, format="PNG", compress_level=3)
     return buf.getvalue()
 
 
