@@ -1,4 +1,4 @@
-"""Shared fixtures: settings on a temporary data directory, a migrated database, the app and logged-in clients."""
+"""Shared fixtures: settings in a temporary data directory, a migrated database, the app, logins."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from PIL import Image
 
 os.environ.setdefault("LOG_JSON", "false")
 
-import app.ml.torchvision_compat  # noqa: E402,F401 - before anything imports torchvision
-from app.auth import service as auth_service  # noqa: E402
-from app.auth.schemas import UserCreate  # noqa: E402
-from app.cli import run_migrations  # noqa: E402
-from app.core.config import Settings  # noqa: E402
-from app.main import create_app  # noqa: E402
-from tests import services  # noqa: E402
+import app.ml.torchvision_compat  # noqa: F401 - before anything imports torchvision
+from app.auth import service as auth_service
+from app.auth.schemas import UserCreate
+from app.cli import run_migrations
+from app.core.config import Settings
+from app.main import create_app
+from tests import services
 
 ADMIN_PASSWORD = "admin-pass-123"
 WORKER_PASSWORD = "worker-pass-123"
@@ -65,12 +65,16 @@ def seed_users(app_settings: Settings, client: TestClient) -> None:
     """Create one admin and one worker through the service."""
     with client.app.state.session_factory() as session:  # type: ignore[attr-defined]
         auth_service.create_user(
-            session, user_in=UserCreate(username="admin1", password=ADMIN_PASSWORD, role="admin"),
-            settings=app_settings, actor_id=None,
+            session,
+            user_in=UserCreate(username="admin1", password=ADMIN_PASSWORD, role="admin"),
+            settings=app_settings,
+            actor_id=None,
         )
         auth_service.create_user(
-            session, user_in=UserCreate(username="worker1", password=WORKER_PASSWORD, role="worker"),
-            settings=app_settings, actor_id=None,
+            session,
+            user_in=UserCreate(username="worker1", password=WORKER_PASSWORD, role="worker"),
+            settings=app_settings,
+            actor_id=None,
         )
 
 
@@ -102,7 +106,9 @@ def worker_headers(client: TestClient) -> dict[str, str]:
     return bearer(client, "worker1", WORKER_PASSWORD)
 
 
-def png_bytes(size: tuple[int, int] = (64, 64), color: tuple[int, int, int] = (120, 130, 140), fmt: str = "PNG") -> bytes:
+def png_bytes(
+    size: tuple[int, int] = (64, 64), color: tuple[int, int, int] = (120, 130, 140), fmt: str = "PNG"
+) -> bytes:
     """A small real image."""
     buffer = io.BytesIO()
     Image.new("RGB", size, color).save(buffer, format=fmt)

@@ -79,8 +79,11 @@ def seaweedfs_server(workdir: Path) -> Iterator[dict[str, str]]:
     access, secret = "dltestaccess", "dltestsecret-" + uuid.uuid4().hex[:12]
     config = {
         "identities": [
-            {"name": "defectlens", "credentials": [{"accessKey": access, "secretKey": secret}],
-             "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
+            {
+                "name": "defectlens",
+                "credentials": [{"accessKey": access, "secretKey": secret}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }
         ]
     }
     (workdir / "s3.json").write_text(json.dumps(config))
@@ -88,10 +91,24 @@ def seaweedfs_server(workdir: Path) -> Iterator[dict[str, str]]:
     data_dir.mkdir()
     log = (workdir / "weed.log").open("wb")
     proc = subprocess.Popen(
-        [binary, "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
-         "-webdav=false", "-admin.ui=false", f"-s3.port={S3_PORT}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-         f"-s3.config={workdir / 's3.json'}", "-master.volumeSizeLimitMB=64", "-volume.max=16"],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            binary,
+            "mini",
+            f"-dir={data_dir}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-master.telemetry=false",
+            "-webdav=false",
+            "-admin.ui=false",
+            f"-s3.port={S3_PORT}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-s3.config={workdir / 's3.json'}",
+            "-master.volumeSizeLimitMB=64",
+            "-volume.max=16",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 60

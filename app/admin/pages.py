@@ -48,13 +48,9 @@ def dashboard(request: Request, session: SessionDep, _: AdminDep) -> Response:
             select(DefectType.product_id, func.count())
             .where(DefectType.is_active.is_(True))
             .group_by(DefectType.product_id)
-        )
-        .tuples()
-        .all()
+        ).all()
     )
-    manuals = dict(
-        session.execute(select(Manual.product_id, func.count()).group_by(Manual.product_id)).tuples().all()
-    )
+    manuals = dict(session.execute(select(Manual.product_id, func.count()).group_by(Manual.product_id)).all())
     rows = [
         {
             "product": p,

@@ -15,7 +15,9 @@ def test_login_returns_token_and_user(client: TestClient) -> None:
     assert body["user"]["username"] == "admin1"
     assert body["user"]["role"] == "admin"
     cookie = response.headers["set-cookie"]
-    assert "dl_session=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
+    assert "dl_session=" in cookie
+    assert "HttpOnly" in cookie
+    assert "SameSite=lax" in cookie
 
 
 def test_bad_credentials_are_401_in_korean_by_default(client: TestClient) -> None:
@@ -36,7 +38,10 @@ def test_error_language_follows_accept_language(client: TestClient) -> None:
 
 def test_login_is_rate_limited_per_username(client: TestClient) -> None:
     for _ in range(5):
-        assert client.post("/api/v1/auth/login", json={"username": "worker1", "password": "bad"}).status_code == 401
+        assert (
+            client.post("/api/v1/auth/login", json={"username": "worker1", "password": "bad"}).status_code
+            == 401
+        )
     blocked = client.post("/api/v1/auth/login", json={"username": "worker1", "password": WORKER_PASSWORD})
     assert blocked.status_code == 429
     # another user is not affected
@@ -88,18 +93,24 @@ def test_cookie_session_needs_csrf_for_changes(client: TestClient) -> None:
     refused = client.post("/api/v1/products", json={"code": "p1", "name": "P"})
     assert refused.status_code == 403
     assert client.get("/api/v1/products").json() == []  # nothing was written
-    accepted = client.post("/api/v1/products", json={"code": "p1", "name": "P"}, headers={"X-CSRF-Token": csrf})
+    accepted = client.post(
+        "/api/v1/products", json={"code": "p1", "name": "P"}, headers={"X-CSRF-Token": csrf}
+    )
     assert accepted.status_code == 201
 
 
 def test_users_admin_can_create_disable_and_reset(client: TestClient, admin_headers: dict[str, str]) -> None:
     created = client.post(
-        "/api/v1/users", json={"username": "kim", "password": "kim-pass-123", "role": "worker"}, headers=admin_headers
+        "/api/v1/users",
+        json={"username": "kim", "password": "kim-pass-123", "role": "worker"},
+        headers=admin_headers,
     )
     assert created.status_code == 201
     user_id = created.json()["id"]
     dup = client.post(
-        "/api/v1/users", json={"username": "kim", "password": "kim-pass-123", "role": "worker"}, headers=admin_headers
+        "/api/v1/users",
+        json={"username": "kim", "password": "kim-pass-123", "role": "worker"},
+        headers=admin_headers,
     )
     assert dup.status_code == 409
     short = client.post("/api/v1/users", json={"username": "lee", "password": "short"}, headers=admin_headers)
@@ -107,7 +118,10 @@ def test_users_admin_can_create_disable_and_reset(client: TestClient, admin_head
     kim = client.post("/api/v1/auth/login", json={"username": "kim", "password": "kim-pass-123"})
     kim_headers = {"Authorization": f"Bearer {kim.json()['access_token']}"}
     client.cookies.clear()
-    assert client.patch(f"/api/v1/users/{user_id}", json={"is_active": False}, headers=admin_headers).status_code == 200
+    assert (
+        client.patch(f"/api/v1/users/{user_id}", json={"is_active": False}, headers=admin_headers).status_code
+        == 200
+    )
     assert client.get("/api/v1/auth/me", headers=kim_headers).status_code == 401
     again = client.post("/api/v1/auth/login", json={"username": "kim", "password": "kim-pass-123"})
     assert again.status_code == 401

@@ -10,8 +10,13 @@ from fastapi.testclient import TestClient
 from tests.conftest import ADMIN_PASSWORD, WORKER_PASSWORD
 
 PUBLIC = {
-    ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"), ("POST", "/api/v1/auth/login"),
-    ("GET", "/login"), ("POST", "/login"), ("POST", "/logout"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("POST", "/api/v1/auth/login"),
+    ("GET", "/login"),
+    ("POST", "/login"),
+    ("POST", "/logout"),
 }
 
 
@@ -35,8 +40,13 @@ def test_every_non_public_route_refuses_anonymous_callers(client: TestClient) ->
         for method in route.methods - {"HEAD", "OPTIONS"}:
             if (method, route.path) in PUBLIC:
                 continue
-            response = client.request(method, _fill(route.path), follow_redirects=False,
-                                      headers={"X-CSRF-Token": "x"}, cookies={"dl_csrf": "x"})
+            response = client.request(
+                method,
+                _fill(route.path),
+                follow_redirects=False,
+                headers={"X-CSRF-Token": "x"},
+                cookies={"dl_csrf": "x"},
+            )
             if route.path.startswith("/api/"):
                 assert response.status_code == 401, (method, route.path, response.status_code)
             else:
@@ -71,17 +81,30 @@ def test_login_form_sets_session_and_shows_korean_admin(client: TestClient) -> N
     assert response.headers["location"] == "/admin/products"  # type: ignore[attr-defined]
     page = client.get("/admin")
     assert page.status_code == 200
-    for label in ("통합 대시보드", "제품 관리", "매뉴얼 관리", "불량 유형 관리", "정상 이미지 등록", "불량 이미지 등록",
-                  "이미지 전처리 설정", "모델 선택", "CLIP 임베딩 재구축", "PatchCore 메모리뱅크 생성"):
+    for label in (
+        "통합 대시보드",
+        "제품 관리",
+        "매뉴얼 관리",
+        "불량 유형 관리",
+        "정상 이미지 등록",
+        "불량 이미지 등록",
+        "이미지 전처리 설정",
+        "모델 선택",
+        "CLIP 임베딩 재구축",
+        "PatchCore 메모리뱅크 생성",
+    ):
         assert label in page.text
     english = client.get("/admin?lang=en")
-    assert "Dashboard" in english.text and "통합 대시보드" not in english.text
+    assert "Dashboard" in english.text
+    assert "통합 대시보드" not in english.text
     assert client.get("/admin").text.count("Dashboard") >= 1  # the choice sticks (cookie)
 
 
 def test_login_form_without_csrf_is_refused(client: TestClient) -> None:
     client.get("/login")
-    response = client.post("/login", data={"username": "admin1", "password": ADMIN_PASSWORD}, follow_redirects=False)
+    response = client.post(
+        "/login", data={"username": "admin1", "password": ADMIN_PASSWORD}, follow_redirects=False
+    )
     assert response.status_code == 403
     assert "dl_session" not in response.headers.get("set-cookie", "")
 
