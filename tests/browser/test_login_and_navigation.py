@@ -1,4 +1,4 @@
-"""In a real browser: log in as admin, see the products, switch language; log in as a worker, see the steps."""
+"""In a real browser: an admin logs in, sees products, switches language; a worker sees the steps."""
 
 from __future__ import annotations
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 
+from alembic import command
 from app.core.config import BASE_DIR
 from app.db.tables import Base
 
@@ -40,7 +40,8 @@ def test_upgrade_matches_models_and_downgrades_cleanly(db_url: str) -> None:
             charset = conn.execute(
                 sa.text(
                     "SELECT CCSA.character_set_name FROM information_schema.TABLES T JOIN "
-                    "information_schema.COLLATION_CHARACTER_SET_APPLICABILITY CCSA ON CCSA.collation_name = T.table_collation "
+                    "information_schema.COLLATION_CHARACTER_SET_APPLICABILITY CCSA "
+                    "ON CCSA.collation_name = T.table_collation "
                     "WHERE T.table_schema = DATABASE() AND T.table_name = 'product'"
                 )
             ).scalar()

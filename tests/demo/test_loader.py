@@ -1,4 +1,4 @@
-"""`defectlens demo` registers the generated data through the admin services: products, types, named images."""
+"""`defectlens demo` registers generated data through the admin services: products, types, images."""
 
 from __future__ import annotations
 

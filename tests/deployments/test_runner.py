@@ -1,4 +1,4 @@
-"""Deployment jobs run outside the request, report progress, can be cancelled and survive restarts honestly."""
+"""Deployment jobs run outside requests, report progress, can be cancelled and survive restarts."""
 
 from __future__ import annotations
 
@@ -129,9 +129,8 @@ def test_restart_marks_running_jobs_failed(settings: Settings) -> None:
         with first.app.state.session_factory() as session:  # type: ignore[attr-defined]
             session.add(DeploymentJob(kind="search_index", status="running", progress=0.4, stage="embedding"))
             session.commit()
-    with TestClient(create_app(settings)) as second:
-        with second.app.state.session_factory() as session:  # type: ignore[attr-defined]
-            job = session.query(DeploymentJob).one()
-            assert job.status == "failed"
-            assert "restart" in job.error
-            assert job.finished_at is not None
+    with TestClient(create_app(settings)) as second, second.app.state.session_factory() as session:  # type: ignore[attr-defined]
+        job = session.query(DeploymentJob).one()
+        assert job.status == "failed"
+        assert "restart" in job.error
+        assert job.finished_at is not None
