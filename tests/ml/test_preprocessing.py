@@ -113,3 +113,19 @@ def test_decode_image_applies_exif_orientation_and_rejects_garbage() -> None:
     assert decoded.size == (20, 40)
     with pytest.raises(ValueError, match="cannot decode"):
         decode_image(b"not an image")
+
+
+def test_max_side_shrinks_large_photos_keeping_aspect_ratio() -> None:
+    photo = texture(6, size=160).resize((1200, 900))
+    out = apply_preprocessing(photo, PreprocessingOptions(smooth=True), max_side=400)
+    assert out.size == (400, 300)
+    small = _colour_image()
+    assert apply_preprocessing(small, PreprocessingOptions(), max_side=400).size == small.size
+
+
+def test_decode_with_max_side_decodes_jpeg_at_reduced_scale() -> None:
+    buffer = io.BytesIO()
+    texture(8, size=160).resize((1600, 1200)).save(buffer, format="JPEG")
+    decoded = decode_image(buffer.getvalue(), max_side=400)
+    assert 400 <= max(decoded.size) < 1600
+    assert decoded.size[0] * 3 == decoded.size[1] * 4
