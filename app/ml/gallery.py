@@ -299,9 +299,25 @@ class Gallery:
         """
         query = _normalise_rows(vector, self.dim)
         if query.shape[0] != 1:
-            raise ValueError("search takes one query vector")
-        if k < 1:
-            return []
+            raise ValueError("search takes one query vector; use search_batch for several")
+        return self.search_batch(query, k, product_id)[0]
+
+    def search_batch(
+        self, vectors: np.ndarray, k: int, product_id: int | None = None
+    ) -> list[list[GalleryHit]]:
+        """`search` for several queries at once (one FAISS call; used for calibration and evaluation).
+
+        Args:
+            vectors: (n, dim) query embeddings.
+            k: Hits wanted per query.
+            product_id: Only search this product's images, or None for all.
+
+        Returns:
+            One best-first hit list per query.
+        """
+        queries = _normalise_rows(vectors, self.dim)
+        if k < 1 or queries.shape[0] == 0:
+            return [[] for _ in range(queries.shape[0])]
         with self._lock:
             if product_id is None:
                 n_candidates = len(self._rows)
@@ -309,7 +325,7 @@ class Gallery:
                 n_candidates = len(self._slots_by_product.get(int(product_id), ()))
             k_eff = min(k, n_candidates)
             if k_eff == 0:
-                return []
+                return [[] for _ in range(queries.shape[0])]
             selector = self._selector_locked(None if product_id is None else int(product_id))
             params: Any = None
             if self.index_type == "hnsw":
@@ -319,12 +335,15 @@ class Gallery:
                 params = _faiss.SearchParameters()
             if selector is not None:
                 params.sel = selector
-            scores, slots = self._index.search(query, k_eff, params=params)
-            pairs = [(float(s), int(i)) for s, i in zip(scores[0], slots[0], strict=True) if i >= 0]
-            if len(pairs) < k_eff:
-                # Filtered HNSW walks can miss nodes when the filter is very selective: scan exactly.
-                pairs = self._exact_locked(query[0], k_eff, product_id)
-            return [self._hit(slot, score) for score, slot in pairs]
+            scores, slots = self._index.search(queries, k_eff, params=params)
+            results = []
+            for row, query in enumerate(queries):
+                pairs = [(float(s), int(i)) for s, i in zip(scores[row], slots[row], strict=True) if i >= 0]
+                if len(pairs) < k_eff:
+                    # Filtered HNSW walks can miss nodes when the filter is very selective: scan exactly.
+                    pairs = self._exact_locked(query, k_eff, product_id)
+                results.append([self._hit(slot, score) for score, slot in pairs])
+            return results
 
     def _hit(self, slot: int, score: float) -> GalleryHit:
         row = self._rows[slot]
@@ -366,24 +385,24 @@ class Gallery:
             return labels, np.zeros((0, self.dim), dtype=np.float32)
         return labels, np.asarray(inner.reconstruct_n(0, labels.size), dtype=np.float32)
 
-    def vectors(self, product_id: int | None = None) -> tuple[list[GalleryHit], np.ndarray]:
-        """Stored rows and their vectors (for calibration and evaluation).
+    def rows(self, product_id: int | None = None) -> list[GalleryHit]:
+        """Metadata of the stored images (score field 1.0), in id order; optionally one product only."""
+        with self._lock:
+            slots = self._slots_by_product.get(product_id, set()) if product_id is not None else self._rows
+            return sorted((self._hit(slot, 1.0) for slot in slots), key=lambda h: h.image_id)
 
-        Args:
-            product_id: Only this product's images, or None for all.
+    def get_vectors(self, image_ids: Sequence[int]) -> np.ndarray:
+        """Stored (normalised) vectors of the given images as a float32 (n, dim) array.
 
-        Returns:
-            (rows as GalleryHit with score 1.0, float32 array (n, dim)) in a stable order.
+        Raises:
+            KeyError: For an id that is not in the gallery.
         """
         with self._lock:
-            labels, vectors = self._all_vectors_locked()
-            keep = [
-                i
-                for i, slot in enumerate(labels.tolist())
-                if slot in self._rows and (product_id is None or self._rows[slot].product_id == product_id)
-            ]
-            rows = [self._hit(int(labels[i]), 1.0) for i in keep]
-            return rows, np.ascontiguousarray(vectors[keep]) if keep else np.zeros((0, self.dim), np.float32)
+            if not image_ids:
+                return np.zeros((0, self.dim), dtype=np.float32)
+            return np.stack([self._index.reconstruct(self._slot_of[int(i)]) for i in image_ids]).astype(
+                np.float32, copy=False
+            )
 
     # -- staleness ----------------------------------------------------------------------------------
 
@@ -500,7 +519,7 @@ class Gallery:
             index: Any = faiss.deserialize_index(np.frombuffer(index_bytes, dtype=np.uint8).copy())
         except ArtifactError:
             raise
-        except (KeyError, TypeError, ValueError, RuntimeError, OSError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, OSError) as exc:
             raise ArtifactError(f"gallery in {directory} is unreadable: {exc}") from exc
         if index.d != gallery.dim or table.ndim != 2 or table.shape[1] != 5:
             raise ArtifactError(f"gallery in {directory} is inconsistent (dimension or row table shape)")

@@ -150,31 +150,34 @@ def calibrate_thresholds(gallery: Gallery, product_id: int | None = None) -> Thr
         Thresholds(min_score, min_margin).
     """
     defaults = Thresholds(DEFAULT_MIN_SCORE, DEFAULT_MIN_MARGIN)
-    rows, vectors = gallery.vectors(product_id)
+    rows = gallery.rows(product_id)
     if len(rows) < MIN_CALIBRATION_IMAGES:
         return defaults
-    classes = [(r.product_id, r.label) for r in rows]
     class_sizes: dict[tuple[int, int | None], int] = {}
-    for c in classes:
-        class_sizes[c] = class_sizes.get(c, 0) + 1
-    query_idx = [i for i, c in enumerate(classes) if class_sizes[c] >= 2]
-    if not query_idx:
+    for r in rows:
+        class_sizes[(r.product_id, r.label)] = class_sizes.get((r.product_id, r.label), 0) + 1
+    queries = [r for r in rows if class_sizes[(r.product_id, r.label)] >= 2]
+    if not queries:
         return defaults
-    if len(query_idx) > CALIBRATION_MAX_QUERIES:
+    if len(queries) > CALIBRATION_MAX_QUERIES:
         rng = np.random.default_rng(0)
-        query_idx = sorted(rng.choice(query_idx, CALIBRATION_MAX_QUERIES, replace=False).tolist())
+        picked = rng.choice(len(queries), CALIBRATION_MAX_QUERIES, replace=False)
+        queries = [queries[i] for i in sorted(picked.tolist())]
 
     same_class_best: list[float] = []
     correct_margins: list[float] = []
     wrong_margins: list[float] = []
-    for i in query_idx:
-        found = gallery.search(vectors[i], CALIBRATION_K + 1, product_id)
-        others = [h for h in found if h.image_id != rows[i].image_id][:CALIBRATION_K]
-        same = [h.score for h in others if (h.product_id, h.label) == classes[i]]
+    vectors = gallery.get_vectors([q.image_id for q in queries])
+    for query, found in zip(
+        queries, gallery.search_batch(vectors, CALIBRATION_K + 1, product_id), strict=True
+    ):
+        truth = (query.product_id, query.label)
+        others = [h for h in found if h.image_id != query.image_id][:CALIBRATION_K]
+        same = [h.score for h in others if (h.product_id, h.label) == truth]
         if same:
             same_class_best.append(max(same))
         verdict = compute_verdict(others, min_score=-math.inf, min_margin=-math.inf)
-        if (verdict.product_id, verdict.defect_type_id) == classes[i]:
+        if (verdict.product_id, verdict.defect_type_id) == truth:
             correct_margins.append(verdict.margin)
         else:
             wrong_margins.append(verdict.margin)
@@ -189,7 +192,7 @@ def calibrate_thresholds(gallery: Gallery, product_id: int | None = None) -> Thr
     min_margin = max(0.0, min_margin)
     logger.info(
         "calibrated thresholds on %d queries (product %s): min_score=%.3f min_margin=%.3f (%d wrong LOO)",
-        len(query_idx),
+        len(queries),
         product_id,
         min_score,
         min_margin,

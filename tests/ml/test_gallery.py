@@ -275,3 +275,16 @@ def test_build_gallery_can_be_cancelled(efficientnet: EfficientNetEmbedder) -> N
             total=6,
         )
     assert batches == 1
+
+
+@pytest.mark.parametrize("index_type", INDEX_TYPES)
+def test_batch_search_rows_and_stored_vectors_agree_with_single_search(index_type: IndexType) -> None:
+    gallery, vectors = _filled(index_type)
+    batched = gallery.search_batch(vectors[:4], k=3, product_id=2)
+    assert batched == [gallery.search(v, k=3, product_id=2) for v in vectors[:4]]
+    rows = gallery.rows(product_id=2)
+    assert [r.image_id for r in rows] == [i for i in range(100, 160) if 1 + (i - 100) % 3 == 2]
+    assert len(gallery.rows()) == 60
+    np.testing.assert_allclose(gallery.get_vectors([105, 100]), vectors[[5, 0]], atol=1e-6)
+    with pytest.raises(KeyError):
+        gallery.get_vectors([4242])
