@@ -445,7 +445,8 @@ class ManualIndex:
             raise IndexMismatchError(f"index format {meta.get('format')} != {FORMAT_VERSION}")
         if meta.get("embedder_id") != text_embedder.embedder_id:
             raise IndexMismatchError(
-                f"index built with {meta.get('embedder_id')!r}, current embedder is {text_embedder.embedder_id!r}"
+                f"index built with {meta.get('embedder_id')!r}, "
+                f"current embedder is {text_embedder.embedder_id!r}"
             )
         emb_file = directory / Path(str(meta["embeddings_file"])).name
         emb = np.load(emb_file, allow_pickle=False)
@@ -627,8 +628,9 @@ def to_passages(hits: Iterable[RetrievedChunk], kind: SectionKind | None = None)
     """Convert hits to generator passages (``kind`` overrides the chunk's own kind)."""
     from app.ml.generators import Passage
 
-    return [Passage(manual_id=h.chunk.manual_id, page=h.chunk.page, section=h.chunk.section, text=h.chunk.text,
-                    kind=kind or h.kind, chunk_id=h.chunk.chunk_id, score=h.score) for h in hits]
+    return [Passage(manual_id=h.chunk.manual_id, page=h.chunk.page, section=h.chunk.section,
+                    text=h.chunk.text, kind=kind or h.kind, chunk_id=h.chunk.chunk_id, score=h.score)
+            for h in hits]
 
 
 def sections_to_passages(sections: dict[SectionKind, list[RetrievedChunk]]) -> list[Passage]:

@@ -35,7 +35,8 @@ class TextEmbedder(Protocol):
 def _normalise(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+    out: np.ndarray = (x / np.maximum(norms, 1e-12)).astype(np.float32)
+    return out
 
 
 class UseTextEmbedder:
