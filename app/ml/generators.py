@@ -551,6 +551,7 @@ class TransformersGenerator:
             A ready generator.
         """
         import torch
+        import app.ml.torchvision_compat  # noqa: F401 - transformers imports torchvision
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         p = _preset_for(model_dir, preset)
@@ -575,6 +576,7 @@ class TransformersGenerator:
         return {k: v.to(self._device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
 
     def _gen_kwargs(self, inputs: dict[str, Any], deadline: _Deadline) -> dict[str, Any]:
+        import app.ml.torchvision_compat  # noqa: F401 - transformers imports torchvision
         from transformers import StoppingCriteriaList
 
         tok = self._tokenizer
@@ -602,6 +604,7 @@ class TransformersGenerator:
 
     def stream(self, request: GuidanceRequest) -> Iterator[str]:
         """Yield text pieces as they are generated (parse the joined text with result_from_text)."""
+        import app.ml.torchvision_compat  # noqa: F401 - transformers imports torchvision
         from transformers import TextIteratorStreamer
 
         streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True,

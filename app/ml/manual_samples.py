@@ -6,6 +6,7 @@ retriever which ignores the section structure mixes them up.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -175,10 +176,12 @@ def sample_manual_lines(
 
 
 def _font_path() -> Path:
-    """NanumGothic shipped inside koreanize_matplotlib."""
-    import koreanize_matplotlib
-
-    return Path(koreanize_matplotlib.__file__).parent / "fonts" / "NanumGothic.ttf"
+    """NanumGothic shipped inside koreanize_matplotlib (located without importing it: importing
+    it reconfigures matplotlib globally)."""
+    spec = importlib.util.find_spec("koreanize_matplotlib")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("koreanize_matplotlib (NanumGothic font) is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "fonts" / "NanumGothic.ttf"
 
 
 def render_pdf(lines: Sequence[str], *, header: str = "", font_size: float = 10.0) -> bytes:

@@ -211,6 +211,7 @@ class CrossEncoderReranker:
         Returns:
             A ready reranker.
         """
+        import app.ml.torchvision_compat  # noqa: F401 - transformers imports torchvision
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)

@@ -136,6 +136,7 @@ class TransformersTextEmbedder:
             A ready embedder.
         """
         import torch
+        import app.ml.torchvision_compat  # noqa: F401 - transformers imports torchvision
         from transformers import AutoModel, AutoTokenizer
 
         preset = TEXT_MODEL_PRESETS.get(model_dir.name, _Preset(model_dir.name, "mean", "", ""))
