@@ -7,10 +7,9 @@ real transformers generate/streaming code paths, with a known output.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
-
-import itertools
 from typing import Any
 
 import torch
