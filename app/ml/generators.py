@@ -551,7 +551,10 @@ class TransformersGenerator:
             A ready generator.
         """
         import torch
-        import app.ml.torchvision_compat  # noqa: F401 - transformers imports torchvision
+
+        from app.ml.torchvision_compat import ensure_torchvision_importable
+
+        ensure_torchvision_importable()  # transformers imports torchvision
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         p = _preset_for(model_dir, preset)
@@ -576,7 +579,9 @@ class TransformersGenerator:
         return {k: v.to(self._device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
 
     def _gen_kwargs(self, inputs: dict[str, Any], deadline: _Deadline) -> dict[str, Any]:
-        import app.ml.torchvision_compat  # noqa: F401 - transformers imports torchvision
+        from app.ml.torchvision_compat import ensure_torchvision_importable
+
+        ensure_torchvision_importable()  # transformers imports torchvision
         from transformers import StoppingCriteriaList
 
         tok = self._tokenizer
@@ -604,7 +609,9 @@ class TransformersGenerator:
 
     def stream(self, request: GuidanceRequest) -> Iterator[str]:
         """Yield text pieces as they are generated (parse the joined text with result_from_text)."""
-        import app.ml.torchvision_compat  # noqa: F401 - transformers imports torchvision
+        from app.ml.torchvision_compat import ensure_torchvision_importable
+
+        ensure_torchvision_importable()  # transformers imports torchvision
         from transformers import TextIteratorStreamer
 
         streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True,

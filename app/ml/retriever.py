@@ -211,7 +211,9 @@ class CrossEncoderReranker:
         Returns:
             A ready reranker.
         """
-        import app.ml.torchvision_compat  # noqa: F401 - transformers imports torchvision
+        from app.ml.torchvision_compat import ensure_torchvision_importable
+
+        ensure_torchvision_importable()  # transformers imports torchvision
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)

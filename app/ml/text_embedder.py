@@ -136,7 +136,10 @@ class TransformersTextEmbedder:
             A ready embedder.
         """
         import torch
-        import app.ml.torchvision_compat  # noqa: F401 - transformers imports torchvision
+
+        from app.ml.torchvision_compat import ensure_torchvision_importable
+
+        ensure_torchvision_importable()  # transformers imports torchvision
         from transformers import AutoModel, AutoTokenizer
 
         preset = TEXT_MODEL_PRESETS.get(model_dir.name, _Preset(model_dir.name, "mean", "", ""))

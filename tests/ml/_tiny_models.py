@@ -28,7 +28,7 @@ def make_tokenizer(words: Sequence[str], *, chat_template: str | None = CHAT_TEM
     """Word-level PreTrainedTokenizerFast over ``words`` plus the special tokens."""
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {tok: i for i, tok in enumerate([*SPECIALS, *dict.fromkeys(words)])}
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys([*SPECIALS, *words]))}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     core.pre_tokenizer = pre_tokenizers.Whitespace()
     tok = PreTrainedTokenizerFast(
@@ -42,17 +42,21 @@ def make_tokenizer(words: Sequence[str], *, chat_template: str | None = CHAT_TEM
 
 
 def save_scripted_gpt2(path: Path, script: Sequence[str], *, chat_template: str | None = CHAT_TEMPLATE,
-                       ) -> None:
-    """Save a GPT-2 that answers exactly ``script`` (then EOS) after ``<|assistant|>``."""
+                       start: str = "<|assistant|>") -> None:
+    """Save a GPT-2 that answers exactly ``script`` (then EOS) after the prompt's last token ``start``.
+
+    With zero layers the next-token logits depend only on the current token, so the chain
+    start -> script[0] -> ... -> EOS is followed greedily whatever the rest of the prompt says.
+    """
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    tok = make_tokenizer(script, chat_template=chat_template)
+    tok = make_tokenizer([start, *script], chat_template=chat_template)
     vocab = tok.get_vocab()
     v = len(vocab)
     cfg = GPT2Config(vocab_size=v, n_embd=v, n_layer=0, n_head=1, n_positions=4096,
                      bos_token_id=vocab["</s>"], eos_token_id=vocab["</s>"], tie_word_embeddings=False)
     model = GPT2LMHeadModel(cfg)
-    chain = [vocab["<|assistant|>"], *(vocab[w] for w in script), vocab["</s>"]]
+    chain = [vocab[start], *(vocab[w] for w in script), vocab["</s>"]]
     with torch.no_grad():
         model.transformer.wte.weight.copy_(torch.eye(v))
         model.transformer.wpe.weight.zero_()
