@@ -314,7 +314,9 @@ class ExtractiveGenerator:
                 pool = typed or [p for p in request.passages if p.resolved_kind() is None]
                 lines, used = self._sentences(pool, kind)
                 if lines:
-                    texts[kind] = "\n".join(lines)
+                    # Name the manual section quoted so a worker can spot a mismatch at a glance.
+                    where = ", ".join(dict.fromkeys(p.section for p in used if p.section))
+                    texts[kind] = (f"(매뉴얼 항목: {where})\n" if where else "") + "\n".join(lines)
                 else:
                     texts[kind] = f"매뉴얼에서 이 불량의 {SECTION_TITLES[kind]} 내용을 찾지 못했습니다."
                 for p in used:

@@ -614,17 +614,25 @@ class ManualIndex:
                 out[kind] = hits[:per_section]
                 continue
             if not matched:
-                out[kind] = [h for h in hits if h.kind == kind][:per_section]
+                # Nothing identifies a defect (unknown verdict, no text): only defect-independent
+                # sections are safe; another defect's causes would mislead.
+                only_general = not base
+                pool = [h for h in hits if h.kind == kind and (not only_general or _is_general(h))]
+                out[kind] = pool[:per_section]
                 continue
             pool = [h for h in hits if h.section_match > 0 and h.kind == kind]
             if not pool:  # the defect has no such subsection: its own text mentioning it, else general rules
                 pool = [h for h in hits if h.section_match > 0 and _KIND_TEXT[kind].search(h.chunk.text)]
             if not pool:
-                pool = [h for h in hits if h.kind == kind and
-                        (not split_section(h.chunk.section)[0]
-                         or _GENERAL_TOPIC.search(split_section(h.chunk.section)[0]))]
+                pool = [h for h in hits if h.kind == kind and _is_general(h)]
             out[kind] = pool[:per_section]
         return out
+
+
+def _is_general(hit: RetrievedChunk) -> bool:
+    """Chunk under no defect heading, or under a common/general one."""
+    topic = split_section(hit.chunk.section)[0]
+    return not topic or bool(_GENERAL_TOPIC.search(topic))
 
 
 def to_passages(hits: Iterable[RetrievedChunk], kind: SectionKind | None = None) -> list[Passage]:

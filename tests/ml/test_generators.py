@@ -344,3 +344,8 @@ def test_available_generators_reports_what_can_run(tmp_path: Path) -> None:
     assert not generate_with_fallback(gen, request()).is_fallback
     with pytest.raises(FileNotFoundError):
         create_generator("exaone-3.5-2.4b", tmp_path / "nowhere")
+
+
+def test_extractive_names_the_manual_section_it_quotes() -> None:
+    res = ExtractiveGenerator().generate(request())
+    assert res.sections.cause.startswith("(매뉴얼 항목: 1. 긁힘 (Scratch) > 발생 원인)")

@@ -177,3 +177,9 @@ def test_optional_reranker_from_models_dir(embedder: UseTextEmbedder, tokenizer:
     hits = idx.retrieve(query(0, SAMPLE_DEFECTS[2]), k=5)
     assert any(h.rerank_rank is not None for h in hits)
     assert {h.kind for h in hits if "오염" in h.chunk.section} >= {"cause", "action", "prevention"}
+
+
+def test_unknown_defect_without_any_text_gets_no_other_defects_sections(index: ManualIndex) -> None:
+    sections = index.retrieve_sections(RetrievalQuery(product_id=0), per_section=3)
+    for hits in sections.values():
+        assert all(not any(d.name in h.chunk.section for d in SAMPLE_DEFECTS) for h in hits)
