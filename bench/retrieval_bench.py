@@ -39,8 +39,16 @@ from app.ml.retriever import (
 from app.ml.text_embedder import UseTextEmbedder
 
 # Names a factory might register that differ from the manual's headings (tests heading inference).
-ALIASES = {"scratch": "스크래치", "dent": "눌림", "contamination": "얼룩", "crack": "크랙",
-           "discoloration": "색상 이상", "bubble": "블리스터", "burr": "거스러미", "foreign": "혼입물"}
+ALIASES = {
+    "scratch": "스크래치",
+    "dent": "눌림",
+    "contamination": "얼룩",
+    "crack": "크랙",
+    "discoloration": "색상 이상",
+    "bubble": "블리스터",
+    "burr": "거스러미",
+    "foreign": "혼입물",
+}
 
 
 @dataclass(frozen=True)
@@ -61,11 +69,24 @@ class Product:
 def synthetic_products() -> list[Product]:
     """Three manual styles x eight defects, plus one product registering alias names."""
     styles: list[ManualStyle] = ["numbered", "bullets", "chapters"]
-    out = [Product(f"synthetic-{s}", build_sample_manual(f"제품 {s}", s),
-                   [Defect(d.code, d.name, d.description, d.name) for d in SAMPLE_DEFECTS]) for s in styles]
-    out.append(Product("synthetic-aliases", build_sample_manual("제품 aliases", "numbered"),
-                       [Defect(f"D{i:02d}", ALIASES[d.code], d.description, d.name)
-                        for i, d in enumerate(SAMPLE_DEFECTS)]))
+    out = [
+        Product(
+            f"synthetic-{s}",
+            build_sample_manual(f"제품 {s}", s),
+            [Defect(d.code, d.name, d.description, d.name) for d in SAMPLE_DEFECTS],
+        )
+        for s in styles
+    ]
+    out.append(
+        Product(
+            "synthetic-aliases",
+            build_sample_manual("제품 aliases", "numbered"),
+            [
+                Defect(f"D{i:02d}", ALIASES[d.code], d.description, d.name)
+                for i, d in enumerate(SAMPLE_DEFECTS)
+            ],
+        )
+    )
     return out
 
 
@@ -73,8 +94,10 @@ def load_products(data: Path) -> list[Product]:
     out = []
     for d in sorted(p for p in data.iterdir() if (p / "manual.pdf").is_file()):
         rows = json.loads((d / "defects.json").read_text(encoding="utf-8"))
-        defects = [Defect(r["code"], r["name"], r.get("description", ""), r.get("heading") or r["name"])
-                   for r in rows]
+        defects = [
+            Defect(r["code"], r["name"], r.get("description", ""), r.get("heading") or r["name"])
+            for r in rows
+        ]
         out.append(Product(d.name, (d / "manual.pdf").read_bytes(), defects))
     return out
 
@@ -84,8 +107,10 @@ def write_sample(target: Path) -> None:
         d = target / p.product_id
         d.mkdir(parents=True, exist_ok=True)
         (d / "manual.pdf").write_bytes(p.pdf)
-        rows = [{"code": x.code, "name": x.name, "description": x.description, "heading": x.heading}
-                for x in p.defects]
+        rows = [
+            {"code": x.code, "name": x.name, "description": x.description, "heading": x.heading}
+            for x in p.defects
+        ]
         (d / "defects.json").write_text(json.dumps(rows, ensure_ascii=False, indent=1), encoding="utf-8")
 
 
@@ -125,8 +150,10 @@ def main() -> None:
     for p in products:
         parsed = parse_pdf(p.pdf, max_pages=500, max_bytes=100 * 1024 * 1024)
         pages += parsed.page_count
-        chunks += [IndexedChunk(f"{p.product_id}-{c.ordinal}", p.product_id, p.product_id, c.page, c.section,
-                                c.text) for c in chunk_pages(parsed.pages)]
+        chunks += [
+            IndexedChunk(f"{p.product_id}-{c.ordinal}", p.product_id, p.product_id, c.page, c.section, c.text)
+            for c in chunk_pages(parsed.pages)
+        ]
     t_parse = time.perf_counter() - t0
     t1 = time.perf_counter()
     index = ManualIndex.build(chunks, embedder, tokenizer=tokenizer)
@@ -149,8 +176,9 @@ def main() -> None:
         lat: list[float] = []
         for p in products:
             for d in p.defects:
-                q = RetrievalQuery(p.product_id, defect_code=d.code, defect_name=d.name,
-                                   defect_description=d.description)
+                q = RetrievalQuery(
+                    p.product_id, defect_code=d.code, defect_name=d.name, defect_description=d.description
+                )
                 ts = time.perf_counter()
                 sections = index.retrieve_sections(q, per_section=args.k, mode=mode, section_boost=boost)
                 lat.append(time.perf_counter() - ts)
@@ -173,13 +201,22 @@ def main() -> None:
     gen_ms: list[float] = []
     for p in products:
         for d in p.defects:
-            q = RetrievalQuery(p.product_id, defect_code=d.code, defect_name=d.name,
-                               defect_description=d.description)
-            req = GuidanceRequest(product_code=p.product_id, product_name=p.product_id, defect_code=d.code,
-                                  defect_name=d.name, defect_description=d.description, similarity=0.9,
-                                  anomaly_score=0.7, anomaly_threshold=0.5, is_anomaly=True,
-                                  regions=[{"bbox": [0.1, 0.1, 0.3, 0.3]}],
-                                  passages=sections_to_passages(index.retrieve_sections(q)))
+            q = RetrievalQuery(
+                p.product_id, defect_code=d.code, defect_name=d.name, defect_description=d.description
+            )
+            req = GuidanceRequest(
+                product_code=p.product_id,
+                product_name=p.product_id,
+                defect_code=d.code,
+                defect_name=d.name,
+                defect_description=d.description,
+                similarity=0.9,
+                anomaly_score=0.7,
+                anomaly_threshold=0.5,
+                is_anomaly=True,
+                regions=[{"bbox": [0.1, 0.1, 0.3, 0.3]}],
+                passages=sections_to_passages(index.retrieve_sections(q)),
+            )
             ts = time.perf_counter()
             gen.generate(req)
             gen_ms.append((time.perf_counter() - ts) * 1000)
@@ -209,9 +246,11 @@ def main() -> None:
     ]
     for label, hit3, per_kind, all3, wrong in rows:
         ratio = f"{hit3 / max(ref, 1):.2f}x"
-        lines.append(f"| {label} | {pct(hit3, n_q)} | {ratio} | {pct(per_kind['cause'], n_types)} | "
-                     f"{pct(per_kind['action'], n_types)} | {pct(per_kind['prevention'], n_types)} | "
-                     f"{pct(all3, n_types)} | {wrong}/{n_types} |")
+        lines.append(
+            f"| {label} | {pct(hit3, n_q)} | {ratio} | {pct(per_kind['cause'], n_types)} | "
+            f"{pct(per_kind['action'], n_types)} | {pct(per_kind['prevention'], n_types)} | "
+            f"{pct(all3, n_types)} | {wrong}/{n_types} |"
+        )
 
     def stats_ms(vals: list[float], scale: float = 1000.0) -> str:
         v = sorted(x * scale for x in vals)

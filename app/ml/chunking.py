@@ -18,8 +18,10 @@ SECTION_SEP = " > "
 _KIND_PATTERNS: tuple[tuple[SectionKind, re.Pattern[str]], ...] = (
     ("prevention", re.compile(r"예방|재발\s*방지|prevent", re.IGNORECASE)),
     ("cause", re.compile(r"원인|cause|root", re.IGNORECASE)),
-    ("action", re.compile(r"조치|대응|처리|처치|대책|해결|수리|재작업|action|countermeasure|remed",
-                          re.IGNORECASE)),
+    (
+        "action",
+        re.compile(r"조치|대응|처리|처치|대책|해결|수리|재작업|action|countermeasure|remed", re.IGNORECASE),
+    ),
 )
 # Subsection labels that are not defect names (they must not replace the defect heading).
 _GENERIC_SUB = re.compile(
@@ -116,8 +118,13 @@ def _edge_lines(pages: Sequence[_PageLike]) -> set[str]:
     counts: Counter[str] = Counter()
     for p in pages:
         lines = [ln for ln in p.text.split("\n") if ln.strip()]
-        counts.update({_DIGITS.sub("#", ln.strip()) for ln in lines[:2] + lines[-2:]
-                       if not _looks_numbered_heading(ln.strip())})
+        counts.update(
+            {
+                _DIGITS.sub("#", ln.strip())
+                for ln in lines[:2] + lines[-2:]
+                if not _looks_numbered_heading(ln.strip())
+            }
+        )
     need = max(2, (len(pages) * 6 + 9) // 10)
     return {ln for ln, n in counts.items() if n >= need}
 
@@ -174,9 +181,7 @@ def _classify(line: str, st: _State) -> bool:
     return False
 
 
-def chunk_pages(
-    pages: Sequence[_PageLike], *, chunk_size: int = 500, chunk_overlap: int = 80
-) -> list[Chunk]:
+def chunk_pages(pages: Sequence[_PageLike], *, chunk_size: int = 500, chunk_overlap: int = 80) -> list[Chunk]:
     """Split manual pages into section-aware chunks.
 
     Args:
@@ -189,7 +194,8 @@ def chunk_pages(
         (chapter, defect heading, subsection) carries across page breaks.
     """
     splitter = RecursiveCharacterTextSplitter(
-        chunk_size=chunk_size, chunk_overlap=min(chunk_overlap, chunk_size // 2),
+        chunk_size=chunk_size,
+        chunk_overlap=min(chunk_overlap, chunk_size // 2),
         separators=["\n\n", "\n", ". ", " ", ""],
     )
     edges = _edge_lines(pages)
@@ -219,6 +225,15 @@ def chunk_pages(
         for piece in splitter.split_text("\n".join(lines)):
             text = piece.strip()
             if text:
-                chunks.append(Chunk(page=page_no, section=section, text=text, ordinal=len(chunks),
-                                    topic=topic, subsection=sub, kind=kind))
+                chunks.append(
+                    Chunk(
+                        page=page_no,
+                        section=section,
+                        text=text,
+                        ordinal=len(chunks),
+                        topic=topic,
+                        subsection=sub,
+                        kind=kind,
+                    )
+                )
     return chunks

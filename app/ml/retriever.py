@@ -241,8 +241,14 @@ class CrossEncoderReranker:
         if not texts:
             return np.zeros(0, dtype=np.float32)
         with torch.inference_mode():
-            enc = self._tokenizer([query] * len(texts), list(texts), padding=True, truncation=True,
-                                  max_length=512, return_tensors="pt").to(self._device)
+            enc = self._tokenizer(
+                [query] * len(texts),
+                list(texts),
+                padding=True,
+                truncation=True,
+                max_length=512,
+                return_tensors="pt",
+            ).to(self._device)
             logits = self._model(**enc).logits.float()
             col = logits[:, -1] if logits.shape[-1] > 1 else logits[:, 0]
             return np.asarray(col.cpu().numpy(), dtype=np.float32)
@@ -328,7 +334,10 @@ class ManualIndex:
     """
 
     def __init__(
-        self, text_embedder: TextEmbedder, *, tokenizer: KoreanTokenizer | None = None,
+        self,
+        text_embedder: TextEmbedder,
+        *,
+        tokenizer: KoreanTokenizer | None = None,
         reranker: CrossEncoderReranker | None = None,
     ) -> None:
         self.embedder = text_embedder
@@ -346,8 +355,12 @@ class ManualIndex:
 
     @classmethod
     def build(
-        cls, chunks: Sequence[IndexedChunk], text_embedder: TextEmbedder, *,
-        tokenizer: KoreanTokenizer | None = None, reranker: CrossEncoderReranker | None = None,
+        cls,
+        chunks: Sequence[IndexedChunk],
+        text_embedder: TextEmbedder,
+        *,
+        tokenizer: KoreanTokenizer | None = None,
+        reranker: CrossEncoderReranker | None = None,
     ) -> ManualIndex:
         """Index ``chunks`` (tokenise + embed).
 
@@ -386,8 +399,11 @@ class ManualIndex:
         if removed:
             self.chunks = [self.chunks[i] for i in keep]
             self.tokens = [self.tokens[i] for i in keep]
-            self.embeddings = self.embeddings[np.asarray(keep, dtype=np.int64)] if keep else \
-                np.zeros((0, self.embedder.dim), dtype=np.float32)
+            self.embeddings = (
+                self.embeddings[np.asarray(keep, dtype=np.int64)]
+                if keep
+                else np.zeros((0, self.embedder.dim), dtype=np.float32)
+            )
             self._views.clear()
         return removed
 
@@ -426,7 +442,11 @@ class ManualIndex:
 
     @classmethod
     def load(
-        cls, directory: Path, text_embedder: TextEmbedder, *, tokenizer: KoreanTokenizer | None = None,
+        cls,
+        directory: Path,
+        text_embedder: TextEmbedder,
+        *,
+        tokenizer: KoreanTokenizer | None = None,
         reranker: CrossEncoderReranker | None = None,
     ) -> ManualIndex:
         """Load an index saved by :meth:`save`.
@@ -457,8 +477,17 @@ class ManualIndex:
         if emb.ndim != 2 or emb.shape[0] != len(rows) or emb.shape[1] != text_embedder.dim:
             raise IndexMismatchError(f"embeddings shape {emb.shape} does not match {len(rows)} chunks")
         index = cls(text_embedder, tokenizer=tokenizer, reranker=reranker)
-        index.chunks = [IndexedChunk(r["chunk_id"], r["manual_id"], r["product_id"], int(r["page"]),
-                                     str(r["section"]), str(r["text"])) for r in rows]
+        index.chunks = [
+            IndexedChunk(
+                r["chunk_id"],
+                r["manual_id"],
+                r["product_id"],
+                int(r["page"]),
+                str(r["section"]),
+                str(r["text"]),
+            )
+            for r in rows
+        ]
         index.tokens = [[str(t) for t in r["tokens"]] for r in rows]
         index.embeddings = emb.astype(np.float32)
         return index
@@ -473,8 +502,10 @@ class ManualIndex:
                 return None
             split = [split_section(self.chunks[i].section) for i in idx]
             view = _ProductView(
-                indices=idx, bm25=BM25Index([self.tokens[i] for i in idx]),
-                topics=[t for t, _ in split], kinds=[section_kind(s) if s else None for _, s in split],
+                indices=idx,
+                bm25=BM25Index([self.tokens[i] for i in idx]),
+                topics=[t for t, _ in split],
+                kinds=[section_kind(s) if s else None for _, s in split],
             )
             self._views[key] = view
         return view
@@ -528,7 +559,11 @@ class ManualIndex:
         return {top: 0.3}, True
 
     def _hits(
-        self, query: RetrievalQuery, text: str, mode: RetrievalMode, section_boost: bool,
+        self,
+        query: RetrievalQuery,
+        text: str,
+        mode: RetrievalMode,
+        section_boost: bool,
         match: tuple[dict[str, float], bool] | None = None,
     ) -> tuple[list[RetrievedChunk], tuple[dict[str, float], bool]]:
         """All product chunks scored for ``text``; ``match`` reuses an earlier heading decision."""
@@ -551,11 +586,17 @@ class ManualIndex:
         for i, gi in enumerate(view.indices):
             strength = matched.get(view.topics[i], 0.0)
             boost = (_INFERRED_BOOST if inferred else _MATCH_BOOST) if strength > 0 else 0.0
-            hits.append(RetrievedChunk(
-                chunk=self.chunks[gi], score=float(fused[i] + boost),
-                bm25_rank=int(bm25_ranks[i]) or None, dense_rank=int(dense_ranks[i]) or None,
-                section_match=strength, kind=view.kinds[i], rerank_rank=int(rerank_ranks[i]) or None,
-            ))
+            hits.append(
+                RetrievedChunk(
+                    chunk=self.chunks[gi],
+                    score=float(fused[i] + boost),
+                    bm25_rank=int(bm25_ranks[i]) or None,
+                    dense_rank=int(dense_ranks[i]) or None,
+                    section_match=strength,
+                    kind=view.kinds[i],
+                    rerank_rank=int(rerank_ranks[i]) or None,
+                )
+            )
         hits.sort(key=lambda h: -h.score)
         return hits, (matched, inferred)
 
@@ -587,7 +628,11 @@ class ManualIndex:
         return sorted(picked, key=lambda h: -h.score)[:k]
 
     def retrieve_sections(
-        self, query: RetrievalQuery, per_section: int = 2, *, mode: RetrievalMode = "hybrid",
+        self,
+        query: RetrievalQuery,
+        per_section: int = 2,
+        *,
+        mode: RetrievalMode = "hybrid",
         section_boost: bool = True,
     ) -> dict[SectionKind, list[RetrievedChunk]]:
         """Best chunks for 원인 (cause), 조치 (action) and 예방 (prevention) of the query's defect.
@@ -639,9 +684,18 @@ def to_passages(hits: Iterable[RetrievedChunk], kind: SectionKind | None = None)
     """Convert hits to generator passages (``kind`` overrides the chunk's own kind)."""
     from app.ml.generators import Passage
 
-    return [Passage(manual_id=h.chunk.manual_id, page=h.chunk.page, section=h.chunk.section,
-                    text=h.chunk.text, kind=kind or h.kind, chunk_id=h.chunk.chunk_id, score=h.score)
-            for h in hits]
+    return [
+        Passage(
+            manual_id=h.chunk.manual_id,
+            page=h.chunk.page,
+            section=h.chunk.section,
+            text=h.chunk.text,
+            kind=kind or h.kind,
+            chunk_id=h.chunk.chunk_id,
+            score=h.score,
+        )
+        for h in hits
+    ]
 
 
 def sections_to_passages(sections: dict[SectionKind, list[RetrievedChunk]]) -> list[Passage]:

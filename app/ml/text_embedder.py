@@ -107,8 +107,16 @@ class TransformersTextEmbedder:
     """
 
     def __init__(
-        self, model: Any, tokenizer: Any, *, name: str, pooling: Pooling = "mean", query_prefix: str = "",
-        passage_prefix: str = "", max_length: int = 512, device: str = "cpu",
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        name: str,
+        pooling: Pooling = "mean",
+        query_prefix: str = "",
+        passage_prefix: str = "",
+        max_length: int = 512,
+        device: str = "cpu",
     ) -> None:
         self._model = model
         self._tokenizer = tokenizer
@@ -147,9 +155,16 @@ class TransformersTextEmbedder:
         dtype = torch.float16 if device.startswith("cuda") else torch.float32
         model = AutoModel.from_pretrained(str(model_dir), local_files_only=True, dtype=dtype)
         model.eval().to(device)
-        return cls(model, tokenizer, name=model_dir.name, pooling=pooling or preset.pooling,
-                   query_prefix=preset.query_prefix, passage_prefix=preset.passage_prefix,
-                   max_length=max_length, device=device)
+        return cls(
+            model,
+            tokenizer,
+            name=model_dir.name,
+            pooling=pooling or preset.pooling,
+            query_prefix=preset.query_prefix,
+            passage_prefix=preset.passage_prefix,
+            max_length=max_length,
+            device=device,
+        )
 
     def embed(self, texts: Sequence[str], *, is_query: bool = False) -> np.ndarray:
         """Embed texts with the model's query or passage prefix."""
@@ -162,8 +177,9 @@ class TransformersTextEmbedder:
         with torch.inference_mode():
             for start in range(0, len(texts), 16):
                 batch = [prefix + t for t in texts[start : start + 16]]
-                enc = self._tokenizer(batch, padding=True, truncation=True, max_length=self._max_length,
-                                      return_tensors="pt").to(self._device)
+                enc = self._tokenizer(
+                    batch, padding=True, truncation=True, max_length=self._max_length, return_tensors="pt"
+                ).to(self._device)
                 hidden = self._model(**enc).last_hidden_state.float()
                 if self._pooling == "cls":
                     pooled = hidden[:, 0]
@@ -189,8 +205,10 @@ def available_text_embedders(models_dir: Path) -> list[TextEmbedderInfo]:
     """List the packaged USE plus every local encoder under ``models_dir/text/<name>/``."""
     infos = [TextEmbedderInfo("use", "Multilingual USE v3 (내장)", True, "패키지에 포함")]
     text_dir = models_dir / "text"
-    names = sorted(set(TEXT_MODEL_PRESETS) | ({p.name for p in text_dir.iterdir() if p.is_dir()}
-                                                if text_dir.is_dir() else set()))
+    names = sorted(
+        set(TEXT_MODEL_PRESETS)
+        | ({p.name for p in text_dir.iterdir() if p.is_dir()} if text_dir.is_dir() else set())
+    )
     for name in names:
         path = text_dir / name
         label = TEXT_MODEL_PRESETS[name].label if name in TEXT_MODEL_PRESETS else name

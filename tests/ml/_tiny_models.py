@@ -32,8 +32,12 @@ def make_tokenizer(words: Sequence[str], *, chat_template: str | None = CHAT_TEM
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     core.pre_tokenizer = pre_tokenizers.Whitespace()
     tok = PreTrainedTokenizerFast(
-        tokenizer_object=core, unk_token="[UNK]", pad_token="[PAD]", eos_token="</s>",
-        cls_token="[CLS]", sep_token="[SEP]",
+        tokenizer_object=core,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        eos_token="</s>",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
         additional_special_tokens=["<|system|>", "<|user|>", "<|assistant|>"],
     )
     if chat_template:
@@ -41,8 +45,13 @@ def make_tokenizer(words: Sequence[str], *, chat_template: str | None = CHAT_TEM
     return tok
 
 
-def save_scripted_gpt2(path: Path, script: Sequence[str], *, chat_template: str | None = CHAT_TEMPLATE,
-                       start: str = "<|assistant|>") -> None:
+def save_scripted_gpt2(
+    path: Path,
+    script: Sequence[str],
+    *,
+    chat_template: str | None = CHAT_TEMPLATE,
+    start: str = "<|assistant|>",
+) -> None:
     """Save a GPT-2 that answers exactly ``script`` (then EOS) after the prompt's last token ``start``.
 
     With zero layers the next-token logits depend only on the current token, so the chain
@@ -53,8 +62,16 @@ def save_scripted_gpt2(path: Path, script: Sequence[str], *, chat_template: str 
     tok = make_tokenizer([start, *script], chat_template=chat_template)
     vocab = tok.get_vocab()
     v = len(vocab)
-    cfg = GPT2Config(vocab_size=v, n_embd=v, n_layer=0, n_head=1, n_positions=4096,
-                     bos_token_id=vocab["</s>"], eos_token_id=vocab["</s>"], tie_word_embeddings=False)
+    cfg = GPT2Config(
+        vocab_size=v,
+        n_embd=v,
+        n_layer=0,
+        n_head=1,
+        n_positions=4096,
+        bos_token_id=vocab["</s>"],
+        eos_token_id=vocab["</s>"],
+        tie_word_embeddings=False,
+    )
     model = GPT2LMHeadModel(cfg)
     chain = [vocab[start], *(vocab[w] for w in script), vocab["</s>"]]
     with torch.no_grad():
@@ -75,8 +92,15 @@ def save_random_gpt2(path: Path, words: Sequence[str], *, chat_template: str | N
 
     torch.manual_seed(0)
     tok = make_tokenizer(words, chat_template=chat_template)
-    cfg = GPT2Config(vocab_size=len(tok.get_vocab()), n_embd=32, n_layer=1, n_head=2, n_positions=4096,
-                     eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)
+    cfg = GPT2Config(
+        vocab_size=len(tok.get_vocab()),
+        n_embd=32,
+        n_layer=1,
+        n_head=2,
+        n_positions=4096,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.eos_token_id,
+    )
     GPT2LMHeadModel(cfg).save_pretrained(path)
     tok.save_pretrained(path)
 
@@ -87,9 +111,16 @@ def save_tiny_bert(path: Path, words: Sequence[str], *, classifier: bool = False
 
     torch.manual_seed(0)
     tok = make_tokenizer(words, chat_template=None)
-    cfg = BertConfig(vocab_size=len(tok.get_vocab()), hidden_size=32, num_hidden_layers=1,
-                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=512, num_labels=1,
-                     pad_token_id=tok.pad_token_id)
+    cfg = BertConfig(
+        vocab_size=len(tok.get_vocab()),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        num_labels=1,
+        pad_token_id=tok.pad_token_id,
+    )
     model = BertForSequenceClassification(cfg) if classifier else BertModel(cfg)
     model.save_pretrained(path)
     tok.save_pretrained(path)

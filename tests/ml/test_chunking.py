@@ -67,10 +67,14 @@ def test_running_header_and_page_numbers_are_dropped(numbered: list[Chunk]) -> N
 
 def test_bracket_bullet_and_chapter_headings_in_plain_pages() -> None:
     pages = [
-        PageText(1, "제 2 장 불량 유형별 조치\n3. 긁힘 (Scratch)\n■ 발생 원인\n레일이 마모되었다.\n"
-                    "■ 조치 가이드\n부품을 격리한다."),
-        PageText(2, "[예방 조치]\n레일을 주 1회 점검한다.\n4. 찍힘 (Dent)\n"
-                    "3.1 발생 원인\n클램프 압력이 높다."),
+        PageText(
+            1,
+            "제 2 장 불량 유형별 조치\n3. 긁힘 (Scratch)\n■ 발생 원인\n레일이 마모되었다.\n"
+            "■ 조치 가이드\n부품을 격리한다.",
+        ),
+        PageText(
+            2, "[예방 조치]\n레일을 주 1회 점검한다.\n4. 찍힘 (Dent)\n3.1 발생 원인\n클램프 압력이 높다."
+        ),
     ]
     got = {c.text: (c.page, c.section) for c in chunk_pages(pages)}
     assert got["레일이 마모되었다."] == (1, "3. 긁힘 (Scratch) > 발생 원인")
@@ -81,8 +85,9 @@ def test_bracket_bullet_and_chapter_headings_in_plain_pages() -> None:
 
 def test_long_sections_are_split_but_keep_page_and_section() -> None:
     body = "\n".join(f"{i}번째 원인 설명 문장으로 설비 점검 기록을 확인해야 한다." for i in range(40))
-    chunks = chunk_pages([PageText(5, f"7. 변색 (Discoloration)\n7.1 발생 원인\n{body}")], chunk_size=200,
-                         chunk_overlap=40)
+    chunks = chunk_pages(
+        [PageText(5, f"7. 변색 (Discoloration)\n7.1 발생 원인\n{body}")], chunk_size=200, chunk_overlap=40
+    )
     assert len(chunks) > 3
     assert all(len(c.text) <= 200 and c.page == 5 for c in chunks)
     assert {c.section for c in chunks} == {"7. 변색 (Discoloration) > 발생 원인"}

@@ -30,8 +30,10 @@ STYLES: tuple[ManualStyle, ...] = ("numbered", "bullets", "chapters")
 def manual_chunks(product_id: int, style: ManualStyle, manual_id: int | None = None) -> list[IndexedChunk]:
     mid = manual_id if manual_id is not None else 100 + product_id
     pages = parse_pdf(build_sample_manual(f"제품{product_id}", style)).pages
-    return [IndexedChunk(f"{mid}-{c.ordinal}", mid, product_id, c.page, c.section, c.text)
-            for c in chunk_pages(pages)]
+    return [
+        IndexedChunk(f"{mid}-{c.ordinal}", mid, product_id, c.page, c.section, c.text)
+        for c in chunk_pages(pages)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +53,9 @@ def index(embedder: UseTextEmbedder, tokenizer: KoreanTokenizer) -> ManualIndex:
 
 
 def query(pid: int, d: SampleDefect) -> RetrievalQuery:
-    return RetrievalQuery(product_id=pid, defect_code=d.code, defect_name=d.name,
-                          defect_description=d.description)
+    return RetrievalQuery(
+        product_id=pid, defect_code=d.code, defect_name=d.name, defect_description=d.description
+    )
 
 
 def test_tokenizer_keeps_content_morphemes_and_english(tokenizer: KoreanTokenizer) -> None:
@@ -71,8 +74,9 @@ def test_bm25_ranks_the_document_with_the_rare_term_first() -> None:
 
 
 @pytest.mark.parametrize(("pid", "style"), list(enumerate(STYLES)))
-def test_every_defect_gets_its_own_cause_action_and_prevention(index: ManualIndex, pid: int,
-                                                               style: ManualStyle) -> None:
+def test_every_defect_gets_its_own_cause_action_and_prevention(
+    index: ManualIndex, pid: int, style: ManualStyle
+) -> None:
     for d in SAMPLE_DEFECTS:
         sections = index.retrieve_sections(query(pid, d), per_section=2)
         expected = {"cause": d.causes[0], "action": d.actions[0], "prevention": d.preventions[0]}
@@ -97,8 +101,9 @@ def test_defect_named_differently_from_the_manual_heading_is_inferred(index: Man
     """A product may register '크랙' for what the manual calls '균열 (Crack)'."""
     aliases = {"scratch": "스크래치", "crack": "크랙", "bubble": "블리스터", "foreign": "혼입물"}
     for i, d in enumerate(d for d in SAMPLE_DEFECTS if d.code in aliases):
-        q = RetrievalQuery(0, defect_code=f"D{i:02d}", defect_name=aliases[d.code],
-                           defect_description=d.description)
+        q = RetrievalQuery(
+            0, defect_code=f"D{i:02d}", defect_name=aliases[d.code], defect_description=d.description
+        )
         sections = index.retrieve_sections(q, per_section=1)
         for kind, hits in sections.items():
             assert hits, (d.name, kind)
@@ -112,7 +117,10 @@ def test_results_are_limited_to_the_product(index: ManualIndex) -> None:
     assert all(h.chunk.product_id == 2 for h in hits)
     assert index.retrieve(RetrievalQuery(product_id=99, defect_name="긁힘"), k=5) == []
     assert index.retrieve_sections(RetrievalQuery(product_id=99, defect_name="긁힘")) == {
-        "cause": [], "action": [], "prevention": []}
+        "cause": [],
+        "action": [],
+        "prevention": [],
+    }
 
 
 def test_passages_carry_kind_page_and_manual(index: ManualIndex) -> None:
@@ -121,8 +129,9 @@ def test_passages_carry_kind_page_and_manual(index: ManualIndex) -> None:
     assert all(p.manual_id == 100 and p.page >= 1 and "균열" in p.section for p in passages)
 
 
-def test_save_load_roundtrip_without_pickle(index: ManualIndex, embedder: UseTextEmbedder,
-                                           tokenizer: KoreanTokenizer, tmp_path: Path) -> None:
+def test_save_load_roundtrip_without_pickle(
+    index: ManualIndex, embedder: UseTextEmbedder, tokenizer: KoreanTokenizer, tmp_path: Path
+) -> None:
     index.save(tmp_path)
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files[0].startswith("embeddings-")
@@ -137,8 +146,9 @@ def test_save_load_roundtrip_without_pickle(index: ManualIndex, embedder: UseTex
     assert len(list(tmp_path.glob("embeddings-*.npy"))) == 1
 
 
-def test_load_refuses_an_index_built_with_another_embedder(index: ManualIndex, tmp_path: Path,
-                                                          tokenizer: KoreanTokenizer) -> None:
+def test_load_refuses_an_index_built_with_another_embedder(
+    index: ManualIndex, tmp_path: Path, tokenizer: KoreanTokenizer
+) -> None:
     class OtherEmbedder:
         """Stand-in for a different model: only the id differs, which is what load() checks."""
 
@@ -166,8 +176,9 @@ def test_add_and_remove_manual_incrementally(embedder: UseTextEmbedder, tokenize
     assert len(idx.embeddings) == len(idx.chunks)
 
 
-def test_optional_reranker_from_models_dir(embedder: UseTextEmbedder, tokenizer: KoreanTokenizer,
-                                           tmp_path: Path) -> None:
+def test_optional_reranker_from_models_dir(
+    embedder: UseTextEmbedder, tokenizer: KoreanTokenizer, tmp_path: Path
+) -> None:
     assert CrossEncoderReranker.find(tmp_path) is None
     words = sorted({w for d in SAMPLE_DEFECTS for w in " ".join(d.causes).split()})
     save_tiny_bert(tmp_path / "reranker" / "tiny-ce", words, classifier=True)
