@@ -25,6 +25,7 @@ from app.db.session import make_engine, make_session_factory
 from app.deployments import api as deployments_api
 from app.deployments.runner import JobRunner
 from app.inspection import pages as inspection_pages
+from app.manuals import api as manuals_api
 from app.ml.loading import load_models
 
 logger = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         auth_api.router,
         catalog_api.router,
         deployments_api.router,
+        manuals_api.router,
         auth_pages.router,
         inspection_pages.router,
         admin_pages.router,

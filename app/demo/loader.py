@@ -18,6 +18,7 @@ from app.core.config import Settings
 from app.core.storage import ObjectStorage, make_storage
 from app.db.session import make_engine, make_session_factory
 from app.db.tables import DefectType, User
+from app.manuals import service as manual_service
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def _ensure_user(
 def register_dataset(session: Any, storage: ObjectStorage, settings: Settings, root: Path) -> dict[str, int]:
     """Register every product of a generated data set (idempotent: existing products are skipped)."""
     manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
-    counts = {"products": 0, "normal": 0, "defect": 0}
+    counts = {"products": 0, "normal": 0, "defect": 0, "manuals": 0}
     for item in manifest["products"]:
         if catalog_service.get_product_by_code(session, item["code"]) is not None:
             continue
@@ -103,6 +104,18 @@ def register_dataset(session: Any, storage: ObjectStorage, settings: Settings, r
                 actor_id=None,
             )
             counts["defect"] += len(outcome.created)
+        if item.get("manual_pdf"):
+            pdf = root / item["manual_pdf"]
+            manual_service.upload_manual(
+                session,
+                storage,
+                settings,
+                product_id=product.id,
+                file_name=pdf.name,
+                data=pdf.read_bytes(),
+                actor_id=None,
+            )
+            counts["manuals"] += 1
     return counts
 
 
@@ -133,6 +146,6 @@ def load_demo(settings: Settings, *, seed: int = 0, build: bool = True) -> str:
         engine.dispose()
     return (
         f"demo data: {counts['products']} new products, "
-        f"{counts['normal']} normal and {counts['defect']} defect images\n"
+        f"{counts['normal']} normal and {counts['defect']} defect images, {counts['manuals']} manuals\n"
         f"demo logins: admin / {creds['admin']}   worker / {creds['worker']}"
     )

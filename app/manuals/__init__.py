@@ -1,0 +1,1 @@
+"""Product response manuals: upload, storage, (indexing and retrieval come with the guidance feature)."""
