@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
 import tempfile
 import time
@@ -31,7 +32,7 @@ from PIL import Image, ImageDraw, ImageFilter
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.ml.embedders import ClipEmbedder, EfficientNetEmbedder, ImageEmbedder
-from app.ml.gallery import Gallery, IndexType, build_gallery
+from app.ml.gallery import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, Gallery, IndexType, build_gallery
 from app.ml.preprocessing import PreprocessingOptions, apply_preprocessing, decode_image
 
 Item = tuple[int, int, int | None, Image.Image]
@@ -182,7 +183,7 @@ def _bench_latency(
                 [
                     _label(embedder),
                     str(embedder.dim),
-                    index_type,
+                    f"hnsw (built in {build_s:.0f} s)" if index_type == "hnsw" else index_type,
                     f"{size:,}",
                     "all" if product is None else f"1 of {N_PRODUCTS}",
                     f"{prep50:.1f}",
@@ -267,7 +268,10 @@ def main() -> None:
         "--clip-weights", type=Path, default=None, help="real ViT-B-32 weights (default: random)"
     )
     parser.add_argument("--rebuild-size", type=int, default=1000)
-    parser.add_argument("--hnsw", action="store_true", help="also time an HNSW gallery at the largest size")
+    parser.add_argument("--hnsw", action="store_true", help="also time an HNSW gallery (see --hnsw-size)")
+    parser.add_argument(
+        "--hnsw-size", type=int, default=20_000, help="HNSW builds are slow: 20k x 1280-d ~1 min"
+    )
     parser.add_argument("--photo-size", type=int, nargs=2, default=[1280, 960], metavar=("W", "H"))
     parser.add_argument("--max-side", type=int, default=512, help="decode/preprocess working size")
     parser.add_argument("--threads", type=int, default=1, help="torch and faiss threads (request path: 1)")
@@ -285,6 +289,7 @@ def main() -> None:
     cost_rows: list[list[str]] = []
     quality_rows: list[list[str]] = []
     run_start = time.perf_counter()
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.embedders:
             print(f"== {name}", flush=True)
@@ -295,7 +300,7 @@ def main() -> None:
                 embedder = EfficientNetEmbedder.load("cpu")
             latency_rows += _bench_latency(embedder, photos, args.sizes, args.repeats, "flat")
             if args.hnsw:
-                latency_rows += _bench_latency(embedder, photos, [max(args.sizes)], args.repeats, "hnsw")
+                latency_rows += _bench_latency(embedder, photos, [args.hnsw_size], args.repeats, "hnsw")
             cost_rows.append(_bench_register_vs_rebuild(embedder, photos, args.rebuild_size))
             print("  ", cost_rows[-1], flush=True)
             gallery_items, query_items = _synthetic_quality_set()
@@ -310,6 +315,7 @@ def main() -> None:
             )
             print("  ", quality_rows[-1], flush=True)
     total_min = (time.perf_counter() - run_start) / 60
+    load_end = os.getloadavg()[0]
 
     latency = _table(
         [
@@ -333,8 +339,9 @@ def main() -> None:
     clip_weights = "the given" if args.clip_weights else "random"
     report = f"""# Similar-image search benchmark
 
-Date 2026-11-21, machine "2-core CPU, 24 GB, no GPU" (shared with other jobs while measuring),
-torch and faiss limited to {args.threads} thread(s) as on the request path. Command:
+Date 2026-11-21, machine "2-core CPU, 24 GB, no GPU", shared with other jobs while measuring (1-minute
+load average {load_start:.1f} at start, {load_end:.1f} at end, so single timings are noisy; compare rows of
+the same run). torch and faiss limited to {args.threads} thread(s) as on the request path. Command:
 `python bench/search_bench.py {" ".join(sys.argv[1:])}` (run took {total_min:.1f} min).
 
 ## Upload -> search latency
@@ -345,6 +352,8 @@ contrast + smoothing, at max_side={args.max_side}) + embed one image + gallery s
 depends only on size and dimension); CLIP ViT-B-32 uses {clip_weights} weights (same compute as
 trained ones).
 "product filter 1 of {N_PRODUCTS}" restricts the search to one product's images (exact IDSelector).
+Gallery fill time (adding the random vectors) is printed on the console; HNSW rows, if any, use
+M={HNSW_M}, efConstruction={HNSW_EF_CONSTRUCTION}, efSearch>={HNSW_EF_SEARCH}.
 
 {latency}
 

@@ -260,7 +260,7 @@ class ClipEmbedder:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 arch, pretrained=str(weights_path.resolve()), device=device
             )
-        except (RuntimeError, KeyError, ValueError) as exc:
+        except Exception as exc:  # any failure here (shape mismatch, bad file) means: not usable
             raise ModelNotAvailableError(
                 f"cannot load CLIP {arch} weights from {weights_path}: {exc}"
             ) from exc
