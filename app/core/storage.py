@@ -8,14 +8,13 @@ Key layout: `manuals/{product_id}/…`, `images/normal/{product_id}/…`,
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 from app.core.config import Settings
+from app.core.fileio import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -74,16 +73,7 @@ class LocalStorage:
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
         """Write atomically: readers see the old object or the new one, never a partial file."""
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(self._path(key), data)
 
     def get(self, key: str) -> bytes:
         path = self._path(key)
@@ -104,7 +94,7 @@ class LocalStorage:
         if not start.exists():
             return
         for path in sorted(start.rglob("*")):
-            if path.is_file() and not path.name.startswith(".tmp-"):
+            if path.is_file() and not path.name.startswith("."):  # in-flight temp files
                 key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
                     yield key

@@ -12,8 +12,6 @@ import argparse
 import io
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from app.core.fileio import atomic_write_bytes
 from app.demo.catalog import PRODUCTS, ProductSpec
 from app.demo.defects import PAINTERS
 from app.demo.manual_pdf import render_manual
@@ -194,18 +193,6 @@ def render_defect(product: str, defect: str, *, seed: int, index: int, size: int
     return DefectSample(defective=defective, normal=normal, mask=painted.mask)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _png_bytes(arr: UInt8Array) -> bytes:
     # No pnginfo is passed, so PIL writes no time/text chunks: equal pixels give equal bytes.
     buf = io.BytesIO()
@@ -239,14 +226,18 @@ def generate_demo_dataset(
     for spec in PRODUCTS:
         pdf, sections = render_manual(spec)
         manual_rel = f"{spec.code}/manual_{spec.code}.pdf"
-        _atomic_write(out_dir / manual_rel, pdf)
+        atomic_write_bytes(out_dir / manual_rel, pdf, durable=False)
         chapter = {s.defect_code: s for s in sections if s.defect_code and "." not in s.number}
 
         n_hold = _holdout_count(normals_per_product, 0.2)
         normals: list[DemoNormalImage] = []
         for i in range(normals_per_product):
             rel = f"{spec.code}/normal/normal_{i:03d}.png"
-            _atomic_write(out_dir / rel, _png_bytes(render_normal(spec.code, seed=seed, index=i, size=size)))
+            atomic_write_bytes(
+                out_dir / rel,
+                _png_bytes(render_normal(spec.code, seed=seed, index=i, size=size)),
+                durable=False,
+            )
             normals.append(DemoNormalImage(rel, holdout=i >= normals_per_product - n_hold))
 
         d_hold = _holdout_count(defects_per_type, 0.25)
@@ -256,8 +247,10 @@ def generate_demo_dataset(
                 sample = render_defect(spec.code, d.code, seed=seed, index=i, size=size)
                 rel = f"{spec.code}/defect/{d.code}/{d.code}_{i:03d}.png"
                 mask_rel = f"{spec.code}/mask/{d.code}/{d.code}_{i:03d}.png"
-                _atomic_write(out_dir / rel, _png_bytes(sample.defective))
-                _atomic_write(out_dir / mask_rel, _png_bytes(sample.mask.astype(np.uint8) * 255))
+                atomic_write_bytes(out_dir / rel, _png_bytes(sample.defective), durable=False)
+                atomic_write_bytes(
+                    out_dir / mask_rel, _png_bytes(sample.mask.astype(np.uint8) * 255), durable=False
+                )
                 ys, xs = np.nonzero(sample.mask)
                 bbox = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
                 defects.append(
@@ -284,7 +277,7 @@ def generate_demo_dataset(
             )
         )
     manifest = DemoManifest(MANIFEST_VERSION, seed, size, tuple(products))
-    _atomic_write(out_dir / "manifest.json", manifest.to_json().encode("utf-8"))
+    atomic_write_bytes(out_dir / "manifest.json", manifest.to_json().encode("utf-8"), durable=False)
     return manifest
 
 

@@ -27,9 +27,7 @@ import hashlib
 import io
 import json
 import logging
-import os
 import secrets
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
@@ -41,6 +39,7 @@ import faiss
 import numpy as np
 from PIL import Image
 
+from app.core.fileio import atomic_write_bytes
 from app.ml.embedders import ImageEmbedder
 from app.ml.errors import ArtifactError, JobCancelled
 
@@ -115,20 +114,6 @@ def _normalise_rows(vectors: np.ndarray, dim: int) -> np.ndarray:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 class Gallery:
@@ -476,15 +461,15 @@ class Gallery:
         token = secrets.token_hex(6)
         index_name, rows_name = f"index-{token}.faiss", f"rows-{token}.npy"
         previous = _referenced_files(directory)
-        _atomic_write(directory / index_name, index_bytes)
-        _atomic_write(directory / rows_name, rows_bytes)
+        atomic_write_bytes(directory / index_name, index_bytes)
+        atomic_write_bytes(directory / rows_name, rows_bytes)
         meta.update(
             index_file=index_name,
             index_sha256=_sha256(index_bytes),
             rows_file=rows_name,
             rows_sha256=_sha256(rows_bytes),
         )
-        _atomic_write(directory / META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())
+        atomic_write_bytes(directory / META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())
         # Keep the generation a concurrent reader may have just opened; delete anything older.
         keep = {index_name, rows_name, META_FILE, *previous}
         for path in directory.iterdir():

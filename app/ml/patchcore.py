@@ -29,8 +29,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -43,6 +41,7 @@ import torch.nn.functional as F  # noqa: N812 - conventional alias
 from PIL import Image
 from torch import nn
 
+from app.core.fileio import atomic_write_bytes
 from app.ml.errors import ArtifactError, JobCancelled, ModelNotAvailableError
 
 logger = logging.getLogger(__name__)
@@ -422,19 +421,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class PatchCore:
     """PatchCore model of one product: a memory bank of normal patch features and a FAISS index over it.
 
@@ -660,7 +646,7 @@ class PatchCore:
         if preprocessing_key is not None:
             self.preprocessing_key = preprocessing_key
         bank_path = directory / BANK_FILE
-        _atomic_write_bytes(bank_path, st_save({"memory_bank": self.memory_bank}))
+        atomic_write_bytes(bank_path, st_save({"memory_bank": self.memory_bank}))
         meta = {
             "format": "defectlens-patchcore",
             "format_version": FORMAT_VERSION,
@@ -673,7 +659,7 @@ class PatchCore:
             "preprocessing_key": self.preprocessing_key,
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        _atomic_write_bytes(directory / META_FILE, json.dumps(meta, indent=2).encode("utf-8"))
+        atomic_write_bytes(directory / META_FILE, json.dumps(meta, indent=2).encode("utf-8"))
 
     @classmethod
     def load(

@@ -8,12 +8,11 @@ heading whose chunks rank best), then serve cause / action / prevention from und
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from app.core.fileio import atomic_write_bytes
 from app.ml.chunking import SECTION_KINDS, SectionKind, section_kind, split_section
 from app.ml.text_embedder import TextEmbedder
 
@@ -298,19 +298,6 @@ def _rank(values: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     return ranks
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @dataclass
 class _ProductView:
     """Per-product cached slices (BM25 statistics are per product, matching the product filter)."""
@@ -419,14 +406,9 @@ class ManualIndex:
         """Persist to ``directory`` (JSON + .npy, no pickle); readers never see a half-written index."""
         directory.mkdir(parents=True, exist_ok=True)
         emb_name = f"embeddings-{uuid.uuid4().hex}.npy"
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".emb.", suffix=".npy.tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, np.ascontiguousarray(self.embeddings, dtype=np.float32), allow_pickle=False)
-            os.replace(tmp, directory / emb_name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(self.embeddings, dtype=np.float32), allow_pickle=False)
+        atomic_write_bytes(directory / emb_name, buffer.getvalue())
         meta = {
             "format": FORMAT_VERSION,
             "embedder_id": self.embedder.embedder_id,
@@ -435,7 +417,7 @@ class ManualIndex:
             "chunks": [{**asdict(c), "tokens": t} for c, t in zip(self.chunks, self.tokens, strict=True)],
         }
         # The JSON names its embeddings file, so replacing it switches both at once.
-        _atomic_write_bytes(directory / INDEX_FILE, json.dumps(meta, ensure_ascii=False).encode("utf-8"))
+        atomic_write_bytes(directory / INDEX_FILE, json.dumps(meta, ensure_ascii=False).encode("utf-8"))
         for old in directory.glob("embeddings-*.npy"):
             if old.name != emb_name:
                 old.unlink(missing_ok=True)

@@ -1,0 +1,27 @@
+"""Atomic file writes shared by storage, artifacts (galleries, memory banks, manual indexes) and the demo."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Write `data` to `path` so readers see the old file or the new one, never a partial file.
+
+    The temporary file is a dot-file beside the target (so listings can skip it); `durable` fsyncs it
+    before the rename, which artifacts want and bulk demo images do not need.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
