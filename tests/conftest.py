@@ -33,7 +33,6 @@ def make_settings(tmp: Path, **overrides: object) -> Settings:
         "data_dir": tmp / "data",
         "models_dir": tmp / "models",
         "manual_store_dir": tmp / "manual_store",
-        "secret_key": "test-secret",
         "log_json": False,
         "load_models": False,
     }

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from app.auth.dependencies import AdminDep, CurrentUserDep, get_current_user
 from app.catalog import service
@@ -150,8 +151,6 @@ async def upload_images(
     defect_type_id: Annotated[int | None, Form()] = None,
 ) -> ImageUploadResult:
     """Register images (files or ZIP archives of images); refused files are listed with reasons."""
-    from starlette.concurrency import run_in_threadpool
-
     payload = await _read_uploads(files, max(settings.max_upload_bytes, settings.max_zip_bytes))
     outcome = await run_in_threadpool(
         service.upload_images,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -24,7 +23,6 @@ class Settings(BaseSettings):
     data_dir: Path | None = None
     models_dir: Path | None = None
     manual_store_dir: Path | None = None
-    secret_key: SecretStr | None = None
     default_language: Literal["ko", "en"] = "ko"
     log_level: str = "INFO"
     log_json: bool = True
@@ -125,19 +123,6 @@ class Settings(BaseSettings):
     def artifacts_path(self) -> Path:
         """Built artifacts (galleries, memory banks) under models/."""
         return self.models_path / "artifacts"
-
-    def resolved_secret_key(self) -> str:
-        """The signing secret; generated once and kept in data/ when not configured."""
-        if self.secret_key is not None and self.secret_key.get_secret_value():
-            return self.secret_key.get_secret_value()
-        path = self.data_path / ".secret_key"
-        if path.exists():
-            return path.read_text().strip()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_urlsafe(48)
-        path.write_text(key)
-        path.chmod(0o600)
-        return key
 
 
 @lru_cache
