@@ -15,18 +15,32 @@ from app.auth import pages as auth_pages
 from app.auth import service as auth_service
 from app.auth.dependencies import CsrfDep
 from app.catalog import api as catalog_api
+from app.catalog import pages as catalog_pages
 from app.core.config import BASE_DIR, Settings, get_settings
 from app.core.error_handlers import register_error_handlers
 from app.core.health import router as health_router
 from app.core.middleware import RequestContextMiddleware
 from app.core.observability import Metrics, configure_logging
+from app.core.services import Services
 from app.core.storage import make_storage
 from app.db.session import make_engine, make_session_factory
 from app.deployments import api as deployments_api
+from app.deployments import pages as deployments_pages
+from app.deployments.jobs import load_artifacts, register_jobs
 from app.deployments.runner import JobRunner
+from app.history import api as history_api
+from app.history import pages as history_pages
+from app.inspection import api as inspection_api
 from app.inspection import pages as inspection_pages
+from app.inspection.anomaly import api as anomaly_api
+from app.inspection.anomaly import pages as anomaly_pages
+from app.inspection.guidance import api as guidance_api
+from app.inspection.guidance import pages as guidance_pages
+from app.inspection.search import api as search_api
+from app.inspection.search import pages as search_pages
 from app.manuals import api as manuals_api
-from app.ml.loading import load_models
+from app.manuals import pages as manuals_pages
+from app.ml.loading import prepare_directories
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +51,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     with app.state.session_factory() as session:
         auth_service.ensure_admin_from_settings(session, settings)
+    prepare_directories(settings)
     if settings.load_models:
-        load_models(app.state.models, settings=settings, session_factory=app.state.session_factory)
+        load_artifacts(app.state.services)
     app.state.models.is_loaded = True
     app.state.metrics.models_loaded.set(1)
     app.state.runner.start()
@@ -72,7 +87,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.storage = make_storage(settings)
     app.state.metrics = Metrics()
     app.state.models = ModelRegistry(settings.models_path, resolve_device(settings.device))
-    app.state.runner = JobRunner(app.state.session_factory, services=app.state, workers=settings.job_workers)
+    app.state.services = Services(
+        settings=settings,
+        storage=app.state.storage,
+        models=app.state.models,
+        session_factory=app.state.session_factory,
+        metrics=app.state.metrics,
+    )
+    app.state.runner = JobRunner(
+        app.state.session_factory, services=app.state.services, workers=settings.job_workers
+    )
+    register_jobs(app.state.runner)
     app.state.runner.on_finished.append(
         lambda kind, status: app.state.metrics.jobs.labels(kind, status).inc()
     )
@@ -92,8 +117,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         catalog_api.router,
         deployments_api.router,
         manuals_api.router,
+        # history first: /inspections and /inspections/stats must win over /inspections/{id}
+        history_api.router,
+        inspection_api.router,
+        search_api.router,
+        anomaly_api.router,
+        guidance_api.router,
         auth_pages.router,
         inspection_pages.router,
+        search_pages.router,
+        anomaly_pages.router,
+        guidance_pages.router,
+        history_pages.router,
+        catalog_pages.router,
+        manuals_pages.router,
+        deployments_pages.router,
+        # last: its catch-all shows "not built yet" for admin screens no domain serves
         admin_pages.router,
     ):
         app.include_router(router)

@@ -20,17 +20,21 @@ current_language: ContextVar[str] = ContextVar("current_language", default=DEFAU
 
 @lru_cache
 def _catalog(lang: str) -> dict[str, str]:
-    raw = json.loads((_LOCALES_DIR / f"{lang}.json").read_text(encoding="utf-8"))
+    """`{lang}.json` plus every area file `{lang}.<area>.json`; a key defined twice is an error."""
     flat: dict[str, str] = {}
 
-    def walk(prefix: str, node: Any) -> None:
+    def walk(prefix: str, node: Any, source: str) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
-                walk(f"{prefix}.{key}" if prefix else key, value)
+                walk(f"{prefix}.{key}" if prefix else key, value, source)
         else:
+            if prefix in flat:
+                raise ValueError(f"translation key {prefix!r} is defined twice (again in {source})")
             flat[prefix] = str(node)
 
-    walk("", raw)
+    files = [_LOCALES_DIR / f"{lang}.json", *sorted(_LOCALES_DIR.glob(f"{lang}.*.json"))]
+    for path in files:
+        walk("", json.loads(path.read_text(encoding="utf-8")), path.name)
     return flat
 
 

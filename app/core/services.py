@@ -1,0 +1,23 @@
+"""Services: the long-lived objects one app owns (settings, storage, models), handed to jobs and services."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.core.config import Settings
+from app.core.observability import Metrics
+from app.core.storage import ObjectStorage
+from app.ml.registry import ModelRegistry
+
+
+@dataclass
+class Services:
+    """What a request, a deployment job or a CLI command needs besides its own session."""
+
+    settings: Settings
+    storage: ObjectStorage
+    models: ModelRegistry
+    session_factory: sessionmaker[Session]
+    metrics: Metrics

@@ -1,0 +1,1 @@
+"""Inspection history: records, filters, statistics, the dashboard."""

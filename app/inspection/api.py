@@ -1,0 +1,89 @@
+"""Inspection API: upload a photo, read an inspection, fetch its photo and derived files."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from app.auth.dependencies import CurrentUserDep, get_current_user
+from app.core.dependencies import SettingsDep, StorageDep
+from app.core.errors import PayloadTooLargeError
+from app.core.files import object_response
+from app.db.session import SessionDep
+from app.inspection import service
+from app.inspection.schemas import InspectionRead
+
+# Authentication runs first for every route here, before any load-or-404 dependency.
+router = APIRouter(prefix="/api/v1", tags=["inspections"], dependencies=[Depends(get_current_user)])
+
+
+async def read_upload(file: UploadFile, limit: int) -> bytes:
+    """The uploaded bytes, refusing more than `limit` without reading it all."""
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLargeError("errors.file_too_large", name=file.filename or "", limit_mb=limit // 2**20)
+    return data
+
+
+@router.post("/inspections", status_code=201)
+async def create_inspection(
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    user: CurrentUserDep,
+    file: Annotated[UploadFile, File()],
+    product_id: Annotated[int | None, Form()] = None,
+) -> InspectionRead:
+    """Upload a photo to inspect (checked fully before anything is stored)."""
+    data = await read_upload(file, settings.max_upload_bytes)
+    row = await run_in_threadpool(
+        service.create_inspection,
+        session,
+        storage,
+        settings,
+        data=data,
+        file_name=file.filename or "upload",
+        product_id=product_id,
+        user=user,
+    )
+    return service.to_read(row)
+
+
+@router.get("/inspections/{inspection_id}")
+def get_inspection(inspection_id: int, session: SessionDep, _: CurrentUserDep) -> InspectionRead:
+    """One inspection with every step's result so far."""
+    return service.to_read(service.get_inspection(session, inspection_id))
+
+
+@router.get("/inspections/{inspection_id}/image")
+def inspection_image(
+    inspection_id: int, session: SessionDep, storage: StorageDep, settings: SettingsDep, _: CurrentUserDep
+) -> Response:
+    """The inspected photo (or a redirect to a short-lived URL)."""
+    row = service.get_inspection(session, inspection_id)
+    return object_response(
+        storage, settings, key=row.image_key, content_type=row.content_type, file_name=row.original_name
+    )
+
+
+@router.get("/inspections/{inspection_id}/files/{name}")
+def inspection_file(
+    inspection_id: int,
+    name: str,
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    _: CurrentUserDep,
+) -> Response:
+    """A file a step derived from the photo (heat map, mask, overlay, comparison)."""
+    row = service.get_inspection(session, inspection_id)
+    return object_response(
+        storage,
+        settings,
+        key=service.file_key(row, name),
+        content_type=service.file_content_type(name),
+        file_name=name,
+    )

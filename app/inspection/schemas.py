@@ -1,0 +1,43 @@
+"""Inspection API shapes shared by every step."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class InspectionRead(BaseModel):
+    """An inspection with the results of the steps run so far."""
+
+    id: int
+    status: str
+    image_url: str
+    original_name: str
+    content_type: str
+    size_bytes: int
+    width: int
+    height: int
+    product_id: int | None
+    user_id: int | None
+    username: str | None
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+    search: dict[str, Any] | None = None
+    anomaly: dict[str, Any] | None = None
+    guidance: dict[str, Any] | None = None
+    verdict_product_id: int | None = None
+    verdict_defect_type_id: int | None = None
+    verdict_score: float | None = None
+    is_unknown: bool | None = None
+    chosen_image_id: int | None = None
+    anomaly_score: float | None = None
+    is_anomaly: bool | None = None
+    generator: str | None = None
+    timings_ms: dict[str, Any] = {}
+    action_taken: str = ""
+    feedback_score: int | None = None
+    feedback_at: datetime | None = None
+    registered_image_id: int | None = None
