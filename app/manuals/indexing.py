@@ -86,7 +86,9 @@ def product_dir(services: Services, product_id: int) -> Path:
 def load_engines(services: Services) -> ManualLibrary:
     """Load the text embedder, the Korean tokenizer and (if its weights exist) a reranker; no indexes."""
     settings = services.settings
-    embedder = load_text_embedder(settings.text_embedder or "use", settings.models_path, device=services.models.device)
+    embedder = load_text_embedder(
+        settings.text_embedder or "use", settings.models_path, device=services.models.device
+    )
     reranker = CrossEncoderReranker.find(settings.models_path, device=services.models.device)
     return ManualLibrary(embedder=embedder, tokenizer=KoreanTokenizer(), reranker=reranker)
 
