@@ -443,3 +443,29 @@ def save_feedback(
     inspection.completed_at = now
     session.commit()
     return inspection
+
+
+# ----- page -----------------------------------------------------------------------------------------------
+def page_context(
+    session: Session, services: Services, *, inspection_id: int, user: User, generator: str | None
+) -> dict[str, Any]:
+    """What the guidance page shows: images, the stored answer, the generator choices, the record."""
+    inspection = get_inspection(session, inspection_id)
+    choices = [g for g in list_generators(session, services, user=user) if g.available and g.is_allowed]
+    default = next((g.name for g in choices if g.is_default), EXTRACTIVE)
+    selected = generator if generator in {g.name for g in choices} else default
+    anomaly = inspection.anomaly_result or {}
+    reference = anomaly.get("reference_image") or {}
+    guidance = inspection.guidance
+    return {
+        "inspection": inspection,
+        "image_url": f"/api/v1/inspections/{inspection.id}/image",
+        "reference_url": reference.get("image_url"),
+        "overlay_url": anomaly.get("overlay_url"),
+        "comparison_url": anomaly.get("comparison_url"),
+        "generators": choices,
+        "selected_generator": selected,
+        "guidance": guidance,
+        "auto_start": guidance is None or (generator is not None and generator != inspection.generator),
+        "section_names": ["status", "cause", "action", "prevention"],
+    }
