@@ -40,7 +40,9 @@ class GuidanceRead(BaseModel):
     sections: GuidanceSectionsRead
     citations: list[CitationRead]
     generator: str
-    elapsed_ms: int
+    elapsed_ms: int  # retrieval + generation
+    retrieval_ms: int = 0
+    generation_ms: int = 0
     is_fallback: bool = False
     fallback_reason: str | None = None
     requested_generator: str | None = None

@@ -238,6 +238,7 @@ class PreparedGuidance:
     defect_name: str
     manual_names: dict[int, str]
     timeout_s: float
+    retrieval_ms: int = 0
 
 
 def prepare_guidance(
@@ -254,6 +255,7 @@ def prepare_guidance(
             select(Manual).where(Manual.product_id == product.id, Manual.status == "indexed")
         )
     }
+    started = time.perf_counter()
     passages = []
     library: ManualLibrary | None = services.models.get(MANUALS)
     index = library.index_for(product.id) if library is not None else None
@@ -296,6 +298,7 @@ def prepare_guidance(
         defect_name=defect.name if defect else "",
         manual_names=manuals,
         timeout_s=services.settings.llm_timeout_s,
+        retrieval_ms=int((time.perf_counter() - started) * 1000),
     )
 
 
@@ -319,7 +322,9 @@ def _to_read(prepared: PreparedGuidance, result: GuidanceResult) -> GuidanceRead
             "sections": result.sections.as_dict(),
             "citations": citations,
             "generator": result.generator,
-            "elapsed_ms": result.elapsed_ms,
+            "elapsed_ms": result.elapsed_ms + prepared.retrieval_ms,
+            "retrieval_ms": prepared.retrieval_ms,
+            "generation_ms": result.elapsed_ms,
             "is_fallback": result.is_fallback,
             "fallback_reason": result.fallback_reason,
             "requested_generator": result.requested_generator or prepared.generator.name,
