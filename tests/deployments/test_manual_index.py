@@ -15,6 +15,7 @@ from app.db.tables import ManualChunk
 from app.deployments import manual_index
 from app.manuals import indexing
 from app.ml.errors import JobCancelled
+from app.ml.registry import ModelRegistry
 from app.ml.retriever import RetrievalQuery
 from tests.manual_library import demo_dataset, install_library
 
@@ -167,3 +168,26 @@ def test_cancelled_rebuild_leaves_the_live_index_and_rows_unchanged(
     assert services.models.get("manuals") is live
     with services.session_factory() as session:
         assert len(list(session.scalars(select(ManualChunk)))) == before
+
+
+def test_startup_load_puts_saved_indexes_and_generators_in_the_registry(
+    client: TestClient, admin_headers: dict[str, str], demo_root: Path
+) -> None:
+    services: Services = client.app.state.services  # type: ignore[attr-defined]
+    install_library(services)
+    pid = _product_with_manual(client, admin_headers, demo_root)
+    assert client.app.state.runner.wait_idle(120)  # type: ignore[attr-defined]
+
+    restarted = Services(
+        settings=services.settings,
+        storage=services.storage,
+        models=ModelRegistry(services.settings.models_path),
+        session_factory=services.session_factory,
+        metrics=services.metrics,
+    )
+    manual_index.load(restarted)
+    library = restarted.models.get("manuals")
+    assert library.embedder.embedder_id == "use-multilingual-v3"
+    assert len(library.index_for(pid)) == len(services.models.get("manuals").index_for(pid))
+    assert "extractive" in restarted.models.get("generators")
+    assert "1 products" in restarted.models.status()["engines"]["manuals"]
