@@ -149,8 +149,9 @@ def _pick_generator(session: Session, services: Services, *, user: User, name: s
     loaded = _loaded(services)
     model_settings = get_model_settings(session)
     if name is None or name == "":
-        default = model_settings.default_generator
-        return loaded.get(default) or loaded[EXTRACTIVE]
+        # An unusable default (weights removed, server not configured) is answered by the extractive
+        # generator; prepare_guidance marks that answer as a fallback.
+        return loaded.get(model_settings.default_generator) or loaded[EXTRACTIVE]
     infos = {i.name: i for i in generator_infos(services)}
     if name not in infos and name not in loaded:
         raise ValidationFailedError("errors.guidance_unknown_generator", name=name)
@@ -239,6 +240,8 @@ class PreparedGuidance:
     manual_names: dict[int, str]
     timeout_s: float
     retrieval_ms: int = 0
+    # The default generator when it could not be used (the answer is then the extractive fallback).
+    unusable_default: str | None = None
 
 
 def prepare_guidance(
@@ -247,6 +250,8 @@ def prepare_guidance(
     """Check the request (generator, defect type), gather the facts and retrieve the manual passages."""
     inspection = get_inspection(session, inspection_id)
     generator = _pick_generator(session, services, user=user, name=body.generator)
+    default = get_model_settings(session).default_generator
+    unusable_default = default if not body.generator and generator.name != default else None
     product, defect, similarity = _resolve_subject(session, inspection, body.defect_type_id)
     anomaly = inspection.anomaly_result or {}
     manuals = {
@@ -299,11 +304,19 @@ def prepare_guidance(
         manual_names=manuals,
         timeout_s=services.settings.llm_timeout_s,
         retrieval_ms=int((time.perf_counter() - started) * 1000),
+        unusable_default=unusable_default,
     )
 
 
 # ----- result and storage ---------------------------------------------------------------------------------
 def _to_read(prepared: PreparedGuidance, result: GuidanceResult) -> GuidanceRead:
+    if prepared.unusable_default and not result.is_fallback:
+        result = dataclasses.replace(
+            result,
+            is_fallback=True,
+            fallback_reason="unavailable",
+            requested_generator=prepared.unusable_default,
+        )
     citations = []
     for c in result.citations:
         manual_id = int(c.manual_id)
@@ -421,7 +434,7 @@ def stream_guidance(services: Services, prepared: PreparedGuidance) -> Iterator[
         if kind == "delta":
             yield _event("delta", {"text": value})
             continue
-        read = _to_read(prepared, dataclasses.replace(value))
+        read = _to_read(prepared, value)
         try:
             with services.session_factory() as session:
                 _store(session, prepared.inspection_id, read)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from app.catalog.service import get_model_settings
 from app.db.tables import Inspection
 from app.demo.catalog import PRODUCTS
 from app.inspection.guidance.service import load_generators
@@ -343,3 +344,48 @@ def test_feedback_completes_the_inspection_and_checks_the_score(
         "/api/v1/inspections/9999/feedback", json={"action_taken": "", "score": 3}, headers=worker_headers
     )
     assert missing.status_code == 404
+
+
+def test_unusable_default_generator_answers_extractive_marked_as_fallback(
+    indexed_client: TestClient, admin_headers: dict[str, str], worker_headers: dict[str, str], demo_root: Path
+) -> None:
+    client = indexed_client
+    pid, types = add_demo_product(client, admin_headers, demo_root, 1, with_manual=False)
+    inspection_id = make_inspection(client, worker_headers, product_id=pid, defect_type_id=types["hole"])
+    with client.app.state.session_factory() as session:  # type: ignore[attr-defined]
+        settings_row = get_model_settings(session)
+        settings_row.default_generator = "exaone-3.5-2.4b"  # chosen earlier; its weights are gone now
+        session.commit()
+    body = client.post(
+        f"/api/v1/inspections/{inspection_id}/guidance", json={}, headers=worker_headers
+    ).json()
+    assert body["generator"] == "extractive"
+    assert body["is_fallback"] is True
+    assert body["fallback_reason"] == "unavailable"
+    assert body["requested_generator"] == "exaone-3.5-2.4b"
+
+
+def test_anomaly_facts_reach_the_answer_and_the_page_shows_the_comparison(
+    indexed_client: TestClient, admin_headers: dict[str, str], worker_headers: dict[str, str], demo_root: Path
+) -> None:
+    client = indexed_client
+    pid, types = add_demo_product(client, admin_headers, demo_root, 1, with_manual=False)
+    inspection_id = make_inspection(client, worker_headers, product_id=pid, defect_type_id=types["hole"])
+    with client.app.state.session_factory() as session:  # type: ignore[attr-defined]
+        row = session.get(Inspection, inspection_id)
+        row.anomaly_score, row.is_anomaly = 0.82, True
+        row.anomaly_result = {
+            "score": 0.82,
+            "threshold": 0.5,
+            "is_anomaly": True,
+            "regions": [{"x": 2, "y": 2, "width": 10, "height": 10, "score": 0.9}],
+            "reference_image": {"id": 1, "image_url": "/api/v1/images/1/file"},
+            "overlay_url": f"/api/v1/inspections/{inspection_id}/files/overlay.png",
+        }
+        session.commit()
+    status = client.post(
+        f"/api/v1/inspections/{inspection_id}/guidance", json={}, headers=worker_headers
+    ).json()["sections"]["status"]
+    assert "이상 점수: 0.820" in status
+    assert "임계값 0.500" in status
+    assert "좌측 상단" in status  # the region sits in the top-left of the 64x64 photo

@@ -83,3 +83,24 @@ def test_missing_inspection_page_is_a_404_page(client: TestClient) -> None:
     response = client.get("/inspect/424242/guidance")
     assert response.status_code == 404
     assert "검사 기록" in response.text
+
+
+def test_page_shows_the_reference_image_and_overlay_of_the_anomaly_step(
+    client: TestClient, admin_headers: dict[str, str], worker_headers: dict[str, str], demo_root: Path
+) -> None:
+    install_library(client.app.state.services)  # type: ignore[attr-defined]
+    pid, types = add_demo_product(client, admin_headers, demo_root, 1, with_manual=False)
+    inspection_id = make_inspection(client, worker_headers, product_id=pid, defect_type_id=types["hole"])
+    _login_page(client, "worker1", WORKER_PASSWORD)
+    assert "이상 검출 단계를 실행하지 않아" in client.get(f"/inspect/{inspection_id}/guidance").text
+    with client.app.state.session_factory() as session:  # type: ignore[attr-defined]
+        row = session.get(Inspection, inspection_id)
+        row.anomaly_result = {
+            "reference_image": {"id": 7, "image_url": "/api/v1/images/7/file"},
+            "overlay_url": f"/api/v1/inspections/{inspection_id}/files/overlay.png",
+        }
+        session.commit()
+    page = client.get(f"/inspect/{inspection_id}/guidance").text
+    assert 'src="/api/v1/images/7/file"' in page
+    assert f'src="/api/v1/inspections/{inspection_id}/files/overlay.png"' in page
+    assert "이상 검출 단계를 실행하지 않아" not in page
