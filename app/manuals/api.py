@@ -69,6 +69,13 @@ def manual_file(
     )
 
 
+@router.post("/manuals/{manual_id}/reindex", status_code=202)
+def reindex_manual(manual_id: int, session: SessionDep, runner: RunnerDep, admin: AdminDep) -> ManualRead:
+    """Index the manual again in the background (e.g. after a failure); its status shows the progress."""
+    manual, job_id = service.reindex_manual(session, runner, manual_id=manual_id, actor_id=admin.id)
+    return ManualRead.model_validate(manual).model_copy(update={"index_job_id": job_id})
+
+
 @router.delete("/manuals/{manual_id}", status_code=204)
 def delete_manual(
     manual_id: int, session: SessionDep, storage: StorageDep, services: ServicesDep, admin: AdminDep

@@ -13,7 +13,13 @@ from sqlalchemy.orm import Session
 from app.catalog.service import get_product
 from app.core.audit import record_audit
 from app.core.config import Settings
-from app.core.errors import InvalidInputError, NotFoundError, PayloadTooLargeError, UnsupportedMediaError
+from app.core.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UnsupportedMediaError,
+)
 from app.core.services import Services
 from app.core.storage import ObjectStorage
 from app.db.tables import DeploymentJob, Manual, ManualChunk
@@ -131,6 +137,27 @@ def queue_indexing(
     session.commit()
     runner.submit(job.id)
     return job.id
+
+
+def reindex_manual(
+    session: Session, runner: JobRunner, *, manual_id: int, actor_id: int | None
+) -> tuple[Manual, int]:
+    """Queue the manual for indexing again; 409 while it is being indexed or this server cannot index."""
+    manual = get_manual(session, manual_id)
+    busy = session.scalar(
+        select(DeploymentJob.id).where(
+            DeploymentJob.kind == indexing.KIND,
+            DeploymentJob.status.in_(("queued", "running")),
+            DeploymentJob.product_id == manual.product_id,
+        )
+    )
+    if busy is not None or manual.status == "indexing":
+        raise ConflictError("errors.job_already_running", id=busy or 0)
+    manual.status, manual.error = "pending", ""
+    job_id = queue_indexing(session, runner, manual=manual, actor_id=actor_id)
+    if job_id is None:
+        raise ConflictError("errors.job_kind_unavailable", kind=indexing.KIND)
+    return manual, job_id
 
 
 def chunk_counts(session: Session, *, product_id: int) -> dict[int, int]:

@@ -136,3 +136,16 @@ def test_unreadable_stored_pdf_marks_the_manual_failed(
     assert listed[0]["error"]
     with services.session_factory() as session:
         assert session.scalar(select(DeploymentJob).where(DeploymentJob.status == "failed")) is None
+
+    # The admin fixes the stored file and asks for indexing again.
+    pdf = (demo_root / demo_dataset(demo_root).products[0].manual_pdf).read_bytes()
+    services.storage.put(manual.object_key, pdf, "application/pdf")
+    again = client.post(f"/api/v1/manuals/{body['id']}/reindex", headers=admin_headers)
+    assert again.status_code == 202, again.text
+    assert again.json()["status"] == "pending"
+    assert client.app.state.runner.wait_idle(120)  # type: ignore[attr-defined]
+    listed = client.get(f"/api/v1/products/{pid}/manuals", headers=admin_headers).json()
+    assert listed[0]["status"] == "indexed"
+    assert listed[0]["error"] == ""
+    assert listed[0]["chunk_count"] > 10
+    assert client.post("/api/v1/manuals/999/reindex", headers=admin_headers).status_code == 404
