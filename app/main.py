@@ -19,7 +19,7 @@ from app.catalog import pages as catalog_pages
 from app.core.config import BASE_DIR, Settings, get_settings
 from app.core.error_handlers import register_error_handlers
 from app.core.health import router as health_router
-from app.core.middleware import RequestContextMiddleware
+from app.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.core.observability import Metrics, configure_logging
 from app.core.services import Services
 from app.core.storage import make_storage
@@ -103,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     register_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(
         RequestContextMiddleware,
         metrics=app.state.metrics,
