@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from PIL import Image
 from sqlalchemy import func, select
@@ -337,3 +338,25 @@ def get_stored_search(session: Session, *, inspection_id: int) -> SearchRead:
     if result is None:
         raise ConflictError("errors.search_not_run")
     return result
+
+
+@dataclass(frozen=True)
+class SearchView:
+    """What the search page shows: the TOP-1 (chosen or best), the other matches, the next step's URL."""
+
+    top1: SearchMatch | None
+    others: list[SearchMatch]
+    next_url: str
+    similarity_percent: int | None
+
+
+def search_view(result: SearchRead) -> SearchView:
+    """Arrange a stored result for the page (the worker's choice becomes the TOP-1)."""
+    chosen = next((m for m in result.matches if m.image_id == result.chosen_image_id), None)
+    top1 = chosen or (result.matches[0] if result.matches else None)
+    others = [m for m in result.matches if top1 is None or m.image_id != top1.image_id]
+    next_url = f"/inspect/{result.inspection_id}/anomaly"
+    if result.next_product_id is not None:
+        next_url += f"?product_id={result.next_product_id}"
+    percent = None if top1 is None else max(0, min(100, round(top1.score * 100)))
+    return SearchView(top1=top1, others=others, next_url=next_url, similarity_percent=percent)
