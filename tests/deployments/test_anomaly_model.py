@@ -26,7 +26,7 @@ def _png(image: Image.Image) -> bytes:
 
 def _product(client: TestClient, code: str, n_normal: int, n_defect: int = 0, seed: int = 0) -> int:
     state = client.app.state  # type: ignore[attr-defined]
-    normals, defects = make_dataset(seed, n_normal, n_defect, 96, 96)
+    normals, _defects = make_dataset(seed, n_normal, n_defect, 96, 96)
     with state.session_factory() as session:
         product = catalog_service.create_product(
             session, product_in=ProductCreate(code=code, name=f"{code} 제품"), actor_id=None
@@ -84,7 +84,8 @@ def test_all_products_job_builds_good_products_and_reports_the_one_with_too_few_
     good = _product(client, "weave", n_normal=6)
     few = _product(client, "sparse", n_normal=3, seed=1)
     before = _states(client)
-    assert before[good].state == "missing" and before[good].reasons == ["anomaly.state.never_built"]
+    assert before[good].state == "missing"
+    assert before[good].reasons == ["anomaly.state.never_built"]
     assert "anomaly.state.too_few_normals" in before[few].reasons
 
     ctx = _job(client, None)
@@ -94,14 +95,18 @@ def test_all_products_job_builds_good_products_and_reports_the_one_with_too_few_
     assert result is not None
     assert [b["product_id"] for b in result["built"]] == [good]  # type: ignore[index]
     message = result["failed"][str(few)]  # type: ignore[index]
-    assert "sparse" in message and "3" in message and "5" in message
+    assert "sparse" in message
+    assert "3" in message
+    assert "5" in message
     loaded = client.app.state.models.get("anomaly")  # type: ignore[attr-defined]
-    assert loaded.get(good) is not None and loaded.get(few) is None
+    assert loaded.get(good) is not None
+    assert loaded.get(few) is None
     states = _states(client)
     assert states[good].state == "current"
     assert states[good].detail["evaluation"]["n_normal"] >= 1
     assert states[good].detail["evaluation"]["pixel_auroc"] is None  # no masks for uploaded images
-    assert states[few].state == "failed" and states[few].params["error"] == message
+    assert states[few].state == "failed"
+    assert states[few].params["error"] == message
 
 
 def test_single_product_with_too_few_normals_fails_the_job(client: TestClient) -> None:
