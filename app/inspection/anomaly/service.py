@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 from PIL import Image
 from sqlalchemy.orm import Session
@@ -12,7 +13,7 @@ from app.catalog import service as catalog_service
 from app.core.errors import ConflictError, ValidationFailedError
 from app.core.i18n import translate
 from app.core.services import Services
-from app.db.tables import Inspection, ReferenceImage
+from app.db.tables import Inspection, Product, ReferenceImage
 from app.deployments import anomaly_model
 from app.inspection import service as inspection_service
 from app.inspection.anomaly.schemas import AnomalyRead, ReferenceImageRead, RegionRead
@@ -24,6 +25,8 @@ logger = logging.getLogger(__name__)
 FILES = ("heatmap.png", "mask.png", "overlay.png", "comparison.png")
 # Regions smaller than this share of the photo are noise, whatever the photo's resolution.
 _MIN_REGION_SHARE = 0.0005
+# Normal images offered as alternative references on the page.
+PICKER_SIZE = 24
 
 
 def resolve_product_id(inspection: Inspection, product_id: int | None) -> int:
@@ -156,3 +159,37 @@ def check_inspection(
                 logger.exception("could not delete %s after a failed commit", key)
         raise
     return result
+
+
+@dataclass
+class AnomalyPage:
+    """What the anomaly page shows before its script runs the check."""
+
+    inspection: Inspection
+    image_url: str
+    products: list[Product]
+    product_id: int | None
+    normal_images: list[ReferenceImage]
+    has_model: bool
+
+
+def page_context(
+    session: Session, services: Services, *, inspection_id: int, product_id: int | None
+) -> AnomalyPage:
+    """The inspection, the product to check against (query, verdict, upload) and its normal images."""
+    inspection = inspection_service.get_inspection(session, inspection_id)
+    products = catalog_service.list_products(session)
+    chosen = product_id or inspection.verdict_product_id or inspection.product_id
+    if chosen is not None and chosen not in {p.id for p in products}:
+        # 404 for a wrong id; an inactive product named by the verdict stays selectable.
+        products = [*products, catalog_service.get_product(session, chosen)]
+    normals = anomaly_model.normal_images(session, chosen)[:PICKER_SIZE] if chosen is not None else []
+    has_model = chosen is not None and anomaly_model.current_models(services).get(chosen) is not None
+    return AnomalyPage(
+        inspection=inspection,
+        image_url=inspection_service.image_url(inspection),
+        products=products,
+        product_id=chosen,
+        normal_images=normals,
+        has_model=has_model,
+    )

@@ -265,3 +265,24 @@ def test_rebuild_swaps_into_the_running_server(anomaly_env: AnomalyEnv) -> None:
     assert [p.name for p in folder.iterdir()] == [job.result["built"][0]["version"]]
     photo = demo_file(env, str(holdout(env, "metal_plate", "normal")[0]["path"]))
     assert check(env, upload(env, photo, env.products["metal_plate"]))[0] == 200
+
+
+def test_page_offers_products_reference_images_and_the_guidance_step(anomaly_env: AnomalyEnv) -> None:
+    env = anomaly_env
+    plate = env.products["metal_plate"]
+    photo = demo_file(env, str(holdout(env, "metal_plate", "defect")[0]["path"]))
+    inspection_id = upload(env, photo, plate)
+    page = env.client.get(f"/inspect/{inspection_id}/anomaly", headers=env.worker)
+    assert page.status_code == 200
+    html = page.text
+    assert "이상 탐지" in html
+    assert f'data-product-id="{plate}"' in html
+    for image_id in image_ids(env, plate, "normal"):
+        assert f'data-reference-id="{image_id}"' in html
+    assert f"/inspect/{inspection_id}/guidance?generator=extractive" in html
+    assert "/static/js/anomaly.js" in html
+    fabric = env.client.get(
+        f"/inspect/{inspection_id}/anomaly?product_id={env.products['fabric']}", headers=env.worker
+    )
+    assert f'data-product-id="{env.products["fabric"]}"' in fabric.text
+    assert env.client.get("/inspect/999999/anomaly", headers=env.worker).status_code == 404
