@@ -524,3 +524,116 @@ def states(session: Session, services: Services) -> list[ArtifactState]:
             reasons.append("anomaly.state.not_loaded")
         out.append(ArtifactState(state="stale" if reasons else "current", reasons=reasons, **base))
     return out
+
+
+# --- `defectlens evaluate anomaly` ----------------------------------------------------------------------
+
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def _demo_holdout(settings: Settings, product_code: str) -> tuple[list[Path], list[Path]]:
+    """Held-out demo (normal, defect) image files of a product: never registered, never in the bank."""
+    normals: list[Path] = []
+    defects: list[Path] = []
+    for manifest_path in sorted((settings.data_path / "demo").glob("*/manifest.json")):
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        for item in manifest.get("products", []):
+            if item.get("code") != product_code:
+                continue
+            root = manifest_path.parent
+            normals += [
+                root / e["path"]
+                for e in item.get("normal_images", [])
+                if isinstance(e, dict) and e.get("holdout")
+            ]
+            defects += [root / e["path"] for e in item.get("defect_images", []) if e.get("holdout")]
+    return normals, defects
+
+
+def _image_files(folder: Path | None) -> list[Path]:
+    if folder is None:
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+
+
+def _mask_for(name: str, masks_dir: Path | None, demo: Mapping[str, Path]) -> Path | None:
+    if masks_dir is not None:
+        stem = Path(name).stem
+        for candidate in sorted(masks_dir.glob(f"{stem}.*")):
+            if candidate.suffix.lower() in _IMAGE_SUFFIXES:
+                return candidate
+    return demo.get(name)
+
+
+def evaluate_product(
+    services: Services,
+    product_code: str,
+    *,
+    masks_dir: Path | None = None,
+    normals_dir: Path | None = None,
+    defects_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Score a product's built model on its defect images and on normal images outside the bank.
+
+    Defect images: the registered ones, the demo's held-out ones and `defects_dir`. Normal images: the
+    demo's held-out ones and `normals_dir` (registered normals are in the bank and would score ~0).
+    Masks: `masks_dir/<image stem>.*`, else the demo's masks. Returns `evaluation_summary` plus
+    "product", "version" and "built" (the evaluation stored at build time).
+
+    Raises:
+        NotFoundError: Unknown product code.
+        ConflictError: The product has no built model.
+    """
+    from app.core.errors import ConflictError, NotFoundError
+
+    settings = services.settings
+    with services.session_factory() as session:
+        product = catalog_service.get_product_by_code(session, product_code)
+        if product is None:
+            raise NotFoundError("errors.product_not_found", id=product_code)
+        artifact = current_artifacts(session).get(product.id)
+        if artifact is None:
+            raise ConflictError("errors.anomaly_model_missing", product=product.name, code=product.code)
+        options = preprocessing_options(session, product.id)
+        registered = defect_images(session, product.id)
+        session.expunge_all()
+    model = PatchCore.load(
+        artifact_dir(settings, artifact), models_dir=settings.models_path, device=services.models.device
+    )
+    if model.calibration is None:
+        raise ConflictError("errors.anomaly_model_missing", product=product.name, code=product.code)
+    demo_normals, demo_defects = _demo_holdout(settings, product_code)
+    demo_mask_files = demo_masks(settings, product_code)
+
+    def prepared_file(path: Path) -> Image.Image:
+        return prepare(decode_image(path.read_bytes()), options)
+
+    normal_pictures = [prepared_file(p) for p in [*demo_normals, *_image_files(normals_dir)]]
+    defect_named: list[tuple[str, Image.Image]] = [
+        (row.original_name, load_prepared(services.storage, row, options)) for row in registered
+    ]
+    defect_named += [(p.name, prepared_file(p)) for p in [*demo_defects, *_image_files(defects_dir)]]
+    normal_out = model.detect_many(normal_pictures)
+    defect_out = model.detect_many([im for _, im in defect_named])
+    masks: list[np.ndarray | None] = []
+    for (name, _), out in zip(defect_named, defect_out, strict=True):
+        mask_path = _mask_for(name, masks_dir, demo_mask_files)
+        masks.append(read_mask(mask_path, out.anomaly_map.shape) if mask_path is not None else None)
+    summary = evaluation_summary(
+        [o.score for o in normal_out],
+        [o.score for o in defect_out],
+        model.calibration.threshold,
+        normal_maps=[o.anomaly_map for o in normal_out],
+        defect_maps=[o.anomaly_map for o in defect_out],
+        defect_masks=masks,
+    )
+    return {
+        **summary,
+        "product": product_code,
+        "version": artifact.version,
+        "n_masks": sum(m is not None for m in masks),
+        "built": (artifact.meta or {}).get("evaluation"),
+    }
