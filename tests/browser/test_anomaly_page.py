@@ -1,4 +1,4 @@
-"""In a real browser: the worker's anomaly step runs on entry, shows the verdict, and re-checks on a new reference."""
+"""In a real browser: the anomaly step runs on entry, shows the verdict, re-checks on a new reference."""
 
 from __future__ import annotations
 
