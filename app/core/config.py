@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     load_models: bool = True
     clip_arch: str = "ViT-B-32"
+    text_embedder: str = "use"
     search_min_score: float = 0.5
     search_min_margin: float = 0.02
     job_workers: int = Field(default=1, ge=1, le=8)
