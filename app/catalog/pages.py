@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
+from app.admin.forms import done_message, error_text, redirect
 from app.auth.dependencies import AdminDep, get_current_user
 from app.auth.pages import safe_next
 from app.catalog import service
@@ -38,39 +38,11 @@ router = APIRouter(
 )
 
 IMAGES_PAGE_SIZE = 24
-# Success notices a redirect may ask for (`?done=`); anything else is ignored.
-DONE_KEYS = {
-    "created",
-    "saved",
-    "deactivated",
-    "reactivated",
-    "deleted",
-    "password_reset",
-}
 DEPLOY_LINKS = {
     "search_index": "/admin/deploy/search",
     "anomaly_model": "/admin/deploy/anomaly",
     "manual_index": "/admin/deploy/manuals",
 }
-
-
-def done_message(done: str | None) -> str | None:
-    """The translated success notice for a `?done=` key, if it is one we know."""
-    return translate(f"adm.done.{done}") if done in DONE_KEYS else None
-
-
-def redirect(path: str, done: str, **params: object) -> RedirectResponse:
-    """Post/redirect/get with a success notice."""
-    query = {k: v for k, v in params.items() if v is not None}
-    query["done"] = done
-    return RedirectResponse(f"{path}?{urlencode(query)}", status_code=303)
-
-
-def error_text(exc: DomainError | ValidationError, invalid_key: str) -> tuple[str, int]:
-    """The message and status for a refused form."""
-    if isinstance(exc, DomainError):
-        return translate(exc.message_key, **exc.params), exc.status_code
-    return translate(invalid_key), 422
 
 
 def services_of(request: Request) -> Services:
