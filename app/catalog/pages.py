@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
@@ -399,9 +400,15 @@ def images_page(
                 product_id=product.id if product else None,
                 kinds={"search_index"} if kind == "defect" else {"anomaly_model", "search_index"},
             ),
-            "self_url": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+            "self_url": _without_done(request),
         },
     )
+
+
+def _without_done(request: Request) -> str:
+    """This page's URL minus the one-off success notice (where a delete comes back to)."""
+    query = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "done"])
+    return request.url.path + (f"?{query}" if query else "")
 
 
 def _upload_limits(settings: Settings) -> dict[str, int]:

@@ -36,10 +36,6 @@ def manuals_page(
 ) -> Response:
     """매뉴얼 관리: upload PDFs per product, watch their indexing, download or delete them."""
     products = catalog_service.list_products(session, include_inactive=True)
-    upload_products = [p for p in products if p.is_active]
-    upload_product = next((p for p in upload_products if p.id == product_id), None)
-    if upload_product is None and product_id is None and upload_products:
-        upload_product = upload_products[0]
     return render(
         request,
         "admin/manuals/manual_list.html",
@@ -47,7 +43,7 @@ def manuals_page(
             "active": "manuals",
             "products": products,
             "product_id": product_id,
-            "upload_product": upload_product,
+            "upload_products": [p for p in products if p.is_active],
             "manuals": service.list_manuals_for_admin(session, product_id=product_id),
             "status_labels": json.dumps(
                 {s: translate(f"adm.manuals.statuses.{s}") for s in MANUAL_STATUSES}, ensure_ascii=False

@@ -61,7 +61,9 @@
       const data = buildData(input.files);
       wrap.hidden = false; bar.value = 0; button.disabled = true;
       text.textContent = fmt(form.dataset.msgUploading, { percent: 0 });
-      send(form.dataset.url, data, function (pct) {
+      const target = form.querySelector("select[name=product_id]");
+      const url = form.dataset.url.replace("{id}", target ? encodeURIComponent(target.value) : "");
+      send(url, data, function (pct) {
         bar.value = pct;
         text.textContent = pct >= 100 ? form.dataset.msgProcessing : fmt(form.dataset.msgUploading, { percent: pct });
       }).then(function (xhr) {
