@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
-from app.admin.forms import done_message, error_text, redirect
+from app.admin.forms import error_text, redirect, render_admin
 from app.auth import service
 from app.auth.api import client_ip, set_session_cookie
 from app.auth.dependencies import AdminDep, get_current_user, request_token
@@ -92,10 +92,9 @@ def _users_page(
     *,
     error: str | None = None,
     form: dict[str, str] | None = None,
-    done: str | None = None,
     status_code: int = 200,
 ) -> Response:
-    return render(
+    return render_admin(
         request,
         "admin/auth/user_list.html",
         {
@@ -104,18 +103,15 @@ def _users_page(
             "min_password": settings.min_password_length,
             "error": error,
             "form": form or {"role": "worker"},
-            "done": done_message(done),
         },
         status_code=status_code,
     )
 
 
 @router.get("/admin/users", dependencies=[Depends(get_current_user)])
-def users_page(
-    request: Request, session: SessionDep, settings: SettingsDep, _: AdminDep, done: str | None = None
-) -> Response:
+def users_page(request: Request, session: SessionDep, settings: SettingsDep, _: AdminDep) -> Response:
     """사용자 관리: create workers and admins, reset passwords, change roles, disable accounts."""
-    return _users_page(request, session, settings, done=done)
+    return _users_page(request, session, settings)
 
 
 @router.post("/admin/users", dependencies=[Depends(get_current_user)])

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlsplit
 
 from fastapi import APIRouter, Depends, Form, Query, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 from pydantic import ValidationError
 
-from app.admin.forms import done_message, error_text, redirect
+from app.admin.forms import error_text, redirect, render_admin
 from app.auth.dependencies import AdminDep, get_current_user
 from app.auth.pages import safe_next
 from app.catalog import service
@@ -26,7 +26,6 @@ from app.core.dependencies import ModelsDep, SettingsDep, StorageDep
 from app.core.errors import DomainError
 from app.core.i18n import translate
 from app.core.services import Services
-from app.core.templating import render
 from app.db.session import SessionDep
 from app.db.tables import DefectType, Product
 from app.deployments.jobs import artifact_states
@@ -91,10 +90,9 @@ def _products_page(
     *,
     error: str | None = None,
     form: dict[str, str] | None = None,
-    done: str | None = None,
     status_code: int = 200,
 ) -> Response:
-    return render(
+    return render_admin(
         request,
         "admin/catalog/product_list.html",
         {
@@ -102,16 +100,15 @@ def _products_page(
             "rows": service.product_overviews(session),
             "error": error,
             "form": form or {},
-            "done": done_message(done),
         },
         status_code=status_code,
     )
 
 
 @router.get("/products")
-def products_page(request: Request, session: SessionDep, _: AdminDep, done: str | None = None) -> Response:
+def products_page(request: Request, session: SessionDep, _: AdminDep) -> Response:
     """제품 관리: every product (inactive ones too) with its counts, and the new-product form."""
-    return _products_page(request, session, done=done)
+    return _products_page(request, session)
 
 
 @router.post("/products")
@@ -142,7 +139,7 @@ def _product_edit_page(
     error: str | None = None,
     status_code: int = 200,
 ) -> Response:
-    return render(
+    return render_admin(
         request,
         "admin/catalog/product_edit.html",
         {
@@ -209,11 +206,10 @@ def _defect_types_page(
     product_id: int | None,
     error: str | None = None,
     form: dict[str, str] | None = None,
-    done: str | None = None,
     status_code: int = 200,
 ) -> Response:
     products = service.list_products(session, include_inactive=True)
-    return render(
+    return render_admin(
         request,
         "admin/catalog/defect_type_list.html",
         {
@@ -224,7 +220,6 @@ def _defect_types_page(
             "rows": service.defect_type_overviews(session, product_id=product_id),
             "error": error,
             "form": form or {"product_id": str(product_id or "")},
-            "done": done_message(done),
         },
         status_code=status_code,
     )
@@ -236,10 +231,9 @@ def defect_types_page(
     session: SessionDep,
     _: AdminDep,
     product_id: int | None = None,
-    done: str | None = None,
 ) -> Response:
     """불량 유형 관리: every product's defect types (or one product's), and the new-type form."""
-    return _defect_types_page(request, session, product_id=product_id, done=done)
+    return _defect_types_page(request, session, product_id=product_id)
 
 
 @router.post("/defect-types")
@@ -279,7 +273,7 @@ def _defect_type_edit_page(
     error: str | None = None,
     status_code: int = 200,
 ) -> Response:
-    return render(
+    return render_admin(
         request,
         "admin/catalog/defect_type_edit.html",
         {
@@ -356,7 +350,6 @@ def images_page(
     product_id: int | None = None,
     defect_type_id: int | None = None,
     page: Annotated[int, Query(ge=1)] = 1,
-    done: str | None = None,
 ) -> Response:
     """정상/불량 이미지 등록: upload files or ZIPs with progress, the refused list, and a paged grid."""
     products = service.list_products(session)
@@ -377,7 +370,7 @@ def images_page(
             page_size=IMAGES_PAGE_SIZE,
         )
     pages = max(1, -(-total // IMAGES_PAGE_SIZE))
-    return render(
+    return render_admin(
         request,
         "admin/catalog/image_list.html",
         {
@@ -392,7 +385,6 @@ def images_page(
             "total": total,
             "page": min(page, pages),
             "pages": pages,
-            "done": done_message(done),
             "limits": _upload_limits(settings),
             "stale": stale_artifacts(
                 request,
@@ -400,15 +392,9 @@ def images_page(
                 product_id=product.id if product else None,
                 kinds={"search_index"} if kind == "defect" else {"anomaly_model", "search_index"},
             ),
-            "self_url": _without_done(request),
+            "self_url": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
         },
     )
-
-
-def _without_done(request: Request) -> str:
-    """This page's URL minus the one-off success notice (where a delete comes back to)."""
-    query = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "done"])
-    return request.url.path + (f"?{query}" if query else "")
 
 
 def _upload_limits(settings: Settings) -> dict[str, int]:
@@ -432,9 +418,8 @@ def delete_image_submit(
     service.delete_image(
         session, storage, image_id=image_id, actor_id=admin.id, on_change=image_change_hook(models)
     )
-    target = safe_next(next, "/admin/images/normal")
-    separator = "&" if "?" in target else "?"
-    return RedirectResponse(f"{target}{separator}done=deleted", status_code=303)
+    target = urlsplit(safe_next(next, "/admin/images/normal"))
+    return redirect(target.path, "deleted", **dict(parse_qsl(target.query)))
 
 
 # --- Preprocessing ----------------------------------------------------------------------------------
@@ -448,7 +433,6 @@ def preprocessing_page(
     session: SessionDep,
     _: AdminDep,
     product_id: int | None = None,
-    done: str | None = None,
 ) -> Response:
     """이미지 전처리 설정: switches per product, a live before/after preview, and every product's settings."""
     overview = service.preprocessing_overview(session)
@@ -460,7 +444,7 @@ def preprocessing_page(
         sample_images, _total = service.list_images(
             session, product_id=product.id, kind=None, defect_type_id=None, page=1, page_size=12
         )
-    return render(
+    return render_admin(
         request,
         "admin/catalog/preprocessing_edit.html",
         {
@@ -470,7 +454,6 @@ def preprocessing_page(
             "current": current,
             "steps": PREPROCESSING_STEPS,
             "sample_images": sample_images,
-            "done": done_message(done),
             "stale": stale_artifacts(
                 request,
                 session,
@@ -505,10 +488,9 @@ def _models_page(
     models: ModelsDep,
     *,
     error: str | None = None,
-    done: str | None = None,
     status_code: int = 200,
 ) -> Response:
-    return render(
+    return render_admin(
         request,
         "admin/catalog/model_settings.html",
         {
@@ -517,7 +499,6 @@ def _models_page(
             "choices": model_choices(settings, models.device),
             "status": models.status(),
             "error": error,
-            "done": done_message(done),
             "deploy_links": DEPLOY_LINKS,
         },
         status_code=status_code,
@@ -531,10 +512,9 @@ def models_page(
     settings: SettingsDep,
     models: ModelsDep,
     _: AdminDep,
-    done: str | None = None,
 ) -> Response:
     """모델 선택: the embedder, anomaly backbone and generators, with what this server can run and why not."""
-    return _models_page(request, session, settings, models, done=done)
+    return _models_page(request, session, settings, models)
 
 
 @router.post("/models")

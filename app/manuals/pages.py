@@ -8,12 +8,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 
-from app.admin.forms import done_message, redirect
+from app.admin.forms import redirect, render_admin
 from app.auth.dependencies import AdminDep, get_current_user
 from app.catalog import service as catalog_service
 from app.core.dependencies import SettingsDep, StorageDep
 from app.core.i18n import translate
-from app.core.templating import render
 from app.db.session import SessionDep
 from app.manuals import service
 
@@ -32,11 +31,10 @@ def manuals_page(
     settings: SettingsDep,
     _: AdminDep,
     product_id: int | None = None,
-    done: str | None = None,
 ) -> Response:
     """매뉴얼 관리: upload PDFs per product, watch their indexing, download or delete them."""
     products = catalog_service.list_products(session, include_inactive=True)
-    return render(
+    return render_admin(
         request,
         "admin/manuals/manual_list.html",
         {
@@ -52,7 +50,6 @@ def manuals_page(
                 "limit_mb": settings.max_manual_bytes // 2**20,
                 "pages": settings.max_manual_pages,
             },
-            "done": done_message(done),
         },
     )
 

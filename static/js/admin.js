@@ -188,12 +188,15 @@
     const spinner = preview.querySelector(".spinner");
     let timer = null;
     function redraw() {
+      const option = select.options[select.selectedIndex];
+      const version = option ? option.dataset.v : "";
       const params = new URLSearchParams();
       params.set("image_id", select.value);
+      params.set("v", version);
       prepForm.querySelectorAll("input[name=steps]").forEach(function (box) { params.set(box.value, box.checked ? "true" : "false"); });
       spinner.hidden = false;
       after.src = preview.dataset.url + "?" + params.toString();
-      before.src = "/api/v1/images/" + select.value + "/file";
+      before.src = "/api/v1/images/" + select.value + "/file?v=" + version;
     }
     after.addEventListener("load", function () { spinner.hidden = true; after.dataset.loaded = after.src; });
     after.addEventListener("error", function () { spinner.hidden = true; after.alt = preview.dataset.msgFailed; });
