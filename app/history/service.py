@@ -1,0 +1,277 @@
+"""Inspection history: filtered lists, statistics over a date range, the admin dashboard's numbers."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, case, func, select
+from sqlalchemy.orm import Session, aliased
+
+from app.core.errors import InvalidInputError
+from app.db.tables import INSPECTION_STATUSES, DefectType, Inspection, Product, User
+from app.history.schemas import (
+    CountByDay,
+    CountByDefectType,
+    CountByGenerator,
+    CountByProduct,
+    CountByScore,
+    InspectionListItem,
+    InspectionPage,
+    InspectionStats,
+    NamedRef,
+    UserRef,
+)
+from app.inspection import service as inspection_service
+
+MAX_RANGE_DAYS = 731  # stats over at most two years: per-day rows stay readable
+DEFAULT_RANGE_DAYS = 30
+
+
+@dataclass(frozen=True)
+class HistoryFilter:
+    """What the history list and the statistics can be narrowed by (every field optional)."""
+
+    product_id: int | None = None
+    defect_type_id: int | None = None
+    generator: str | None = None
+    date_from: date | None = None
+    date_to: date | None = None
+    feedback_score: int | None = None
+    status: str | None = None
+    is_anomaly: bool | None = None
+
+
+def local_tz() -> tzinfo:
+    """The server's time zone: days in filters and charts are the factory's local days."""
+    return datetime.now().astimezone().tzinfo or UTC
+
+
+def today() -> date:
+    """Today in the server's time zone."""
+    return datetime.now(local_tz()).date()
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=local_tz())
+
+
+def effective_product_id() -> ColumnElement[Any]:
+    """The product an inspection is about: the one the worker chose, else the search verdict's."""
+    return func.coalesce(Inspection.product_id, Inspection.verdict_product_id)
+
+
+def _check(flt: HistoryFilter) -> None:
+    if flt.date_from and flt.date_to and flt.date_from > flt.date_to:
+        raise InvalidInputError(
+            "errors.history_bad_range", date_from=flt.date_from.isoformat(), date_to=flt.date_to.isoformat()
+        )
+    if flt.feedback_score is not None and not 1 <= flt.feedback_score <= 5:
+        raise InvalidInputError("errors.history_bad_score", score=flt.feedback_score)
+    if flt.status is not None and flt.status not in INSPECTION_STATUSES:
+        raise InvalidInputError(
+            "errors.history_bad_status", status=flt.status, allowed=", ".join(INSPECTION_STATUSES)
+        )
+
+
+def _where(query: Select[Any], flt: HistoryFilter) -> Select[Any]:
+    if flt.product_id is not None:
+        query = query.where(effective_product_id() == flt.product_id)
+    if flt.defect_type_id is not None:
+        query = query.where(Inspection.verdict_defect_type_id == flt.defect_type_id)
+    if flt.generator:
+        query = query.where(Inspection.generator == flt.generator)
+    if flt.date_from is not None:
+        query = query.where(Inspection.created_at >= _day_start(flt.date_from))
+    if flt.date_to is not None:
+        query = query.where(Inspection.created_at < _day_start(flt.date_to + timedelta(days=1)))
+    if flt.feedback_score is not None:
+        query = query.where(Inspection.feedback_score == flt.feedback_score)
+    if flt.status is not None:
+        query = query.where(Inspection.status == flt.status)
+    if flt.is_anomaly is not None:
+        query = query.where(Inspection.is_anomaly.is_(flt.is_anomaly))
+    return query
+
+
+def _names(session: Session, rows: list[Inspection]) -> tuple[dict[int, Product], dict[int, DefectType]]:
+    product_ids = {pid for r in rows for pid in (r.product_id, r.verdict_product_id) if pid is not None}
+    defect_ids = {r.verdict_defect_type_id for r in rows if r.verdict_defect_type_id is not None}
+    products = (
+        {p.id: p for p in session.scalars(select(Product).where(Product.id.in_(product_ids)))}
+        if product_ids
+        else {}
+    )
+    defects = (
+        {d.id: d for d in session.scalars(select(DefectType).where(DefectType.id.in_(defect_ids)))}
+        if defect_ids
+        else {}
+    )
+    return products, defects
+
+
+def to_item(
+    inspection: Inspection, products: dict[int, Product], defects: dict[int, DefectType]
+) -> InspectionListItem:
+    """The list view of an inspection, with product / defect type names resolved."""
+    pid = inspection.product_id or inspection.verdict_product_id
+    product = products.get(pid) if pid is not None else None
+    defect = (
+        defects.get(inspection.verdict_defect_type_id)
+        if inspection.verdict_defect_type_id is not None
+        else None
+    )
+    user = inspection.user
+    return InspectionListItem(
+        id=inspection.id,
+        status=inspection.status,
+        image_url=inspection_service.image_url(inspection),
+        product=NamedRef(id=product.id, code=product.code, name=product.name) if product else None,
+        defect_type=NamedRef(id=defect.id, code=defect.code, name=defect.name) if defect else None,
+        verdict_score=inspection.verdict_score,
+        is_unknown=inspection.is_unknown,
+        anomaly_score=inspection.anomaly_score,
+        is_anomaly=inspection.is_anomaly,
+        generator=inspection.generator,
+        action_taken=inspection.action_taken,
+        is_action_completed=inspection.completed_at is not None,
+        feedback_score=inspection.feedback_score,
+        user=UserRef(id=user.id, username=user.username, display_name=user.display_name) if user else None,
+        created_at=inspection.created_at,
+        completed_at=inspection.completed_at,
+    )
+
+
+def list_inspections(session: Session, *, flt: HistoryFilter, page: int, page_size: int) -> InspectionPage:
+    """Inspections matching the filter, newest first, one page of them."""
+    _check(flt)
+    query = _where(select(Inspection), flt)
+    total = session.scalar(_where(select(func.count()).select_from(Inspection), flt)) or 0
+    rows = list(
+        session.scalars(
+            query.order_by(Inspection.created_at.desc(), Inspection.id.desc())
+            .offset((page - 1) * page_size)
+            .limit(page_size)
+        ).unique()
+    )
+    products, defects = _names(session, rows)
+    return InspectionPage(
+        items=[to_item(r, products, defects) for r in rows], total=total, page=page, page_size=page_size
+    )
+
+
+def stats_range(date_from: date | None, date_to: date | None) -> tuple[date, date]:
+    """The range statistics cover: given bounds, else the last 30 days up to today."""
+    end = date_to or today()
+    start = date_from or (end - timedelta(days=DEFAULT_RANGE_DAYS - 1))
+    if start > end:
+        raise InvalidInputError(
+            "errors.history_bad_range", date_from=start.isoformat(), date_to=end.isoformat()
+        )
+    if (end - start).days + 1 > MAX_RANGE_DAYS:
+        raise InvalidInputError("errors.history_range_too_long", days=MAX_RANGE_DAYS)
+    return start, end
+
+
+def inspection_stats(session: Session, *, flt: HistoryFilter) -> InspectionStats:
+    """Counts over the filter's date range (default: the last 30 days)."""
+    start, end = stats_range(flt.date_from, flt.date_to)
+    flt = HistoryFilter(**{**flt.__dict__, "date_from": start, "date_to": end})
+    _check(flt)
+
+    def scoped(*columns: Any) -> Select[Any]:
+        return _where(select(*columns).select_from(Inspection), flt)
+
+    total, anomalies, completed, scored, average = session.execute(
+        scoped(
+            func.count(),
+            func.coalesce(func.sum(case((Inspection.is_anomaly.is_(True), 1), else_=0)), 0),
+            func.count(Inspection.completed_at),
+            func.count(Inspection.feedback_score),
+            func.avg(Inspection.feedback_score),
+        )
+    ).one()
+
+    product = aliased(Product)
+    per_defect = [
+        CountByDefectType(defect_type_id=i, code=c, name=n, product_code=pc, count=k)
+        for i, c, n, pc, k in session.execute(
+            scoped(DefectType.id, DefectType.code, DefectType.name, product.code, func.count())
+            .join(DefectType, DefectType.id == Inspection.verdict_defect_type_id)
+            .join(product, product.id == DefectType.product_id)
+            .group_by(DefectType.id, DefectType.code, DefectType.name, product.code)
+            .order_by(func.count().desc(), DefectType.code)
+        )
+    ]
+    per_product = [
+        CountByProduct(product_id=i, code=c, name=n, count=k)
+        for i, c, n, k in session.execute(
+            scoped(Product.id, Product.code, Product.name, func.count())
+            .join(Product, Product.id == effective_product_id())
+            .group_by(Product.id, Product.code, Product.name)
+            .order_by(func.count().desc(), Product.code)
+        )
+    ]
+    generators = [
+        CountByGenerator(generator=g, count=k)
+        for g, k in session.execute(
+            scoped(Inspection.generator, func.count())
+            .where(Inspection.generator.is_not(None))
+            .group_by(Inspection.generator)
+            .order_by(func.count().desc(), Inspection.generator)
+        )
+    ]
+    scores: dict[int, int] = dict(
+        session.execute(
+            scoped(Inspection.feedback_score, func.count())
+            .where(Inspection.feedback_score.is_not(None))
+            .group_by(Inspection.feedback_score)
+        ).all()
+    )
+    # Days are the server's local days, so they are counted here rather than with SQL date functions
+    # (SQLite and MariaDB store naive UTC and differ in their time-zone support).
+    days: Counter[date] = Counter()
+    anomaly_days: Counter[date] = Counter()
+    tz = local_tz()
+    for created_at, is_anomaly in session.execute(scoped(Inspection.created_at, Inspection.is_anomaly)):
+        day = created_at.astimezone(tz).date()
+        days[day] += 1
+        if is_anomaly:
+            anomaly_days[day] += 1
+    per_day = [
+        CountByDay(day=d, count=days[d], anomalies=anomaly_days[d])
+        for d in (start + timedelta(days=i) for i in range((end - start).days + 1))
+    ]
+    return InspectionStats(
+        date_from=start,
+        date_to=end,
+        total=total,
+        anomalies=anomalies,
+        actions_completed=completed,
+        feedback_count=scored,
+        average_score=round(float(average), 2) if average is not None else None,
+        per_defect_type=per_defect,
+        per_product=per_product,
+        per_day=per_day,
+        generators=generators,
+        feedback=[CountByScore(score=s, count=int(scores.get(s, 0))) for s in range(1, 6)],
+    )
+
+
+def generator_names(session: Session) -> list[str]:
+    """Every generator that wrote a report so far (for the filter choices)."""
+    return list(
+        session.scalars(
+            select(Inspection.generator)
+            .where(Inspection.generator.is_not(None))
+            .distinct()
+            .order_by(Inspection.generator)
+        )
+    )
+
+
+def user_of(session: Session, user_id: int | None) -> User | None:
+    """A user by id (the worker who gave feedback), or None."""
+    return session.get(User, user_id) if user_id is not None else None
