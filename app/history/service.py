@@ -96,7 +96,8 @@ def _where(query: Select[Any], flt: HistoryFilter) -> Select[Any]:
     return query
 
 
-def _names(session: Session, rows: list[Inspection]) -> tuple[dict[int, Product], dict[int, DefectType]]:
+def names_for(session: Session, rows: list[Inspection]) -> tuple[dict[int, Product], dict[int, DefectType]]:
+    """The products and defect types the rows refer to, by id."""
     product_ids = {pid for r in rows for pid in (r.product_id, r.verdict_product_id) if pid is not None}
     defect_ids = {r.verdict_defect_type_id for r in rows if r.verdict_defect_type_id is not None}
     products = (
@@ -156,7 +157,7 @@ def list_inspections(session: Session, *, flt: HistoryFilter, page: int, page_si
             .limit(page_size)
         ).unique()
     )
-    products, defects = _names(session, rows)
+    products, defects = names_for(session, rows)
     return InspectionPage(
         items=[to_item(r, products, defects) for r in rows], total=total, page=page, page_size=page_size
     )
@@ -275,3 +276,74 @@ def generator_names(session: Session) -> list[str]:
 def user_of(session: Session, user_id: int | None) -> User | None:
     """A user by id (the worker who gave feedback), or None."""
     return session.get(User, user_id) if user_id is not None else None
+
+
+def _safe_url(value: object) -> str | None:
+    """A file URL from a stored step result, only if it points at our own API (never an outside page)."""
+    return value if isinstance(value, str) and value.startswith("/api/v1/") else None
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def detail_view(inspection: Inspection) -> dict[str, Any]:
+    """Every step's stored result, reduced to what the detail page shows (missing parts stay empty)."""
+    search = inspection.search_result or {}
+    matches = []
+    for match in search.get("matches") or []:
+        if not isinstance(match, dict):
+            continue
+        product = match.get("product") if isinstance(match.get("product"), dict) else {}
+        defect = match.get("defect_type") if isinstance(match.get("defect_type"), dict) else {}
+        matches.append(
+            {
+                "image_url": _safe_url(match.get("image_url")),
+                "score": _number(match.get("score")),
+                "product": str((product or {}).get("name") or (product or {}).get("code") or ""),
+                "defect_type": str((defect or {}).get("name") or (defect or {}).get("code") or ""),
+            }
+        )
+    verdict = search.get("verdict") if isinstance(search.get("verdict"), dict) else {}
+    anomaly = inspection.anomaly_result or {}
+    reference = anomaly.get("reference_image") if isinstance(anomaly.get("reference_image"), dict) else {}
+    images = [
+        (key, _safe_url(anomaly.get(f"{key}_url")))
+        for key in ("comparison", "heatmap", "overlay", "mask")
+        if _safe_url(anomaly.get(f"{key}_url"))
+    ]
+    if reference and _safe_url(reference.get("image_url")):
+        images.insert(0, ("reference", _safe_url(reference.get("image_url"))))
+    regions = [
+        {k: _number(r.get(k)) for k in ("x", "y", "width", "height", "score")}
+        for r in anomaly.get("regions") or []
+        if isinstance(r, dict)
+    ]
+    guidance = inspection.guidance or {}
+    sections = guidance.get("sections") if isinstance(guidance.get("sections"), dict) else {}
+    citations = [
+        {
+            "manual_id": c.get("manual_id") if isinstance(c.get("manual_id"), int) else None,
+            "page": c.get("page") if isinstance(c.get("page"), int) else None,
+            "text": str(c.get("text") or "")[:600],
+        }
+        for c in guidance.get("citations") or []
+        if isinstance(c, dict)
+    ]
+    return {
+        "has_search": bool(inspection.search_result),
+        "matches": matches,
+        "margin": _number((verdict or {}).get("margin")),
+        "has_anomaly": bool(inspection.anomaly_result),
+        "anomaly_score": _number(anomaly.get("score")),
+        "threshold": _number(anomaly.get("threshold")),
+        "anomaly_images": images,
+        "regions": regions,
+        "has_guidance": bool(inspection.guidance),
+        "sections": [
+            (key, str((sections or {}).get(key) or "")) for key in ("status", "cause", "action", "prevention")
+        ],
+        "citations": citations,
+        "elapsed_ms": _number(guidance.get("elapsed_ms")),
+        "timings_ms": {k: v for k, v in (inspection.timings_ms or {}).items() if _number(v) is not None},
+    }
