@@ -31,7 +31,7 @@
     const progress = panel.querySelector('[role="progressbar"]');
     if (progress) { progress.setAttribute("aria-valuenow", String(Math.round(pct))); }
     setText(panel, "percent", Math.round(pct) + "%");
-    setText(panel, "stage", job.stage || "-");
+    setText(panel, "stage", (labels.stages && labels.stages[job.stage]) || job.stage || "-");
     setText(panel, "elapsed", duration(job.elapsed_s));
     const active = ACTIVE.indexOf(job.status) >= 0;
     setText(panel, "eta", job.eta_s !== null && job.eta_s !== undefined ? duration(job.eta_s) : (active ? labels.eta_unknown : "-"));
