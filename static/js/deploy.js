@@ -41,9 +41,11 @@
     if (cancel) { cancel.hidden = !active; }
   }
 
-  function refreshDetail(jobId) {
+  let lastDetail = 0;
+  function refreshDetail(jobId, force) {
     const log = document.querySelector("[data-job-log]");
-    if (!log) { return Promise.resolve(); }
+    if (!log || (!force && Date.now() - lastDetail < 2000)) { return Promise.resolve(); }
+    lastDetail = Date.now();
     return window.DefectLens.api("/api/v1/deployments/" + jobId).then(function (r) { return r.ok ? r.json() : null; })
       .then(function (job) {
         if (!job) { return; }
@@ -58,7 +60,7 @@
 
   function finished(panel, job) {
     render(panel, job);
-    refreshDetail(job.id).then(function () {
+    refreshDetail(job.id, true).then(function () {
       // The deploy screen shows the new artifact state and history once the job is over.
       if (!document.querySelector("[data-job-log]")) { setTimeout(function () { window.location.reload(); }, 1200); }
     });
