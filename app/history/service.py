@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, case, func, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from app.core.errors import InvalidInputError
 from app.db.tables import INSPECTION_STATUSES, DefectType, Inspection, Product, User
@@ -176,71 +176,118 @@ def stats_range(date_from: date | None, date_to: date | None) -> tuple[date, dat
     return start, end
 
 
+def _hour_bucket(session: Session) -> ColumnElement[Any]:
+    """created_at truncated to the UTC hour, as text (SQLite and MariaDB spell it differently)."""
+    if session.get_bind().dialect.name == "sqlite":
+        return func.strftime("%Y-%m-%d %H", Inspection.created_at)
+    return func.date_format(Inspection.created_at, "%Y-%m-%d %H")
+
+
 def inspection_stats(session: Session, *, flt: HistoryFilter) -> InspectionStats:
-    """Counts over the filter's date range (default: the last 30 days)."""
+    """Counts over the filter's date range (default: the last 30 days).
+
+    Two grouped queries, whatever the number of rows: one by (defect type, product, generator, score,
+    anomaly, completed), whose few hundred groups give every total and breakdown, and one by UTC hour,
+    which Python folds into the server's local days (exact for time zones on whole hours, e.g. KST).
+    """
     start, end = stats_range(flt.date_from, flt.date_to)
     flt = HistoryFilter(**{**flt.__dict__, "date_from": start, "date_to": end})
     _check(flt)
+    product_col = effective_product_id()
+    completed_col = case((Inspection.completed_at.is_not(None), 1), else_=0)
+    groups = session.execute(
+        _where(
+            select(
+                Inspection.verdict_defect_type_id,
+                product_col,
+                Inspection.generator,
+                Inspection.feedback_score,
+                Inspection.is_anomaly,
+                completed_col,
+                func.count(),
+            ).select_from(Inspection),
+            flt,
+        ).group_by(
+            Inspection.verdict_defect_type_id,
+            product_col,
+            Inspection.generator,
+            Inspection.feedback_score,
+            Inspection.is_anomaly,
+            completed_col,
+        )
+    ).all()
+    total = anomalies = completed = scored = score_sum = 0
+    per_defect: Counter[int] = Counter()
+    per_product: Counter[int] = Counter()
+    generators: Counter[str] = Counter()
+    scores: Counter[int] = Counter()
+    for defect_id, product_id, generator, score, is_anomaly, is_completed, count in groups:
+        total += count
+        anomalies += count if is_anomaly else 0
+        completed += count if is_completed else 0
+        if defect_id is not None:
+            per_defect[defect_id] += count
+        if product_id is not None:
+            per_product[product_id] += count
+        if generator is not None:
+            generators[generator] += count
+        if score is not None:
+            scores[score] += count
+            scored += count
+            score_sum += score * count
 
-    def scoped(*columns: Any) -> Select[Any]:
-        return _where(select(*columns).select_from(Inspection), flt)
-
-    total, anomalies, completed, scored, average = session.execute(
-        scoped(
-            func.count(),
-            func.coalesce(func.sum(case((Inspection.is_anomaly.is_(True), 1), else_=0)), 0),
-            func.count(Inspection.completed_at),
-            func.count(Inspection.feedback_score),
-            func.avg(Inspection.feedback_score),
-        )
-    ).one()
-
-    product = aliased(Product)
-    per_defect = [
-        CountByDefectType(defect_type_id=i, code=c, name=n, product_code=pc, count=k)
-        for i, c, n, pc, k in session.execute(
-            scoped(DefectType.id, DefectType.code, DefectType.name, product.code, func.count())
-            .join(DefectType, DefectType.id == Inspection.verdict_defect_type_id)
-            .join(product, product.id == DefectType.product_id)
-            .group_by(DefectType.id, DefectType.code, DefectType.name, product.code)
-            .order_by(func.count().desc(), DefectType.code)
-        )
-    ]
-    per_product = [
-        CountByProduct(product_id=i, code=c, name=n, count=k)
-        for i, c, n, k in session.execute(
-            scoped(Product.id, Product.code, Product.name, func.count())
-            .join(Product, Product.id == effective_product_id())
-            .group_by(Product.id, Product.code, Product.name)
-            .order_by(func.count().desc(), Product.code)
-        )
-    ]
-    generators = [
-        CountByGenerator(generator=g, count=k)
-        for g, k in session.execute(
-            scoped(Inspection.generator, func.count())
-            .where(Inspection.generator.is_not(None))
-            .group_by(Inspection.generator)
-            .order_by(func.count().desc(), Inspection.generator)
-        )
-    ]
-    scores: dict[int, int] = dict(
-        session.execute(
-            scoped(Inspection.feedback_score, func.count())
-            .where(Inspection.feedback_score.is_not(None))
-            .group_by(Inspection.feedback_score)
-        ).all()
+    defects = (
+        {d.id: d for d in session.scalars(select(DefectType).where(DefectType.id.in_(per_defect)))}
+        if per_defect
+        else {}
     )
-    # Days are the server's local days, so they are counted here rather than with SQL date functions
-    # (SQLite and MariaDB store naive UTC and differ in their time-zone support).
+    products = (
+        {
+            p.id: p
+            for p in session.scalars(
+                select(Product).where(
+                    Product.id.in_(set(per_product) | {d.product_id for d in defects.values()})
+                )
+            )
+        }
+        if per_product or defects
+        else {}
+    )
+    defect_rows = sorted(
+        (
+            CountByDefectType(
+                defect_type_id=d.id,
+                code=d.code,
+                name=d.name,
+                product_code=products[d.product_id].code if d.product_id in products else "",
+                count=per_defect[d.id],
+            )
+            for d in defects.values()
+        ),
+        key=lambda row: (-row.count, row.code),
+    )
+    product_rows = sorted(
+        (
+            CountByProduct(product_id=p.id, code=p.code, name=p.name, count=per_product[p.id])
+            for p in products.values()
+            if p.id in per_product
+        ),
+        key=lambda row: (-row.count, row.code),
+    )
+
+    tz = local_tz()
     days: Counter[date] = Counter()
     anomaly_days: Counter[date] = Counter()
-    tz = local_tz()
-    for created_at, is_anomaly in session.execute(scoped(Inspection.created_at, Inspection.is_anomaly)):
-        day = created_at.astimezone(tz).date()
-        days[day] += 1
-        if is_anomaly:
-            anomaly_days[day] += 1
+    anomaly_col = case((Inspection.is_anomaly.is_(True), 1), else_=0)
+    bucket = _hour_bucket(session)
+    for hour, count, hour_anomalies in session.execute(
+        _where(select(bucket, func.count(), func.sum(anomaly_col)).select_from(Inspection), flt).group_by(
+            bucket
+        )
+    ):
+        day = datetime.strptime(hour, "%Y-%m-%d %H").replace(tzinfo=UTC).astimezone(tz).date()
+        days[day] += count
+        anomaly_days[day] += int(hour_anomalies or 0)
     per_day = [
         CountByDay(day=d, count=days[d], anomalies=anomaly_days[d])
         for d in (start + timedelta(days=i) for i in range((end - start).days + 1))
@@ -252,12 +299,15 @@ def inspection_stats(session: Session, *, flt: HistoryFilter) -> InspectionStats
         anomalies=anomalies,
         actions_completed=completed,
         feedback_count=scored,
-        average_score=round(float(average), 2) if average is not None else None,
-        per_defect_type=per_defect,
-        per_product=per_product,
+        average_score=round(score_sum / scored, 2) if scored else None,
+        per_defect_type=defect_rows,
+        per_product=product_rows,
         per_day=per_day,
-        generators=generators,
-        feedback=[CountByScore(score=s, count=int(scores.get(s, 0))) for s in range(1, 6)],
+        generators=[
+            CountByGenerator(generator=g, count=k)
+            for g, k in sorted(generators.items(), key=lambda i: (-i[1], i[0]))
+        ],
+        feedback=[CountByScore(score=s, count=scores.get(s, 0)) for s in range(1, 6)],
     )
 
 
