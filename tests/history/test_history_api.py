@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
+import pytest
 from fastapi.testclient import TestClient
 
+from app.core.config import Settings
+from app.history import service as history_service
 from tests.history.conftest import History
-from tests.history.factories import days_ago
+from tests.history.factories import days_ago, make_inspection
 
 
 def _ids(response: object) -> list[int]:
@@ -158,3 +162,32 @@ def test_stats_on_an_empty_database(client: TestClient, admin_headers: dict[str,
     assert stats["average_score"] is None
     assert stats["per_defect_type"] == []
     assert [f["count"] for f in stats["feedback"]] == [0, 0, 0, 0, 0]
+
+
+def test_days_are_the_factorys_local_days(
+    client: TestClient, settings: Settings, worker_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server in Seoul: 00:30 KST is still the previous day in UTC, but it counts on the Korean day."""
+    seoul = ZoneInfo("Asia/Seoul")
+    monkeypatch.setattr(history_service, "local_tz", lambda: seoul)
+    day = datetime.now(seoul).date() - timedelta(days=3)
+    just_after_midnight = datetime.combine(day, time(0, 30), tzinfo=seoul)
+    with client.app.state.session_factory() as session:  # type: ignore[attr-defined]
+        make_inspection(
+            session,
+            client.app.state.storage,
+            settings,
+            anomaly=True,
+            created_at=just_after_midnight,  # type: ignore[attr-defined]
+        )
+    assert just_after_midnight.astimezone(UTC).date() == day - timedelta(days=1)
+    listed = client.get(f"/api/v1/inspections?date_from={day}&date_to={day}", headers=worker_headers).json()
+    assert listed["total"] == 1
+    before = client.get(
+        f"/api/v1/inspections?date_to={day - timedelta(days=1)}", headers=worker_headers
+    ).json()
+    assert before["total"] == 0
+    stats = client.get("/api/v1/inspections/stats", headers=worker_headers).json()
+    by_day = {d["day"]: (d["count"], d["anomalies"]) for d in stats["per_day"]}
+    assert by_day[day.isoformat()] == (1, 1)
+    assert by_day[(day - timedelta(days=1)).isoformat()] == (0, 0)
