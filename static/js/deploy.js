@@ -42,20 +42,32 @@
   }
 
   let lastDetail = 0;
+  // The log: in full on the job page, its last lines in each panel on the deploy screen.
   function refreshDetail(jobId, force) {
     const log = document.querySelector("[data-job-log]");
-    if (!log || (!force && Date.now() - lastDetail < 2000)) { return Promise.resolve(); }
+    const panel = document.querySelector('[data-job-panel][data-job-id="' + jobId + '"]');
+    const tail = panel ? panel.querySelector("[data-stage-list]") : null;
+    if ((!log && !tail) || (!force && Date.now() - lastDetail < 2000)) { return Promise.resolve(); }
     lastDetail = Date.now();
     return window.DefectLens.api("/api/v1/deployments/" + jobId).then(function (r) { return r.ok ? r.json() : null; })
       .then(function (job) {
         if (!job) { return; }
-        if (job.log) { log.textContent = job.log; }
+        if (log && job.log) { log.textContent = job.log; }
+        if (tail && job.log) {
+          tail.replaceChildren.apply(tail, job.log.trim().split("\n").slice(-5).map(function (line) {
+            const item = document.createElement("li");
+            item.textContent = line;
+            return item;
+          }));
+          tail.hidden = false;
+        }
         const result = document.querySelector("[data-result-section]");
         if (result && job.result && Object.keys(job.result).length) {
           result.hidden = false;
           result.querySelector('[data-field="result"]').textContent = JSON.stringify(job.result, null, 2);
         }
-      });
+      })
+      .catch(function () { /* the next event tries again */ });
   }
 
   function finished(panel, job) {

@@ -208,6 +208,10 @@ def test_admin_walks_dashboard_deploy_and_history(
     )
     assert panel.locator("[data-field=status]").inner_text() == "실행 중"
     assert panel.locator("[data-field=elapsed]").inner_text().endswith("초")
+    page.wait_for_function(
+        "() => document.querySelector('[data-stage-list]')?.textContent.includes('stage embedding')",
+        timeout=15000,
+    )
     assert _fits(page)
     screenshot(page, "ops-deploy-search-running")
     # the page reloads itself when the job ends: the history then shows the outcome
