@@ -383,6 +383,23 @@ def _record_artifact(ctx: JobContext, generation: str, result: dict[str, Any]) -
         session.commit()
 
 
+def settings_mismatch(
+    session: Session, engine: SearchEngine, product_ids: Sequence[int] | None = None
+) -> bool:
+    """True when the live index was built with another embedder or other preprocessing than configured.
+
+    Cheap (no image listing), for the request path; `states` gives the full picture for admins.
+    """
+    if engine.embedder_name != configured_embedder(session):
+        return True
+    gallery = engine.gallery("defect")
+    if gallery is None:
+        return False
+    scope = list(product_ids) if product_ids is not None else sorted(gallery.count_by_product())
+    current = preprocessing_options(session, scope)
+    return any(gallery.preprocessing_keys.get(pid, current[pid].key()) != current[pid].key() for pid in scope)
+
+
 # --- state for the admin -----------------------------------------------------------------------------
 
 

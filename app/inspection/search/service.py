@@ -61,10 +61,10 @@ def gallery_status(session: Session, services: Services) -> GalleryStatus:
     if engine is None:
         return GalleryStatus(embedder=None, defect_images=0, normal_images=0, built_at=None, state="missing")
     defect, normal = engine.gallery("defect"), engine.gallery("normal")
-    states = search_index.states(session, services)
-    state = "current" if engine.is_built else "missing"
-    if engine.is_built and any(s.state != "current" for s in states):
-        state = "stale"
+    if engine.is_built:
+        state = "stale" if search_index.settings_mismatch(session, engine) else "current"
+    else:
+        state = "stale" if engine.note else "missing"
     return GalleryStatus(
         embedder=engine.embedder.embedder_id,
         defect_images=defect.count if defect else 0,
@@ -183,8 +183,7 @@ def search_inspection(
         threshold_source=source,
     )
     matches = _matches(session, hits[:top_k])
-    states = search_index.states(session, services)
-    is_stale = any(s.state == "stale" and (scope is None or s.product_id == scope) for s in states)
+    is_stale = search_index.settings_mismatch(session, engine, None if scope is None else [scope])
     elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
     result = SearchRead(
         inspection_id=inspection.id,

@@ -279,9 +279,16 @@ def test_preprocessing_change_marks_the_index_stale_until_rebuilt(
     state = _states(app_client)[0]
     assert state.state == "stale"
     assert "search.stale.preprocessing_changed" in state.reasons
+    # until the rebuild, queries are preprocessed like the gallery was, and the worker is warned
+    inspection_id = inspect(app_client, admin, png(hole_photo(61)))
+    result = app_client.post(f"/api/v1/inspections/{inspection_id}/search", json={}, headers=admin).json()
+    assert result["is_stale"] is True
+    assert result["verdict"]["defect_type_id"] == catalog.hole_id
+    assert app_client.get("/api/v1/search/status", headers=admin).json()["state"] == "stale"
     job = deploy(app_client, admin, product_id=catalog.product_id)
     assert job["status"] == "succeeded"
     assert _states(app_client)[0].state == "current"
+    assert app_client.get("/api/v1/search/status", headers=admin).json()["state"] == "current"
 
 
 def test_product_rebuild_keeps_other_products_and_swaps_the_engine(
