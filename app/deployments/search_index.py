@@ -40,7 +40,13 @@ from app.ml.errors import ModelNotAvailableError
 from app.ml.gallery import Gallery, build_gallery
 from app.ml.preprocessing import PreprocessingOptions
 from app.ml.search_runtime import GALLERY_KINDS, GalleryKind, SearchEngine, new_built_at, preprocess
-from app.ml.verdict import Thresholds, calibrate_thresholds
+from app.ml.verdict import (
+    DEFAULT_MIN_MARGIN,
+    DEFAULT_MIN_SCORE,
+    MIN_CALIBRATION_IMAGES,
+    Thresholds,
+    calibrate_thresholds,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -260,6 +266,7 @@ def _items(
 def run(ctx: JobContext) -> dict[str, object] | None:
     """Rebuild the galleries for ctx.product_id (or all products) and swap them into the running server."""
     services: Services = ctx.services
+    faiss.omp_set_num_threads(1)  # the engine this job installs serves requests (see `load`)
     with ctx.session_factory() as session:
         name = configured_embedder(session)
         all_products = active_product_ids(session)
@@ -313,11 +320,16 @@ def run(ctx: JobContext) -> dict[str, object] | None:
         galleries[kind] = gallery
     ctx.progress(0.93, "search.stages.calibrating")
     thresholds: dict[int, Thresholds] = dict(old.thresholds) if compatible and old is not None else {}
+    uncalibrated = Thresholds(DEFAULT_MIN_SCORE, DEFAULT_MIN_MARGIN)
     for pid in scope:
-        if galleries["defect"].count_by_product().get(pid):
-            thresholds[pid] = calibrate_thresholds(galleries["defect"], pid)
-        else:
-            thresholds.pop(pid, None)
+        thresholds.pop(pid, None)
+        if galleries["defect"].count_by_product().get(pid, 0) >= MIN_CALIBRATION_IMAGES:
+            calibrated = calibrate_thresholds(galleries["defect"], pid)
+            # calibrate_thresholds answers its defaults when no class has two images: not a calibration
+            if calibrated != uncalibrated:
+                thresholds[pid] = calibrated
+                score, margin = calibrated
+                ctx.log(f"product {pid}: calibrated min_score={score:.3f} min_margin={margin:.3f}")
     engine = SearchEngine(
         embedder=embedder,
         embedder_name=loaded_name,

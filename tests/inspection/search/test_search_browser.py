@@ -108,3 +108,9 @@ def test_upload_search_choose_and_register(search_server: str, browser_page: Any
     href = page.locator("#next-step").get_attribute("href")
     assert href is not None
     assert href.endswith(f"/anomaly?product_id={catalog.product_id}")
+    page.set_viewport_size({"width": 800, "height": 1280})  # a tablet in portrait
+    page.reload()
+    page.wait_for_selector("#verdict")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+    assert page.locator("#next-step").bounding_box()["height"] >= 48  # a target a gloved finger hits
+    screenshot(page, "search-result-tablet")
