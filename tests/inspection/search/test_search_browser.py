@@ -114,3 +114,23 @@ def test_upload_search_choose_and_register(search_server: str, browser_page: Any
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
     assert page.locator("#next-step").bounding_box()["height"] >= 48  # a target a gloved finger hits
     screenshot(page, "search-result-tablet")
+
+
+def test_search_page_explains_a_missing_index(search_server: str, browser_page: Any, tmp_path: Path) -> None:
+    base = search_server
+    page = browser_page
+    page.goto(f"{base}/")
+    page.fill("input[name=username]", "worker1")
+    page.fill("input[name=password]", WORKER_PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/")
+    assert "없음" in page.locator("#gallery-status").inner_text()
+    photo = tmp_path / "part.png"
+    hole_photo(63).save(photo)
+    page.set_input_files("#photo-input", str(photo))
+    page.click("#upload-submit")
+    page.wait_for_url("**/inspect/*/search")
+    page.wait_for_selector("#search-error:not([hidden])")
+    assert "유사도 검색 인덱스" in page.locator("#search-error").inner_text()
+    assert page.locator("#searching").is_hidden()
+    screenshot(page, "search-no-index")
