@@ -87,13 +87,21 @@ def _query_hits(
     """Nearest defect images; products with different preprocessing get their own query embedding."""
     gallery = engine.gallery("defect")
     assert gallery is not None  # noqa: S101 - callers check is_built
-    product_ids = [product_id] if product_id is not None else sorted(gallery.count_by_product())
+    in_gallery = sorted(gallery.count_by_product())
+    if product_id is not None:
+        product_ids = [product_id]
+    else:
+        # a deactivated product's images stay in the gallery until the next rebuild: never answer with them
+        active = set(search_index.active_product_ids(session))
+        product_ids = [pid for pid in in_gallery if pid in active]
+        if not product_ids:
+            raise ConflictError("errors.search_no_defect_images")
     current = search_index.preprocessing_options(session, product_ids)
     groups: dict[str, tuple[PreprocessingOptions, list[int]]] = {}
     for pid in product_ids:
         options = engine.options_for("defect", pid, current[pid])
         groups.setdefault(options.key(), (options, []))[1].append(pid)
-    if product_id is None and len(groups) == 1:
+    if product_id is None and len(groups) == 1 and len(product_ids) == len(in_gallery):
         options = next(iter(groups.values()))[0]
         return engine.search("defect", engine.embed([image], [options])[0], k)
     hits: list[GalleryHit] = []

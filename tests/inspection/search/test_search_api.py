@@ -309,6 +309,13 @@ def test_product_rebuild_keeps_other_products_and_swaps_the_engine(
     inspection_id = inspect(app_client, worker, png(hole_photo(57)), product_id=first.product_id)
     result = app_client.post(f"/api/v1/inspections/{inspection_id}/search", json={}, headers=worker).json()
     assert {m["product"]["id"] for m in result["matches"]} == {first.product_id}
+    # a deactivated product is never an answer, even before the next rebuild
+    assert app_client.delete(f"/api/v1/products/{first.product_id}", headers=admin).status_code == 200
+    anywhere = inspect(app_client, worker, png(hole_photo(57)))
+    result = app_client.post(
+        f"/api/v1/inspections/{anywhere}/search", json={"top_k": 20}, headers=worker
+    ).json()
+    assert {m["product"]["id"] for m in result["matches"]} == {second.product_id}
 
 
 def test_nearest_normal_images_uses_the_normal_gallery(app_client: TestClient, admin: dict[str, str]) -> None:
