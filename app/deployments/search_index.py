@@ -40,7 +40,13 @@ from app.ml.errors import ModelNotAvailableError
 from app.ml.gallery import Gallery, build_gallery
 from app.ml.preprocessing import PreprocessingOptions
 from app.ml.search_runtime import GALLERY_KINDS, GalleryKind, SearchEngine, new_built_at, preprocess
-from app.ml.verdict import Thresholds, calibrate_thresholds
+from app.ml.verdict import (
+    DEFAULT_MIN_MARGIN,
+    DEFAULT_MIN_SCORE,
+    MIN_CALIBRATION_IMAGES,
+    Thresholds,
+    calibrate_thresholds,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -260,6 +266,7 @@ def _items(
 def run(ctx: JobContext) -> dict[str, object] | None:
     """Rebuild the galleries for ctx.product_id (or all products) and swap them into the running server."""
     services: Services = ctx.services
+    faiss.omp_set_num_threads(1)  # the engine this job installs serves requests (see `load`)
     with ctx.session_factory() as session:
         name = configured_embedder(session)
         all_products = active_product_ids(session)
@@ -313,11 +320,16 @@ def run(ctx: JobContext) -> dict[str, object] | None:
         galleries[kind] = gallery
     ctx.progress(0.93, "search.stages.calibrating")
     thresholds: dict[int, Thresholds] = dict(old.thresholds) if compatible and old is not None else {}
+    uncalibrated = Thresholds(DEFAULT_MIN_SCORE, DEFAULT_MIN_MARGIN)
     for pid in scope:
-        if galleries["defect"].count_by_product().get(pid):
-            thresholds[pid] = calibrate_thresholds(galleries["defect"], pid)
-        else:
-            thresholds.pop(pid, None)
+        thresholds.pop(pid, None)
+        if galleries["defect"].count_by_product().get(pid, 0) >= MIN_CALIBRATION_IMAGES:
+            calibrated = calibrate_thresholds(galleries["defect"], pid)
+            # calibrate_thresholds answers its defaults when no class has two images: not a calibration
+            if calibrated != uncalibrated:
+                thresholds[pid] = calibrated
+                score, margin = calibrated
+                ctx.log(f"product {pid}: calibrated min_score={score:.3f} min_margin={margin:.3f}")
     engine = SearchEngine(
         embedder=embedder,
         embedder_name=loaded_name,
@@ -381,6 +393,23 @@ def _record_artifact(ctx: JobContext, generation: str, result: dict[str, Any]) -
             )
         )
         session.commit()
+
+
+def settings_mismatch(
+    session: Session, engine: SearchEngine, product_ids: Sequence[int] | None = None
+) -> bool:
+    """True when the live index was built with another embedder or other preprocessing than configured.
+
+    Cheap (no image listing), for the request path; `states` gives the full picture for admins.
+    """
+    if engine.embedder_name != configured_embedder(session):
+        return True
+    gallery = engine.gallery("defect")
+    if gallery is None:
+        return False
+    scope = list(product_ids) if product_ids is not None else sorted(gallery.count_by_product())
+    current = preprocessing_options(session, scope)
+    return any(gallery.preprocessing_keys.get(pid, current[pid].key()) != current[pid].key() for pid in scope)
 
 
 # --- state for the admin -----------------------------------------------------------------------------

@@ -61,10 +61,10 @@ def gallery_status(session: Session, services: Services) -> GalleryStatus:
     if engine is None:
         return GalleryStatus(embedder=None, defect_images=0, normal_images=0, built_at=None, state="missing")
     defect, normal = engine.gallery("defect"), engine.gallery("normal")
-    states = search_index.states(session, services)
-    state = "current" if engine.is_built else "missing"
-    if engine.is_built and any(s.state != "current" for s in states):
-        state = "stale"
+    if engine.is_built:
+        state = "stale" if search_index.settings_mismatch(session, engine) else "current"
+    else:
+        state = "stale" if engine.note else "missing"
     return GalleryStatus(
         embedder=engine.embedder.embedder_id,
         defect_images=defect.count if defect else 0,
@@ -87,13 +87,21 @@ def _query_hits(
     """Nearest defect images; products with different preprocessing get their own query embedding."""
     gallery = engine.gallery("defect")
     assert gallery is not None  # noqa: S101 - callers check is_built
-    product_ids = [product_id] if product_id is not None else sorted(gallery.count_by_product())
+    in_gallery = sorted(gallery.count_by_product())
+    if product_id is not None:
+        product_ids = [product_id]
+    else:
+        # a deactivated product's images stay in the gallery until the next rebuild: never answer with them
+        active = set(search_index.active_product_ids(session))
+        product_ids = [pid for pid in in_gallery if pid in active]
+        if not product_ids:
+            raise ConflictError("errors.search_no_defect_images")
     current = search_index.preprocessing_options(session, product_ids)
     groups: dict[str, tuple[PreprocessingOptions, list[int]]] = {}
     for pid in product_ids:
         options = engine.options_for("defect", pid, current[pid])
         groups.setdefault(options.key(), (options, []))[1].append(pid)
-    if product_id is None and len(groups) == 1:
+    if product_id is None and len(groups) == 1 and len(product_ids) == len(in_gallery):
         options = next(iter(groups.values()))[0]
         return engine.search("defect", engine.embed([image], [options])[0], k)
     hits: list[GalleryHit] = []
@@ -183,8 +191,7 @@ def search_inspection(
         threshold_source=source,
     )
     matches = _matches(session, hits[:top_k])
-    states = search_index.states(session, services)
-    is_stale = any(s.state == "stale" and (scope is None or s.product_id == scope) for s in states)
+    is_stale = search_index.settings_mismatch(session, engine, None if scope is None else [scope])
     elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
     result = SearchRead(
         inspection_id=inspection.id,

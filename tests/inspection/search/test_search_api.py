@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
 from app.core.config import Settings
@@ -279,9 +280,16 @@ def test_preprocessing_change_marks_the_index_stale_until_rebuilt(
     state = _states(app_client)[0]
     assert state.state == "stale"
     assert "search.stale.preprocessing_changed" in state.reasons
+    # until the rebuild, queries are preprocessed like the gallery was, and the worker is warned
+    inspection_id = inspect(app_client, admin, png(hole_photo(61)))
+    result = app_client.post(f"/api/v1/inspections/{inspection_id}/search", json={}, headers=admin).json()
+    assert result["is_stale"] is True
+    assert result["verdict"]["defect_type_id"] == catalog.hole_id
+    assert app_client.get("/api/v1/search/status", headers=admin).json()["state"] == "stale"
     job = deploy(app_client, admin, product_id=catalog.product_id)
     assert job["status"] == "succeeded"
     assert _states(app_client)[0].state == "current"
+    assert app_client.get("/api/v1/search/status", headers=admin).json()["state"] == "current"
 
 
 def test_product_rebuild_keeps_other_products_and_swaps_the_engine(
@@ -301,6 +309,13 @@ def test_product_rebuild_keeps_other_products_and_swaps_the_engine(
     inspection_id = inspect(app_client, worker, png(hole_photo(57)), product_id=first.product_id)
     result = app_client.post(f"/api/v1/inspections/{inspection_id}/search", json={}, headers=worker).json()
     assert {m["product"]["id"] for m in result["matches"]} == {first.product_id}
+    # a deactivated product is never an answer, even before the next rebuild
+    assert app_client.delete(f"/api/v1/products/{first.product_id}", headers=admin).status_code == 200
+    anywhere = inspect(app_client, worker, png(hole_photo(57)))
+    result = app_client.post(
+        f"/api/v1/inspections/{anywhere}/search", json={"top_k": 20}, headers=worker
+    ).json()
+    assert {m["product"]["id"] for m in result["matches"]} == {second.product_id}
 
 
 def test_nearest_normal_images_uses_the_normal_gallery(app_client: TestClient, admin: dict[str, str]) -> None:
@@ -320,3 +335,48 @@ def test_nearest_normal_images_uses_the_normal_gallery(app_client: TestClient, a
         )
     assert nearest[0] == catalog.images["normal"][1]
     assert sorted(nearest) == sorted(catalog.images["normal"])
+
+
+def test_admin_thresholds_turn_a_weak_match_into_unknown(
+    app_client: TestClient, admin: dict[str, str], worker: dict[str, str]
+) -> None:
+    catalog = make_catalog(app_client, admin)
+    deploy(app_client, admin)
+    inspection_id = inspect(app_client, worker, png(clean_photo(30)))  # a good part: no known defect
+    calibrated = app_client.post(
+        f"/api/v1/inspections/{inspection_id}/search", json={}, headers=worker
+    ).json()
+    assert calibrated["verdict"]["threshold_source"] == "default"  # 8 images: too few to calibrate
+    strict = app_client.put("/api/v1/settings/models", json={"search_min_score": 0.999}, headers=admin)
+    assert strict.status_code == 200
+    body = app_client.post(f"/api/v1/inspections/{inspection_id}/search", json={}, headers=worker).json()
+    verdict = body["verdict"]
+    assert verdict["is_unknown"] is True
+    assert verdict["threshold_source"] == "settings"
+    assert verdict["min_score"] == 0.999
+    assert verdict["product_id"] == catalog.product_id  # the closest guess is still shown
+    stored = app_client.get(f"/api/v1/inspections/{inspection_id}", headers=worker).json()
+    assert stored["is_unknown"] is True
+    app_client.post("/api/v1/auth/login", json={"username": "worker1", "password": "worker-pass-123"})
+    page = app_client.get(f"/inspect/{inspection_id}/search").text
+    assert "알 수 없음 (unknown)" in page
+
+
+def test_thresholds_are_calibrated_per_product_and_shown_to_the_admin(
+    app_client: TestClient, admin: dict[str, str], worker: dict[str, str]
+) -> None:
+    catalog = make_catalog(app_client, admin, n=5)  # 10 defect images: enough to calibrate
+    job = deploy(app_client, admin)
+    assert (
+        "calibrated min_score="
+        in app_client.get(f"/api/v1/deployments/{job['id']}", headers=admin).json()["log"]
+    )
+    state = _states(app_client)[0]
+    assert 0.0 < state.detail["min_score"] <= 1.0
+    assert state.detail["min_margin"] >= 0.0
+    inspection_id = inspect(app_client, worker, png(hole_photo(62)), product_id=catalog.product_id)
+    verdict = app_client.post(f"/api/v1/inspections/{inspection_id}/search", json={}, headers=worker).json()[
+        "verdict"
+    ]
+    assert verdict["threshold_source"] == "calibrated"
+    assert verdict["min_score"] == pytest.approx(state.detail["min_score"], abs=1e-4)
