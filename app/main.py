@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from app.admin import pages as admin_pages
 from app.auth import api as auth_api
 from app.auth import pages as auth_pages
 from app.auth import service as auth_service
@@ -133,8 +132,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         catalog_pages.router,
         manuals_pages.router,
         deployments_pages.router,
-        # last: its catch-all shows "not built yet" for admin screens no domain serves
-        admin_pages.router,
     ):
         app.include_router(router)
     return app

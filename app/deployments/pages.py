@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from app.auth.dependencies import AdminDep, get_current_user
-from app.core.dependencies import RunnerDep
+from app.core.dependencies import RunnerDep, ServicesDep
 from app.core.errors import DomainError, InvalidInputError
 from app.core.i18n import translate
 from app.core.services import Services
@@ -23,14 +23,6 @@ from app.deployments.schemas import DeploymentRead
 router = APIRouter(tags=["pages"], include_in_schema=False, dependencies=[Depends(get_current_user)])
 
 PAGE_SIZE = 10
-
-
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
-ServicesDep = Annotated[Services, Depends(_services)]
 
 
 def _job_json(job: object) -> dict[str, object]:

@@ -11,8 +11,8 @@ from fastapi.responses import Response
 
 from app.auth.dependencies import AdminDep, CurrentUserDep, get_current_user
 from app.catalog import service as catalog_service
+from app.core.dependencies import ServicesDep
 from app.core.errors import InvalidInputError
-from app.core.services import Services
 from app.core.templating import render
 from app.db.session import SessionDep
 from app.db.tables import INSPECTION_STATUSES, DefectType, Product
@@ -34,14 +34,6 @@ FILTER_FIELDS = (
     "feedback_score",
     "status",
 )
-
-
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
-ServicesDep = Annotated[Services, Depends(_services)]
 
 
 def _int(name: str, value: str) -> int | None:

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from app.admin.forms import redirect, render_admin
 from app.auth.dependencies import AdminDep, get_current_user
 from app.catalog import service as catalog_service
-from app.core.dependencies import SettingsDep, StorageDep
+from app.core.dependencies import ServicesDep, SettingsDep, StorageDep
 from app.core.i18n import translate
 from app.db.session import SessionDep
 from app.manuals import service
@@ -59,10 +59,11 @@ def delete_manual_submit(
     manual_id: int,
     session: SessionDep,
     storage: StorageDep,
+    services: ServicesDep,
     admin: AdminDep,
     filter_product_id: Annotated[str, Form()] = "",
 ) -> Response:
-    """Delete a manual (its chunks and stored PDF go with it)."""
-    service.delete_manual(session, storage, manual_id=manual_id, actor_id=admin.id)
+    """Delete a manual (its chunks, index entries and stored PDF go with it)."""
+    service.delete_manual(session, storage, services, manual_id=manual_id, actor_id=admin.id)
     shown = int(filter_product_id) if filter_product_id.isdigit() else None
     return redirect("/admin/manuals", "deleted", product_id=shown)

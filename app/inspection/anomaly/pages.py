@@ -6,10 +6,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from app.auth.dependencies import CurrentUserDep, get_current_user
+from app.core.dependencies import ServicesDep
 from app.core.templating import render
 from app.db.session import SessionDep
 from app.inspection.anomaly import service
-from app.inspection.anomaly.api import ServicesDep
 
 # Authentication runs first for every route here, before any load-or-404 dependency.
 router = APIRouter(tags=["pages"], include_in_schema=False, dependencies=[Depends(get_current_user)])
