@@ -1,27 +1,499 @@
-"""The `search_index` deployment: startup loading, the rebuild job, and per-product artifact state."""
+"""The `search_index` deployment: startup loading, the rebuild job, incremental updates, artifact state.
+
+The engine lives in the model registry under "search" (`app.ml.search_runtime.SearchEngine`). Startup
+loads the embedder chosen in model settings and the galleries last built (no embedding work). The job
+rebuilds the defect and normal galleries of one product or all products in batches and swaps the new
+engine in; searches in flight keep the engine object they took. Registering or deleting one catalog
+image updates the live galleries at once through the "catalog.image_hooks" registry key.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import faiss
+from PIL import Image
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from app.core.images import open_rgb
 from app.core.services import Services
+from app.db.tables import (
+    Artifact,
+    DefectType,
+    DeploymentJob,
+    ModelSetting,
+    PreprocessingSetting,
+    Product,
+    ReferenceImage,
+)
 from app.deployments.runner import JobContext
 from app.deployments.status import ArtifactState
+from app.ml.catalog_hooks import IMAGE_HOOKS
+from app.ml.embedders import EFFICIENTNET_NAME, ImageEmbedder, load_embedder
+from app.ml.errors import ModelNotAvailableError
+from app.ml.gallery import Gallery, build_gallery
+from app.ml.preprocessing import PreprocessingOptions
+from app.ml.search_runtime import GALLERY_KINDS, GalleryKind, SearchEngine, new_built_at, preprocess
+from app.ml.verdict import (
+    DEFAULT_MIN_MARGIN,
+    DEFAULT_MIN_SCORE,
+    MIN_CALIBRATION_IMAGES,
+    Thresholds,
+    calibrate_thresholds,
+)
+
+logger = logging.getLogger(__name__)
 
 KIND = "search_index"
-# Set to True once the job below is implemented; until then the API answers 409 "not available".
-AVAILABLE = False
+AVAILABLE = True
+ENGINE = "search"
+BATCH_SIZE = 16
+
+
+@dataclass(frozen=True)
+class CatalogImage:
+    """What a gallery needs to know about one catalog image."""
+
+    id: int
+    product_id: int
+    kind: GalleryKind
+    defect_type_id: int | None
+    object_key: str
+
+
+def index_root(services: Services) -> Path:
+    """Where search generations live (models/artifacts/search)."""
+    return services.settings.artifacts_path / "search"
+
+
+def configured_embedder(session: Session) -> str:
+    """The embedder chosen in model settings (the default when the row does not exist yet)."""
+    row = session.get(ModelSetting, 1)
+    return row.embedder if row is not None and row.embedder else EFFICIENTNET_NAME
+
+
+def preprocessing_options(session: Session, product_ids: Sequence[int]) -> dict[int, PreprocessingOptions]:
+    """Current preprocessing per product (all off for a product without a settings row)."""
+    rows = {
+        r.product_id: r
+        for r in session.scalars(
+            select(PreprocessingSetting).where(PreprocessingSetting.product_id.in_(list(product_ids)))
+        )
+    }
+    out: dict[int, PreprocessingOptions] = {}
+    for pid in product_ids:
+        row = rows.get(pid)
+        out[pid] = (
+            PreprocessingOptions(
+                grayscale=row.grayscale,
+                contrast=row.contrast,
+                equalize=row.equalize,
+                smooth=row.smooth,
+                normalize=row.normalize,
+            )
+            if row is not None
+            else PreprocessingOptions()
+        )
+    return out
+
+
+def active_product_ids(session: Session) -> list[int]:
+    """Ids of the active products."""
+    return list(session.scalars(select(Product.id).where(Product.is_active.is_(True)).order_by(Product.id)))
+
+
+def catalog_images(session: Session, product_ids: Sequence[int]) -> list[CatalogImage]:
+    """The images that belong in the galleries: active products, active (or no) defect types."""
+    query = (
+        select(ReferenceImage)
+        .outerjoin(DefectType, ReferenceImage.defect_type_id == DefectType.id)
+        .where(ReferenceImage.product_id.in_(list(product_ids)))
+        .where((ReferenceImage.defect_type_id.is_(None)) | (DefectType.is_active.is_(True)))
+        .order_by(ReferenceImage.id)
+    )
+    return [
+        CatalogImage(
+            r.id, r.product_id, "defect" if r.kind == "defect" else "normal", r.defect_type_id, r.object_key
+        )
+        for r in session.scalars(query)
+    ]
+
+
+def _load_embedder(services: Services, name: str) -> tuple[ImageEmbedder, str, str]:
+    """(embedder, name it was loaded by, note); falls back to the packaged embedder if `name` cannot load."""
+    settings = services.settings
+    try:
+        return (
+            load_embedder(
+                name,
+                models_dir=settings.models_path,
+                device=services.models.device,
+                clip_arch=settings.clip_arch,
+            ),
+            name,
+            "",
+        )
+    except ModelNotAvailableError as exc:
+        if name == EFFICIENTNET_NAME:
+            raise
+        logger.warning("embedder %s is not available (%s); using %s", name, exc, EFFICIENTNET_NAME)
+        return load_embedder(EFFICIENTNET_NAME, models_dir=settings.models_path), EFFICIENTNET_NAME, str(exc)
+
+
+# --- startup -----------------------------------------------------------------------------------------
 
 
 def load(services: Services) -> None:
-    """Load the built artifacts into services.models at startup (no embedding or training work)."""
+    """Load the configured embedder and the last built galleries into services.models (no embedding)."""
+    faiss.omp_set_num_threads(1)  # one thread on the request path: OpenMP only adds latency to one query
+    with services.session_factory() as session:
+        name = configured_embedder(session)
+    embedder, loaded_name, note = _load_embedder(services, name)
+    engine = SearchEngine.load(index_root(services), embedder, loaded_name)
+    if note:
+        engine.note = note
+    services.models.swap(ENGINE, engine)
+    install_hook(services)
+    logger.info("search engine loaded: %s", engine.describe())
+
+
+def install_hook(services: Services) -> None:
+    """Subscribe the live galleries to catalog image changes (once per registry)."""
+    hooks: list[Any] = list(services.models.get(IMAGE_HOOKS) or [])
+    if any(getattr(h, "defectlens_owner", None) == KIND for h in hooks):
+        return
+
+    def on_images_changed(added: Sequence[ReferenceImage], removed: Sequence[ReferenceImage]) -> None:
+        try:
+            apply_image_changes(services, added=added, removed=removed)
+        except Exception:  # the catalog change is committed; the admin sees "stale" and can rebuild
+            logger.exception("updating the search galleries after a catalog change failed")
+
+    on_images_changed.defectlens_owner = KIND  # type: ignore[attr-defined]
+    services.models.swap(IMAGE_HOOKS, [*hooks, on_images_changed])
+
+
+# --- incremental updates -----------------------------------------------------------------------------
+
+
+def _embed_into(
+    services: Services,
+    engine: SearchEngine,
+    images: Sequence[CatalogImage],
+    current: dict[int, PreprocessingOptions],
+) -> None:
+    for kind in GALLERY_KINDS:
+        batch = [img for img in images if img.kind == kind]
+        if not batch or engine.gallery(kind) is None:
+            continue
+        options = [engine.options_for(kind, img.product_id, current[img.product_id]) for img in batch]
+        pictures = [open_rgb(services.storage.get(img.object_key)) for img in batch]
+        vectors = engine.embed(pictures, options)
+        engine.add(
+            kind,
+            ids=[img.id for img in batch],
+            vectors=vectors,
+            product_ids=[img.product_id for img in batch],
+            labels=[img.defect_type_id if kind == "defect" else None for img in batch],
+            preprocessing_keys={img.product_id: opt.key() for img, opt in zip(batch, options, strict=True)},
+        )
+
+
+def apply_image_changes(
+    services: Services, *, added: Sequence[ReferenceImage], removed: Sequence[ReferenceImage]
+) -> int:
+    """Embed added images into, and drop removed ones from, the live galleries; returns images embedded.
+
+    One embedding per added image, never a rebuild. Nothing happens while no gallery is built (the
+    rebuild job will include the images).
+    """
+    engine: SearchEngine | None = services.models.get(ENGINE)
+    if engine is None or not engine.is_built:
+        return 0
+    if removed:
+        engine.remove([r.id for r in removed])
+    images = [
+        CatalogImage(
+            r.id, r.product_id, "defect" if r.kind == "defect" else "normal", r.defect_type_id, r.object_key
+        )
+        for r in added
+    ]
+    if images:
+        with services.session_factory() as session:
+            current = preprocessing_options(session, sorted({i.product_id for i in images}))
+        _embed_into(services, engine, images, current)
+    if added or removed:
+        engine.save_in_place(index_root(services))
+    return len(images)
+
+
+def reconcile(services: Services, engine: SearchEngine, product_ids: Sequence[int]) -> tuple[int, int]:
+    """Bring the engine's galleries in line with the catalog for these products; (added, removed)."""
+    with services.session_factory() as session:
+        images = catalog_images(session, product_ids)
+        current = preprocessing_options(session, product_ids)
+    wanted = {img.id for img in images}
+    removed = 0
+    missing: list[CatalogImage] = []
+    for kind in GALLERY_KINDS:
+        gallery = engine.gallery(kind)
+        if gallery is None:
+            continue
+        scope = {h.image_id for pid in product_ids for h in gallery.rows(pid)}
+        removed += gallery.remove(sorted(scope - wanted))
+        missing.extend(img for img in images if img.kind == kind and img.id not in gallery)
+    if missing:
+        _embed_into(services, engine, missing, current)
+    return len(missing), removed
+
+
+# --- the job -----------------------------------------------------------------------------------------
+
+
+def _items(
+    services: Services, images: Sequence[CatalogImage]
+) -> Iterator[tuple[int, int, int | None, Image.Image]]:
+    for img in images:
+        yield img.id, img.product_id, img.defect_type_id, open_rgb(services.storage.get(img.object_key))
 
 
 def run(ctx: JobContext) -> dict[str, object] | None:
-    """The job: rebuild for ctx.product_id (or all products), report progress, swap into the registry."""
-    raise NotImplementedError(KIND)
+    """Rebuild the galleries for ctx.product_id (or all products) and swap them into the running server."""
+    services: Services = ctx.services
+    faiss.omp_set_num_threads(1)  # the engine this job installs serves requests (see `load`)
+    with ctx.session_factory() as session:
+        name = configured_embedder(session)
+        all_products = active_product_ids(session)
+        if ctx.product_id is not None and ctx.product_id not in all_products:
+            all_products = [*all_products, ctx.product_id]
+        current = preprocessing_options(session, all_products)
+    old: SearchEngine | None = services.models.get(ENGINE)
+    ctx.progress(0.01, "search.stages.loading_embedder")
+    if old is not None and old.embedder_name == name:
+        embedder, loaded_name = old.embedder, old.embedder_name
+    else:
+        embedder, loaded_name, _note = _load_embedder(services, name)
+        ctx.log(f"loaded embedder {embedder.embedder_id}")
+    compatible = old is not None and old.is_built and old.embedder.embedder_id == embedder.embedder_id
+    if ctx.product_id is not None and compatible:
+        scope = [ctx.product_id]
+    else:
+        scope = all_products
+        if ctx.product_id is not None:
+            ctx.log("no compatible index to update one product in: rebuilding every product")
+    with ctx.session_factory() as session:
+        images = catalog_images(session, scope)
+    keys = {pid: current[pid].key() for pid in scope}
+    total = max(1, len(images))
+    done_before = 0
+    galleries: dict[str, Gallery] = {}
+    for kind in GALLERY_KINDS:
+        subset = [img for img in images if img.kind == kind]
+        ctx.log(f"embedding {len(subset)} {kind} images of {len(scope)} product(s)")
+        stage = f"search.stages.{kind}"
+        ctx.progress(0.02 + 0.9 * done_before / total, stage)
+        offset = done_before
+
+        def report(done: int, _total: int, offset: int = offset, stage: str = stage) -> None:
+            ctx.progress(0.02 + 0.9 * (offset + done) / total, stage)
+
+        gallery = build_gallery(
+            _items(services, subset),
+            embedder,
+            lambda pid, image: preprocess(image, current[pid]),
+            kind=kind,
+            batch_size=BATCH_SIZE,
+            progress=report,
+            should_cancel=ctx.should_cancel,
+            total=len(subset),
+            preprocessing_keys=keys,
+        )
+        done_before += len(subset)
+        if compatible and old is not None and ctx.product_id is not None:
+            _copy_other_products(old, gallery, kind, keep_out=set(scope))
+        galleries[kind] = gallery
+    ctx.progress(0.93, "search.stages.calibrating")
+    thresholds: dict[int, Thresholds] = dict(old.thresholds) if compatible and old is not None else {}
+    uncalibrated = Thresholds(DEFAULT_MIN_SCORE, DEFAULT_MIN_MARGIN)
+    for pid in scope:
+        thresholds.pop(pid, None)
+        if galleries["defect"].count_by_product().get(pid, 0) >= MIN_CALIBRATION_IMAGES:
+            calibrated = calibrate_thresholds(galleries["defect"], pid)
+            # calibrate_thresholds answers its defaults when no class has two images: not a calibration
+            if calibrated != uncalibrated:
+                thresholds[pid] = calibrated
+                score, margin = calibrated
+                ctx.log(f"product {pid}: calibrated min_score={score:.3f} min_margin={margin:.3f}")
+    engine = SearchEngine(
+        embedder=embedder,
+        embedder_name=loaded_name,
+        galleries=galleries,
+        thresholds=thresholds,
+        built_at=new_built_at(),
+    )
+    ctx.progress(0.96, "search.stages.saving")
+    ctx.check_cancelled()
+    generation = engine.save_new_generation(index_root(services))
+    services.models.swap(ENGINE, engine)
+    install_hook(services)
+    # Images registered while we were embedding went to the old engine: add them to the new one too.
+    added, removed = reconcile(services, engine, scope)
+    if added or removed:
+        ctx.log(f"caught up with catalog changes made during the build: +{added} / -{removed}")
+        engine.save_in_place(index_root(services))
+    result = {
+        "generation": generation,
+        "embedder": embedder.embedder_id,
+        "defect_images": galleries["defect"].count,
+        "normal_images": galleries["normal"].count,
+        "products": len(scope),
+    }
+    _record_artifact(ctx, generation, result)
+    ctx.log(engine.describe())
+    return result
+
+
+def _copy_other_products(
+    old: SearchEngine, gallery: Gallery, kind: GalleryKind, *, keep_out: set[int]
+) -> None:
+    source = old.gallery(kind)
+    if source is None:
+        return
+    rows = [r for r in source.rows() if r.product_id not in keep_out]
+    if rows:
+        gallery.add(
+            [r.image_id for r in rows],
+            source.get_vectors([r.image_id for r in rows]),
+            [r.product_id for r in rows],
+            [r.label for r in rows],
+        )
+    for pid, key in source.preprocessing_keys.items():
+        if pid not in keep_out:
+            gallery.set_preprocessing_key(pid, key)
+
+
+def _record_artifact(ctx: JobContext, generation: str, result: dict[str, Any]) -> None:
+    with ctx.session_factory() as session:
+        session.execute(update(Artifact).where(Artifact.kind == KIND).values(is_current=False))
+        session.add(
+            Artifact(
+                kind=KIND,
+                product_id=ctx.product_id,
+                version=generation,
+                path=str(index_root(ctx.services) / generation),
+                is_current=True,
+                meta=result,
+                job_id=ctx.job_id,
+            )
+        )
+        session.commit()
+
+
+def settings_mismatch(
+    session: Session, engine: SearchEngine, product_ids: Sequence[int] | None = None
+) -> bool:
+    """True when the live index was built with another embedder or other preprocessing than configured.
+
+    Cheap (no image listing), for the request path; `states` gives the full picture for admins.
+    """
+    if engine.embedder_name != configured_embedder(session):
+        return True
+    gallery = engine.gallery("defect")
+    if gallery is None:
+        return False
+    scope = list(product_ids) if product_ids is not None else sorted(gallery.count_by_product())
+    current = preprocessing_options(session, scope)
+    return any(gallery.preprocessing_keys.get(pid, current[pid].key()) != current[pid].key() for pid in scope)
+
+
+# --- state for the admin -----------------------------------------------------------------------------
 
 
 def states(session: Session, services: Services) -> list[ArtifactState]:
     """Per active product: current, stale (and why), missing, building or failed."""
-    return []
+    engine: SearchEngine | None = services.models.get(ENGINE)
+    product_ids = active_product_ids(session)
+    if not product_ids:
+        return []
+    configured = configured_embedder(session)
+    current = preprocessing_options(session, product_ids)
+    images = catalog_images(session, product_ids)
+    active_jobs = list(
+        session.scalars(
+            select(DeploymentJob).where(
+                DeploymentJob.kind == KIND, DeploymentJob.status.in_(("queued", "running"))
+            )
+        )
+    )
+    last_job = session.scalar(
+        select(DeploymentJob).where(DeploymentJob.kind == KIND).order_by(DeploymentJob.id.desc())
+    )
+    out: list[ArtifactState] = []
+    for pid in product_ids:
+        out.append(_product_state(pid, engine, configured, current[pid], images, active_jobs, last_job))
+    return out
+
+
+def _product_state(
+    pid: int,
+    engine: SearchEngine | None,
+    configured: str,
+    options: PreprocessingOptions,
+    images: Sequence[CatalogImage],
+    active_jobs: Sequence[DeploymentJob],
+    last_job: DeploymentJob | None,
+) -> ArtifactState:
+    state = ArtifactState(kind=KIND, product_id=pid, state="current")
+    if engine is not None:
+        state.detail["embedder"] = engine.embedder.embedder_id
+        threshold = engine.threshold_for(pid)
+        if threshold is not None:
+            state.detail["min_score"] = round(threshold.min_score, 4)
+            state.detail["min_margin"] = round(threshold.min_margin, 4)
+    if any(j.product_id in (None, pid) for j in active_jobs):
+        state.state = "building"
+        return state
+    if engine is None or not engine.is_built:
+        if engine is not None and engine.note and engine.built_at:
+            state.state = "stale"
+            state.reasons.append("search.stale.embedder_changed")
+            state.params["built"] = engine.note
+        else:
+            state.state = "missing"
+            state.reasons.append("search.stale.never_built")
+        if last_job is not None and last_job.status == "failed":
+            state.state = "failed"
+            state.params["error"] = last_job.error
+        return state
+    state.built_at = _parse_time(engine.built_at)
+    state.version = engine.generation
+    if engine.embedder_name != configured:
+        state.reasons.append("search.stale.embedder_changed")
+        state.params.update(built=engine.embedder_name, configured=configured)
+    for kind in GALLERY_KINDS:
+        gallery = engine.gallery(kind)
+        assert gallery is not None  # noqa: S101 - is_built checked above
+        have = {h.image_id for h in gallery.rows(pid)}
+        want = {img.id for img in images if img.product_id == pid and img.kind == kind}
+        state.detail[f"{kind}_images"] = len(have)
+        if have != want:
+            state.reasons.append("search.stale.images_changed")
+            state.params["added"] = state.params.get("added", 0) + len(want - have)
+            state.params["removed"] = state.params.get("removed", 0) + len(have - want)
+        built_key = gallery.preprocessing_keys.get(pid)
+        if have and built_key is not None and built_key != options.key():
+            state.reasons.append("search.stale.preprocessing_changed")
+    state.reasons = list(dict.fromkeys(state.reasons))
+    if state.reasons:
+        state.state = "stale"
+    return state
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None

@@ -182,3 +182,12 @@ def delete_manual(
         storage.delete(key)
     except Exception:
         logger.exception("could not delete object of manual %s; it is now an orphan", manual_id)
+
+
+def list_manuals_for_admin(session: Session, *, product_id: int | None) -> list[Manual]:
+    """Manuals of one product or of every product, newest first (the admin manuals screen)."""
+    query = select(Manual).order_by(Manual.id.desc())
+    if product_id is not None:
+        get_product(session, product_id)
+        query = query.where(Manual.product_id == product_id)
+    return list(session.scalars(query))

@@ -1,0 +1,253 @@
+"""The live similar-image search engine: one embedder plus a defect gallery and a normal gallery.
+
+The defect gallery answers "which known defect does this photo look like" (the search step); the normal
+gallery answers "which good part looks most like it" (the anomaly step's reference image). Both are built
+by the same embedder, with each product's preprocessing, at one working resolution (`MAX_SIDE`).
+
+On disk, one build is one *generation* directory::
+
+    <root>/current.json                 {"generation": "<token>"}, replaced atomically
+    <root>/<token>/search.json          embedder, build time, calibrated thresholds per product
+    <root>/<token>/defect/              Gallery.save() output
+    <root>/<token>/normal/              Gallery.save() output
+
+A rebuild writes a new generation beside the old one and then flips `current.json`, so a crash in the
+middle leaves the previous build in force. Incremental adds and deletes re-save the galleries of the
+current generation in place (each `Gallery.save` is itself atomic). All saves go through one lock: one
+writer at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import secrets
+import shutil
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+from app.core.fileio import atomic_write_bytes
+from app.ml.embedders import ImageEmbedder
+from app.ml.errors import ArtifactError
+from app.ml.gallery import Gallery, GalleryHit
+from app.ml.preprocessing import PreprocessingOptions, apply_preprocessing
+from app.ml.verdict import Thresholds
+
+logger = logging.getLogger(__name__)
+
+GalleryKind = Literal["defect", "normal"]
+GALLERY_KINDS: tuple[GalleryKind, GalleryKind] = ("defect", "normal")
+# One working resolution app-wide: galleries and queries are shrunk to this before preprocessing, so the
+# smoothing radius means the same on every camera and preprocessing stays cheap (embedders use 224 px).
+MAX_SIDE = 512
+CURRENT_FILE = "current.json"
+META_FILE = "search.json"
+FORMAT_VERSION = 1
+
+# Gallery saves are serialised process-wide: one writer at a time, whichever engine object saves.
+_SAVE_LOCK = threading.Lock()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def preprocess(image: Image.Image, options: PreprocessingOptions) -> Image.Image:
+    """The one preprocessing function for gallery images and queries alike (at `MAX_SIDE`)."""
+    return apply_preprocessing(image, options, max_side=MAX_SIDE)
+
+
+@dataclass
+class SearchEngine:
+    """An embedder with its defect and normal galleries and per-product verdict thresholds.
+
+    Args:
+        embedder: The loaded image embedder.
+        embedder_name: The model-settings name it was loaded by ("efficientnet-lite0", "clip").
+        galleries: "defect" / "normal" -> Gallery; empty when nothing was built yet.
+        thresholds: product_id -> thresholds calibrated on that product's defect images at build time.
+        built_at: ISO time of the build (None when nothing was built).
+        generation: Directory name of the build on disk (None when nothing was built).
+        note: Why no gallery is loaded although one exists on disk (e.g. built by another embedder).
+    """
+
+    embedder: ImageEmbedder
+    embedder_name: str
+    galleries: dict[str, Gallery] = field(default_factory=dict)
+    thresholds: dict[int, Thresholds] = field(default_factory=dict)
+    built_at: str | None = None
+    generation: str | None = None
+    note: str = ""
+
+    @property
+    def is_built(self) -> bool:
+        """True when both galleries are loaded."""
+        return all(kind in self.galleries for kind in GALLERY_KINDS)
+
+    def gallery(self, kind: GalleryKind) -> Gallery | None:
+        """The defect or normal gallery, or None when not built."""
+        return self.galleries.get(kind)
+
+    def describe(self) -> str:
+        """One line for /readyz and the admin pages."""
+        if not self.is_built:
+            return f"{self.embedder.embedder_id}: no gallery built" + (f" ({self.note})" if self.note else "")
+        defect, normal = self.galleries["defect"], self.galleries["normal"]
+        return (
+            f"{self.embedder.embedder_id}: {defect.count} defect / {normal.count} normal images "
+            f"(built {self.built_at})"
+        )
+
+    def embed(self, images: Sequence[Image.Image], options: Sequence[PreprocessingOptions]) -> np.ndarray:
+        """Preprocess each image with its options and embed them (rows L2-normalised)."""
+        prepared = [preprocess(img, opt) for img, opt in zip(images, options, strict=True)]
+        return self.embedder.embed(prepared)
+
+    def options_for(
+        self, kind: GalleryKind, product_id: int, current: PreprocessingOptions
+    ) -> PreprocessingOptions:
+        """The preprocessing a query or new image of `product_id` needs to match the built gallery.
+
+        The gallery's recorded options win over the current settings: vectors are only comparable when
+        made the same way. A changed setting is reported as stale until the next rebuild.
+        """
+        gallery = self.galleries.get(kind)
+        key = gallery.preprocessing_keys.get(int(product_id)) if gallery is not None else None
+        return PreprocessingOptions.from_key(key) if key else current
+
+    def search(
+        self, kind: GalleryKind, vector: np.ndarray, k: int, product_id: int | None = None
+    ) -> list[GalleryHit]:
+        """The k nearest images of one gallery ([] when it is not built)."""
+        gallery = self.galleries.get(kind)
+        if gallery is None:
+            return []
+        return gallery.search(vector, k, product_id)
+
+    def add(
+        self,
+        kind: GalleryKind,
+        *,
+        ids: Sequence[int],
+        vectors: np.ndarray,
+        product_ids: Sequence[int],
+        labels: Sequence[int | None],
+        preprocessing_keys: Mapping[int, str],
+    ) -> None:
+        """Add (or replace) images in one gallery; visible to the next search."""
+        gallery = self.galleries.get(kind)
+        if gallery is None:
+            return
+        for product_id, key in preprocessing_keys.items():
+            if int(product_id) not in gallery.preprocessing_keys:
+                gallery.set_preprocessing_key(int(product_id), key)
+        gallery.add(ids, vectors, product_ids, labels)
+
+    def remove(self, ids: Sequence[int]) -> int:
+        """Remove images from both galleries; returns how many entries were removed."""
+        return sum(g.remove(ids) for g in self.galleries.values())
+
+    def threshold_for(self, product_id: int | None) -> Thresholds | None:
+        """Calibrated thresholds of a product, if it had enough images at build time."""
+        return self.thresholds.get(int(product_id)) if product_id is not None else None
+
+    # -- persistence --------------------------------------------------------------------------------
+
+    def meta(self) -> dict[str, Any]:
+        """The generation's metadata (search.json)."""
+        return {
+            "format_version": FORMAT_VERSION,
+            "embedder_name": self.embedder_name,
+            "embedder_id": self.embedder.embedder_id,
+            "built_at": self.built_at,
+            "max_side": MAX_SIDE,
+            "thresholds": {
+                str(pid): {"min_score": t.min_score, "min_margin": t.min_margin}
+                for pid, t in sorted(self.thresholds.items())
+            },
+        }
+
+    def save_new_generation(self, root: Path) -> str:
+        """Write this engine as a new generation under `root` and make it current; returns its name."""
+        token = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+        directory = Path(root) / token
+        with _SAVE_LOCK:
+            directory.mkdir(parents=True, exist_ok=False)
+            for kind, gallery in self.galleries.items():
+                gallery.save(directory / kind)
+            atomic_write_bytes(directory / META_FILE, json.dumps(self.meta(), indent=2).encode())
+            previous = read_current(root)
+            atomic_write_bytes(Path(root) / CURRENT_FILE, json.dumps({"generation": token}).encode())
+            self.generation = token
+            # Keep the generation just replaced (a reader may still be opening it); delete older ones.
+            for path in Path(root).iterdir():
+                if path.is_dir() and path.name not in {token, previous}:
+                    shutil.rmtree(path, ignore_errors=True)
+        return token
+
+    def save_in_place(self, root: Path, kinds: Sequence[GalleryKind] = GALLERY_KINDS) -> None:
+        """Re-save galleries of the current generation after an incremental change."""
+        if self.generation is None:
+            return
+        directory = Path(root) / self.generation
+        with _SAVE_LOCK:
+            if not directory.is_dir():
+                return  # a newer generation replaced this one and removed it; nothing to keep
+            for kind in kinds:
+                gallery = self.galleries.get(kind)
+                if gallery is not None:
+                    gallery.save(directory / kind)
+
+    @classmethod
+    def load(cls, root: Path, embedder: ImageEmbedder, embedder_name: str) -> SearchEngine:
+        """The engine for the current generation under `root` (no embedding work).
+
+        A generation built by another embedder is not loaded (its vectors are not comparable): the
+        engine comes back without galleries and `note` says why.
+
+        Raises:
+            ArtifactError: When the current generation is corrupt or unreadable.
+        """
+        engine = cls(embedder=embedder, embedder_name=embedder_name)
+        generation = read_current(root)
+        if generation is None:
+            return engine
+        directory = Path(root) / generation
+        try:
+            meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"search index metadata in {directory} is unreadable: {exc}") from exc
+        if meta.get("embedder_id") != embedder.embedder_id:
+            engine.note = f"built with {meta.get('embedder_id')}, live embedder is {embedder.embedder_id}"
+            engine.built_at = meta.get("built_at")
+            return engine
+        engine.galleries = {str(kind): Gallery.load(directory / kind) for kind in GALLERY_KINDS}
+        engine.built_at = meta.get("built_at")
+        engine.generation = generation
+        engine.thresholds = {
+            int(pid): Thresholds(float(t["min_score"]), float(t["min_margin"]))
+            for pid, t in (meta.get("thresholds") or {}).items()
+        }
+        return engine
+
+
+def read_current(root: Path) -> str | None:
+    """The current generation's directory name under `root`, or None."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        value = json.loads((Path(root) / CURRENT_FILE).read_text(encoding="utf-8"))["generation"]
+        if isinstance(value, str) and (Path(root) / value).is_dir():
+            return value
+    return None
+
+
+def new_built_at() -> str:
+    """The build time stamp recorded in a new generation."""
+    return _now()

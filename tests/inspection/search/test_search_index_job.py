@@ -1,0 +1,136 @@
+"""The search_index deployment job: runs with an empty registry, cancels cleanly, reports staleness."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.cli import run_migrations
+from app.core.config import Settings
+from app.db.tables import Artifact, DeploymentJob
+from app.deployments import search_index
+from app.deployments.jobs import artifact_states
+from app.deployments.runner import JobContext
+from app.main import create_app
+from app.ml.errors import JobCancelled
+from app.ml.search_runtime import read_current
+from tests.conftest import ADMIN_PASSWORD, WORKER_PASSWORD, bearer, make_settings, seed_users
+from tests.inspection.search.conftest import (
+    CountingEmbedder,
+    deploy,
+    inspect,
+    make_catalog,
+    png,
+    scratch_photo,
+)
+
+
+def test_job_builds_from_an_empty_registry_and_the_server_uses_it_at_once(
+    tmp_path: Path, embedder: CountingEmbedder
+) -> None:
+    settings = make_settings(tmp_path, load_models=False)  # nothing loaded at startup, as from a CLI
+    run_migrations(settings)
+    with TestClient(create_app(settings)) as client:
+        seed_users(settings, client)
+        admin = bearer(client, "admin1", ADMIN_PASSWORD)
+        worker = bearer(client, "worker1", WORKER_PASSWORD)
+        catalog = make_catalog(client, admin)
+        assert client.app.state.models.get("search") is None  # type: ignore[attr-defined]
+        job = deploy(client, admin)
+        assert job["status"] == "succeeded", job
+        assert job["progress"] == 1.0
+        assert "search.stages.normal" not in job["stage"]  # finished stage is "done"
+        inspection_id = inspect(client, worker, png(scratch_photo(80)))
+        result = client.post(f"/api/v1/inspections/{inspection_id}/search", json={}, headers=worker).json()
+        assert result["verdict"]["defect_type_id"] == catalog.scratch_id
+        # the incremental hook was installed by the job too: a new upload is searchable without a rebuild
+        before = embedder.images_embedded
+        new_ids = client.post(
+            f"/api/v1/products/{catalog.product_id}/images",
+            data={"kind": "defect", "defect_type_id": str(catalog.scratch_id)},
+            files=[("files", ("new.png", png(scratch_photo(81)), "image/png"))],
+            headers=admin,
+        ).json()["created"]
+        assert embedder.images_embedded == before + 1
+        engine = client.app.state.models.get("search")  # type: ignore[attr-defined]
+        assert new_ids[0]["id"] in engine.gallery("defect")
+        with client.app.state.session_factory() as session:  # type: ignore[attr-defined]
+            artifact = session.query(Artifact).filter_by(kind="search_index", is_current=True).one()
+            assert artifact.meta["defect_images"] == 8
+            assert artifact.version == read_current(settings.artifacts_path / "search")
+
+
+def test_cancelled_build_keeps_the_old_index(
+    app_client: TestClient, admin: dict[str, str], search_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_catalog(app_client, admin)
+    deploy(app_client, admin)
+    services = app_client.app.state.services  # type: ignore[attr-defined]
+    old_engine = services.models.get("search")
+    old_generation = read_current(search_settings.artifacts_path / "search")
+    with services.session_factory() as session:
+        job = DeploymentJob(kind="search_index", status="running", stage="starting")
+        session.add(job)
+        session.commit()
+        job_id = job.id
+    ctx = JobContext(
+        job_id=job_id,
+        kind="search_index",
+        product_id=None,
+        params={},
+        session_factory=services.session_factory,
+        services=services,
+    )
+    listing = search_index.catalog_images
+
+    def list_then_cancel(session: object, product_ids: Sequence[int]) -> list[search_index.CatalogImage]:
+        images = listing(session, product_ids)  # type: ignore[arg-type]
+        # an admin presses cancel while the job is listing images (what POST .../cancel writes)
+        with services.session_factory() as other:
+            other.get(DeploymentJob, job_id).is_cancel_requested = True
+            other.commit()
+        return images
+
+    monkeypatch.setattr(search_index, "catalog_images", list_then_cancel)
+    with pytest.raises(JobCancelled):
+        search_index.run(ctx)
+    assert services.models.get("search") is old_engine
+    assert read_current(search_settings.artifacts_path / "search") == old_generation
+
+
+def test_changed_embedder_setting_marks_the_index_stale(
+    app_client: TestClient, admin: dict[str, str]
+) -> None:
+    make_catalog(app_client, admin)
+    deploy(app_client, admin)
+    changed = app_client.put("/api/v1/settings/models", json={"embedder": "clip"}, headers=admin)
+    assert changed.status_code == 200, changed.text
+    services = app_client.app.state.services  # type: ignore[attr-defined]
+    with services.session_factory() as session:
+        states = [s for s in artifact_states(session, services) if s.kind == "search_index"]
+    assert states[0].state == "stale"
+    assert "search.stale.embedder_changed" in states[0].reasons
+    assert states[0].params["configured"] == "clip"
+
+
+def test_images_changed_behind_the_hook_are_reported_and_fixed_by_a_rebuild(
+    app_client: TestClient, admin: dict[str, str]
+) -> None:
+    catalog = make_catalog(app_client, admin)
+    deploy(app_client, admin)
+    services = app_client.app.state.services  # type: ignore[attr-defined]
+    services.models.swap("catalog.image_hooks", [])  # e.g. an upload made by another process
+    app_client.delete(f"/api/v1/images/{catalog.images['hole'][0]}", headers=admin)
+    with services.session_factory() as session:
+        state = next(s for s in artifact_states(session, services) if s.kind == "search_index")
+    assert state.state == "stale"
+    assert state.reasons == ["search.stale.images_changed"]
+    assert state.params["removed"] == 1
+    deploy(app_client, admin)
+    with services.session_factory() as session:
+        state = next(s for s in artifact_states(session, services) if s.kind == "search_index")
+    assert state.state == "current"
+    assert state.detail["defect_images"] == 7
