@@ -108,7 +108,7 @@ def test_worker_reads_the_streamed_answer_and_saves_feedback(
     page.click(".gd-save")
     page.wait_for_selector("[data-testid=feedback-saved]")
     assert "검사가 완료되었습니다" in page.inner_text("[data-testid=feedback-saved]")
-    assert page.locator("a[href='/history']").count() == 1
+    assert page.locator("[data-testid=feedback-saved] a[href='/history']").count() == 1
     screenshot(page, "guidance-saved")
     page.set_viewport_size({"width": 390, "height": 844})  # a phone on the line
     page.goto(f"{base}/inspect/{inspection_id}/guidance")
