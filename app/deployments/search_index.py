@@ -228,8 +228,9 @@ def apply_image_changes(
         with services.session_factory() as session:
             current = preprocessing_options(session, sorted({i.product_id for i in images}))
         _embed_into(services, engine, images, current)
-    if added or removed:
-        engine.save_in_place(index_root(services))
+    touched = {"defect" if r.kind == "defect" else "normal" for r in [*added, *removed]}
+    if touched:
+        engine.save_in_place(index_root(services), [k for k in GALLERY_KINDS if k in touched])
     return len(images)
 
 
