@@ -483,7 +483,7 @@ def _product_state(
         if engine is not None and engine.note and engine.built_at:
             state.state = "stale"
             state.reasons.append("search.stale.embedder_changed")
-            state.params["built"] = engine.note
+            state.params.update(built=engine.note, configured=configured)
         else:
             state.state = "missing"
             state.reasons.append("search.stale.never_built")
