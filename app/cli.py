@@ -7,6 +7,7 @@ import getpass
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from app.core.config import BASE_DIR, Settings, get_settings
 from app.core.errors import DomainError
@@ -84,6 +85,59 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fmt(value: object) -> str:
+    return "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _cmd_evaluate_anomaly(args: argparse.Namespace) -> int:
+    from app.core.observability import Metrics
+    from app.core.services import Services
+    from app.core.storage import make_storage
+    from app.db.session import make_engine, make_session_factory
+    from app.deployments.anomaly_model import evaluate_product
+    from app.ml.registry import ModelRegistry, resolve_device
+
+    settings = get_settings()
+    engine = make_engine(settings.database_url)
+    services = Services(
+        settings=settings,
+        storage=make_storage(settings),
+        models=ModelRegistry(settings.models_path, resolve_device(settings.device)),
+        session_factory=make_session_factory(engine),
+        metrics=Metrics(),
+    )
+    try:
+        report = evaluate_product(
+            services, args.product, masks_dir=args.masks, normals_dir=args.normals, defects_dir=args.defects
+        )
+    except DomainError as exc:
+        sys.stderr.write(translate(exc.message_key, **exc.params) + "\n")
+        return 1
+    finally:
+        engine.dispose()
+    c = report["confusion"]
+    lines = [
+        f"product {report['product']}  model {report['version']}",
+        f"images: {report['n_normal']} normal (outside the bank), {report['n_defect']} defect,"
+        f" {report['n_masks']} with masks",
+        f"image AUROC  {_fmt(report['image_auroc'])}",
+        f"pixel AUROC  {_fmt(report['pixel_auroc'])}",
+        f"threshold    {_fmt(report['threshold'])}",
+        f"F1           {_fmt(report['f1'])}",
+        "confusion    predicted anomaly / predicted normal",
+        f"  defect     tp {c['tp']:>5} / fn {c['fn']:>5}",
+        f"  normal     fp {c['fp']:>5} / tn {c['tn']:>5}",
+    ]
+    built = report.get("built")
+    if built:
+        lines.append(
+            f"at build time (held-out split): image AUROC {_fmt(built.get('image_auroc'))},"
+            f" pixel AUROC {_fmt(built.get('pixel_auroc'))}, F1 {_fmt(built.get('f1'))}"
+        )
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (subcommands register themselves here)."""
     parser = argparse.ArgumentParser(prog="defectlens", description="DefectLens command line")
@@ -113,6 +167,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-build", action="store_true", help="register data only; do not run the deployments"
     )
     demo.set_defaults(func=_cmd_demo)
+
+    evaluate = sub.add_parser("evaluate", help="measure a built model on labelled images")
+    evaluate_sub = evaluate.add_subparsers(dest="evaluate_command", required=True)
+    anomaly = evaluate_sub.add_parser(
+        "anomaly", help="image/pixel AUROC, F1 and confusion matrix of a product's anomaly model"
+    )
+    anomaly.add_argument("--product", required=True, help="product code")
+    anomaly.add_argument("--masks", type=Path, help="ground-truth masks named like the defect images")
+    anomaly.add_argument("--normals", type=Path, help="extra normal images (not registered)")
+    anomaly.add_argument("--defects", type=Path, help="extra defect images (not registered)")
+    anomaly.set_defaults(func=_cmd_evaluate_anomaly)
     return parser
 
 

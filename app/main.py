@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from app.admin import pages as admin_pages
 from app.auth import api as auth_api
 from app.auth import pages as auth_pages
 from app.auth import service as auth_service
@@ -19,7 +18,7 @@ from app.catalog import pages as catalog_pages
 from app.core.config import BASE_DIR, Settings, get_settings
 from app.core.error_handlers import register_error_handlers
 from app.core.health import router as health_router
-from app.core.middleware import RequestContextMiddleware
+from app.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.core.observability import Metrics, configure_logging
 from app.core.services import Services
 from app.core.storage import make_storage
@@ -103,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     register_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(
         RequestContextMiddleware,
         metrics=app.state.metrics,
@@ -132,8 +132,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         catalog_pages.router,
         manuals_pages.router,
         deployments_pages.router,
-        # last: its catch-all shows "not built yet" for admin screens no domain serves
-        admin_pages.router,
     ):
         app.include_router(router)
     return app

@@ -9,7 +9,9 @@ coreset ratio and ``num_neighbors``. anomalib is timed at its torch-model level 
 ``training_step``/``fit`` call, without Lightning/Engine overhead), i.e. the most favourable setting for it.
 
 Run from the repository root:
-    /work/main/.venv/bin/python bench/patchcore_bench.py [--data DIR] [--threads 2]
+    /work/main/.venv/bin/python bench/patchcore_bench.py [--demo | --data DIR] [--threads 2]
+``--demo`` uses the product's demo data (app/demo/generator.py): bank = registered normals, test = held-out
+normals + defect images with their masks.
 ``--data DIR`` layout: DIR/<product>/normal/*.png, DIR/<product>/defect/*.png, DIR/<product>/masks/<same
 name as the defect>.png; the first ``--train-fraction`` of the sorted normal images build the bank, the rest
 are test normals. Without ``--data`` two synthetic textured products are generated.
@@ -92,6 +94,43 @@ def folder_products(root: Path, train_fraction: float) -> list[Product]:
             labels.append(True)
             masks.append(mask if mask is not None else np.zeros((im.height, im.width), bool))
         products.append(Product(pdir.name, train, test, labels, masks))
+    return products
+
+
+def demo_products(
+    root: Path, max_train: int, max_test_defects: int, codes: list[str] | None
+) -> list[Product]:
+    """The demo data set (app/demo/generator.py) as the product would use it.
+
+    Bank: the product's registered (non-holdout) normal images, at most ``max_train`` of them. Test: the
+    held-out normal images plus the defect images (at most ``max_test_defects``, spread over the defect
+    types) with their ground-truth masks. Generated into ``root`` when missing.
+    """
+    from app.demo.generator import generate_demo_dataset
+
+    if not (root / "manifest.json").exists():
+        generate_demo_dataset(root, seed=0)
+    manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
+    products = []
+    for item in manifest["products"]:
+        if codes and item["code"] not in codes:
+            continue
+        normals = [e for e in item["normal_images"] if isinstance(e, dict)]
+        train = [Image.open(root / e["path"]).convert("RGB") for e in normals if not e["holdout"]][:max_train]
+        test, labels, masks = [], [], []
+        for e in normals:
+            if e["holdout"]:
+                im = Image.open(root / e["path"]).convert("RGB")
+                test.append(im)
+                labels.append(False)
+                masks.append(np.zeros((im.height, im.width), bool))
+        defects = item["defect_images"]
+        step = max(1, len(defects) // max(1, max_test_defects))
+        for e in defects[::step][:max_test_defects]:
+            test.append(Image.open(root / e["path"]).convert("RGB"))
+            labels.append(True)
+            masks.append(np.asarray(Image.open(root / e["mask_path"]).convert("L")) > 127)
+        products.append(Product(item["code"], train, test, labels, masks))
     return products
 
 
@@ -238,6 +277,12 @@ def interleaved_latency(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=None)
+    parser.add_argument(
+        "--demo", action="store_true", help="use the demo data set (generated into bench/out/demo-data)"
+    )
+    parser.add_argument("--products", nargs="*", default=None, help="demo product codes (default all)")
+    parser.add_argument("--max-train", type=int, default=32)
+    parser.add_argument("--max-test-defects", type=int, default=12)
     parser.add_argument("--train-fraction", type=float, default=0.7)
     parser.add_argument("--n-train", type=int, default=40)
     parser.add_argument("--n-test-normal", type=int, default=12)
@@ -252,7 +297,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
     cfg = PatchCoreConfig(image_size=args.image_size, coreset_ratio=args.coreset, batch_size=8)
-    if args.data is not None:
+    if args.demo:
+        products = demo_products(
+            ROOT / "bench" / "out" / "demo-data", args.max_train, args.max_test_defects, args.products
+        )
+    elif args.data is not None:
         products = folder_products(args.data, args.train_fraction)
     else:
         products = synthetic_products(args.n_train, args.n_test_normal, args.n_defect, args.image_size)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
+from pydantic import ValidationError
 
+from app.admin.forms import error_text, redirect, render_admin
 from app.auth import service
 from app.auth.api import client_ip, set_session_cookie
-from app.auth.dependencies import request_token
+from app.auth.dependencies import AdminDep, get_current_user, request_token
+from app.auth.schemas import UserCreate, UserUpdate
 from app.core.dependencies import SettingsDep
 from app.core.errors import DomainError
 from app.core.i18n import translate
@@ -77,3 +80,101 @@ def logout_submit(request: Request, session: SessionDep) -> Response:
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
+
+
+# --- Admin: users -----------------------------------------------------------------------------------
+
+
+def _users_page(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    *,
+    error: str | None = None,
+    form: dict[str, str] | None = None,
+    status_code: int = 200,
+) -> Response:
+    return render_admin(
+        request,
+        "admin/auth/user_list.html",
+        {
+            "active": "users",
+            "users": service.list_users(session),
+            "min_password": settings.min_password_length,
+            "error": error,
+            "form": form or {"role": "worker"},
+        },
+        status_code=status_code,
+    )
+
+
+@router.get("/admin/users", dependencies=[Depends(get_current_user)])
+def users_page(request: Request, session: SessionDep, settings: SettingsDep, _: AdminDep) -> Response:
+    """사용자 관리: create workers and admins, reset passwords, change roles, disable accounts."""
+    return _users_page(request, session, settings)
+
+
+@router.post("/admin/users", dependencies=[Depends(get_current_user)])
+def create_user_submit(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    admin: AdminDep,
+    username: Annotated[str, Form()] = "",
+    display_name: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    role: Annotated[str, Form()] = "worker",
+) -> Response:
+    """Create a user; a refused form comes back with what was typed (never the password) and why."""
+    form = {"username": username, "display_name": display_name, "role": role}
+    try:
+        user_in = UserCreate.model_validate(
+            {
+                "username": username.strip(),
+                "display_name": display_name.strip(),
+                "password": password,
+                "role": role,
+            }
+        )
+        service.create_user(session, user_in=user_in, settings=settings, actor_id=admin.id)
+    except (ValidationError, DomainError) as exc:
+        message, status = error_text(exc, "errors.admin_user_form_invalid")
+        return _users_page(request, session, settings, error=message, form=form, status_code=status)
+    return redirect("/admin/users", "created")
+
+
+@router.post("/admin/users/{user_id}/{action}", dependencies=[Depends(get_current_user)])
+def update_user_submit(
+    user_id: int,
+    action: Literal["role", "password", "disable", "enable"],
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    admin: AdminDep,
+    role: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+) -> Response:
+    """Change a role, reset a password, or disable / enable an account (never the last admin)."""
+    try:
+        if action == "role":
+            user_in = UserUpdate.model_validate({"role": role})
+        elif action == "password":
+            user_in = UserUpdate(password=password)
+        else:
+            user_in = UserUpdate(is_active=action == "enable")
+        service.update_user(session, user_id=user_id, user_in=user_in, settings=settings, actor_id=admin.id)
+    except (ValidationError, DomainError) as exc:
+        session.rollback()
+        key = "errors.password_too_short" if action == "password" else "errors.validation"
+        if isinstance(exc, ValidationError):
+            return _users_page(
+                request,
+                session,
+                settings,
+                error=translate(key, min=settings.min_password_length),
+                status_code=422,
+            )
+        message, status = error_text(exc, key)
+        return _users_page(request, session, settings, error=message, status_code=status)
+    done = {"role": "saved", "password": "password_reset", "disable": "deactivated", "enable": "reactivated"}
+    return redirect("/admin/users", done[action])

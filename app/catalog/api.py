@@ -20,6 +20,7 @@ from app.catalog.schemas import (
     ImageRead,
     ImageRejected,
     ImageUploadResult,
+    ModelChoiceRead,
     ModelSettingsRead,
     ModelSettingsUpdate,
     PreprocessingRead,
@@ -31,7 +32,7 @@ from app.core.dependencies import ModelsDep, SettingsDep, StorageDep
 from app.core.errors import PayloadTooLargeError
 from app.core.files import object_response
 from app.db.session import SessionDep
-from app.ml.catalog_hooks import available_choices, image_change_hook
+from app.ml.catalog_hooks import available_choices, image_change_hook, model_choices
 
 # Authentication runs first for every route here, before any load-or-404 dependency.
 router = APIRouter(prefix="/api/v1", tags=["catalog"], dependencies=[Depends(get_current_user)])
@@ -240,6 +241,33 @@ def put_preprocessing(
     return PreprocessingRead.model_validate(row)
 
 
+@router.get("/settings/models/choices")
+def get_model_choices(
+    settings: SettingsDep, models: ModelsDep, _: AdminDep
+) -> dict[str, list[ModelChoiceRead]]:
+    """Every model choice per settings field, with whether this server can run it and why not."""
+    return {
+        field_name: [ModelChoiceRead.model_validate(c) for c in choices]
+        for field_name, choices in model_choices(settings, models.device).items()
+    }
+
+
+@router.get("/products/{product_id}/preprocessing/preview")
+def preview_preprocessing(
+    product_id: int,
+    session: SessionDep,
+    storage: StorageDep,
+    _: AdminDep,
+    options: Annotated[PreprocessingRead, Query()],
+    image_id: int | None = None,
+) -> Response:
+    """A PNG of one of the product's images with the given switches applied (nothing is saved)."""
+    png = service.render_preprocessing_preview(
+        session, storage, product_id=product_id, image_id=image_id, options=options
+    )
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
 @router.get("/settings/models")
 def get_model_settings(session: SessionDep, _: CurrentUserDep) -> ModelSettingsRead:
     """Which embedder, anomaly backbone and generators are active."""
@@ -248,10 +276,17 @@ def get_model_settings(session: SessionDep, _: CurrentUserDep) -> ModelSettingsR
 
 @router.put("/settings/models")
 def put_model_settings(
-    settings_in: ModelSettingsUpdate, session: SessionDep, models: ModelsDep, admin: AdminDep
+    settings_in: ModelSettingsUpdate,
+    session: SessionDep,
+    settings: SettingsDep,
+    models: ModelsDep,
+    admin: AdminDep,
 ) -> ModelSettingsRead:
-    """Change the active models (only ones this server has)."""
+    """Change the active models (only ones this server has, whether or not models are loaded)."""
     row = service.set_model_settings(
-        session, settings_in=settings_in, available=available_choices(models), actor_id=admin.id
+        session,
+        settings_in=settings_in,
+        available=available_choices(settings, models.device),
+        actor_id=admin.id,
     )
     return ModelSettingsRead.model_validate(row)

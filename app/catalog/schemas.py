@@ -190,3 +190,14 @@ class ModelSettingsUpdate(BaseModel):
     allowed_generators: list[str] | None = None
     search_min_score: float | None = Field(default=None, ge=-1.0, le=1.0)
     search_min_margin: float | None = Field(default=None, ge=0.0, le=2.0)
+
+
+class ModelChoiceRead(BaseModel):
+    """One model choice with whether this server can run it and why (the engine's own words)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    label: str
+    is_available: bool
+    reason: str

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from PIL import Image
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -25,9 +27,20 @@ from app.core.errors import ConflictError, DomainError, InvalidInputError, NotFo
 from app.core.i18n import translate
 from app.core.images import CheckedImage, ImageLimits, check_image
 from app.core.storage import ObjectStorage
-from app.db.tables import DefectType, ModelSetting, PreprocessingSetting, Product, ReferenceImage
+from app.db.tables import (
+    DefectType,
+    Manual,
+    ModelSetting,
+    PreprocessingSetting,
+    Product,
+    ReferenceImage,
+)
+from app.ml.preprocessing import PreprocessingOptions, apply_preprocessing
 
 logger = logging.getLogger(__name__)
+
+# Previews are drawn at screen size: the steps are cheap there and the look is the same.
+PREVIEW_MAX_SIDE = 640
 
 # Called after images are committed (added ids, removed ids) so galleries can follow at once.
 ImageChangeHook = Callable[[Sequence[ReferenceImage], Sequence[ReferenceImage]], None]
@@ -515,3 +528,107 @@ def set_model_settings(
     )
     session.commit()
     return row
+
+
+# --- Admin screens: overviews and the preprocessing preview ------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProductOverview:
+    """A product with what is registered for it (the products screen)."""
+
+    product: Product
+    normal_images: int
+    defect_images: int
+    defect_types: int
+    manuals: int
+
+
+def product_overviews(session: Session) -> list[ProductOverview]:
+    """Every product (inactive ones too) with image, defect-type and manual counts."""
+    images = count_images(session)
+    defect_types: dict[int, int] = dict(
+        session.execute(
+            select(DefectType.product_id, func.count())
+            .where(DefectType.is_active.is_(True))
+            .group_by(DefectType.product_id)
+        ).all()
+    )
+    manuals: dict[int, int] = dict(
+        session.execute(select(Manual.product_id, func.count()).group_by(Manual.product_id)).all()
+    )
+    return [
+        ProductOverview(
+            product=p,
+            normal_images=images.get((p.id, "normal"), 0),
+            defect_images=images.get((p.id, "defect"), 0),
+            defect_types=defect_types.get(p.id, 0),
+            manuals=manuals.get(p.id, 0),
+        )
+        for p in list_products(session, include_inactive=True)
+    ]
+
+
+def defect_type_overviews(session: Session, *, product_id: int | None) -> list[tuple[DefectType, int]]:
+    """Defect types (inactive too) of one product or all, each with its image count."""
+    counts: dict[int | None, int] = dict(
+        session.execute(
+            select(ReferenceImage.defect_type_id, func.count())
+            .where(ReferenceImage.defect_type_id.is_not(None))
+            .group_by(ReferenceImage.defect_type_id)
+        ).all()
+    )
+    query = select(DefectType).join(Product).order_by(Product.code, DefectType.code)
+    if product_id is not None:
+        get_product(session, product_id)
+        query = query.where(DefectType.product_id == product_id)
+    return [(d, counts.get(d.id, 0)) for d in session.scalars(query).unique()]
+
+
+def preprocessing_overview(session: Session) -> list[tuple[Product, PreprocessingRead]]:
+    """Every active product with its preprocessing switches (defaults when none are stored)."""
+    stored = {row.product_id: row for row in session.scalars(select(PreprocessingSetting))}
+    return [
+        (p, PreprocessingRead.model_validate(stored[p.id]) if p.id in stored else PreprocessingRead())
+        for p in list_products(session)
+    ]
+
+
+def preview_source_image(session: Session, *, product_id: int, image_id: int | None) -> ReferenceImage:
+    """The image a preview is drawn from: the one asked for (of this product) or the product's newest."""
+    get_product(session, product_id)
+    if image_id is not None:
+        chosen = get_image(session, image_id)
+        if chosen.product_id != product_id:
+            raise InvalidInputError("errors.admin_image_other_product")
+        return chosen
+    image = session.scalar(
+        select(ReferenceImage)
+        .where(ReferenceImage.product_id == product_id)
+        .order_by((ReferenceImage.kind == "normal").desc(), ReferenceImage.id.desc())
+        .limit(1)
+    )
+    if image is None:
+        raise NotFoundError("errors.admin_no_preview_image")
+    return image
+
+
+def render_preprocessing_preview(
+    session: Session,
+    storage: ObjectStorage,
+    *,
+    product_id: int,
+    image_id: int | None,
+    options: PreprocessingRead,
+    max_side: int = PREVIEW_MAX_SIDE,
+) -> bytes:
+    """A PNG of one product image after `options`, drawn by the function search and anomaly use too."""
+    image = preview_source_image(session, product_id=product_id, image_id=image_id)
+    with Image.open(io.BytesIO(storage.get(image.object_key))) as source:
+        source.load()
+        if max(source.size) > max_side:
+            source.thumbnail((max_side, max_side))
+        out = apply_preprocessing(source, PreprocessingOptions(**options.model_dump()))
+    buffer = io.BytesIO()
+    out.save(buffer, format="PNG")
+    return buffer.getvalue()

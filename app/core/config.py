@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     min_password_length: int = Field(default=8, ge=4)
 
     # --- Upload limits
+    max_request_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024)
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(default=40_000_000, ge=1024)
     max_image_aspect_ratio: float = Field(default=20.0, ge=1.0)
@@ -69,6 +70,7 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     load_models: bool = True
     clip_arch: str = "ViT-B-32"
+    text_embedder: str = "use"
     search_min_score: float = 0.5
     search_min_margin: float = 0.02
     job_workers: int = Field(default=1, ge=1, le=8)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.core.config import Settings
+from app.core.services import Services
 from app.core.storage import ObjectStorage
 from app.deployments.runner import JobRunner
 from app.ml.registry import ModelRegistry
@@ -36,7 +37,14 @@ def get_runner(request: Request) -> JobRunner:
     return runner
 
 
+def get_services(request: Request) -> Services:
+    """Settings, storage, models and the session factory of this app (what jobs get as ctx.services)."""
+    services: Services = request.app.state.services
+    return services
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 StorageDep = Annotated[ObjectStorage, Depends(get_storage)]
 ModelsDep = Annotated[ModelRegistry, Depends(get_models)]
 RunnerDep = Annotated[JobRunner, Depends(get_runner)]
+ServicesDep = Annotated[Services, Depends(get_services)]

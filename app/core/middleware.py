@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -82,3 +83,76 @@ class RequestContextMiddleware:
             )
             request_id_var.reset(rid_token)
             current_language.reset(lang_token)
+
+
+class _BodyTooLargeError(Exception):
+    """Raised from receive() when a body without Content-Length grows past the limit."""
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over `max_bytes` with 413 before anything parses them (multipart included).
+
+    A declared Content-Length over the limit is refused without reading; a chunked body is counted as it
+    streams and refused as soon as it passes the limit.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = HTTPConnection(scope).headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, send)
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLargeError
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLargeError:
+            if started:
+                raise
+            await self._refuse(scope, send)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        from app.core.i18n import translate
+
+        lang = negotiate_language(HTTPConnection(scope))
+        body = json.dumps(
+            {
+                "detail": translate("errors.request_too_large", lang, limit_mb=self.max_bytes // 2**20),
+                "code": "request_too_large",
+            },
+            ensure_ascii=False,
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

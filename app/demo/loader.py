@@ -15,10 +15,14 @@ from app.auth.schemas import UserCreate
 from app.catalog import service as catalog_service
 from app.catalog.schemas import DefectTypeCreate, ProductCreate
 from app.core.config import Settings
+from app.core.observability import Metrics
+from app.core.services import Services
 from app.core.storage import ObjectStorage, make_storage
 from app.db.session import make_engine, make_session_factory
 from app.db.tables import DefectType, User
+from app.deployments.jobs import build_now
 from app.manuals import service as manual_service
+from app.ml.registry import ModelRegistry, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -136,16 +140,36 @@ def load_demo(settings: Settings, *, seed: int = 0, build: bool = True) -> str:
         generate_demo_dataset(root, seed=seed)
     engine = make_engine(settings.database_url)
     storage = make_storage(settings)
+    built: dict[str, str] = {}
     try:
-        with make_session_factory(engine)() as session:
+        session_factory = make_session_factory(engine)
+        with session_factory() as session:
             creds = demo_credentials(settings)
             _ensure_user(session, settings, "admin", creds["admin"], "admin")
             _ensure_user(session, settings, "worker", creds["worker"], "worker")
             counts = register_dataset(session, storage, settings, root)
+        if build and (counts["products"] or not _artifacts_exist(settings)):
+            services = Services(
+                settings=settings,
+                storage=storage,
+                models=ModelRegistry(settings.models_path, resolve_device(settings.device)),
+                session_factory=session_factory,
+                metrics=Metrics(),
+            )
+            built = build_now(services)
     finally:
         engine.dispose()
-    return (
+    lines = [
         f"demo data: {counts['products']} new products, "
-        f"{counts['normal']} normal and {counts['defect']} defect images, {counts['manuals']} manuals\n"
-        f"demo logins: admin / {creds['admin']}   worker / {creds['worker']}"
-    )
+        f"{counts['normal']} normal and {counts['defect']} defect images, {counts['manuals']} manuals"
+    ]
+    if built:
+        lines.append("deployments: " + ", ".join(f"{kind} {status}" for kind, status in built.items()))
+    lines.append(f"demo logins: admin / {creds['admin']}   worker / {creds['worker']}")
+    return "\n".join(lines)
+
+
+def _artifacts_exist(settings: Settings) -> bool:
+    """True when a previous `demo` run already built artifacts (so a re-run does not rebuild)."""
+    root = settings.artifacts_path
+    return root.exists() and any(root.iterdir())

@@ -2,26 +2,151 @@
 
 from __future__ import annotations
 
+import logging
+
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.core.services import Services
+from app.db.tables import Artifact, DeploymentJob, Manual, Product
 from app.deployments.runner import JobContext
 from app.deployments.status import ArtifactState
+from app.manuals import indexing
 
-KIND = "manual_index"
-# Set to True once the job below is implemented; until then the API answers 409 "not available".
-AVAILABLE = False
+logger = logging.getLogger(__name__)
+
+KIND = indexing.KIND
+AVAILABLE = True
 
 
 def load(services: Services) -> None:
-    """Load the built artifacts into services.models at startup (no embedding or training work)."""
+    """Load the text embedder (and a reranker if present), the saved manual indexes and the generators.
+
+    Reads files only: nothing is embedded here. A saved index built with another text embedder is
+    left out and reported stale until a rebuild.
+    """
+    from app.inspection.guidance.service import load_generators
+
+    library = indexing.load_saved_indexes(services, indexing.load_engines(services))
+    services.models.swap(indexing.REGISTRY_NAME, library)
+    try:
+        load_generators(services)
+    except Exception as exc:  # a broken LLM must not cost the manuals; extractive stays available
+        logger.exception("loading generators failed")
+        services.models.set_error("generators", str(exc))
 
 
 def run(ctx: JobContext) -> dict[str, object] | None:
-    """The job: rebuild for ctx.product_id (or all products), report progress, swap into the registry."""
-    raise NotImplementedError(KIND)
+    """Index one manual (params.manual_id, queued by an upload), one product, or every product."""
+    services: Services = ctx.services
+    manual_id = ctx.params.get("manual_id")
+    with ctx.session_factory() as session:
+        if manual_id is not None:
+            ctx.log(f"indexing manual {manual_id}")
+            chunks = indexing.index_manual(
+                session, services, manual_id=int(manual_id), job_id=ctx.job_id, progress=ctx.progress
+            )
+            ctx.log(f"manual {manual_id}: {chunks} chunks")
+            return {"manual_id": int(manual_id), "chunks": chunks}
+        if ctx.product_id is not None:
+            product_ids = [ctx.product_id]
+        else:
+            with_manuals = set(session.scalars(select(Manual.product_id).distinct()))
+            indexed = set(indexing.current_library(services).indexes)
+            product_ids = sorted(with_manuals | indexed)
+        totals = {"products": 0, "manuals": 0, "failed": 0, "chunks": 0}
+        share = 1.0 / max(1, len(product_ids))
+        for i, product_id in enumerate(product_ids):
+            progress = _scaled(ctx, base=i * share, share=share, label=f"product {product_id}")
+            counts = indexing.rebuild_product(
+                session, services, product_id=product_id, job_id=ctx.job_id, progress=progress
+            )
+            ctx.log(
+                f"product {product_id}: {counts['manuals']} manuals, {counts['chunks']} chunks"
+                + (f", {counts['failed']} unreadable" if counts["failed"] else "")
+            )
+            totals["products"] += 1
+            for key in ("manuals", "failed", "chunks"):
+                totals[key] += counts[key]
+        return dict(totals)
+
+
+def _scaled(ctx: JobContext, *, base: float, share: float, label: str) -> indexing.Progress:
+    """A progress callback mapping one product's 0-1 onto its share of the whole job."""
+
+    def report(fraction: float, stage: str) -> None:
+        ctx.progress(base + fraction * share, f"{label}: {stage}")
+
+    return report
 
 
 def states(session: Session, services: Services) -> list[ArtifactState]:
-    """Per active product: current, stale (and why), missing, building or failed."""
-    return []
+    """Per active product: current, stale (manual not indexed, text embedder changed), missing, building."""
+    library: indexing.ManualLibrary | None = services.models.get(indexing.REGISTRY_NAME)
+    active_jobs = list(
+        session.scalars(
+            select(DeploymentJob).where(
+                DeploymentJob.kind == KIND, DeploymentJob.status.in_(("queued", "running"))
+            )
+        )
+    )
+    last_jobs: dict[int | None, DeploymentJob] = {}
+    for job in session.scalars(
+        select(DeploymentJob).where(DeploymentJob.kind == KIND).order_by(DeploymentJob.id)
+    ):
+        last_jobs[job.product_id] = job
+    out: list[ArtifactState] = []
+    for product in session.scalars(select(Product).where(Product.is_active.is_(True)).order_by(Product.id)):
+        manuals = list(session.scalars(select(Manual).where(Manual.product_id == product.id)))
+        artifact = session.scalar(
+            select(Artifact)
+            .where(Artifact.kind == KIND, Artifact.product_id == product.id, Artifact.is_current.is_(True))
+            .order_by(Artifact.id.desc())
+        )
+        index = library.index_for(product.id) if library is not None else None
+        detail: dict[str, object] = {
+            "manuals": len(manuals),
+            "indexed_manuals": sum(1 for m in manuals if m.status == "indexed"),
+            "chunks": len(index) if index is not None else 0,
+        }
+        state = ArtifactState(
+            kind=KIND,
+            product_id=product.id,
+            state="current",
+            built_at=artifact.created_at if artifact else None,
+            version=artifact.version if artifact else None,
+            detail=detail,
+        )
+        out.append(state)
+        if any(j.product_id in (product.id, None) for j in active_jobs) or any(
+            m.status == "indexing" for m in manuals
+        ):
+            state.state = "building"
+            continue
+        if not manuals:
+            state.state, state.reasons = "missing", ["manual_index.reason.no_manual"]
+            continue
+        last = last_jobs.get(product.id)
+        if last is not None and last.status == "failed" and not any(m.status == "indexed" for m in manuals):
+            state.state, state.reasons = "failed", ["manual_index.reason.job_failed"]
+            state.params["error"] = last.error[:300]
+            continue
+        if artifact is None and index is None:
+            state.state, state.reasons = "missing", ["manual_index.reason.never_built"]
+            continue
+        reasons: list[str] = []
+        not_indexed = [m.file_name for m in manuals if m.status != "indexed"]
+        if not_indexed:
+            reasons.append("manual_index.reason.manual_not_indexed")
+            state.params["manuals"] = ", ".join(not_indexed)
+        built_with = (artifact.meta or {}).get("embedder_id") if artifact else None
+        current_id = library.embedder.embedder_id if library is not None else None
+        if (library is not None and product.id in library.mismatched) or (
+            built_with and current_id and built_with != current_id
+        ):
+            reasons.append("manual_index.reason.text_embedder_changed")
+            state.params["built_with"] = built_with or ""
+            state.params["current"] = current_id or ""
+        if reasons:
+            state.state, state.reasons = "stale", reasons
+    return out

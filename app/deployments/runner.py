@@ -146,6 +146,10 @@ class JobRunner:
         """Queue a job that was just written with status 'queued'."""
         self._queue.put(job_id)
 
+    def run_inline(self, job_id: int) -> None:
+        """Run a queued job in the calling thread (the CLI's `demo` builds this way, no threads)."""
+        self._run(job_id)
+
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """Block until no job is queued or running (used by the CLI and tests)."""
         deadline = time.monotonic() + timeout

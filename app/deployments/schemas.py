@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, computed_field
 
 JobKind = Literal["search_index", "anomaly_model", "manual_index"]
 
@@ -33,6 +33,24 @@ class DeploymentRead(BaseModel):
     finished_at: datetime | None
     created_at: datetime
     result: dict[str, Any] = {}
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def elapsed_s(self) -> float | None:
+        """Seconds since the job started (until it finished); None while queued."""
+        if self.started_at is None:
+            return None
+        end = self.finished_at or datetime.now(UTC)
+        return round(max(0.0, (end - self.started_at).total_seconds()), 1)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def eta_s(self) -> float | None:
+        """A linear estimate of the seconds left for a running job (None until 2% is done)."""
+        elapsed = self.elapsed_s
+        if self.status != "running" or elapsed is None or self.progress < 0.02:
+            return None
+        return round(elapsed * (1.0 - self.progress) / self.progress, 1)
 
 
 class DeploymentDetail(DeploymentRead):

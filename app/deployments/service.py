@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.core.audit import record_audit
 from app.core.errors import ConflictError, NotFoundError
 from app.db.base import utcnow
-from app.db.tables import DeploymentJob, Product
+from app.db.tables import Artifact, DeploymentJob, Manual, Product, ReferenceImage
 from app.deployments.runner import JobRunner
+from app.deployments.status import ArtifactState
 
 ACTIVE = ("queued", "running")
 
@@ -86,3 +90,117 @@ def cancel_job(session: Session, *, job_id: int, actor_id: int | None) -> Deploy
     record_audit(session, user_id=actor_id, action="cancel", entity="deployment", entity_id=job.id)
     session.commit()
     return job
+
+
+# --- Deploy screens ------------------------------------------------------------------------------------
+
+# URL slug of each deploy screen -> job kind (the admin nav's URLs are fixed).
+SCREEN_KINDS = {"search": "search_index", "anomaly": "anomaly_model", "manuals": "manual_index"}
+KIND_SCREENS = {kind: slug for slug, kind in SCREEN_KINDS.items()}
+
+
+def kind_for_screen(slug: str) -> str:
+    """The job kind a deploy screen manages, or NotFoundError."""
+    kind = SCREEN_KINDS.get(slug)
+    if kind is None:
+        raise NotFoundError("errors.not_found")
+    return kind
+
+
+@dataclass
+class ProductArtifactRow:
+    """One product on a deploy screen: what the job would use and the state of what was built."""
+
+    product: Product
+    inputs: int
+    state: ArtifactState | None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DeployScreen:
+    """Everything a deploy screen shows."""
+
+    kind: str
+    is_available: bool
+    rows: list[ProductArtifactRow]
+    total_inputs: int
+    active_jobs: list[DeploymentJob]
+    history: list[DeploymentJob]
+    history_total: int
+    product_names: dict[int, str]
+
+
+def _input_counts(session: Session, kind: str) -> dict[int, int]:
+    """Per product, what a job of `kind` builds from: defect images, normal images or manuals."""
+    if kind == "manual_index":
+        query = select(Manual.product_id, func.count()).group_by(Manual.product_id)
+    else:
+        image_kind = "defect" if kind == "search_index" else "normal"
+        query = (
+            select(ReferenceImage.product_id, func.count())
+            .where(ReferenceImage.kind == image_kind)
+            .group_by(ReferenceImage.product_id)
+        )
+    return dict(session.execute(query).all())
+
+
+def current_artifact_meta(session: Session, kind: str) -> dict[int, dict[str, Any]]:
+    """The meta of each product's current artifact of `kind` (anomaly: calibration, evaluation...)."""
+    rows = session.scalars(
+        select(Artifact)
+        .where(Artifact.kind == kind, Artifact.is_current.is_(True), Artifact.product_id.is_not(None))
+        .order_by(Artifact.id)
+    )
+    return {row.product_id: dict(row.meta or {}) for row in rows if row.product_id is not None}
+
+
+def deploy_screen(
+    session: Session,
+    *,
+    kind: str,
+    states: list[ArtifactState],
+    is_available: bool,
+    page: int,
+    page_size: int = 10,
+) -> DeployScreen:
+    """The view of one deploy screen: per-product artifact state, running jobs, the job history."""
+    products = list(
+        session.scalars(select(Product).where(Product.is_active.is_(True)).order_by(Product.code))
+    )
+    counts = _input_counts(session, kind)
+    metas = current_artifact_meta(session, kind)
+    by_product = {s.product_id: s for s in states if s.kind == kind}
+    rows = [
+        ProductArtifactRow(
+            product=p,
+            inputs=counts.get(p.id, 0),
+            state=by_product.get(p.id),
+            meta=metas.get(p.id) or dict(by_product[p.id].detail if p.id in by_product else {}),
+        )
+        for p in products
+    ]
+    active = list(
+        session.scalars(
+            select(DeploymentJob)
+            .where(DeploymentJob.kind == kind, DeploymentJob.status.in_(ACTIVE))
+            .order_by(DeploymentJob.id.desc())
+        )
+    )
+    history, total = list_jobs(session, kind=kind, product_id=None, page=page, page_size=page_size)
+    names = product_names(session)
+    return DeployScreen(
+        kind=kind,
+        is_available=is_available,
+        rows=rows,
+        total_inputs=sum(r.inputs for r in rows),
+        active_jobs=active,
+        history=history,
+        history_total=total,
+        product_names=names,
+    )
+
+
+def product_names(session: Session) -> dict[int, str]:
+    """Product display names by id (for job tables)."""
+    return dict(session.execute(select(Product.id, Product.name)).all())

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from app.auth.dependencies import CurrentUserDep, get_current_user
-from app.core.dependencies import SettingsDep, StorageDep
+from app.core.dependencies import ServicesDep, SettingsDep, StorageDep
 from app.core.errors import PayloadTooLargeError
 from app.core.files import object_response
 from app.db.session import SessionDep
+from app.inspection import analyze as analyze_service
 from app.inspection import service
 from app.inspection.schemas import InspectionRead
 
@@ -86,4 +87,29 @@ def inspection_file(
         key=service.file_key(row, name),
         content_type=service.file_content_type(name),
         file_name=name,
+    )
+
+
+@router.post("/analyze")
+async def analyze(
+    session: SessionDep,
+    services: ServicesDep,
+    user: CurrentUserDep,
+    file: Annotated[UploadFile, File()],
+    product_id: Annotated[int | None, Form()] = None,
+    top_k: Annotated[int, Form(ge=1, le=20)] = 5,
+    generator: Annotated[str | None, Form()] = None,
+) -> dict[str, Any]:
+    """The whole pipeline in one call: {"inspection","search","anomaly","guidance","errors"}."""
+    data = await read_upload(file, services.settings.max_upload_bytes)
+    return await run_in_threadpool(
+        analyze_service.analyze,
+        session,
+        services,
+        data=data,
+        file_name=file.filename or "upload",
+        product_id=product_id,
+        top_k=top_k,
+        generator=generator or None,
+        user=user,
     )

@@ -7,11 +7,10 @@ from fastapi.responses import Response
 
 from app.auth.dependencies import CurrentUserDep, get_current_user
 from app.catalog import service as catalog_service
-from app.core.dependencies import SettingsDep
+from app.core.dependencies import ServicesDep, SettingsDep
 from app.core.templating import render
 from app.db.session import SessionDep
 from app.inspection.search import service as search_service
-from app.inspection.search.api import ServicesDep
 
 # Authentication runs first for every route here, before any load-or-404 dependency.
 router = APIRouter(tags=["pages"], include_in_schema=False, dependencies=[Depends(get_current_user)])

@@ -7,15 +7,24 @@ import logging
 import re
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.catalog.service import get_product
 from app.core.audit import record_audit
 from app.core.config import Settings
-from app.core.errors import InvalidInputError, NotFoundError, PayloadTooLargeError, UnsupportedMediaError
+from app.core.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UnsupportedMediaError,
+)
+from app.core.services import Services
 from app.core.storage import ObjectStorage
-from app.db.tables import Manual
+from app.db.tables import DeploymentJob, Manual, ManualChunk
+from app.deployments.runner import JobRunner
+from app.manuals import indexing
 from app.ml.pdf_text import PdfError, parse_pdf
 
 logger = logging.getLogger(__name__)
@@ -106,14 +115,79 @@ def get_manual(session: Session, manual_id: int) -> Manual:
     return manual
 
 
-def delete_manual(session: Session, storage: ObjectStorage, *, manual_id: int, actor_id: int | None) -> None:
-    """Delete the manual (its chunks go with it), then its object."""
+def queue_indexing(
+    session: Session, runner: JobRunner, *, manual: Manual, actor_id: int | None
+) -> int | None:
+    """Queue a `manual_index` job for one manual (runs in the background); returns the job id.
+
+    None when this server cannot index (the kind is not registered): the manual then stays pending
+    and a later product-wide `manual_index` deployment picks it up.
+    """
+    if indexing.KIND not in runner.handlers:
+        return None
+    job = DeploymentJob(
+        kind=indexing.KIND,
+        product_id=manual.product_id,
+        status="queued",
+        stage="queued",
+        params={"manual_id": manual.id},
+        created_by=actor_id,
+    )
+    session.add(job)
+    session.commit()
+    runner.submit(job.id)
+    return job.id
+
+
+def reindex_manual(
+    session: Session, runner: JobRunner, *, manual_id: int, actor_id: int | None
+) -> tuple[Manual, int]:
+    """Queue the manual for indexing again; 409 while it is being indexed or this server cannot index."""
+    manual = get_manual(session, manual_id)
+    busy = session.scalar(
+        select(DeploymentJob.id).where(
+            DeploymentJob.kind == indexing.KIND,
+            DeploymentJob.status.in_(("queued", "running")),
+            DeploymentJob.product_id == manual.product_id,
+        )
+    )
+    if busy is not None or manual.status == "indexing":
+        raise ConflictError("errors.job_already_running", id=busy or 0)
+    manual.status, manual.error = "pending", ""
+    job_id = queue_indexing(session, runner, manual=manual, actor_id=actor_id)
+    if job_id is None:
+        raise ConflictError("errors.job_kind_unavailable", kind=indexing.KIND)
+    return manual, job_id
+
+
+def chunk_counts(session: Session, *, product_id: int) -> dict[int, int]:
+    """Chunk rows per manual of a product (for the admin list)."""
+    rows = session.execute(
+        select(ManualChunk.manual_id, func.count())
+        .where(ManualChunk.product_id == product_id)
+        .group_by(ManualChunk.manual_id)
+    )
+    return {int(manual_id): int(count) for manual_id, count in rows}
+
+
+def delete_manual(
+    session: Session, storage: ObjectStorage, services: Services, *, manual_id: int, actor_id: int | None
+) -> None:
+    """Delete the manual, its chunks and its index entries, then its object."""
     manual = get_manual(session, manual_id)
     key = manual.object_key
-    session.delete(manual)
     record_audit(session, user_id=actor_id, action="delete", entity="manual", entity_id=manual_id)
-    session.commit()
+    indexing.delete_manual(session, services, manual=manual)
     try:
         storage.delete(key)
     except Exception:
         logger.exception("could not delete object of manual %s; it is now an orphan", manual_id)
+
+
+def list_manuals_for_admin(session: Session, *, product_id: int | None) -> list[Manual]:
+    """Manuals of one product or of every product, newest first (the admin manuals screen)."""
+    query = select(Manual).order_by(Manual.id.desc())
+    if product_id is not None:
+        get_product(session, product_id)
+        query = query.where(Manual.product_id == product_id)
+    return list(session.scalars(query))

@@ -10,7 +10,9 @@ Procedure (``train_product_model``):
    * normals only (``method="normal_stats"``): ``max(mean + k_std * std, max)`` of the held-out normal
      scores, i.e. k standard deviations above the mean and never below a held-out normal;
    * with defect images (``method="f1"``): the cut maximising F1 over held-out normals + defects (widest
-     gap among equally good cuts, see ``anomaly_eval.best_f1_threshold``).
+     gap among equally good cuts, see ``anomaly_eval.best_f1_threshold``); or (``method="youden"``) the
+     cut maximising Youden's J = TPR - FPR, which the deployment job uses: F1 ignores true negatives, so
+     with a few held-out normals and many defect images it puts the cut below the normal scores.
    The pixel threshold (for masks and regions) is chosen the same way from the per-image maxima of the
    smoothed anomaly maps, since smoothing lowers map peaks below the image score of thin defects.
 4. With ``refit_on_all=True`` (default) the final bank is rebuilt from ALL normal images and keeps the
@@ -23,14 +25,14 @@ Procedure (``train_product_model``):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from app.ml.anomaly_eval import best_f1_threshold
+from app.ml.anomaly_eval import best_f1_threshold, best_youden_threshold, f1_at_threshold
 from app.ml.errors import JobCancelled
 from app.ml.patchcore import (
     AnomalyOutput,
@@ -42,7 +44,14 @@ from app.ml.patchcore import (
 )
 from app.ml.patchcore import Calibration as Calibration
 
-__all__ = ["Calibration", "calibrate", "split_normals", "train_product_model"]
+__all__ = [
+    "Calibration",
+    "TrainResult",
+    "calibrate",
+    "split_normals",
+    "train_and_score",
+    "train_product_model",
+]
 
 
 def split_normals(n: int, holdout_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -67,6 +76,7 @@ def calibrate(
     n_normal_train: int,
     k_std: float = 3.0,
     refit_on_all: bool = False,
+    criterion: str = "f1",
 ) -> Calibration:
     """Thresholds from detector outputs on held-out normal images and (optionally) defect images.
 
@@ -76,6 +86,8 @@ def calibrate(
         n_normal_train: Normal images in the bank (recorded only).
         k_std: Standard deviations above the held-out mean for the normals-only rule.
         refit_on_all: Recorded flag: the final bank was rebuilt from all normals.
+        criterion: With defect outputs, ``"f1"`` (maximise F1) or ``"youden"`` (maximise TPR - FPR;
+            robust when held-out normals are few compared with defects).
 
     Returns:
         The calibration.
@@ -102,16 +114,40 @@ def calibrate(
     defect = np.array([o.score for o in defect_outputs], dtype=np.float64)
     defect_peaks = np.array([float(o.anomaly_map.max()) for o in defect_outputs], dtype=np.float64)
     labels = np.r_[np.zeros(len(normal), bool), np.ones(len(defect), bool)]
-    threshold, f1 = best_f1_threshold(labels, np.r_[normal, defect])
-    pixel_threshold, _ = best_f1_threshold(labels, np.r_[normal_peaks, defect_peaks])
+    if criterion not in ("f1", "youden"):
+        raise ValueError(f"unknown calibration criterion {criterion!r}")
+    best = best_f1_threshold if criterion == "f1" else best_youden_threshold
+    scores = np.r_[normal, defect]
+    threshold, _ = best(labels, scores)
+    pixel_threshold, _ = best(labels, np.r_[normal_peaks, defect_peaks])
+    f1 = f1_at_threshold(labels, scores, threshold)
     return replace(
         base,
         threshold=threshold,
         pixel_threshold=pixel_threshold,
-        method="f1",
+        method=criterion,
         defect_min=float(defect.min()),
         f1=f1,
     )
+
+
+@dataclass
+class TrainResult:
+    """A trained, calibrated product model and the held-out outputs its thresholds came from.
+
+    Args:
+        model: The final model (``calibration`` set).
+        calibration: The thresholds.
+        normal_outputs: Outputs of the split model on the held-out normal images.
+        defect_outputs: Outputs of the split model on the defect images (same order as given).
+        n_train: Normal images in the final bank.
+    """
+
+    model: PatchCore
+    calibration: Calibration
+    normal_outputs: list[AnomalyOutput]
+    defect_outputs: list[AnomalyOutput]
+    n_train: int
 
 
 def train_product_model(
@@ -152,6 +188,63 @@ def train_product_model(
         ValueError: Fewer than 2 normal images.
         JobCancelled: ``should_cancel`` returned True.
     """
+    result = train_and_score(
+        normal_images,
+        defect_images,
+        config,
+        progress,
+        should_cancel,
+        extractor=extractor,
+        models_dir=models_dir,
+        device=device,
+        holdout_fraction=holdout_fraction,
+        k_std=k_std,
+        refit_on_all=refit_on_all,
+        preprocessing_key=preprocessing_key,
+    )
+    return result.model, result.calibration
+
+
+def train_and_score(
+    normal_images: Sequence[Image.Image],
+    defect_images: Sequence[Image.Image] = (),
+    config: PatchCoreConfig | None = None,
+    progress: ProgressFn | None = None,
+    should_cancel: CancelFn | None = None,
+    *,
+    extractor: FeatureExtractor | None = None,
+    models_dir: Path | None = None,
+    device: str | torch.device | None = None,
+    holdout_fraction: float = 0.2,
+    k_std: float = 3.0,
+    refit_on_all: bool = True,
+    preprocessing_key: str = "",
+    criterion: str = "f1",
+) -> TrainResult:
+    """Like ``train_product_model``, also returning the held-out outputs (for evaluation reports).
+
+    Args:
+        normal_images: Defect-free images of the product (at least 2).
+        defect_images: Known defect images of the product (optional; improve the threshold).
+        config: PatchCore settings.
+        progress: Called with (fraction 0..1, message).
+        should_cancel: Polled throughout; True stops the job.
+        extractor: Shared feature extractor (loaded from ``models_dir``/``device`` when omitted).
+        models_dir: Model folder for torchvision backbones.
+        device: Torch device.
+        holdout_fraction: Share of normal images held out for calibration.
+        k_std: Standard deviations above the held-out mean (normals-only rule).
+        refit_on_all: Rebuild the final bank from all normal images (see module docstring).
+        preprocessing_key: Stored with the model.
+        criterion: Threshold rule with defect images, ``"f1"`` or ``"youden"`` (see ``calibrate``).
+
+    Returns:
+        The model, its calibration and the held-out outputs of the split model.
+
+    Raises:
+        ValueError: Fewer than 2 normal images.
+        JobCancelled: ``should_cancel`` returned True.
+    """
     config = config or PatchCoreConfig()
     train_idx, hold_idx = split_normals(len(normal_images), holdout_fraction, config.seed)
     if extractor is None:
@@ -181,7 +274,12 @@ def train_product_model(
         raise JobCancelled("training cancelled")
     defect_out = model.detect_many(list(defect_images))
     calibration = calibrate(
-        normal_out, defect_out, n_normal_train=len(train_idx), k_std=k_std, refit_on_all=refit_on_all
+        normal_out,
+        defect_out,
+        n_normal_train=len(train_idx),
+        k_std=k_std,
+        refit_on_all=refit_on_all,
+        criterion=criterion,
     )
     if refit_on_all:
         model = PatchCore.fit(
@@ -195,4 +293,5 @@ def train_product_model(
     model.calibration = calibration
     if progress is not None:
         progress(1.0, "done")
-    return model, calibration
+    n_train = len(normal_images) if refit_on_all else len(train_idx)
+    return TrainResult(model, calibration, normal_out, defect_out, n_train)

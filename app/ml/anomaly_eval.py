@@ -142,6 +142,35 @@ def best_f1_threshold(
     return float((s_sorted[i] + nxt[i]) / 2.0), best
 
 
+def best_youden_threshold(
+    labels: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarray
+) -> tuple[float, float]:
+    """Threshold maximising Youden's J (TPR - FPR) of ``score > threshold``, and that J.
+
+    Unlike F1, J weighs the normal class as much as the defect class whatever their counts, so a
+    calibration set with few held-out normals and many defects cannot pull the threshold below the
+    normal scores. Candidates and tie-breaking as in ``best_f1_threshold``.
+    """
+    y = _as_labels(labels)
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if not y.any() or y.all():
+        raise ValueError("best_youden_threshold needs both positive and negative labels")
+    order = np.argsort(-s, kind="stable")
+    s_sorted, y_sorted = s[order], y[order]
+    j = np.cumsum(y_sorted) / y.sum() - np.cumsum(~y_sorted) / (~y).sum()
+    nxt = np.append(s_sorted[1:], s_sorted[-1] - max(1.0, abs(s_sorted[-1])) * 0.1)
+    valid = np.append(s_sorted[1:] < s_sorted[:-1], True)
+    # Also allow flagging nothing (J = 0) with a cut just above the highest score.
+    key = np.where(valid, j, -2.0)
+    best = float(key.max())
+    if best <= 0.0:
+        return float(s_sorted[0] + max(1.0, abs(s_sorted[0])) * 0.05), 0.0
+    gap = s_sorted - nxt
+    candidates = np.flatnonzero(np.isclose(key, best))
+    i = int(candidates[np.argmax(gap[candidates])])
+    return float((s_sorted[i] + nxt[i]) / 2.0), best
+
+
 @dataclass(frozen=True)
 class EvalReport:
     """Evaluation summary of one model on a labelled set.
@@ -182,3 +211,42 @@ def evaluate(
     return EvalReport(
         image_auroc(labels, scores), pix, threshold, confusion_matrix(labels, scores, threshold)
     )
+
+
+def _finite_or_none(value: float) -> float | None:
+    return None if not np.isfinite(value) else float(value)
+
+
+def evaluation_summary(
+    normal_scores: Sequence[float],
+    defect_scores: Sequence[float],
+    threshold: float,
+    *,
+    normal_maps: Sequence[np.ndarray] = (),
+    defect_maps: Sequence[np.ndarray] = (),
+    defect_masks: Sequence[np.ndarray | None] = (),
+) -> dict[str, Any]:
+    """The JSON summary stored with a product model and printed by ``defectlens evaluate anomaly``.
+
+    Keys: ``image_auroc`` (None with one class only), ``pixel_auroc`` (None unless some defect image has a
+    ground-truth mask; normal images count as all-normal pixels), ``f1``, ``threshold``,
+    ``confusion`` {tp, fp, tn, fn}, ``n_normal``, ``n_defect``. Masks must match their maps' shapes.
+    """
+    labels = np.r_[np.zeros(len(normal_scores), bool), np.ones(len(defect_scores), bool)]
+    scores = np.r_[np.asarray(normal_scores, np.float64), np.asarray(defect_scores, np.float64)]
+    confusion = confusion_matrix(labels, scores, threshold)
+    pixel: float | None = None
+    pairs = [(m, a) for m, a in zip(defect_masks, defect_maps, strict=False) if m is not None]
+    if pairs:
+        masks = [m for m, _ in pairs] + [np.zeros(a.shape, bool) for a in normal_maps]
+        maps = [a for _, a in pairs] + list(normal_maps)
+        pixel = _finite_or_none(pixel_auroc(masks, maps))
+    return {
+        "image_auroc": _finite_or_none(image_auroc(labels, scores)) if labels.size else None,
+        "pixel_auroc": pixel,
+        "f1": float(confusion.f1) if len(defect_scores) else None,
+        "threshold": float(threshold),
+        "confusion": {"tp": confusion.tp, "fp": confusion.fp, "tn": confusion.tn, "fn": confusion.fn},
+        "n_normal": len(normal_scores),
+        "n_defect": len(defect_scores),
+    }

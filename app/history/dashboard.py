@@ -1,0 +1,122 @@
+"""The admin dashboard's numbers: catalog per product, artifact states, inspections, recent activity."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from app.catalog import service as catalog_service
+from app.db.tables import DefectType, DeploymentJob, Inspection, Manual, Product
+from app.deployments import service as deployment_service
+from app.deployments.status import ArtifactState
+from app.history import service as history_service
+from app.history.schemas import InspectionListItem, InspectionStats
+
+ARTIFACT_KINDS = ("search_index", "anomaly_model", "manual_index")
+
+
+@dataclass
+class ProductOverview:
+    """One product's row: registered data and whether what was built from it is current."""
+
+    product: Product
+    normal_images: int
+    defect_images: int
+    defect_types: int
+    manuals: int
+    manuals_indexed: int
+    artifacts: dict[str, ArtifactState | None] = field(default_factory=dict)
+
+
+@dataclass
+class Dashboard:
+    """Everything the dashboard shows."""
+
+    totals: dict[str, int]
+    average_score: float | None
+    products: list[ProductOverview]
+    defects_30d: InspectionStats
+    recent: list[InspectionListItem]
+    jobs: list[DeploymentJob]
+    product_names: dict[int, str]
+
+
+def artifact_matrix(states: list[ArtifactState]) -> dict[int | None, dict[str, ArtifactState]]:
+    """States by product id, then kind (a later state of the same pair wins)."""
+    matrix: dict[int | None, dict[str, ArtifactState]] = {}
+    for state in states:
+        matrix.setdefault(state.product_id, {})[state.kind] = state
+    return matrix
+
+
+def product_overviews(session: Session, *, states: list[ArtifactState]) -> list[ProductOverview]:
+    """Per active product: image, defect type and manual counts, and each artifact's state."""
+    images = catalog_service.count_images(session)
+    defect_types = dict(
+        session.execute(
+            select(DefectType.product_id, func.count())
+            .where(DefectType.is_active.is_(True))
+            .group_by(DefectType.product_id)
+        ).all()
+    )
+    manuals: dict[int, list[int]] = {}
+    for pid, status, count in session.execute(
+        select(Manual.product_id, Manual.status, func.count()).group_by(Manual.product_id, Manual.status)
+    ):
+        totals = manuals.setdefault(pid, [0, 0])
+        totals[0] += count
+        if status == "indexed":
+            totals[1] += count
+    matrix = artifact_matrix(states)
+    return [
+        ProductOverview(
+            product=p,
+            normal_images=images.get((p.id, "normal"), 0),
+            defect_images=images.get((p.id, "defect"), 0),
+            defect_types=defect_types.get(p.id, 0),
+            manuals=manuals.get(p.id, [0, 0])[0],
+            manuals_indexed=manuals.get(p.id, [0, 0])[1],
+            artifacts={kind: matrix.get(p.id, {}).get(kind) for kind in ARTIFACT_KINDS},
+        )
+        for p in catalog_service.list_products(session)
+    ]
+
+
+def dashboard(session: Session, *, states: list[ArtifactState]) -> Dashboard:
+    """The dashboard: totals over all time, defects per type over the last 30 days, latest activity."""
+    total, anomalies, completed, average = session.execute(
+        select(
+            func.count(),
+            func.coalesce(func.sum(case((Inspection.is_anomaly.is_(True), 1), else_=0)), 0),
+            func.count(Inspection.completed_at),
+            func.avg(Inspection.feedback_score),
+        ).select_from(Inspection)
+    ).one()
+    products = product_overviews(session, states=states)
+    end = history_service.today()
+    stats = history_service.inspection_stats(
+        session,
+        flt=history_service.HistoryFilter(date_from=end - timedelta(days=29), date_to=end),
+    )
+    recent = history_service.list_inspections(
+        session, flt=history_service.HistoryFilter(), page=1, page_size=10
+    ).items
+    jobs, _ = deployment_service.list_jobs(session, kind=None, product_id=None, page=1, page_size=5)
+    return Dashboard(
+        totals={
+            "products": len(products),
+            "inspections": int(total),
+            "anomalies": int(anomalies),
+            "completed": int(completed),
+            "pending": int(total) - int(completed),
+        },
+        average_score=round(float(average), 2) if average is not None else None,
+        products=products,
+        defects_30d=stats,
+        recent=recent,
+        jobs=jobs,
+        product_names=deployment_service.product_names(session),
+    )

@@ -1,0 +1,195 @@
+"""The anomaly step: check an inspection photo against its product's PatchCore model."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from PIL import Image
+from sqlalchemy.orm import Session
+
+from app.catalog import service as catalog_service
+from app.core.errors import ConflictError, ValidationFailedError
+from app.core.i18n import translate
+from app.core.services import Services
+from app.db.tables import Inspection, Product, ReferenceImage
+from app.deployments import anomaly_model
+from app.inspection import service as inspection_service
+from app.inspection.anomaly.schemas import AnomalyRead, ReferenceImageRead, RegionRead
+from app.inspection.search.service import nearest_normal_images
+from app.ml import anomaly_viz
+
+logger = logging.getLogger(__name__)
+
+FILES = ("heatmap.png", "mask.png", "overlay.png", "comparison.png")
+# Regions smaller than this share of the photo are noise, whatever the photo's resolution.
+_MIN_REGION_SHARE = 0.0005
+# Normal images offered as alternative references on the page.
+PICKER_SIZE = 24
+
+
+def resolve_product_id(inspection: Inspection, product_id: int | None) -> int:
+    """The product to check against: the one asked for, else the search verdict's, else the upload's."""
+    chosen = product_id or inspection.verdict_product_id or inspection.product_id
+    if chosen is None:
+        raise ValidationFailedError("errors.anomaly_product_required")
+    return chosen
+
+
+def _reference_image(
+    session: Session,
+    services: Services,
+    *,
+    image: Image.Image,
+    product_id: int,
+    reference_image_id: int | None,
+) -> ReferenceImage | None:
+    if reference_image_id is not None:
+        row = catalog_service.get_image(session, reference_image_id)  # 404 for a wrong id
+        if row.product_id != product_id or row.kind != "normal":
+            raise ValidationFailedError("errors.anomaly_reference_not_normal", id=reference_image_id)
+        return row
+    for image_id in nearest_normal_images(
+        session, services=services, image=image, product_id=product_id, k=1
+    ):
+        candidate = session.get(ReferenceImage, image_id)
+        if candidate is not None and candidate.product_id == product_id and candidate.kind == "normal":
+            return candidate
+    normals = anomaly_model.normal_images(session, product_id)
+    return normals[0] if normals else None
+
+
+def check_inspection(
+    session: Session,
+    services: Services,
+    *,
+    inspection_id: int,
+    product_id: int | None,
+    reference_image_id: int | None,
+) -> AnomalyRead:
+    """Score the photo, draw heat map / mask / overlay / comparison beside it, store the result; commits."""
+    started = time.perf_counter()
+    inspection = inspection_service.get_inspection(session, inspection_id)
+    pid = resolve_product_id(inspection, product_id)
+    product = catalog_service.get_product(session, pid)
+    model = anomaly_model.current_models(services).get(pid)
+    if model is None or model.calibration is None:
+        raise ConflictError("errors.anomaly_model_missing", product=product.name, code=product.code)
+    storage = services.storage
+    photo = inspection_service.load_rgb(storage, inspection)
+    reference = _reference_image(
+        session, services, image=photo, product_id=pid, reference_image_id=reference_image_id
+    )
+    options = anomaly_model.preprocessing_options(session, pid)
+    prepared = anomaly_model.prepare(photo, options)
+    output = model.detect(prepared)
+    calibration = model.calibration
+    amap = output.anomaly_map
+    height, width = amap.shape
+    min_area = max(16, round(_MIN_REGION_SHARE * width * height))
+    found = anomaly_viz.regions(amap, calibration.pixel_threshold, min_area=min_area)
+    # The map is at the prepared size; boxes are reported in the original photo's pixels.
+    sx, sy = photo.width / width, photo.height / height
+    regions = [
+        RegionRead(
+            x=round(r.x * sx),
+            y=round(r.y * sy),
+            width=round(r.width * sx),
+            height=round(r.height * sy),
+            score=r.score,
+        )
+        for r in found
+    ]
+    display = photo.resize((width, height)) if photo.size != (width, height) else photo
+    overlay = anomaly_viz.draw_regions(anomaly_viz.overlay(display, amap, calibration.pixel_threshold), found)
+    reference_picture = (
+        anomaly_model.load_prepared(storage, reference, options) if reference is not None else display
+    )
+    labels = (translate("anomaly.reference_label"), translate("anomaly.inspected_label"))
+    pictures = {
+        "heatmap.png": anomaly_viz.to_png(
+            anomaly_viz.heatmap_overlay(display, amap, calibration.pixel_threshold)
+        ),
+        "mask.png": anomaly_viz.to_png(anomaly_viz.binary_mask(amap, calibration.pixel_threshold)),
+        "overlay.png": anomaly_viz.to_png(overlay),
+        "comparison.png": anomaly_viz.to_png(
+            anomaly_viz.comparison(reference_picture, overlay, labels, height=384)
+        ),
+    }
+    keys = {name: inspection_service.file_key(inspection, name) for name in FILES}
+    is_first_check = inspection.anomaly_result is None
+    for name, data in pictures.items():
+        storage.put(keys[name], data, "image/png")
+    elapsed_ms = round((time.perf_counter() - started) * 1000.0, 1)
+    result = AnomalyRead(
+        product_id=pid,
+        score=output.score,
+        threshold=calibration.threshold,
+        is_anomaly=output.score > calibration.threshold,
+        regions=regions,
+        reference_image=(
+            ReferenceImageRead(id=reference.id, image_url=f"/api/v1/images/{reference.id}/file")
+            if reference is not None
+            else None
+        ),
+        heatmap_url=inspection_service.file_url(inspection, "heatmap.png"),
+        mask_url=inspection_service.file_url(inspection, "mask.png"),
+        overlay_url=inspection_service.file_url(inspection, "overlay.png"),
+        comparison_url=inspection_service.file_url(inspection, "comparison.png"),
+        pixel_threshold=calibration.pixel_threshold,
+        image_width=photo.width,
+        image_height=photo.height,
+        elapsed_ms=elapsed_ms,
+    )
+    inspection.anomaly_result = result.model_dump(mode="json")
+    inspection.anomaly_score = result.score
+    inspection.is_anomaly = result.is_anomaly
+    inspection.status = "anomaly_checked"
+    inspection.timings_ms = {**(inspection.timings_ms or {}), "anomaly": elapsed_ms}
+    try:
+        session.commit()
+    except Exception:
+        session.rollback()
+        # A first check leaves no files behind; a re-check keeps the previous result's files usable.
+        for key in keys.values() if is_first_check else ():
+            try:
+                storage.delete(key)
+            except Exception:
+                logger.exception("could not delete %s after a failed commit", key)
+        raise
+    return result
+
+
+@dataclass
+class AnomalyPage:
+    """What the anomaly page shows before its script runs the check."""
+
+    inspection: Inspection
+    image_url: str
+    products: list[Product]
+    product_id: int | None
+    normal_images: list[ReferenceImage]
+    has_model: bool
+
+
+def page_context(
+    session: Session, services: Services, *, inspection_id: int, product_id: int | None
+) -> AnomalyPage:
+    """The inspection, the product to check against (query, verdict, upload) and its normal images."""
+    inspection = inspection_service.get_inspection(session, inspection_id)
+    products = catalog_service.list_products(session)
+    chosen = product_id or inspection.verdict_product_id or inspection.product_id
+    if chosen is not None and chosen not in {p.id for p in products}:
+        # 404 for a wrong id; an inactive product named by the verdict stays selectable.
+        products = [*products, catalog_service.get_product(session, chosen)]
+    normals = anomaly_model.normal_images(session, chosen)[:PICKER_SIZE] if chosen is not None else []
+    has_model = chosen is not None and anomaly_model.current_models(services).get(chosen) is not None
+    return AnomalyPage(
+        inspection=inspection,
+        image_url=inspection_service.image_url(inspection),
+        products=products,
+        product_id=chosen,
+        normal_images=normals,
+        has_model=has_model,
+    )

@@ -1,0 +1,74 @@
+"""Guidance and feedback API shapes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+
+class GuidanceCreate(BaseModel):
+    """Which generator to use (None = the default) and which defect type (None = the verdict's)."""
+
+    generator: str | None = None
+    defect_type_id: int | None = None
+
+
+class GuidanceSectionsRead(BaseModel):
+    """The four answer sections."""
+
+    status: str
+    cause: str
+    action: str
+    prevention: str
+
+
+class CitationRead(BaseModel):
+    """A manual page the answer relies on."""
+
+    manual_id: int
+    page: int
+    text: str
+    section: str = ""
+    manual_name: str = ""
+    url: str = ""
+
+
+class GuidanceRead(BaseModel):
+    """A guidance answer as stored on the inspection."""
+
+    sections: GuidanceSectionsRead
+    citations: list[CitationRead]
+    generator: str
+    elapsed_ms: int  # retrieval + generation
+    retrieval_ms: int = 0
+    generation_ms: int = 0
+    is_fallback: bool = False
+    fallback_reason: str | None = None
+    requested_generator: str | None = None
+    product_id: int
+    defect_type_id: int | None = None
+    defect_name: str = ""
+    has_manual: bool = False
+    manuals: list[str] = Field(default_factory=list)
+    created_at: datetime
+
+
+class GeneratorRead(BaseModel):
+    """One generator and whether it can be used here, by whom."""
+
+    name: str
+    label: str
+    kind: str
+    available: bool
+    reason: str
+    is_default: bool
+    is_allowed: bool
+    is_loaded: bool
+
+
+class FeedbackCreate(BaseModel):
+    """The worker's record: what was done and how useful the answer was (1-5, checked by the service)."""
+
+    action_taken: str = Field(default="", max_length=5000)
+    score: int

@@ -1,0 +1,489 @@
+"""The guidance step: manual retrieval for the inspection's defect, a generator's four sections, feedback.
+
+Generators live in the registry "generators" (name -> backend), loaded once at startup. The admin
+catalog's model settings list availability through app.ml.generators.available_generators(models_dir,
+openai_*): "extractive" always; a preset when its weights are under models/llm/; "openai:<model>" when
+Settings.openai_base_url and openai_model are set. Workers may use the default generator and the ones in
+ModelSetting.allowed_generators; admins any available one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.catalog.service import get_model_settings
+from app.core.errors import (
+    DomainError,
+    NotFoundError,
+    PermissionDeniedError,
+    ValidationFailedError,
+)
+from app.core.i18n import translate
+from app.core.services import Services
+from app.db.base import utcnow
+from app.db.tables import DefectType, Inspection, Manual, Product, User
+from app.inspection.guidance.schemas import GeneratorRead, GuidanceCreate, GuidanceRead
+from app.inspection.service import get_inspection, load_image
+from app.manuals.indexing import REGISTRY_NAME as MANUALS
+from app.manuals.indexing import ManualLibrary
+from app.ml.generators import (
+    ExtractiveGenerator,
+    Generator,
+    GeneratorError,
+    GeneratorInfo,
+    GuidanceRequest,
+    GuidanceResult,
+    OpenAICompatibleGenerator,
+    available_generators,
+    create_generator,
+    fallback_result,
+    generate_with_fallback,
+    result_from_text,
+)
+from app.ml.retriever import RetrievalQuery, sections_to_passages
+
+logger = logging.getLogger(__name__)
+
+GENERATORS = "generators"
+EXTRACTIVE = "extractive"
+_PASSAGES_PER_SECTION = 2
+
+
+# ----- generators -----------------------------------------------------------------------------------------
+def generator_infos(services: Services) -> list[GeneratorInfo]:
+    """Every generator this server knows, with whether it can run here."""
+    s = services.settings
+    return available_generators(
+        s.models_path,
+        openai_base_url=s.openai_base_url or None,
+        openai_model=s.openai_model or None,
+        openai_vision=s.openai_is_vision,
+        device=services.models.device,
+    )
+
+
+def _create(services: Services, name: str) -> Generator:
+    s = services.settings
+    return create_generator(
+        name,
+        s.models_path,
+        device=services.models.device,
+        timeout_s=s.llm_timeout_s,
+        max_new_tokens=s.llm_max_new_tokens,
+        openai_base_url=s.openai_base_url or None,
+        openai_model=s.openai_model or None,
+        openai_api_key=s.openai_api_key.get_secret_value() or None,
+        openai_vision=s.openai_is_vision,
+    )
+
+
+def load_generators(services: Services) -> dict[str, Generator]:
+    """Load every available generator once (local models too: fp16 on CUDA) into the registry."""
+    loaded: dict[str, Generator] = {EXTRACTIVE: ExtractiveGenerator()}
+    errors: list[str] = []
+    for info in generator_infos(services):
+        if info.name == EXTRACTIVE or not info.is_available:
+            continue
+        try:
+            loaded[info.name] = _create(services, info.name)
+        except Exception as exc:  # one broken model must not cost the others
+            logger.exception("cannot load generator %s", info.name)
+            errors.append(f"{info.name}: {exc}")
+    services.models.swap(GENERATORS, loaded)
+    if errors:
+        services.models.set_error(GENERATORS, "; ".join(errors))
+    return loaded
+
+
+def _loaded(services: Services) -> dict[str, Generator]:
+    """The loaded generators; without a startup load (e.g. load_models off) the ones that load instantly."""
+    loaded: dict[str, Generator] | None = services.models.get(GENERATORS)
+    if loaded is None:
+        loaded = {EXTRACTIVE: ExtractiveGenerator()}
+        for info in generator_infos(services):
+            if info.kind == "openai" and info.is_available:
+                loaded[info.name] = _create(services, info.name)
+        services.models.swap(GENERATORS, loaded)
+    return loaded
+
+
+def list_generators(session: Session, services: Services, *, user: User) -> list[GeneratorRead]:
+    """Every generator: available here or why not, the default, and whether this user may pick it."""
+    model_settings = get_model_settings(session)
+    loaded = _loaded(services)
+    default = model_settings.default_generator if model_settings.default_generator in loaded else EXTRACTIVE
+    allowed = {*(model_settings.allowed_generators or []), default, EXTRACTIVE}
+    out: list[GeneratorRead] = []
+    for info in generator_infos(services):
+        is_loaded = info.name in loaded
+        reason = info.reason
+        if info.is_available and not is_loaded:
+            reason = translate("guidance.generator_not_loaded")
+        out.append(
+            GeneratorRead(
+                name=info.name,
+                label=info.label,
+                kind=info.kind,
+                available=info.is_available and is_loaded,
+                reason=reason,
+                is_default=info.name == default,
+                is_allowed=user.role == "admin" or info.name in allowed,
+                is_loaded=is_loaded,
+            )
+        )
+    return out
+
+
+def _pick_generator(session: Session, services: Services, *, user: User, name: str | None) -> Generator:
+    loaded = _loaded(services)
+    model_settings = get_model_settings(session)
+    if name is None or name == "":
+        # An unusable default (weights removed, server not configured) is answered by the extractive
+        # generator; prepare_guidance marks that answer as a fallback.
+        return loaded.get(model_settings.default_generator) or loaded[EXTRACTIVE]
+    infos = {i.name: i for i in generator_infos(services)}
+    if name not in infos and name not in loaded:
+        raise ValidationFailedError("errors.guidance_unknown_generator", name=name)
+    allowed = {*(model_settings.allowed_generators or []), model_settings.default_generator, EXTRACTIVE}
+    if user.role != "admin" and name not in allowed:
+        raise PermissionDeniedError("errors.guidance_generator_not_allowed", name=name)
+    generator = loaded.get(name)
+    if generator is None:
+        info = infos.get(name)
+        raise ValidationFailedError(
+            "errors.guidance_generator_unavailable", name=name, reason=info.reason if info else ""
+        )
+    return generator
+
+
+# ----- facts ----------------------------------------------------------------------------------------------
+def _chosen_match(inspection: Inspection) -> dict[str, Any] | None:
+    matches = (inspection.search_result or {}).get("matches") or []
+    if inspection.chosen_image_id is None:
+        return None
+    return next((m for m in matches if m.get("image_id") == inspection.chosen_image_id), None)
+
+
+def _resolve_subject(
+    session: Session, inspection: Inspection, defect_type_id: int | None
+) -> tuple[Product, DefectType | None, float | None]:
+    """The product, the defect type (argument, else chosen match's, else the verdict's) and similarity."""
+    chosen = _chosen_match(inspection)
+    chosen_product = ((chosen or {}).get("product") or {}).get("id")
+    chosen_defect = ((chosen or {}).get("defect_type") or {}).get("id")
+    defect: DefectType | None = None
+    if defect_type_id is not None:
+        defect = session.get(DefectType, defect_type_id)
+        if defect is None:
+            raise NotFoundError("errors.defect_type_not_found", id=defect_type_id)
+    product_id = inspection.verdict_product_id or inspection.product_id or chosen_product
+    if product_id is None and defect is not None:
+        product_id = defect.product_id
+    if product_id is None:
+        raise ValidationFailedError("errors.guidance_no_product")
+    product = session.get(Product, product_id)
+    if product is None:
+        raise NotFoundError("errors.product_not_found", id=product_id)
+    if defect is not None and defect.product_id != product.id:
+        raise ValidationFailedError("errors.defect_type_other_product")
+    if defect is None:
+        candidate = chosen_defect if chosen_defect is not None else None
+        if candidate is None and not inspection.is_unknown:
+            candidate = inspection.verdict_defect_type_id
+        found = session.get(DefectType, candidate) if candidate is not None else None
+        defect = found if found is not None and found.product_id == product.id else None
+    similarity = chosen.get("score") if chosen else inspection.verdict_score
+    return product, defect, float(similarity) if similarity is not None else None
+
+
+def _regions(inspection: Inspection) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for r in (inspection.anomaly_result or {}).get("regions") or []:
+        try:
+            out.append(
+                {
+                    "x": float(r["x"]),
+                    "y": float(r["y"]),
+                    "w": float(r.get("width", r.get("w", 0))),
+                    "h": float(r.get("height", r.get("h", 0))),
+                    "image_width": inspection.width,
+                    "image_height": inspection.height,
+                    "score": r.get("score"),
+                }
+            )
+        except (KeyError, TypeError, ValueError):
+            continue
+    return out
+
+
+@dataclass(frozen=True)
+class PreparedGuidance:
+    """Everything needed to generate and store one answer (built with the request's session)."""
+
+    inspection_id: int
+    request: GuidanceRequest
+    generator: Generator
+    product_id: int
+    defect_type_id: int | None
+    defect_name: str
+    manual_names: dict[int, str]
+    timeout_s: float
+    retrieval_ms: int = 0
+    # The default generator when it could not be used (the answer is then the extractive fallback).
+    unusable_default: str | None = None
+
+
+def prepare_guidance(
+    session: Session, services: Services, *, inspection_id: int, user: User, body: GuidanceCreate
+) -> PreparedGuidance:
+    """Check the request (generator, defect type), gather the facts and retrieve the manual passages."""
+    inspection = get_inspection(session, inspection_id)
+    generator = _pick_generator(session, services, user=user, name=body.generator)
+    default = get_model_settings(session).default_generator
+    unusable_default = default if not body.generator and generator.name != default else None
+    product, defect, similarity = _resolve_subject(session, inspection, body.defect_type_id)
+    anomaly = inspection.anomaly_result or {}
+    manuals = {
+        m.id: m.file_name
+        for m in session.scalars(
+            select(Manual).where(Manual.product_id == product.id, Manual.status == "indexed")
+        )
+    }
+    started = time.perf_counter()
+    passages = []
+    library: ManualLibrary | None = services.models.get(MANUALS)
+    index = library.index_for(product.id) if library is not None else None
+    if index is not None and manuals:
+        query = RetrievalQuery(
+            product_id=product.id,
+            defect_code=defect.code if defect else "",
+            defect_name=defect.name if defect else "",
+            defect_description=defect.description if defect else "",
+        )
+        sections = index.retrieve_sections(query, per_section=_PASSAGES_PER_SECTION)
+        # A manual deleted a moment ago may still be in an index a reader took: never cite it.
+        passages = [p for p in sections_to_passages(sections) if int(p.manual_id) in manuals]
+    image_png: bytes | None = None
+    if isinstance(generator, OpenAICompatibleGenerator) and generator.vision:
+        buffer = io.BytesIO()
+        Image.open(io.BytesIO(load_image(services.storage, inspection))).convert("RGB").save(buffer, "PNG")
+        image_png = buffer.getvalue()
+    request = GuidanceRequest(
+        product_code=product.code,
+        product_name=product.name,
+        defect_code=defect.code if defect else "",
+        defect_name=defect.name if defect else "",
+        defect_description=defect.description if defect else "",
+        is_unknown=defect is None,
+        similarity=similarity,
+        anomaly_score=inspection.anomaly_score,
+        anomaly_threshold=anomaly.get("threshold"),
+        is_anomaly=inspection.is_anomaly,
+        regions=_regions(inspection),
+        passages=passages,
+        image_png=image_png,
+    )
+    return PreparedGuidance(
+        inspection_id=inspection.id,
+        request=request,
+        generator=generator,
+        product_id=product.id,
+        defect_type_id=defect.id if defect else None,
+        defect_name=defect.name if defect else "",
+        manual_names=manuals,
+        timeout_s=services.settings.llm_timeout_s,
+        retrieval_ms=int((time.perf_counter() - started) * 1000),
+        unusable_default=unusable_default,
+    )
+
+
+# ----- result and storage ---------------------------------------------------------------------------------
+def _to_read(prepared: PreparedGuidance, result: GuidanceResult) -> GuidanceRead:
+    if prepared.unusable_default and not result.is_fallback:
+        result = dataclasses.replace(
+            result,
+            is_fallback=True,
+            fallback_reason="unavailable",
+            requested_generator=prepared.unusable_default,
+        )
+    citations = []
+    for c in result.citations:
+        manual_id = int(c.manual_id)
+        citations.append(
+            {
+                "manual_id": manual_id,
+                "page": c.page,
+                "text": c.text,
+                "section": c.section,
+                "manual_name": prepared.manual_names.get(manual_id, ""),
+                "url": f"/api/v1/manuals/{manual_id}/file#page={c.page}",
+            }
+        )
+    return GuidanceRead.model_validate(
+        {
+            "sections": result.sections.as_dict(),
+            "citations": citations,
+            "generator": result.generator,
+            "elapsed_ms": result.elapsed_ms + prepared.retrieval_ms,
+            "retrieval_ms": prepared.retrieval_ms,
+            "generation_ms": result.elapsed_ms,
+            "is_fallback": result.is_fallback,
+            "fallback_reason": result.fallback_reason,
+            "requested_generator": result.requested_generator or prepared.generator.name,
+            "product_id": prepared.product_id,
+            "defect_type_id": prepared.defect_type_id,
+            "defect_name": prepared.defect_name,
+            "has_manual": bool(prepared.request.passages),
+            "manuals": sorted(set(prepared.manual_names.values())),
+            "created_at": utcnow(),
+        }
+    )
+
+
+def _store(session: Session, inspection_id: int, read: GuidanceRead) -> None:
+    inspection = get_inspection(session, inspection_id)
+    inspection.guidance = read.model_dump(mode="json")
+    inspection.generator = read.generator
+    inspection.timings_ms = {**(inspection.timings_ms or {}), "guidance": read.elapsed_ms}
+    if inspection.status != "completed":
+        inspection.status = "guided"
+    session.commit()
+
+
+def generate_guidance(
+    session: Session, services: Services, *, inspection_id: int, user: User, body: GuidanceCreate
+) -> GuidanceRead:
+    """Write the four sections for the inspection and store them on it (LLM failures fall back)."""
+    prepared = prepare_guidance(session, services, inspection_id=inspection_id, user=user, body=body)
+    result = generate_with_fallback(
+        prepared.generator, prepared.request, ExtractiveGenerator(), timeout_s=prepared.timeout_s
+    )
+    read = _to_read(prepared, result)
+    _store(session, inspection_id, read)
+    return read
+
+
+def _event(name: str, data: dict[str, Any]) -> str:
+    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def _stream_result(prepared: PreparedGuidance) -> Iterator[tuple[str, Any]]:
+    """("delta", text) pieces while the generator writes, then ("result", GuidanceResult)."""
+    generator, request = prepared.generator, prepared.request
+    stream = getattr(generator, "stream", None)
+    if isinstance(generator, ExtractiveGenerator) or stream is None:
+        yield "result", generate_with_fallback(generator, request, timeout_s=prepared.timeout_s)
+        return
+    started = time.perf_counter()
+    pieces: list[str] = []
+    try:
+        for piece in stream(request):
+            pieces.append(piece)
+            yield "delta", piece
+            if time.perf_counter() - started > prepared.timeout_s:
+                raise GeneratorError("timeout", f"exceeded {prepared.timeout_s:.0f}s", "".join(pieces))
+        elapsed = int((time.perf_counter() - started) * 1000)
+        yield (
+            "result",
+            result_from_text("".join(pieces), request, generator=generator.name, elapsed_ms=elapsed),
+        )
+    except GeneratorError as exc:
+        logger.warning("streaming generator %s failed: %s", generator.name, exc)
+        yield (
+            "result",
+            fallback_result(
+                ExtractiveGenerator(),
+                request,
+                reason=exc.reason,
+                requested=generator.name,
+                raw_text=exc.raw_text or "".join(pieces),
+                started=started,
+            ),
+        )
+    except Exception:
+        logger.exception("streaming generator %s crashed", generator.name)
+        yield (
+            "result",
+            fallback_result(
+                ExtractiveGenerator(), request, reason="error", requested=generator.name, started=started
+            ),
+        )
+
+
+def stream_guidance(services: Services, prepared: PreparedGuidance) -> Iterator[str]:
+    """Server-sent events: "start", "delta" (text as written), then "result" (the stored answer).
+
+    Runs after the request's session is gone (the response streams), so it stores with its own session.
+    """
+    streams = not isinstance(prepared.generator, ExtractiveGenerator) and hasattr(
+        prepared.generator, "stream"
+    )
+    yield _event("start", {"generator": prepared.generator.name, "streaming": streams})
+    for kind, value in _stream_result(prepared):
+        if kind == "delta":
+            yield _event("delta", {"text": value})
+            continue
+        read = _to_read(prepared, value)
+        try:
+            with services.session_factory() as session:
+                _store(session, prepared.inspection_id, read)
+        except DomainError as exc:
+            yield _event("error", {"detail": translate(exc.message_key, **exc.params)})
+            return
+        yield _event("result", read.model_dump(mode="json"))
+
+
+# ----- feedback -------------------------------------------------------------------------------------------
+def save_feedback(
+    session: Session, *, inspection_id: int, user: User, action_taken: str, score: int
+) -> Inspection:
+    """Record what the worker did and how useful the answer was (1-5); completes the inspection."""
+    if not 1 <= score <= 5:
+        raise ValidationFailedError("errors.guidance_bad_score", score=score)
+    inspection = get_inspection(session, inspection_id)
+    now = utcnow()
+    inspection.action_taken = action_taken.strip()
+    inspection.feedback_score = score
+    inspection.feedback_by = user.id
+    inspection.feedback_at = now
+    inspection.status = "completed"
+    inspection.completed_at = now
+    session.commit()
+    return inspection
+
+
+# ----- page -----------------------------------------------------------------------------------------------
+def page_context(
+    session: Session, services: Services, *, inspection_id: int, user: User, generator: str | None
+) -> dict[str, Any]:
+    """What the guidance page shows: images, the stored answer, the generator choices, the record."""
+    inspection = get_inspection(session, inspection_id)
+    choices = [g for g in list_generators(session, services, user=user) if g.available and g.is_allowed]
+    default = next((g.name for g in choices if g.is_default), EXTRACTIVE)
+    selected = generator if generator in {g.name for g in choices} else default
+    anomaly = inspection.anomaly_result or {}
+    reference = anomaly.get("reference_image") or {}
+    guidance = inspection.guidance
+    return {
+        "inspection": inspection,
+        "image_url": f"/api/v1/inspections/{inspection.id}/image",
+        "reference_url": reference.get("image_url"),
+        "overlay_url": anomaly.get("overlay_url"),
+        "comparison_url": anomaly.get("comparison_url"),
+        "generators": choices,
+        "selected_generator": selected,
+        "guidance": guidance,
+        "auto_start": guidance is None or (generator is not None and generator != inspection.generator),
+        "section_names": ["status", "cause", "action", "prevention"],
+    }

@@ -1,0 +1,351 @@
+"""Manual indexing: PDF -> chunks (DB rows) -> the product's ManualIndex in the registry "manuals".
+
+The registry holds one immutable ManualLibrary (text engines + one ManualIndex per product). Writers
+copy the product's index, update the copy, save it under manual_store/, commit the rows, then swap a
+new library in; a request that already took the old library keeps reading it untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from app.core.services import Services
+from app.db.base import utcnow
+from app.db.tables import Artifact, Manual, ManualChunk
+from app.ml.chunking import chunk_pages
+from app.ml.errors import JobCancelled
+from app.ml.pdf_text import parse_pdf
+from app.ml.retriever import (
+    INDEX_FILE,
+    CrossEncoderReranker,
+    IndexedChunk,
+    IndexMismatchError,
+    KoreanTokenizer,
+    ManualIndex,
+)
+from app.ml.text_embedder import TextEmbedder, load_text_embedder
+
+logger = logging.getLogger(__name__)
+
+KIND = "manual_index"
+REGISTRY_NAME = "manuals"
+Progress = Callable[[float, str], None]
+
+# Index writers (upload jobs, rebuilds, deletes) run one at a time: each starts from the library the
+# previous one installed. One lock per process is enough; readers never take it.
+_WRITE_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ManualLibrary:
+    """The text engines and every product's manual index; replaced whole, never mutated."""
+
+    embedder: TextEmbedder
+    tokenizer: KoreanTokenizer
+    reranker: CrossEncoderReranker | None = None
+    indexes: Mapping[int, ManualIndex] = field(default_factory=dict)
+    # Products whose saved index was built with another text embedder (rebuild needed).
+    mismatched: frozenset[int] = frozenset()
+
+    def index_for(self, product_id: int) -> ManualIndex | None:
+        """The product's index, or None when it has no indexed manual."""
+        return self.indexes.get(product_id)
+
+    def with_index(self, product_id: int, index: ManualIndex | None) -> ManualLibrary:
+        """A new library with the product's index replaced (None or empty removes it)."""
+        indexes = dict(self.indexes)
+        if index is None or len(index) == 0:
+            indexes.pop(product_id, None)
+        else:
+            indexes[product_id] = index
+        return replace(self, indexes=indexes, mismatched=self.mismatched - {product_id})
+
+    def empty_index(self) -> ManualIndex:
+        """A new index using this library's engines."""
+        return ManualIndex(self.embedder, tokenizer=self.tokenizer, reranker=self.reranker)
+
+    def describe(self) -> str:
+        """Short status for /readyz."""
+        chunks = sum(len(i) for i in self.indexes.values())
+        return f"{self.embedder.embedder_id}: {len(self.indexes)} products, {chunks} chunks"
+
+
+def product_dir(services: Services, product_id: int) -> Path:
+    """Where a product's index is saved."""
+    return services.settings.manual_store_path / f"product_{product_id}"
+
+
+def load_engines(services: Services) -> ManualLibrary:
+    """Load the text embedder, the Korean tokenizer and (if its weights exist) a reranker; no indexes."""
+    settings = services.settings
+    embedder = load_text_embedder(
+        settings.text_embedder or "use", settings.models_path, device=services.models.device
+    )
+    reranker = CrossEncoderReranker.find(settings.models_path, device=services.models.device)
+    return ManualLibrary(embedder=embedder, tokenizer=KoreanTokenizer(), reranker=reranker)
+
+
+def load_saved_indexes(services: Services, library: ManualLibrary) -> ManualLibrary:
+    """Add every index saved under manual_store/ to ``library`` (reads files only, embeds nothing)."""
+    root = services.settings.manual_store_path
+    indexes: dict[int, ManualIndex] = dict(library.indexes)
+    mismatched: set[int] = set(library.mismatched)
+    if root.is_dir():
+        for directory in sorted(root.glob("product_*")):
+            if not (directory / INDEX_FILE).is_file():
+                continue
+            try:
+                product_id = int(directory.name.removeprefix("product_"))
+            except ValueError:
+                continue
+            try:
+                indexes[product_id] = ManualIndex.load(
+                    directory, library.embedder, tokenizer=library.tokenizer, reranker=library.reranker
+                )
+            except IndexMismatchError as exc:
+                logger.warning("manual index of product %s must be rebuilt: %s", product_id, exc)
+                mismatched.add(product_id)
+    return replace(library, indexes=indexes, mismatched=frozenset(mismatched))
+
+
+def current_library(services: Services) -> ManualLibrary:
+    """The library in the registry; loaded (engines + saved indexes) when the registry has none."""
+    library: ManualLibrary | None = services.models.get(REGISTRY_NAME)
+    if library is None:
+        library = load_saved_indexes(services, load_engines(services))
+        services.models.swap(REGISTRY_NAME, library)
+    return library
+
+
+def _chunk_pdf(data: bytes, services: Services) -> list[tuple[int, str, str, int]]:
+    """(page, section, text, ordinal) of every chunk of a PDF."""
+    settings = services.settings
+    parsed = parse_pdf(data, max_pages=settings.max_manual_pages, max_bytes=settings.max_manual_bytes)
+    return [(c.page, c.section, c.text, c.ordinal) for c in chunk_pages(parsed.pages)]
+
+
+def _index_chunks(manual: Manual, pieces: Iterable[tuple[int, str, str, int]]) -> list[IndexedChunk]:
+    """Index chunks of one manual; the id "<manual id>-<ordinal>" names its ManualChunk row."""
+    return [
+        IndexedChunk(f"{manual.id}-{ordinal}", manual.id, manual.product_id, page, section[:500], text)
+        for page, section, text, ordinal in pieces
+    ]
+
+
+def _write_chunks(session: Session, manual: Manual, pieces: Iterable[tuple[int, str, str, int]]) -> None:
+    """Replace the manual's chunk rows (flushed, not committed)."""
+    session.execute(delete(ManualChunk).where(ManualChunk.manual_id == manual.id))
+    session.add_all(
+        ManualChunk(
+            manual_id=manual.id,
+            product_id=manual.product_id,
+            ordinal=ordinal,
+            page=page,
+            section=section[:500],
+            text=text,
+        )
+        for page, section, text, ordinal in pieces
+    )
+    session.flush()
+
+
+def _record_artifact(
+    session: Session, services: Services, *, product_id: int, index: ManualIndex | None, job_id: int | None
+) -> None:
+    """Mark the product's previous artifact rows old and record the new index (none when emptied)."""
+    session.execute(
+        update(Artifact)
+        .where(Artifact.kind == KIND, Artifact.product_id == product_id, Artifact.is_current.is_(True))
+        .values(is_current=False)
+    )
+    if index is None or len(index) == 0:
+        return
+    now = utcnow()
+    session.add(
+        Artifact(
+            kind=KIND,
+            product_id=product_id,
+            version=now.strftime("%Y%m%d%H%M%S%f"),
+            path=str(product_dir(services, product_id)),
+            is_current=True,
+            meta={
+                "embedder_id": index.embedder.embedder_id,
+                "manual_ids": sorted(int(m) for m in index.manual_ids()),
+                "chunks": len(index),
+            },
+            job_id=job_id,
+            created_at=now,
+        )
+    )
+
+
+def _save(services: Services, product_id: int, index: ManualIndex) -> None:
+    directory = product_dir(services, product_id)
+    if len(index) == 0:
+        shutil.rmtree(directory, ignore_errors=True)
+    else:
+        index.save(directory)
+
+
+def _mark_failed(session: Session, manual_id: int, error: str) -> None:
+    session.rollback()
+    manual = session.get(Manual, manual_id)
+    if manual is not None:
+        manual.status, manual.error = "failed", error[:2000]
+        session.commit()
+
+
+def index_manual(
+    session: Session,
+    services: Services,
+    *,
+    manual_id: int,
+    job_id: int | None = None,
+    progress: Progress | None = None,
+) -> int:
+    """Index one manual into its product's index (its old chunks are replaced); returns the chunk count.
+
+    Status goes pending -> indexing -> indexed (or failed, with the error kept on the manual). The
+    embedding runs outside any database transaction; the rows are written in one short commit.
+    """
+    report = progress or (lambda fraction, stage: None)
+    manual = session.get(Manual, manual_id)
+    if manual is None:
+        raise LookupError(f"manual {manual_id} no longer exists")
+    previous_status = manual.status
+    manual.status, manual.error = "indexing", ""
+    session.commit()
+    product_id = manual.product_id
+    try:
+        report(0.1, "parse")
+        pieces = _chunk_pdf(services.storage.get(manual.object_key), services)
+        report(0.3, "embed")
+        with _WRITE_LOCK:
+            library = current_library(services)
+            existing = library.index_for(product_id)
+            index = existing.copy() if existing is not None else library.empty_index()
+            index.add_manual(manual.id, _index_chunks(manual, pieces))
+            report(0.9, "save")
+            _save(services, product_id, index)
+            try:
+                _write_chunks(session, manual, pieces)
+                manual.status, manual.error, manual.indexed_at = "indexed", "", utcnow()
+                _record_artifact(session, services, product_id=product_id, index=index, job_id=job_id)
+                session.commit()
+            except BaseException:
+                session.rollback()
+                _restore(services, product_id, existing)
+                raise
+            services.models.swap(REGISTRY_NAME, library.with_index(product_id, index))
+    except JobCancelled:
+        session.rollback()
+        row = session.get(Manual, manual_id)
+        if row is not None:
+            row.status = previous_status if previous_status != "indexing" else "pending"
+            session.commit()
+        raise
+    except Exception as exc:
+        logger.exception("indexing manual %s failed", manual_id)
+        _mark_failed(session, manual_id, f"{type(exc).__name__}: {exc}")
+        raise
+    return len(pieces)
+
+
+def _restore(services: Services, product_id: int, index: ManualIndex | None) -> None:
+    """Put the live index back on disk after a failed commit."""
+    if index is None:
+        shutil.rmtree(product_dir(services, product_id), ignore_errors=True)
+    else:
+        _save(services, product_id, index)
+
+
+def rebuild_product(
+    session: Session,
+    services: Services,
+    *,
+    product_id: int,
+    job_id: int | None = None,
+    progress: Progress | None = None,
+) -> dict[str, int]:
+    """Re-index every manual of a product from scratch, beside the live index, then swap it in.
+
+    A manual whose PDF cannot be read is marked failed and left out; the others are indexed.
+    Cancelling (JobCancelled from ``progress``) leaves the live index and the rows unchanged.
+    """
+    report = progress or (lambda fraction, stage: None)
+    manuals = list(session.scalars(select(Manual).where(Manual.product_id == product_id).order_by(Manual.id)))
+    parsed: dict[int, list[tuple[int, str, str, int]]] = {}
+    failed: dict[int, str] = {}
+    for i, manual in enumerate(manuals):
+        report(0.4 * i / max(1, len(manuals)), "parse")
+        try:
+            parsed[manual.id] = _chunk_pdf(services.storage.get(manual.object_key), services)
+        except Exception as exc:  # one unreadable manual must not block the product's others
+            logger.exception("manual %s cannot be parsed", manual.id)
+            failed[manual.id] = f"{type(exc).__name__}: {exc}"
+    with _WRITE_LOCK:
+        library = current_library(services)
+        existing = library.index_for(product_id)
+        index = library.empty_index()
+        for i, manual in enumerate(manuals):
+            report(0.4 + 0.5 * i / max(1, len(manuals)), "embed")
+            if manual.id in parsed:
+                index.add_manual(manual.id, _index_chunks(manual, parsed[manual.id]))
+        report(0.95, "save")
+        _save(services, product_id, index)
+        try:
+            for manual in manuals:
+                if manual.id in failed:
+                    manual.status, manual.error = "failed", failed[manual.id][:2000]
+                    session.execute(delete(ManualChunk).where(ManualChunk.manual_id == manual.id))
+                else:
+                    _write_chunks(session, manual, parsed[manual.id])
+                    manual.status, manual.error, manual.indexed_at = "indexed", "", utcnow()
+            _record_artifact(session, services, product_id=product_id, index=index, job_id=job_id)
+            session.commit()
+        except BaseException:
+            session.rollback()
+            _restore(services, product_id, existing)
+            raise
+        services.models.swap(REGISTRY_NAME, library.with_index(product_id, index))
+    return {"manuals": len(manuals) - len(failed), "failed": len(failed), "chunks": len(index)}
+
+
+def delete_manual(session: Session, services: Services, *, manual: Manual) -> None:
+    """Delete the manual's row and chunk rows and drop its index entries; commits (pending changes too).
+
+    The saved index is rewritten before the commit and the registry swapped after it, so a failure
+    leaves the manual in place and searchable.
+    """
+    product_id, manual_id = manual.product_id, manual.id
+    with _WRITE_LOCK:
+        library: ManualLibrary | None = services.models.get(REGISTRY_NAME)
+        if library is None and (product_dir(services, product_id) / INDEX_FILE).is_file():
+            library = current_library(services)
+        existing = library.index_for(product_id) if library is not None else None
+        index: ManualIndex | None = None
+        if existing is not None and str(manual_id) in existing.manual_ids():
+            index = existing.copy()
+            index.remove_manual(manual_id)
+        session.execute(delete(ManualChunk).where(ManualChunk.manual_id == manual_id))
+        session.delete(manual)
+        if index is not None:
+            _save(services, product_id, index)
+            _record_artifact(session, services, product_id=product_id, index=index, job_id=None)
+        try:
+            session.commit()
+        except Exception:
+            session.rollback()
+            if index is not None:
+                _restore(services, product_id, existing)
+            raise
+        if library is not None and index is not None:
+            services.models.swap(REGISTRY_NAME, library.with_index(product_id, index))

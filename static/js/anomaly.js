@@ -1,0 +1,124 @@
+// Worker step 3: run the anomaly check on entry, show the result, let the worker pick another reference.
+(function () {
+  "use strict";
+  const root = document.getElementById("anomaly-root");
+  if (!root) { return; }
+  const inspectionId = root.dataset.inspectionId;
+  const productId = root.dataset.productId ? Number(root.dataset.productId) : null;
+  const statusEl = document.getElementById("anomaly-status");
+  const errorEl = document.getElementById("anomaly-error");
+  const resultEl = document.getElementById("anomaly-result");
+  const picture = document.getElementById("anomaly-picture");
+  let current = null;
+
+  function format(template, values) {
+    return template.replace(/\{(\w+)\}/g, function (match, key) {
+      return Object.prototype.hasOwnProperty.call(values, key) ? values[key] : match;
+    });
+  }
+
+  function showView(key) {
+    if (!current) { return; }
+    picture.src = current[key] + "?v=" + Date.now();
+    document.querySelectorAll(".anomaly-tabs button").forEach(function (b) {
+      b.classList.toggle("active", b.dataset.view === key);
+    });
+  }
+
+  function showResult(data) {
+    current = data;
+    resultEl.hidden = false;
+    errorEl.hidden = true;
+    statusEl.hidden = true;
+    const badge = document.getElementById("anomaly-badge");
+    badge.textContent = data.is_anomaly ? root.dataset.tAnomaly : root.dataset.tNormal;
+    badge.className = "badge verdict " + (data.is_anomaly ? "is-anomaly" : "is-normal");
+    document.getElementById("anomaly-score").textContent = data.score.toFixed(3);
+    document.getElementById("anomaly-threshold").textContent = data.threshold.toFixed(3);
+    const bar = document.getElementById("anomaly-bar");
+    const share = Math.max(0, Math.min(1, data.score / (2 * data.threshold)));
+    bar.style.width = (share * 100).toFixed(1) + "%";
+    bar.classList.toggle("over", data.is_anomaly);
+    const list = document.getElementById("anomaly-regions");
+    list.innerHTML = "";
+    if (!data.regions.length) {
+      const li = document.createElement("li");
+      li.textContent = root.dataset.tNoRegions;
+      list.appendChild(li);
+    }
+    data.regions.forEach(function (r, i) {
+      const li = document.createElement("li");
+      li.textContent = format(root.dataset.tRegion, {
+        n: i + 1, x: r.x, y: r.y, w: r.width, h: r.height, score: r.score.toFixed(2),
+      });
+      list.appendChild(li);
+    });
+    document.getElementById("anomaly-elapsed").textContent = format(root.dataset.tElapsed, { ms: Math.round(data.elapsed_ms) });
+    document.querySelectorAll(".thumb").forEach(function (t) {
+      t.classList.toggle("selected", data.reference_image && Number(t.dataset.referenceId) === data.reference_image.id);
+    });
+    showView("comparison_url");
+  }
+
+  function showError(status, body) {
+    statusEl.hidden = true;
+    errorEl.hidden = false;
+    errorEl.textContent = (body && body.detail) ? body.detail : ("HTTP " + status);
+    if (status === 409 && root.dataset.isAdmin === "true") {
+      const link = document.createElement("a");
+      link.href = "/admin/deploy/anomaly";
+      link.textContent = " " + root.dataset.tDeployLink;
+      link.className = "deploy-link";
+      errorEl.appendChild(document.createElement("br"));
+      errorEl.appendChild(link);
+    }
+  }
+
+  function run(referenceId) {
+    statusEl.hidden = false;
+    statusEl.textContent = root.dataset.tRunning;
+    const body = { product_id: productId, reference_image_id: referenceId || null };
+    window.DefectLens.api("/api/v1/inspections/" + inspectionId + "/anomaly", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "Accept": "application/json" },
+      body: JSON.stringify(body),
+    }).then(function (response) {
+      return response.json().catch(function () { return {}; }).then(function (data) {
+        if (response.ok) { showResult(data); } else { showError(response.status, data); }
+      });
+    }).catch(function () { showError(0, null); });
+  }
+
+  function generatorNames(data) {
+    const items = Array.isArray(data) ? data : (data && (data.generators || data.items)) || [];
+    return items.map(function (g) { return typeof g === "string" ? g : (g.name || g.id); }).filter(Boolean);
+  }
+
+  function loadGenerators() {
+    const holder = document.getElementById("generator-buttons");
+    window.DefectLens.api("/api/v1/generators", { headers: { "Accept": "application/json" } })
+      .then(function (response) { return response.ok ? response.json() : null; })
+      .then(function (data) {
+        const names = data ? generatorNames(data) : [];
+        if (!names.length) { return; }  // keep the server-rendered "extractive" button
+        holder.innerHTML = "";
+        names.forEach(function (name, i) {
+          const a = document.createElement("a");
+          a.className = "button" + (i === 0 ? " primary" : "");
+          a.href = "/inspect/" + inspectionId + "/guidance?generator=" + encodeURIComponent(name);
+          a.textContent = format(root.dataset.tGenerator, { name: name });
+          holder.appendChild(a);
+        });
+      })
+      .catch(function () { /* keep the default button */ });
+  }
+
+  document.querySelectorAll(".anomaly-tabs button").forEach(function (b) {
+    b.addEventListener("click", function () { showView(b.dataset.view); });
+  });
+  document.querySelectorAll(".thumb").forEach(function (t) {
+    t.addEventListener("click", function () { run(Number(t.dataset.referenceId)); });
+  });
+  loadGenerators();
+  run(null);
+})();

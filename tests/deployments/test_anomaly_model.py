@@ -1,0 +1,177 @@
+"""The anomaly_model job over all products: per-product failure, artifact states, staleness, cancel."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.catalog import service as catalog_service
+from app.catalog.schemas import ProductCreate
+from app.db.base import utcnow
+from app.db.tables import DeploymentJob, ModelSetting, PreprocessingSetting
+from app.deployments import anomaly_model
+from app.deployments.runner import JobContext
+from app.ml.errors import JobCancelled
+from tests.ml.synthetic_textures import make_dataset
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _product(client: TestClient, code: str, n_normal: int, n_defect: int = 0, seed: int = 0) -> int:
+    state = client.app.state  # type: ignore[attr-defined]
+    normals, _defects = make_dataset(seed, n_normal, n_defect, 96, 96)
+    with state.session_factory() as session:
+        product = catalog_service.create_product(
+            session, product_in=ProductCreate(code=code, name=f"{code} 제품"), actor_id=None
+        )
+        catalog_service.upload_images(
+            session,
+            state.storage,
+            state.settings,
+            product_id=product.id,
+            kind="normal",
+            defect_type_id=None,
+            files=[(f"n{i}.png", _png(s.image)) for i, s in enumerate(normals)],
+            actor_id=None,
+        )
+        return product.id
+
+
+def _job(client: TestClient, product_id: int | None) -> JobContext:
+    """A job row and the context the runner would hand to the handler (small, fast model settings)."""
+    state = client.app.state  # type: ignore[attr-defined]
+    params = {"image_size": 96, "coreset_ratio": 0.05}
+    with state.session_factory() as session:
+        row = DeploymentJob(kind="anomaly_model", product_id=product_id, status="running", params=params)
+        session.add(row)
+        session.commit()
+        job_id = row.id
+    return JobContext(
+        job_id=job_id,
+        kind="anomaly_model",
+        product_id=product_id,
+        params=params,
+        session_factory=state.session_factory,
+        services=state.services,
+    )
+
+
+def _finish(client: TestClient, ctx: JobContext, status: str, result: dict[str, object] | None) -> None:
+    with client.app.state.session_factory() as session:  # type: ignore[attr-defined]
+        row = session.get(DeploymentJob, ctx.job_id)
+        assert row is not None
+        row.status, row.result = status, result or {}
+        row.finished_at = utcnow()
+        session.commit()
+
+
+def _states(client: TestClient) -> dict[int, anomaly_model.ArtifactState]:
+    state = client.app.state  # type: ignore[attr-defined]
+    with state.session_factory() as session:
+        return {s.product_id: s for s in anomaly_model.states(session, state.services)}  # type: ignore[misc]
+
+
+def test_all_products_job_builds_good_products_and_reports_the_one_with_too_few_normals(
+    client: TestClient,
+) -> None:
+    good = _product(client, "weave", n_normal=6)
+    few = _product(client, "sparse", n_normal=3, seed=1)
+    before = _states(client)
+    assert before[good].state == "missing"
+    assert before[good].reasons == ["anomaly.state.never_built"]
+    assert "anomaly.state.too_few_normals" in before[few].reasons
+
+    ctx = _job(client, None)
+    result = anomaly_model.run(ctx)
+    _finish(client, ctx, "succeeded", result)
+
+    assert result is not None
+    assert [b["product_id"] for b in result["built"]] == [good]  # type: ignore[index]
+    message = result["failed"][str(few)]  # type: ignore[index]
+    assert "sparse" in message
+    assert "3" in message
+    assert "5" in message
+    loaded = client.app.state.models.get("anomaly")  # type: ignore[attr-defined]
+    assert loaded.get(good) is not None
+    assert loaded.get(few) is None
+    states = _states(client)
+    assert states[good].state == "current"
+    assert states[good].detail["evaluation"]["n_normal"] >= 1
+    assert states[good].detail["evaluation"]["pixel_auroc"] is None  # no masks for uploaded images
+    assert states[few].state == "failed"
+    assert states[few].params["error"] == message
+
+
+def test_single_product_with_too_few_normals_fails_the_job(client: TestClient) -> None:
+    few = _product(client, "sparse", n_normal=2)
+    with pytest.raises(ValueError, match="sparse"):
+        anomaly_model.run(_job(client, few))
+
+
+def test_changes_after_the_build_make_the_model_stale(client: TestClient) -> None:
+    pid = _product(client, "weave", n_normal=6)
+    ctx = _job(client, pid)
+    _finish(client, ctx, "succeeded", anomaly_model.run(ctx))
+    assert _states(client)[pid].state == "current"
+
+    state = client.app.state  # type: ignore[attr-defined]
+    extra, _ = make_dataset(7, 1, 0, 96, 96)
+    with state.session_factory() as session:
+        catalog_service.upload_images(
+            session,
+            state.storage,
+            state.settings,
+            product_id=pid,
+            kind="normal",
+            defect_type_id=None,
+            files=[("extra.png", _png(extra[0].image))],
+            actor_id=None,
+        )
+        session.merge(PreprocessingSetting(product_id=pid, smooth=True))
+        settings_row = catalog_service.get_model_settings(session)
+        settings_row.anomaly_backbone = "resnet18"
+        session.commit()
+    stale = _states(client)[pid]
+    assert stale.state == "stale"
+    assert set(stale.reasons) == {
+        "anomaly.state.normals_changed",
+        "anomaly.state.preprocessing_changed",
+        "anomaly.state.backbone_changed",
+    }
+    with state.session_factory() as session:
+        session.get(ModelSetting, 1).anomaly_backbone = "efficientnet-lite0"  # type: ignore[union-attr]
+        session.commit()
+
+
+def test_cancelled_job_keeps_the_live_model_and_writes_nothing(client: TestClient) -> None:
+    pid = _product(client, "weave", n_normal=6)
+    ctx = _job(client, pid)
+    ctx._cancelled = True  # an admin pressed cancel before the first checkpoint
+    with pytest.raises(JobCancelled):
+        anomaly_model.run(ctx)
+    assert client.app.state.models.get("anomaly") is None  # type: ignore[attr-defined]
+    folder = client.app.state.settings.artifacts_path / "anomaly"  # type: ignore[attr-defined]
+    assert not folder.exists() or not any(folder.rglob("*.safetensors"))
+
+
+def test_backbone_choices_are_published_for_the_model_settings_api(
+    client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    anomaly_model.load(client.app.state.services)  # type: ignore[attr-defined]
+    choices = client.app.state.models.get("catalog.available_choices")  # type: ignore[attr-defined]
+    assert "efficientnet-lite0" in choices["anomaly_backbone"]
+    refused = client.put(
+        "/api/v1/settings/models", json={"anomaly_backbone": "wide-resnet50-2"}, headers=admin_headers
+    )
+    assert refused.status_code == 400  # no local weights for it on this server
+    accepted = client.put(
+        "/api/v1/settings/models", json={"anomaly_backbone": "efficientnet-lite0"}, headers=admin_headers
+    )
+    assert accepted.status_code == 200, accepted.text
