@@ -225,9 +225,12 @@ def run_anomalib(
     model.memory_bank = torch.empty(0)
     t0 = time.perf_counter()
     model.train()
-    for i in range(0, len(prod.train), cfg.batch_size):
-        model(extractor.preprocess(prod.train[i : i + cfg.batch_size], cfg.image_size))
-    model.subsample_embedding(cfg.coreset_ratio)
+    # no_grad: without it the k-center loop records an autograd graph per pick (20+ GB at 20k patches);
+    # Lightning's fit would not keep that graph either, so this only helps anomalib.
+    with torch.no_grad():
+        for i in range(0, len(prod.train), cfg.batch_size):
+            model(extractor.preprocess(prod.train[i : i + cfg.batch_size], cfg.image_size))
+        model.subsample_embedding(cfg.coreset_ratio)
     build = time.perf_counter() - t0
     model.eval()
 
@@ -274,6 +277,25 @@ def interleaved_latency(
     return {name: 1000 * statistics.median(v) for name, v in times.items()}
 
 
+def rss_guard(limit_gb: float) -> None:
+    """Stop the run with a traceback when resident memory passes `limit_gb` (the machine is shared)."""
+    import faulthandler
+    import threading
+
+    def watch() -> None:
+        page = os.sysconf("SC_PAGE_SIZE")
+        while True:
+            with open(f"/proc/{os.getpid()}/statm") as fh:
+                rss = int(fh.read().split()[1]) * page
+            if rss > limit_gb * 2**30:
+                print(f"resident memory {rss / 2**30:.1f} GB > {limit_gb} GB: stopping", flush=True)
+                faulthandler.dump_traceback(all_threads=True)
+                os._exit(3)
+            time.sleep(0.1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=None)
@@ -291,9 +313,11 @@ def main() -> None:
     parser.add_argument("--coreset", type=float, default=0.1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-anomalib", action="store_true")
+    parser.add_argument("--max-rss-gb", type=float, default=6.0, help="abort above this resident memory")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "out" / "patchcore.json")
     args = parser.parse_args()
 
+    rss_guard(args.max_rss_gb)
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
     cfg = PatchCoreConfig(image_size=args.image_size, coreset_ratio=args.coreset, batch_size=8)
