@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.core.services import Services
@@ -27,6 +27,11 @@ def load(services: Services) -> None:
     """
     from app.inspection.guidance.service import load_generators
 
+    with services.session_factory() as session:
+        # A manual left "indexing" by a stopped server is indexed by nothing now (its job is failed on
+        # restart): show it as pending so the admin sees it needs indexing.
+        session.execute(update(Manual).where(Manual.status == "indexing").values(status="pending", error=""))
+        session.commit()
     library = indexing.load_saved_indexes(services, indexing.load_engines(services))
     services.models.swap(indexing.REGISTRY_NAME, library)
     try:
@@ -118,9 +123,7 @@ def states(session: Session, services: Services) -> list[ArtifactState]:
             detail=detail,
         )
         out.append(state)
-        if any(j.product_id in (product.id, None) for j in active_jobs) or any(
-            m.status == "indexing" for m in manuals
-        ):
+        if any(j.product_id in (product.id, None) for j in active_jobs):
             state.state = "building"
             continue
         if not manuals:

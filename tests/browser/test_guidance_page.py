@@ -110,6 +110,10 @@ def test_worker_reads_the_streamed_answer_and_saves_feedback(
     assert "검사가 완료되었습니다" in page.inner_text("[data-testid=feedback-saved]")
     assert page.locator("a[href='/history']").count() == 1
     screenshot(page, "guidance-saved")
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone on the line
+    page.goto(f"{base}/inspect/{inspection_id}/guidance")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+    screenshot(page, "guidance-phone")
     record = _api(base, "worker1").get(f"/api/v1/inspections/{inspection_id}").json()
     assert record["status"] == "completed"
     assert record["feedback_score"] == 4

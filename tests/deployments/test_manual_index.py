@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from app.core.services import Services
-from app.db.tables import ManualChunk
+from app.db.tables import Manual, ManualChunk
 from app.deployments import manual_index
 from app.manuals import indexing
 from app.ml.errors import JobCancelled
@@ -185,7 +185,13 @@ def test_startup_load_puts_saved_indexes_and_generators_in_the_registry(
         session_factory=services.session_factory,
         metrics=services.metrics,
     )
+    with services.session_factory() as session:  # the server stopped while a second manual was indexing
+        manual = session.scalars(select(Manual)).one()
+        manual.status = "indexing"
+        session.commit()
     manual_index.load(restarted)
+    with services.session_factory() as session:
+        assert session.scalars(select(Manual)).one().status == "pending"
     library = restarted.models.get("manuals")
     assert library.embedder.embedder_id == "use-multilingual-v3"
     assert len(library.index_for(pid)) == len(services.models.get("manuals").index_for(pid))

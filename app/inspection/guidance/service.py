@@ -118,6 +118,36 @@ def _loaded(services: Services) -> dict[str, Generator]:
     return loaded
 
 
+def _label(info: GeneratorInfo, *, vision: bool) -> str:
+    if info.kind == "extractive":
+        return translate("guidance.generator_label.extractive")
+    if info.kind == "openai" and info.is_available:
+        key = "openai_vision" if vision else "openai"
+        return translate(f"guidance.generator_label.{key}", model=info.name.split(":", 1)[-1])
+    if info.kind == "openai":
+        return translate("guidance.generator_label.openai_unset")
+    return info.label
+
+
+def _reason(info: GeneratorInfo, *, is_loaded: bool, device: str) -> str:
+    """Why a generator can or cannot be used, in the user's language."""
+    if info.kind == "extractive":
+        return translate("guidance.reason.always")
+    if info.kind == "openai":
+        if not info.is_available:
+            return translate("guidance.reason.openai_not_configured")
+        return translate("guidance.reason.openai_ready", url=info.reason)
+    if not info.is_available:
+        if info.path is not None and not (info.path / "config.json").is_file():
+            return translate("guidance.reason.no_weights", path=str(info.path))
+        return translate("guidance.reason.unavailable", detail=info.reason)
+    if not is_loaded:
+        return translate("guidance.generator_not_loaded")
+    return translate(
+        "guidance.reason.local_ready" if device.startswith("cuda") else "guidance.reason.local_cpu"
+    )
+
+
 def list_generators(session: Session, services: Services, *, user: User) -> list[GeneratorRead]:
     """Every generator: available here or why not, the default, and whether this user may pick it."""
     model_settings = get_model_settings(session)
@@ -127,16 +157,13 @@ def list_generators(session: Session, services: Services, *, user: User) -> list
     out: list[GeneratorRead] = []
     for info in generator_infos(services):
         is_loaded = info.name in loaded
-        reason = info.reason
-        if info.is_available and not is_loaded:
-            reason = translate("guidance.generator_not_loaded")
         out.append(
             GeneratorRead(
                 name=info.name,
-                label=info.label,
+                label=_label(info, vision=services.settings.openai_is_vision),
                 kind=info.kind,
                 available=info.is_available and is_loaded,
-                reason=reason,
+                reason=_reason(info, is_loaded=is_loaded, device=services.models.device),
                 is_default=info.name == default,
                 is_allowed=user.role == "admin" or info.name in allowed,
                 is_loaded=is_loaded,
@@ -161,9 +188,8 @@ def _pick_generator(session: Session, services: Services, *, user: User, name: s
     generator = loaded.get(name)
     if generator is None:
         info = infos.get(name)
-        raise ValidationFailedError(
-            "errors.guidance_generator_unavailable", name=name, reason=info.reason if info else ""
-        )
+        reason = _reason(info, is_loaded=False, device=services.models.device) if info else ""
+        raise ValidationFailedError("errors.guidance_generator_unavailable", name=name, reason=reason)
     return generator
 
 

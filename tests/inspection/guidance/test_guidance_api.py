@@ -175,7 +175,11 @@ def test_generators_list_marks_default_availability_and_worker_permission(
     assert listed["openai:good"]["is_allowed"] is False  # not in the allowed list for workers
     preset = listed["hyperclovax-seed-1.5b"]
     assert preset["available"] is False
-    assert preset["reason"]
+    assert "모델 가중치가 없습니다" in preset["reason"]
+    assert listed["openai:good"]["label"] == "good (OpenAI 호환 서버)"
+    english = {g["name"]: g for g in client.get("/api/v1/generators?lang=en", headers=worker).json()}
+    assert english["hyperclovax-seed-1.5b"]["reason"].startswith("Model weights not found")
+    assert english["extractive"]["label"] == "Manual excerpts (offline, no model)"
     admin = bearer(client, "admin1", ADMIN_PASSWORD)
     assert client.get("/api/v1/generators", headers=admin).json()[0]["is_allowed"] is True
 
