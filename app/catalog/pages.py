@@ -539,7 +539,8 @@ def models_submit(
         ("anomaly_backbone", anomaly_backbone),
         ("default_generator", default_generator),
     ):
-        if value and value != getattr(current, key):
+        # The packaged backbone is spelled with "-" in old rows and "_" by the engine: the same model.
+        if value and value.replace("-", "_") != str(getattr(current, key)).replace("-", "_"):
             changes[key] = value
     allowed = sorted(set(allowed_generators or []) | ({default_generator} if default_generator else set()))
     if allowed != sorted(current.allowed_generators or []):
