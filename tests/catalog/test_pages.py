@@ -339,3 +339,16 @@ def test_stale_artifacts_are_announced_with_a_link_to_the_deploy_screen(
     assert "stale-notice" in page
     assert "갱신 필요" in page
     assert 'href="/admin/deploy/search"' in page
+
+
+def test_grid_thumbnails_are_small_jpegs(client: TestClient) -> None:
+    csrf = login_page(client)
+    _seed(client, csrf)
+    _upload(client, csrf, 1, [("files", ("big.png", png_bytes((1200, 800), (10, 120, 200)), "image/png"))])
+    grid = client.get("/admin/images/normal").text
+    assert 'src="/api/v1/images/1/thumbnail?v=' in grid
+    thumb = client.get("/api/v1/images/1/thumbnail")
+    assert thumb.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(thumb.content)).size == (256, 171)
+    assert client.get("/api/v1/images/1/thumbnail", params={"size": 5000}).status_code == 422
+    assert client.get("/api/v1/images/99/thumbnail").status_code == 404
