@@ -441,9 +441,12 @@ def preprocessing_page(
     current = dict(overview).get(product) if product else None
     sample_images: list[Any] = []
     if product is not None:
-        sample_images, _total = service.list_images(
-            session, product_id=product.id, kind=None, defect_type_id=None, page=1, page_size=12
-        )
+        # Normal images first: they are what the memory bank is built from.
+        for kind in ("normal", "defect"):
+            rows, _total = service.list_images(
+                session, product_id=product.id, kind=kind, defect_type_id=None, page=1, page_size=12
+            )
+            sample_images.extend(rows)
     return render_admin(
         request,
         "admin/catalog/preprocessing_edit.html",
