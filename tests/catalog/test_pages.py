@@ -148,8 +148,12 @@ def test_defect_types_create_filter_edit_deactivate(client: TestClient) -> None:
     assert "불량 코드" in page_alert(bad.text)  # type: ignore[attr-defined]
     duplicate = post_form(client, "/admin/defect-types", csrf, product_id="1", code="scratch", name="x")
     assert duplicate.status_code == 409  # type: ignore[attr-defined]
-    no_product = post_form(client, "/admin/defect-types", csrf, product_id="", code="dent", name="찍힘")
-    assert no_product.status_code == 400  # type: ignore[attr-defined]
+    for odd in ("", "²", "99999999999999999999999", "1 OR 1=1"):
+        no_product = post_form(client, "/admin/defect-types", csrf, product_id=odd, code="dent", name="찍힘")
+        assert no_product.status_code == 400, odd  # type: ignore[attr-defined]
+    missing = post_form(client, "/admin/defect-types", csrf, product_id="77", code="dent", name="찍힘")
+    assert missing.status_code == 404  # type: ignore[attr-defined]
+    assert client.get("/admin/images/other").status_code == 404
 
     only_fabric = client.get("/admin/defect-types", params={"product_id": 2}).text
     assert 'data-defect="hole"' in only_fabric
