@@ -225,8 +225,8 @@ def run_anomalib(
     model.memory_bank = torch.empty(0)
     t0 = time.perf_counter()
     model.train()
-    # no_grad: without it the k-center loop records an autograd graph per pick (20+ GB at 20k patches);
-    # Lightning's fit would not keep that graph either, so this only helps anomalib.
+    # no_grad as in inference; it does not change anomalib's results (its memory blow-up was heap
+    # fragmentation, see fixed_mmap_threshold).
     with torch.no_grad():
         for i in range(0, len(prod.train), cfg.batch_size):
             model(extractor.preprocess(prod.train[i : i + cfg.batch_size], cfg.image_size))
