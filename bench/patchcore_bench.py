@@ -225,8 +225,8 @@ def run_anomalib(
     model.memory_bank = torch.empty(0)
     t0 = time.perf_counter()
     model.train()
-    # no_grad: without it the k-center loop records an autograd graph per pick (20+ GB at 20k patches);
-    # Lightning's fit would not keep that graph either, so this only helps anomalib.
+    # no_grad as in inference; it does not change anomalib's results (its memory blow-up was heap
+    # fragmentation, see fixed_mmap_threshold).
     with torch.no_grad():
         for i in range(0, len(prod.train), cfg.batch_size):
             model(extractor.preprocess(prod.train[i : i + cfg.batch_size], cfg.image_size))
@@ -277,6 +277,21 @@ def interleaved_latency(
     return {name: 1000 * statistics.median(v) for name, v in times.items()}
 
 
+def fixed_mmap_threshold() -> None:
+    """Serve allocations >= 1 MB from mmap (same as MALLOC_MMAP_THRESHOLD_=1048576).
+
+    glibc raises its mmap threshold after each freed large block, so anomalib's k-center loop (a new
+    N x 262 difference per pick) then fragments the heap: resident memory grew past 20 GB and the kernel
+    killed the run. Fixing the threshold keeps it under 1 GB; it applies to both implementations alike.
+    """
+    import ctypes
+    import ctypes.util
+
+    libc_name = ctypes.util.find_library("c")
+    if libc_name:
+        ctypes.CDLL(libc_name).mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+
+
 def rss_guard(limit_gb: float) -> None:
     """Stop the run with a traceback when resident memory passes `limit_gb` (the machine is shared)."""
     import faulthandler
@@ -317,6 +332,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "out" / "patchcore.json")
     args = parser.parse_args()
 
+    fixed_mmap_threshold()
     rss_guard(args.max_rss_gb)
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
