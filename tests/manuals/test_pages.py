@@ -19,6 +19,13 @@ def manual_pdf(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return (root / manifest.products[0].manual_pdf).read_bytes()
 
 
+@pytest.fixture(autouse=True)
+def _no_background_indexing(client: TestClient) -> None:
+    """These tests are about the screen: uploads stay pending (indexing has its own tests), so a
+    background job cannot change a status while a test reads or sets it."""
+    client.app.state.runner.handlers.pop("manual_index", None)  # type: ignore[attr-defined]
+
+
 def _upload(client: TestClient, csrf: str, product_id: int, pdf: bytes, name: str = "매뉴얼.pdf") -> dict:
     response = client.post(
         f"/api/v1/products/{product_id}/manuals",
