@@ -225,9 +225,12 @@ def run_anomalib(
     model.memory_bank = torch.empty(0)
     t0 = time.perf_counter()
     model.train()
-    for i in range(0, len(prod.train), cfg.batch_size):
-        model(extractor.preprocess(prod.train[i : i + cfg.batch_size], cfg.image_size))
-    model.subsample_embedding(cfg.coreset_ratio)
+    # no_grad as in inference; it does not change anomalib's results (its memory blow-up was heap
+    # fragmentation, see fixed_mmap_threshold).
+    with torch.no_grad():
+        for i in range(0, len(prod.train), cfg.batch_size):
+            model(extractor.preprocess(prod.train[i : i + cfg.batch_size], cfg.image_size))
+        model.subsample_embedding(cfg.coreset_ratio)
     build = time.perf_counter() - t0
     model.eval()
 
@@ -274,6 +277,40 @@ def interleaved_latency(
     return {name: 1000 * statistics.median(v) for name, v in times.items()}
 
 
+def fixed_mmap_threshold() -> None:
+    """Serve allocations >= 1 MB from mmap (same as MALLOC_MMAP_THRESHOLD_=1048576).
+
+    glibc raises its mmap threshold after each freed large block, so anomalib's k-center loop (a new
+    N x 262 difference per pick) then fragments the heap: resident memory grew past 20 GB and the kernel
+    killed the run. Fixing the threshold keeps it under 1 GB; it applies to both implementations alike.
+    """
+    import ctypes
+    import ctypes.util
+
+    libc_name = ctypes.util.find_library("c")
+    if libc_name:
+        ctypes.CDLL(libc_name).mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+
+
+def rss_guard(limit_gb: float) -> None:
+    """Stop the run with a traceback when resident memory passes `limit_gb` (the machine is shared)."""
+    import faulthandler
+    import threading
+
+    def watch() -> None:
+        page = os.sysconf("SC_PAGE_SIZE")
+        while True:
+            with open(f"/proc/{os.getpid()}/statm") as fh:
+                rss = int(fh.read().split()[1]) * page
+            if rss > limit_gb * 2**30:
+                print(f"resident memory {rss / 2**30:.1f} GB > {limit_gb} GB: stopping", flush=True)
+                faulthandler.dump_traceback(all_threads=True)
+                os._exit(3)
+            time.sleep(0.1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=None)
@@ -291,9 +328,12 @@ def main() -> None:
     parser.add_argument("--coreset", type=float, default=0.1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-anomalib", action="store_true")
+    parser.add_argument("--max-rss-gb", type=float, default=6.0, help="abort above this resident memory")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "out" / "patchcore.json")
     args = parser.parse_args()
 
+    fixed_mmap_threshold()
+    rss_guard(args.max_rss_gb)
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
     cfg = PatchCoreConfig(image_size=args.image_size, coreset_ratio=args.coreset, batch_size=8)

@@ -41,3 +41,11 @@ def error_text(exc: DomainError | ValidationError, invalid_key: str) -> tuple[st
     if isinstance(exc, DomainError):
         return translate(exc.message_key, **exc.params), exc.status_code
     return translate(invalid_key), 422
+
+
+def form_id(value: str) -> int | None:
+    """An id typed into / carried by a form, or None when it is not a plain in-range number."""
+    value = value.strip()
+    if not value.isascii() or not value.isdigit() or len(value) > 18:
+        return None
+    return int(value)

@@ -213,6 +213,19 @@ def get_image_file(
     )
 
 
+@router.get("/images/{image_id}/thumbnail")
+def get_image_thumbnail(
+    image_id: int,
+    session: SessionDep,
+    storage: StorageDep,
+    _: CurrentUserDep,
+    size: Annotated[int, Query(ge=32, le=512)] = 256,
+) -> Response:
+    """A small JPEG of the image (cacheable: pages add the checksum to the URL)."""
+    data = service.render_thumbnail(session, storage, image_id=image_id, size=size)
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+
+
 @router.delete("/images/{image_id}", status_code=204)
 def delete_image(
     image_id: int, session: SessionDep, storage: StorageDep, models: ModelsDep, admin: AdminDep

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from app.admin.forms import error_text, redirect, render_admin
+from app.admin.forms import error_text, form_id, redirect, render_admin
 from app.auth.dependencies import AdminDep, get_current_user
 from app.auth.pages import safe_next
 from app.catalog import service
@@ -23,7 +23,7 @@ from app.catalog.schemas import (
 )
 from app.core.config import Settings
 from app.core.dependencies import ModelsDep, SettingsDep, StorageDep
-from app.core.errors import DomainError
+from app.core.errors import DomainError, NotFoundError
 from app.core.i18n import translate
 from app.core.services import Services
 from app.db.session import SessionDep
@@ -249,14 +249,13 @@ def create_defect_type_submit(
 ) -> Response:
     """Add a defect type to a product."""
     form = {"product_id": product_id, "code": code, "name": name, "description": description}
-    shown = int(filter_product_id) if filter_product_id.isdigit() else None
+    shown = form_id(filter_product_id)
     try:
-        if not product_id.isdigit():
+        target = form_id(product_id)
+        if target is None:
             raise DomainError("errors.admin_product_required")
         defect_in = DefectTypeCreate(code=code.strip(), name=name.strip(), description=description.strip())
-        service.create_defect_type(
-            session, product_id=int(product_id), defect_in=defect_in, actor_id=admin.id
-        )
+        service.create_defect_type(session, product_id=target, defect_in=defect_in, actor_id=admin.id)
     except (ValidationError, DomainError) as exc:
         message, status = error_text(exc, "errors.admin_defect_form_invalid")
         return _defect_types_page(
@@ -333,7 +332,7 @@ def defect_type_toggle_submit(
         defect_in=DefectTypeUpdate(is_active=action == "reactivate"),
         actor_id=admin.id,
     )
-    shown = int(filter_product_id) if filter_product_id.isdigit() else None
+    shown = form_id(filter_product_id)
     return redirect("/admin/defect-types", f"{action}d", product_id=shown)
 
 
@@ -342,7 +341,7 @@ def defect_type_toggle_submit(
 
 @router.get("/images/{kind}")
 def images_page(
-    kind: Literal["normal", "defect"],
+    kind: str,
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
@@ -352,6 +351,8 @@ def images_page(
     page: Annotated[int, Query(ge=1)] = 1,
 ) -> Response:
     """정상/불량 이미지 등록: upload files or ZIPs with progress, the refused list, and a paged grid."""
+    if kind not in ("normal", "defect"):
+        raise NotFoundError("errors.not_found")
     products = service.list_products(session)
     product = _pick_product(products, product_id)
     defect_types: list[DefectType] = []
@@ -441,9 +442,12 @@ def preprocessing_page(
     current = dict(overview).get(product) if product else None
     sample_images: list[Any] = []
     if product is not None:
-        sample_images, _total = service.list_images(
-            session, product_id=product.id, kind=None, defect_type_id=None, page=1, page_size=12
-        )
+        # Normal images first: they are what the memory bank is built from.
+        for kind in ("normal", "defect"):
+            rows, _total = service.list_images(
+                session, product_id=product.id, kind=kind, defect_type_id=None, page=1, page_size=12
+            )
+            sample_images.extend(rows)
     return render_admin(
         request,
         "admin/catalog/preprocessing_edit.html",
@@ -539,7 +543,8 @@ def models_submit(
         ("anomaly_backbone", anomaly_backbone),
         ("default_generator", default_generator),
     ):
-        if value and value != getattr(current, key):
+        # The packaged backbone is spelled with "-" in old rows and "_" by the engine: the same model.
+        if value and value.replace("-", "_") != str(getattr(current, key)).replace("-", "_"):
             changes[key] = value
     allowed = sorted(set(allowed_generators or []) | ({default_generator} if default_generator else set()))
     if allowed != sorted(current.allowed_generators or []):

@@ -632,3 +632,15 @@ def render_preprocessing_preview(
     buffer = io.BytesIO()
     out.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def render_thumbnail(session: Session, storage: ObjectStorage, *, image_id: int, size: int) -> bytes:
+    """A small JPEG of a registered image for grids (camera photos are far too big to show 24 at once)."""
+    image = get_image(session, image_id)
+    with Image.open(io.BytesIO(storage.get(image.object_key))) as source:
+        source.draft("RGB", (size, size))  # JPEG decoders can skip most of the work at reduced scale
+        source.thumbnail((size, size))
+        out = source.convert("RGB")
+    buffer = io.BytesIO()
+    out.save(buffer, format="JPEG", quality=82)
+    return buffer.getvalue()

@@ -80,6 +80,11 @@ def register_error_handlers(app: FastAPI) -> None:
         key = _HTTP_KEYS.get(exc.status_code, "errors.bad_request")
         return _respond(request, exc.status_code, translate(key), key)
 
+    @app.exception_handler(OverflowError)
+    async def _overflow(request: Request, exc: OverflowError) -> Response:
+        # An id past the database's integer range (SQLite raises while binding it) names nothing.
+        return _respond(request, 404, translate("errors.not_found"), "errors.not_found")
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         logger.exception("unhandled error", exc_info=exc)

@@ -31,7 +31,14 @@ from app.core.i18n import translate
 from app.core.services import Services
 from app.core.storage import ObjectStorage
 from app.db.base import utcnow
-from app.db.tables import Artifact, DeploymentJob, PreprocessingSetting, Product, ReferenceImage
+from app.db.tables import (
+    Artifact,
+    DeploymentJob,
+    ModelSetting,
+    PreprocessingSetting,
+    Product,
+    ReferenceImage,
+)
 from app.deployments.runner import JobContext
 from app.deployments.status import ArtifactState
 from app.ml.anomaly_calibration import train_and_score
@@ -476,7 +483,8 @@ def states(session: Session, services: Services) -> list[ArtifactState]:
             .limit(200)
         )
     )
-    model_setting = catalog_service.get_model_settings(session).anomaly_backbone
+    settings_row = session.get(ModelSetting, 1)  # read only: never create the row from a status read
+    model_setting = settings_row.anomaly_backbone if settings_row else setting_name(DEFAULT_BACKBONE)
     loaded = current_models(services)
     out: list[ArtifactState] = []
     for product in products:

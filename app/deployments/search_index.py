@@ -228,13 +228,23 @@ def apply_image_changes(
         with services.session_factory() as session:
             current = preprocessing_options(session, sorted({i.product_id for i in images}))
         _embed_into(services, engine, images, current)
-    if added or removed:
-        engine.save_in_place(index_root(services))
+    touched = {"defect" if r.kind == "defect" else "normal" for r in [*added, *removed]}
+    if touched:
+        engine.save_in_place(index_root(services), [k for k in GALLERY_KINDS if k in touched])
     return len(images)
 
 
-def reconcile(services: Services, engine: SearchEngine, product_ids: Sequence[int]) -> tuple[int, int]:
-    """Bring the engine's galleries in line with the catalog for these products; (added, removed)."""
+def reconcile(
+    services: Services,
+    engine: SearchEngine,
+    product_ids: Sequence[int],
+    *,
+    exclude: frozenset[int] = frozenset(),
+) -> tuple[int, int]:
+    """Bring the engine's galleries in line with the catalog for these products; (added, removed).
+
+    Images in `exclude` (unreadable during the build) are not retried.
+    """
     with services.session_factory() as session:
         images = catalog_images(session, product_ids)
         current = preprocessing_options(session, product_ids)
@@ -247,7 +257,9 @@ def reconcile(services: Services, engine: SearchEngine, product_ids: Sequence[in
             continue
         scope = {h.image_id for pid in product_ids for h in gallery.rows(pid)}
         removed += gallery.remove(sorted(scope - wanted))
-        missing.extend(img for img in images if img.kind == kind and img.id not in gallery)
+        missing.extend(
+            img for img in images if img.kind == kind and img.id not in gallery and img.id not in exclude
+        )
     if missing:
         _embed_into(services, engine, missing, current)
     return len(missing), removed
@@ -257,10 +269,16 @@ def reconcile(services: Services, engine: SearchEngine, product_ids: Sequence[in
 
 
 def _items(
-    services: Services, images: Sequence[CatalogImage]
+    ctx: JobContext, images: Sequence[CatalogImage], skipped: list[int]
 ) -> Iterator[tuple[int, int, int | None, Image.Image]]:
     for img in images:
-        yield img.id, img.product_id, img.defect_type_id, open_rgb(services.storage.get(img.object_key))
+        try:
+            picture = open_rgb(ctx.services.storage.get(img.object_key))
+        except Exception as exc:  # one lost or broken object must not sink the whole rebuild
+            skipped.append(img.id)
+            ctx.log(f"skipped image {img.id} ({img.object_key}): {type(exc).__name__}: {exc}")
+            continue
+        yield img.id, img.product_id, img.defect_type_id, picture
 
 
 def run(ctx: JobContext) -> dict[str, object] | None:
@@ -293,6 +311,7 @@ def run(ctx: JobContext) -> dict[str, object] | None:
     total = max(1, len(images))
     done_before = 0
     galleries: dict[str, Gallery] = {}
+    skipped: list[int] = []
     for kind in GALLERY_KINDS:
         subset = [img for img in images if img.kind == kind]
         ctx.log(f"embedding {len(subset)} {kind} images of {len(scope)} product(s)")
@@ -304,7 +323,7 @@ def run(ctx: JobContext) -> dict[str, object] | None:
             ctx.progress(0.02 + 0.9 * (offset + done) / total, stage)
 
         gallery = build_gallery(
-            _items(services, subset),
+            _items(ctx, subset, skipped),
             embedder,
             lambda pid, image: preprocess(image, current[pid]),
             kind=kind,
@@ -343,7 +362,7 @@ def run(ctx: JobContext) -> dict[str, object] | None:
     services.models.swap(ENGINE, engine)
     install_hook(services)
     # Images registered while we were embedding went to the old engine: add them to the new one too.
-    added, removed = reconcile(services, engine, scope)
+    added, removed = reconcile(services, engine, scope, exclude=frozenset(skipped))
     if added or removed:
         ctx.log(f"caught up with catalog changes made during the build: +{added} / -{removed}")
         engine.save_in_place(index_root(services))
@@ -353,6 +372,7 @@ def run(ctx: JobContext) -> dict[str, object] | None:
         "defect_images": galleries["defect"].count,
         "normal_images": galleries["normal"].count,
         "products": len(scope),
+        "skipped_images": skipped,
     }
     _record_artifact(ctx, generation, result)
     ctx.log(engine.describe())
@@ -463,7 +483,7 @@ def _product_state(
         if engine is not None and engine.note and engine.built_at:
             state.state = "stale"
             state.reasons.append("search.stale.embedder_changed")
-            state.params["built"] = engine.note
+            state.params.update(built=engine.note, configured=configured)
         else:
             state.state = "missing"
             state.reasons.append("search.stale.never_built")

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 
-from app.admin.forms import redirect, render_admin
+from app.admin.forms import form_id, redirect, render_admin
 from app.auth.dependencies import AdminDep, get_current_user
 from app.catalog import service as catalog_service
 from app.core.dependencies import ServicesDep, SettingsDep, StorageDep
@@ -65,5 +65,5 @@ def delete_manual_submit(
 ) -> Response:
     """Delete a manual (its chunks, index entries and stored PDF go with it)."""
     service.delete_manual(session, storage, services, manual_id=manual_id, actor_id=admin.id)
-    shown = int(filter_product_id) if filter_product_id.isdigit() else None
+    shown = form_id(filter_product_id)
     return redirect("/admin/manuals", "deleted", product_id=shown)

@@ -196,7 +196,8 @@
       prepForm.querySelectorAll("input[name=steps]").forEach(function (box) { params.set(box.value, box.checked ? "true" : "false"); });
       spinner.hidden = false;
       after.src = preview.dataset.url + "?" + params.toString();
-      before.src = "/api/v1/images/" + select.value + "/file?v=" + version;
+      // "Before" goes through the same endpoint with every switch off: same size, same scaling.
+      before.src = preview.dataset.url + "?image_id=" + encodeURIComponent(select.value) + "&v=" + encodeURIComponent(version);
     }
     after.addEventListener("load", function () { spinner.hidden = true; after.dataset.loaded = after.src; });
     after.addEventListener("error", function () { spinner.hidden = true; after.alt = preview.dataset.msgFailed; });

@@ -90,8 +90,13 @@
   }
 
   function generatorNames(data) {
+    // only generators this server can run and this worker may pick; the default one first
     const items = Array.isArray(data) ? data : (data && (data.generators || data.items)) || [];
-    return items.map(function (g) { return typeof g === "string" ? g : (g.name || g.id); }).filter(Boolean);
+    const usable = items.filter(function (g) {
+      return typeof g === "string" || (g.available !== false && g.is_allowed !== false);
+    });
+    usable.sort(function (a, b) { return (b.is_default ? 1 : 0) - (a.is_default ? 1 : 0); });
+    return usable.map(function (g) { return typeof g === "string" ? g : (g.name || g.id); }).filter(Boolean);
   }
 
   function loadGenerators() {

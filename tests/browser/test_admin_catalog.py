@@ -32,6 +32,18 @@ def _seed(settings: Settings) -> None:
     engine.dispose()
 
 
+def _set_manual_status(settings: Settings, status: str, error: str) -> None:
+    """Play the indexer's part (the guidance helper's job runner is not on this branch)."""
+    from app.db.tables import Manual
+
+    engine = make_engine(settings.database_url)
+    with make_session_factory(engine)() as session:
+        for manual in session.query(Manual):
+            manual.status, manual.error = status, error
+        session.commit()
+    engine.dispose()
+
+
 def _fits(page: Any) -> bool:
     return bool(page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"))
 
@@ -157,6 +169,10 @@ def test_admin_walks_the_catalog_screens(
     page.click("#manual-upload-form button[type=submit]")
     page.wait_for_selector("#manual-table tr[data-manual-id]")
     assert "금속_매뉴얼.pdf" in page.locator("#manual-table").inner_text()
+    # The page polls while indexing is not final: a status change shows up without a reload.
+    _set_manual_status(settings, "failed", "색인 중 오류")
+    page.wait_for_selector("#manual-table tr[data-status=failed] .status-badge.state-failed")
+    assert "색인 중 오류" in page.locator("#manual-table .error-text").inner_text()
     assert _fits(page)
     screenshot(page, "admin-catalog-manuals-ko")
 

@@ -260,11 +260,12 @@ def test_admin_walks_dashboard_deploy_and_history(
     page.click(f"tr[data-inspection='{ids['detailed']}'] >> text=상세")
     page.wait_for_url(f"{base}/history/{ids['detailed']}")
     assert "원인 분석" in page.inner_text("main")
-    heatmap_loaded = page.evaluate(
-        "() => [...document.querySelectorAll('.anomaly-grid img')]"
-        ".every(img => img.complete && img.naturalWidth > 0)"
+    # every anomaly image must really load (a broken URL never gets a natural width); wait under load
+    page.wait_for_function(
+        "() => { const imgs = [...document.querySelectorAll('.anomaly-grid img')];"
+        " return imgs.length > 0 && imgs.every(img => img.complete && img.naturalWidth > 0); }",
+        timeout=30_000,
     )
-    assert heatmap_loaded
     assert _fits(page)
     screenshot(page, "ops-history-detail")
     page.goto(f"{base}/history/stats")

@@ -148,8 +148,12 @@ def test_defect_types_create_filter_edit_deactivate(client: TestClient) -> None:
     assert "불량 코드" in page_alert(bad.text)  # type: ignore[attr-defined]
     duplicate = post_form(client, "/admin/defect-types", csrf, product_id="1", code="scratch", name="x")
     assert duplicate.status_code == 409  # type: ignore[attr-defined]
-    no_product = post_form(client, "/admin/defect-types", csrf, product_id="", code="dent", name="찍힘")
-    assert no_product.status_code == 400  # type: ignore[attr-defined]
+    for odd in ("", "²", "99999999999999999999999", "1 OR 1=1"):
+        no_product = post_form(client, "/admin/defect-types", csrf, product_id=odd, code="dent", name="찍힘")
+        assert no_product.status_code == 400, odd  # type: ignore[attr-defined]
+    missing = post_form(client, "/admin/defect-types", csrf, product_id="77", code="dent", name="찍힘")
+    assert missing.status_code == 404  # type: ignore[attr-defined]
+    assert client.get("/admin/images/other").status_code == 404
 
     only_fabric = client.get("/admin/defect-types", params={"product_id": 2}).text
     assert 'data-defect="hole"' in only_fabric
@@ -309,3 +313,46 @@ def test_model_choices_come_from_the_engines_and_unavailable_ones_are_refused(cl
     )
     assert "저장했습니다" in ok.text  # type: ignore[attr-defined]
     assert client.get("/api/v1/settings/models").json()["anomaly_backbone"] == "resnet18"
+
+
+def test_admin_texts_exist_in_korean_and_english() -> None:
+    from app.core.i18n import all_keys
+
+    ko = {k for k in all_keys("ko") if k.startswith(("adm.", "errors.admin_"))}
+    en = {k for k in all_keys("en") if k.startswith(("adm.", "errors.admin_"))}
+    assert ko == en
+    assert len(ko) > 100
+
+
+def test_stale_artifacts_are_announced_with_a_link_to_the_deploy_screen(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engines' `states()` still return [] on this branch; this stands in for the search helper's."""
+    from app.deployments import search_index
+    from app.deployments.status import ArtifactState
+
+    csrf = login_page(client)
+    _seed(client, csrf)
+    assert "stale-notice" not in client.get("/admin/images/defect").text  # nothing reported: no notice
+
+    def states(session: object, services: object) -> list[ArtifactState]:
+        return [ArtifactState(kind="search_index", product_id=1, state="stale", reasons=["adm.done.saved"])]
+
+    monkeypatch.setattr(search_index, "states", states)
+    page = client.get("/admin/images/defect", params={"product_id": 1}).text
+    assert "stale-notice" in page
+    assert "갱신 필요" in page
+    assert 'href="/admin/deploy/search"' in page
+
+
+def test_grid_thumbnails_are_small_jpegs(client: TestClient) -> None:
+    csrf = login_page(client)
+    _seed(client, csrf)
+    _upload(client, csrf, 1, [("files", ("big.png", png_bytes((1200, 800), (10, 120, 200)), "image/png"))])
+    grid = client.get("/admin/images/normal").text
+    assert 'src="/api/v1/images/1/thumbnail?v=' in grid
+    thumb = client.get("/api/v1/images/1/thumbnail")
+    assert thumb.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(thumb.content)).size == (256, 171)
+    assert client.get("/api/v1/images/1/thumbnail", params={"size": 5000}).status_code == 422
+    assert client.get("/api/v1/images/99/thumbnail").status_code == 404

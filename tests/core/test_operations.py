@@ -47,3 +47,12 @@ def test_unknown_page_is_a_friendly_404(client: TestClient) -> None:
     response = client.get("/api/v1/nope")
     assert response.status_code == 404
     assert response.json()["detail"] == "요청한 항목을 찾을 수 없습니다."
+
+
+def test_an_id_past_the_integer_range_is_404_not_500(
+    client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    huge = "9" * 25
+    for path in (f"/api/v1/products/{huge}", f"/api/v1/inspections/{huge}", f"/api/v1/images/{huge}/file"):
+        response = client.get(path, headers=admin_headers)
+        assert response.status_code == 404, (path, response.text)

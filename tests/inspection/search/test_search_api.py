@@ -20,6 +20,7 @@ from tests.inspection.search.conftest import (
     make_catalog,
     png,
     scratch_photo,
+    upload,
 )
 
 
@@ -136,8 +137,6 @@ def test_only_normal_images_means_no_defect_to_search(
     product = app_client.post(
         "/api/v1/products", json={"code": "plain", "name": "무지 판재", "description": ""}, headers=admin
     ).json()
-    from tests.inspection.search.conftest import upload
-
     upload(app_client, admin, product["id"], "normal", [png(clean_photo(1)), png(clean_photo(2))])
     assert deploy(app_client, admin)["status"] == "succeeded"
     inspection_id = inspect(app_client, worker, png(hole_photo(54)))
@@ -244,16 +243,18 @@ def test_restart_loads_the_gallery_without_embedding(
 ) -> None:
     catalog = make_catalog(app_client, admin)
     deploy(app_client, admin)
+    # an incremental add after the build is saved too, and survives the restart
+    upload(app_client, admin, catalog.product_id, "defect", [png(hole_photo(64))], catalog.hole_id)
     embedded = embedder.images_embedded
     with TestClient(create_app(search_settings)) as restarted:
         assert embedder.images_embedded == embedded
         engine = restarted.app.state.models.get("search")  # type: ignore[attr-defined]
         assert isinstance(engine, SearchEngine)
         assert engine.is_built
-        assert engine.gallery("defect").count == 8  # type: ignore[union-attr]
+        assert engine.gallery("defect").count == 9  # type: ignore[union-attr]
         ready = restarted.get("/readyz").json()
         assert (
-            "efficientnet-lite0: 8 defect / 3 normal images" in ready["checks"]["models"]["engines"]["search"]
+            "efficientnet-lite0: 9 defect / 3 normal images" in ready["checks"]["models"]["engines"]["search"]
         )
         headers = bearer(restarted, "admin1", ADMIN_PASSWORD)
         inspection_id = inspect(restarted, headers, png(hole_photo(56)))

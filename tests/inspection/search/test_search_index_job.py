@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from app.catalog import service as catalog_service
 from app.cli import run_migrations
 from app.core.config import Settings
-from app.db.tables import Artifact, DeploymentJob
+from app.db.tables import Artifact, DeploymentJob, ReferenceImage
 from app.deployments import search_index
 from app.deployments.jobs import artifact_states
 from app.deployments.runner import JobContext
@@ -106,9 +107,12 @@ def test_changed_embedder_setting_marks_the_index_stale(
 ) -> None:
     make_catalog(app_client, admin)
     deploy(app_client, admin)
-    changed = app_client.put("/api/v1/settings/models", json={"embedder": "clip"}, headers=admin)
-    assert changed.status_code == 200, changed.text
     services = app_client.app.state.services  # type: ignore[attr-defined]
+    # No CLIP weights here, so the settings API refuses "clip"; write the choice an admin makes on a
+    # server that has them straight into the settings row.
+    with services.session_factory() as session:
+        catalog_service.get_model_settings(session).embedder = "clip"
+        session.commit()
     with services.session_factory() as session:
         states = [s for s in artifact_states(session, services) if s.kind == "search_index"]
     assert states[0].state == "stale"
@@ -134,3 +138,29 @@ def test_images_changed_behind_the_hook_are_reported_and_fixed_by_a_rebuild(
         state = next(s for s in artifact_states(session, services) if s.kind == "search_index")
     assert state.state == "current"
     assert state.detail["defect_images"] == 7
+
+
+def test_a_lost_image_file_is_skipped_not_fatal(
+    app_client: TestClient, admin: dict[str, str], search_settings: Settings
+) -> None:
+    catalog = make_catalog(app_client, admin)
+    lost = catalog.images["scratch"][0]
+    services = app_client.app.state.services  # type: ignore[attr-defined]
+    with services.session_factory() as session:
+        key = session.get(ReferenceImage, lost).object_key
+    services.storage.delete(key)  # e.g. removed from the bucket by hand
+    job = deploy(app_client, admin)
+    assert job["status"] == "succeeded", job
+    assert job["result"]["skipped_images"] == [lost]
+    assert job["result"]["defect_images"] == 7
+    detail = app_client.get(f"/api/v1/deployments/{job['id']}", headers=admin).json()
+    assert f"skipped image {lost}" in detail["log"]
+    state = next(s for s in _states(app_client) if s.product_id == catalog.product_id)
+    assert state.state == "stale"  # the admin sees the catalog and the index disagree
+    assert "search.stale.images_changed" in state.reasons
+
+
+def _states(client: TestClient) -> list:
+    services = client.app.state.services  # type: ignore[attr-defined]
+    with services.session_factory() as session:
+        return [s for s in artifact_states(session, services) if s.kind == "search_index"]
