@@ -25,7 +25,6 @@ several threads; torch's own intra-op thread count is left to the application.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ import torch
 from PIL import Image
 
 import app.ml.torchvision_compat  # noqa: F401 - must run before open_clip imports torchvision
+from app.core.fileio import file_sha256
 from app.ml.errors import ModelNotAvailableError
 
 logger = logging.getLogger(__name__)
@@ -119,14 +119,6 @@ def _embed_batches(
             batch = torch.stack([to_tensor(img) for img in images[start : start + batch_size]])
             chunks.append(_l2_normalise(forward(batch)))
     return np.concatenate(chunks, axis=0)
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class EfficientNetEmbedder:
@@ -254,7 +246,7 @@ class ClipEmbedder:
             raise ModelNotAvailableError("CLIP needs the open_clip_torch package") from exc
         if arch not in open_clip.list_models():
             raise ModelNotAvailableError(f"unknown open_clip architecture {arch!r}")
-        sha = _file_sha256(weights_path)
+        sha = file_sha256(weights_path)
         try:
             # An absolute existing file path is never interpreted as a hub tag, so nothing is fetched.
             model, _, preprocess = open_clip.create_model_and_transforms(

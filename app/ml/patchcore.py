@@ -43,7 +43,7 @@ import torch.nn.functional as F  # noqa: N812 - conventional alias
 from PIL import Image
 from torch import nn
 
-from app.core.fileio import atomic_write_bytes
+from app.core.fileio import atomic_write_bytes, file_sha256
 from app.ml.errors import ArtifactError, JobCancelled, ModelNotAvailableError
 
 logger = logging.getLogger(__name__)
@@ -454,14 +454,6 @@ def gaussian_blur(maps: torch.Tensor, sigma: float = _MAP_SIGMA) -> torch.Tensor
     return x.squeeze(1)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class PatchCore:
     """PatchCore model of one product: a memory bank of normal patch features and a FAISS index over it.
 
@@ -715,7 +707,7 @@ class PatchCore:
             "backbone": self.config.backbone,
             "feature_dim": int(self.memory_bank.shape[1]),
             "bank_shape": list(self.memory_bank.shape),
-            "bank_sha256": _sha256(bank_path),
+            "bank_sha256": file_sha256(bank_path),
             "config": self.config.to_dict(),
             "calibration": None if self.calibration is None else self.calibration.to_dict(),
             "preprocessing_key": self.preprocessing_key,
