@@ -22,10 +22,9 @@ from app.catalog.schemas import (
     ProductUpdate,
 )
 from app.core.config import Settings
-from app.core.dependencies import ModelsDep, SettingsDep, StorageDep
+from app.core.dependencies import ModelsDep, SettingsDep, StorageDep, get_services
 from app.core.errors import DomainError, NotFoundError
 from app.core.i18n import translate
-from app.core.services import Services
 from app.db.session import SessionDep
 from app.db.tables import DefectType, Product
 from app.deployments.jobs import artifact_states
@@ -45,17 +44,11 @@ DEPLOY_LINKS = {
 }
 
 
-def services_of(request: Request) -> Services:
-    """The app's long-lived services (for artifact states)."""
-    services: Services = request.app.state.services
-    return services
-
-
 def stale_artifacts(
     request: Request, session: SessionDep, *, product_id: int | None, kinds: set[str]
 ) -> list[dict[str, Any]]:
     """Artifacts of the product that are not current, with a translated reason and the deploy link."""
-    states: list[ArtifactState] = artifact_states(session, services_of(request))
+    states: list[ArtifactState] = artifact_states(session, get_services(request))
     out = []
     for state in states:
         if state.kind not in kinds or state.state == "current":

@@ -474,6 +474,31 @@ def get_preprocessing(session: Session, product_id: int) -> PreprocessingSetting
     return row
 
 
+def preprocessing_options(session: Session, product_ids: Sequence[int]) -> dict[int, PreprocessingOptions]:
+    """The preprocessing search and anomaly apply per product (all off without a row); reads only."""
+    rows = {
+        r.product_id: r
+        for r in session.scalars(
+            select(PreprocessingSetting).where(PreprocessingSetting.product_id.in_(list(product_ids)))
+        )
+    }
+    out: dict[int, PreprocessingOptions] = {}
+    for pid in product_ids:
+        row = rows.get(pid)
+        out[pid] = (
+            PreprocessingOptions(
+                grayscale=row.grayscale,
+                contrast=row.contrast,
+                equalize=row.equalize,
+                smooth=row.smooth,
+                normalize=row.normalize,
+            )
+            if row is not None
+            else PreprocessingOptions()
+        )
+    return out
+
+
 def set_preprocessing(
     session: Session, *, product_id: int, settings_in: PreprocessingRead, actor_id: int | None
 ) -> PreprocessingSetting:

@@ -35,7 +35,6 @@ from app.db.tables import (
     Artifact,
     DeploymentJob,
     ModelSetting,
-    PreprocessingSetting,
     Product,
     ReferenceImage,
 )
@@ -152,20 +151,6 @@ def normals_fingerprint(rows: Sequence[ReferenceImage]) -> str:
     for row in sorted(rows, key=lambda r: r.id):
         digest.update(f"{row.id}:{row.checksum}\n".encode())
     return digest.hexdigest()
-
-
-def preprocessing_options(session: Session, product_id: int) -> PreprocessingOptions:
-    """The product's preprocessing switches (defaults when never set); reads only."""
-    row = session.get(PreprocessingSetting, product_id)
-    if row is None:
-        return PreprocessingOptions()
-    return PreprocessingOptions(
-        grayscale=row.grayscale,
-        contrast=row.contrast,
-        equalize=row.equalize,
-        smooth=row.smooth,
-        normalize=row.normalize,
-    )
 
 
 def prepare(image: Image.Image, options: PreprocessingOptions) -> Image.Image:
@@ -298,7 +283,7 @@ def build_product(
         code = product.code
         normals = normal_images(session, product_id)
         defects = defect_images(session, product_id)
-        options = preprocessing_options(session, product_id)
+        options = catalog_service.preprocessing_options(session, [product_id])[product_id]
         fingerprint = normals_fingerprint(normals)
         session.expunge_all()
     if len(normals) < MIN_NORMAL_IMAGES:
@@ -474,6 +459,7 @@ def _failure(job: DeploymentJob, product_id: int) -> str | None:
 def states(session: Session, services: Services) -> list[ArtifactState]:
     """Per active product: current, stale (and why), missing, building or failed."""
     products: list[Product] = catalog_service.list_products(session)
+    preprocessing = catalog_service.preprocessing_options(session, [p.id for p in products])
     artifacts = current_artifacts(session)
     jobs = list(
         session.scalars(
@@ -524,7 +510,7 @@ def states(session: Session, services: Services) -> list[ArtifactState]:
         reasons = []
         if meta.get("normals_fingerprint") != normals_fingerprint(normals):
             reasons.append("anomaly.state.normals_changed")
-        if meta.get("preprocessing_key") != preprocessing_options(session, product.id).key():
+        if meta.get("preprocessing_key") != preprocessing[product.id].key():
             reasons.append("anomaly.state.preprocessing_changed")
         if meta.get("backbone") != model_setting:
             reasons.append("anomaly.state.backbone_changed")
@@ -605,7 +591,7 @@ def evaluate_product(
         artifact = current_artifacts(session).get(product.id)
         if artifact is None:
             raise ConflictError("errors.anomaly_model_missing", product=product.name, code=product.code)
-        options = preprocessing_options(session, product.id)
+        options = catalog_service.preprocessing_options(session, [product.id])[product.id]
         registered = defect_images(session, product.id)
         session.expunge_all()
     model = PatchCore.load(

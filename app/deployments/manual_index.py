@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from app.catalog import service as catalog_service
 from app.core.services import Services
-from app.db.tables import Artifact, DeploymentJob, Manual, Product
+from app.db.tables import Artifact, DeploymentJob, Manual
 from app.deployments.runner import JobContext
 from app.deployments.status import ArtifactState
 from app.manuals import indexing
@@ -95,13 +96,18 @@ def states(session: Session, services: Services) -> list[ArtifactState]:
             )
         )
     )
-    last_jobs: dict[int | None, DeploymentJob] = {}
-    for job in session.scalars(
-        select(DeploymentJob).where(DeploymentJob.kind == KIND).order_by(DeploymentJob.id)
-    ):
-        last_jobs[job.product_id] = job
+    # only each product's latest job: every manual upload adds a job, so the history grows without bound
+    latest_ids = (
+        select(func.max(DeploymentJob.id))
+        .where(DeploymentJob.kind == KIND)
+        .group_by(DeploymentJob.product_id)
+    )
+    last_jobs = {
+        job.product_id: job
+        for job in session.scalars(select(DeploymentJob).where(DeploymentJob.id.in_(latest_ids)))
+    }
     out: list[ArtifactState] = []
-    for product in session.scalars(select(Product).where(Product.is_active.is_(True)).order_by(Product.id)):
+    for product in catalog_service.list_products(session):
         manuals = list(session.scalars(select(Manual).where(Manual.product_id == product.id)))
         artifact = session.scalar(
             select(Artifact)

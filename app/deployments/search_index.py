@@ -21,6 +21,7 @@ from PIL import Image
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from app.catalog import service as catalog_service
 from app.core.images import open_rgb
 from app.core.services import Services
 from app.db.tables import (
@@ -28,7 +29,6 @@ from app.db.tables import (
     DefectType,
     DeploymentJob,
     ModelSetting,
-    PreprocessingSetting,
     Product,
     ReferenceImage,
 )
@@ -76,31 +76,6 @@ def configured_embedder(session: Session) -> str:
     """The embedder chosen in model settings (the default when the row does not exist yet)."""
     row = session.get(ModelSetting, 1)
     return row.embedder if row is not None and row.embedder else EFFICIENTNET_NAME
-
-
-def preprocessing_options(session: Session, product_ids: Sequence[int]) -> dict[int, PreprocessingOptions]:
-    """Current preprocessing per product (all off for a product without a settings row)."""
-    rows = {
-        r.product_id: r
-        for r in session.scalars(
-            select(PreprocessingSetting).where(PreprocessingSetting.product_id.in_(list(product_ids)))
-        )
-    }
-    out: dict[int, PreprocessingOptions] = {}
-    for pid in product_ids:
-        row = rows.get(pid)
-        out[pid] = (
-            PreprocessingOptions(
-                grayscale=row.grayscale,
-                contrast=row.contrast,
-                equalize=row.equalize,
-                smooth=row.smooth,
-                normalize=row.normalize,
-            )
-            if row is not None
-            else PreprocessingOptions()
-        )
-    return out
 
 
 def active_product_ids(session: Session) -> list[int]:
@@ -226,7 +201,7 @@ def apply_image_changes(
     ]
     if images:
         with services.session_factory() as session:
-            current = preprocessing_options(session, sorted({i.product_id for i in images}))
+            current = catalog_service.preprocessing_options(session, sorted({i.product_id for i in images}))
         _embed_into(services, engine, images, current)
     touched = {"defect" if r.kind == "defect" else "normal" for r in [*added, *removed]}
     if touched:
@@ -247,7 +222,7 @@ def reconcile(
     """
     with services.session_factory() as session:
         images = catalog_images(session, product_ids)
-        current = preprocessing_options(session, product_ids)
+        current = catalog_service.preprocessing_options(session, product_ids)
     wanted = {img.id for img in images}
     removed = 0
     missing: list[CatalogImage] = []
@@ -290,7 +265,7 @@ def run(ctx: JobContext) -> dict[str, object] | None:
         all_products = active_product_ids(session)
         if ctx.product_id is not None and ctx.product_id not in all_products:
             all_products = [*all_products, ctx.product_id]
-        current = preprocessing_options(session, all_products)
+        current = catalog_service.preprocessing_options(session, all_products)
     old: SearchEngine | None = services.models.get(ENGINE)
     ctx.progress(0.01, "search.stages.loading_embedder")
     if old is not None and old.embedder_name == name:
@@ -428,7 +403,7 @@ def settings_mismatch(
     if gallery is None:
         return False
     scope = list(product_ids) if product_ids is not None else sorted(gallery.count_by_product())
-    current = preprocessing_options(session, scope)
+    current = catalog_service.preprocessing_options(session, scope)
     return any(gallery.preprocessing_keys.get(pid, current[pid].key()) != current[pid].key() for pid in scope)
 
 
@@ -442,7 +417,7 @@ def states(session: Session, services: Services) -> list[ArtifactState]:
     if not product_ids:
         return []
     configured = configured_embedder(session)
-    current = preprocessing_options(session, product_ids)
+    current = catalog_service.preprocessing_options(session, product_ids)
     images = catalog_images(session, product_ids)
     active_jobs = list(
         session.scalars(

@@ -324,21 +324,25 @@ def test_admin_texts_exist_in_korean_and_english() -> None:
     assert len(ko) > 100
 
 
-def test_stale_artifacts_are_announced_with_a_link_to_the_deploy_screen(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The engines' `states()` still return [] on this branch; this stands in for the search helper's."""
-    from app.deployments import search_index
-    from app.deployments.status import ArtifactState
-
+def test_stale_artifacts_are_announced_with_a_link_to_the_deploy_screen(client: TestClient) -> None:
+    """A built search index raises no notice; new preprocessing makes it stale and the page says so."""
     csrf = login_page(client)
     _seed(client, csrf)
-    assert "stale-notice" not in client.get("/admin/images/defect").text  # nothing reported: no notice
+    files = [("files", (f"d{i}.png", png_bytes(color=(30 * i, 90, 90)), "image/png")) for i in range(2)]
+    assert _upload(client, csrf, 1, files, kind="defect", defect_type_id=1).status_code == 201
+    job = client.post(
+        "/api/v1/deployments",
+        json={"kind": "search_index", "product_id": None},
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert job.status_code == 202, job.text
+    assert client.app.state.runner.wait_idle(300)  # type: ignore[attr-defined]
+    assert client.get(f"/api/v1/deployments/{job.json()['id']}").json()["status"] == "succeeded"
+    assert "stale-notice" not in client.get("/admin/images/defect", params={"product_id": 1}).text  # current
 
-    def states(session: object, services: object) -> list[ArtifactState]:
-        return [ArtifactState(kind="search_index", product_id=1, state="stale", reasons=["adm.done.saved"])]
-
-    monkeypatch.setattr(search_index, "states", states)
+    switches = {"grayscale": True, "contrast": False, "equalize": False, "smooth": False, "normalize": False}
+    changed = client.put("/api/v1/products/1/preprocessing", json=switches, headers={"X-CSRF-Token": csrf})
+    assert changed.status_code == 200, changed.text
     page = client.get("/admin/images/defect", params={"product_id": 1}).text
     assert "stale-notice" in page
     assert "갱신 필요" in page

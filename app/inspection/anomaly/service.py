@@ -81,7 +81,7 @@ def check_inspection(
     reference = _reference_image(
         session, services, image=photo, product_id=pid, reference_image_id=reference_image_id
     )
-    options = anomaly_model.preprocessing_options(session, pid)
+    options = catalog_service.preprocessing_options(session, [pid])[pid]
     prepared = anomaly_model.prepare(photo, options)
     output = model.detect(prepared)
     calibration = model.calibration

@@ -96,7 +96,7 @@ def _query_hits(
         product_ids = [pid for pid in in_gallery if pid in active]
         if not product_ids:
             raise ConflictError("errors.search_no_defect_images")
-    current = search_index.preprocessing_options(session, product_ids)
+    current = catalog_service.preprocessing_options(session, product_ids)
     groups: dict[str, tuple[PreprocessingOptions, list[int]]] = {}
     for pid in product_ids:
         options = engine.options_for("defect", pid, current[pid])
@@ -333,7 +333,7 @@ def nearest_normal_images(
     engine = _engine(services)
     if engine is None or engine.gallery("normal") is None or k < 1:
         return []
-    current = search_index.preprocessing_options(session, [product_id])[product_id]
+    current = catalog_service.preprocessing_options(session, [product_id])[product_id]
     options = engine.options_for("normal", product_id, current)
     vector = engine.embed([image], [options])[0]
     return [hit.image_id for hit in engine.search("normal", vector, k, product_id)]
