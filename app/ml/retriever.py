@@ -129,6 +129,10 @@ class KoreanTokenizer:
 
             kiwi = Kiwi()
         self._kiwi = kiwi
+        # Kiwi builds its analyser lazily on the first call: 2-4 s here, holding the GIL, which froze the
+        # whole server (the event loop shares the process) when it happened inside a request or a job.
+        # Paying it now puts it where models load: at startup.
+        self._kiwi.tokenize("불량 대응 매뉴얼")
 
     def _keep(self, tokens: Iterable[Any]) -> list[str]:
         out: list[str] = []

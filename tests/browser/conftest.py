@@ -37,7 +37,12 @@ def _free_port() -> int:
 
 @pytest.fixture
 def live_server(settings: Settings) -> Iterator[tuple[str, Settings]]:
-    """The real app served by uvicorn on a loopback port."""
+    """The real app served by uvicorn on a loopback port, loading its models at startup as in production.
+
+    (With lazy loading, the first job loaded Kiwi inside the server process and held the GIL for
+    seconds; the polling test client then lost a kept-alive connection: connection reset by peer.)
+    """
+    settings = settings.model_copy(update={"load_models": True})
     port = _free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None)
