@@ -77,10 +77,12 @@ class PatchCoreConfig:
         num_neighbors: ``b`` of the paper's image-score reweighting (1 disables reweighting).
         feature_dim: Patch feature width; wider concatenated features are reduced to it by adaptive
             average pooling over channels (EfficientNet-Lite0 gives 152 channels, so no reduction).
-        projection_dim: Width of the sparse random projection used only for coreset distances. 64, not
-            the usual 128: the coreset loop streams the projected patches once per pick, and at 40k
-            patches 64 float32 columns stay in cache (0.3-0.5 ms per pick here) while 128 do not
-            (3-5 ms); the covering radius measured on real features was within 1.5% of 128 dims.
+        projection_dim: Width of the sparse random projection used only for coreset distances; features
+            no wider than this are used as they are. 256 (about anomalib's Johnson-Lindenstrauss width),
+            so the default EfficientNet-Lite0 features (152) are compared exactly. A 64-dim projection
+            built the coreset ~2.5x faster but cost pixel AUROC on the demo battery_cap product: 0.99650
+            vs 0.99663 over 9 seeds, where exact distances give 0.99663 and anomalib 0.99663 (bench,
+            2026-11-21); the build stays ~10x faster than anomalib's.
         batch_size: Images per backbone forward pass.
         seed: Seed of the projection and of the coreset's start point (fits are reproducible).
     """
@@ -91,7 +93,7 @@ class PatchCoreConfig:
     max_bank: int = 30_000
     num_neighbors: int = 9
     feature_dim: int = 1024
-    projection_dim: int = 64
+    projection_dim: int = 256
     batch_size: int = 8
     seed: int = 0
 
