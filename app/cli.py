@@ -138,6 +138,30 @@ def _cmd_evaluate_anomaly(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_backup(args: argparse.Namespace) -> int:
+    from app.core.backup import create_backup
+
+    try:
+        report = create_backup(get_settings(), args.output)
+    except DomainError as exc:
+        sys.stderr.write(translate(exc.message_key, **exc.params) + "\n")
+        return 1
+    sys.stdout.write(f"{args.output}: {report.summary()}, {report.size_bytes} bytes\n")
+    return 0
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    from app.core.backup import restore_backup
+
+    try:
+        report = restore_backup(get_settings(), args.archive)
+    except DomainError as exc:
+        sys.stderr.write(translate(exc.message_key, **exc.params) + "\n")
+        return 1
+    sys.stdout.write(f"restored {report.summary()}\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (subcommands register themselves here)."""
     parser = argparse.ArgumentParser(prog="defectlens", description="DefectLens command line")
@@ -167,6 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-build", action="store_true", help="register data only; do not run the deployments"
     )
     demo.set_defaults(func=_cmd_demo)
+
+    backup = sub.add_parser(
+        "backup", help="write a consistent archive: database rows, stored objects, current artifacts"
+    )
+    backup.add_argument("--output", type=Path, required=True, help="the archive to write (a .tar file)")
+    backup.set_defaults(func=_cmd_backup)
+
+    restore = sub.add_parser("restore", help="fill an empty instance from a backup archive")
+    restore.add_argument("archive", type=Path)
+    restore.set_defaults(func=_cmd_restore)
 
     evaluate = sub.add_parser("evaluate", help="measure a built model on labelled images")
     evaluate_sub = evaluate.add_subparsers(dest="evaluate_command", required=True)
