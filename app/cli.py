@@ -138,6 +138,42 @@ def _cmd_evaluate_anomaly(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from app.core.observability import Metrics
+    from app.core.services import Services
+    from app.core.storage import make_storage
+    from app.db.session import make_engine, make_session_factory
+    from app.deployments.jobs import make_runner
+    from app.deployments.queue import run_worker
+    from app.ml.loading import prepare_directories
+    from app.ml.registry import ModelRegistry, resolve_device
+
+    settings = get_settings()
+    if not settings.job_broker_url:
+        sys.stderr.write(translate("errors.worker_needs_broker") + "\n")
+        return 2
+    prepare_directories(settings)
+    engine = make_engine(settings.database_url)
+    services = Services(
+        settings=settings,
+        storage=make_storage(settings),
+        models=ModelRegistry(settings.models_path, resolve_device(settings.device)),
+        session_factory=make_session_factory(engine),
+        metrics=Metrics(),
+    )
+    runner = make_runner(services, role="worker")
+    kinds = [k for k in (args.queues or "").split(",") if k] or sorted(runner.handlers)
+    unknown = sorted(set(kinds) - set(runner.handlers))
+    if unknown:
+        sys.stderr.write(translate("errors.worker_unknown_kinds", kinds=", ".join(unknown)) + "\n")
+        return 2
+    try:
+        run_worker(settings, runner, kinds=kinds, concurrency=args.concurrency)
+    finally:
+        engine.dispose()
+    return 0
+
+
 def _cmd_backup(args: argparse.Namespace) -> int:
     from app.core.backup import create_backup
 
@@ -191,6 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-build", action="store_true", help="register data only; do not run the deployments"
     )
     demo.set_defaults(func=_cmd_demo)
+
+    worker = sub.add_parser("worker", help="run deployment jobs from the queue (needs JOB_BROKER_URL)")
+    worker.add_argument(
+        "--queues", default="", help="comma-separated job kinds to take (default: all), e.g. anomaly_model"
+    )
+    worker.add_argument("--concurrency", type=int, default=1, help="jobs at once in this process")
+    worker.set_defaults(func=_cmd_worker)
 
     backup = sub.add_parser(
         "backup", help="write a consistent archive: database rows, stored objects, current artifacts"

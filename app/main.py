@@ -25,8 +25,8 @@ from app.core.storage import make_storage
 from app.db.session import make_engine, make_session_factory
 from app.deployments import api as deployments_api
 from app.deployments import pages as deployments_pages
-from app.deployments.jobs import load_artifacts, register_jobs
-from app.deployments.runner import JobRunner
+from app.deployments.jobs import load_artifacts, make_runner, reload_kind
+from app.deployments.watcher import ArtifactWatcher
 from app.history import api as history_api
 from app.history import pages as history_pages
 from app.inspection import api as inspection_api
@@ -56,12 +56,23 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.models.is_loaded = True
     app.state.metrics.models_loaded.set(1)
     app.state.runner.start()
+    watcher: ArtifactWatcher | None = None
+    if settings.job_broker_url and settings.load_models:
+        # Jobs run on worker processes: load what they build as soon as it is recorded.
+        watcher = ArtifactWatcher(
+            app.state.session_factory,
+            lambda kind: reload_kind(app.state.services, kind),
+            poll_s=settings.artifact_poll_s,
+        )
+        watcher.start()
     logger.info(
         "DefectLens ready", extra={"storage": app.state.storage.backend, "device": app.state.models.device}
     )
     try:
         yield
     finally:
+        if watcher is not None:
+            watcher.stop()
         app.state.runner.stop()
         app.state.engine.dispose()
 
@@ -93,10 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         session_factory=app.state.session_factory,
         metrics=app.state.metrics,
     )
-    app.state.runner = JobRunner(
-        app.state.session_factory, services=app.state.services, workers=settings.job_workers
-    )
-    register_jobs(app.state.runner)
+    app.state.runner = make_runner(app.state.services)
     app.state.runner.on_finished.append(
         lambda kind, status: app.state.metrics.jobs.labels(kind, status).inc()
     )

@@ -25,6 +25,12 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/3306) 2>/dev/null && [ -x /usr/sbin/mariadbd ] 
   for _ in $(seq 1 30); do (exec 3<>/dev/tcp/127.0.0.1/3306) 2>/dev/null && break; sleep 1; done
 fi
 
+# RabbitMQ for the job-worker tests: start it if it is installed but not running.
+if ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null && command -v rabbitmq-server >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+  rabbitmq-server -detached >/dev/null 2>&1 || true
+  for _ in $(seq 1 60); do (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null && break; sleep 1; done
+fi
+
 bash scripts/_env.sh dev
 echo "== ruff"; .venv/bin/ruff check app tests bench scripts
 echo "== ruff format"; .venv/bin/ruff format --check app tests bench scripts

@@ -75,6 +75,14 @@ class Settings(BaseSettings):
     search_min_margin: float = 0.02
     job_workers: int = Field(default=1, ge=1, le=8)
 
+    # --- Job workers (scale-out). Empty broker: jobs run in threads of the server process.
+    job_broker_url: str = ""
+    job_queue_prefix: str = Field(default="defectlens", pattern=r"^[A-Za-z0-9_.-]+$")
+    job_heartbeat_s: float = Field(default=5.0, gt=0)
+    job_stale_after_s: float = Field(default=30.0, gt=0)
+    job_max_attempts: int = Field(default=3, ge=1, le=20)
+    artifact_poll_s: float = Field(default=2.0, gt=0)
+
     # --- Generators
     llm_timeout_s: float = Field(default=60.0, gt=0)
     llm_max_new_tokens: int = Field(default=512, ge=16)

@@ -74,3 +74,12 @@ class ServiceUnavailableError(DomainError):
     """A dependency (model, storage, LLM server) is not available (503)."""
 
     status_code = 503
+
+
+class JobQueueUnavailableError(DomainError):
+    """The job queue (broker) cannot be reached: the job was not started (503)."""
+
+    status_code = 503
+
+    def __init__(self) -> None:
+        super().__init__("errors.job_queue_unavailable")

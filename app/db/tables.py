@@ -283,6 +283,12 @@ class DeploymentJob(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Which process runs the job (`server@host:pid:tag` or `worker@host:pid:tag`), when it last said it is
+    # alive, and how many times a process has started it: a worker that dies mid-job leaves a stale heartbeat,
+    # so another may take the job over, up to JOB_MAX_ATTEMPTS.
+    owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Artifact(Base):

@@ -29,6 +29,47 @@ def register_jobs(runner: JobRunner) -> None:
             runner.register(kind, module.run)
 
 
+def make_runner(services: Services, *, role: str = "server") -> JobRunner:
+    """The job runner the settings ask for, with every kind registered.
+
+    Without JOB_BROKER_URL jobs run in this process's threads. With it, a server publishes them to the queue,
+    and a worker (`role="worker"`) runs what the queue delivers, reloading the kind's current artifacts
+    before each job so that it builds on what the servers serve.
+    """
+    settings = services.settings
+    broker = None
+    if settings.job_broker_url and role == "server":
+        from app.deployments.queue import CeleryBroker
+
+        broker = CeleryBroker(settings)
+    runner = JobRunner(
+        services.session_factory,
+        services=services,
+        workers=settings.job_workers,
+        role=role,
+        broker=broker,
+        heartbeat_s=settings.job_heartbeat_s,
+        stale_after_s=settings.job_stale_after_s,
+        max_attempts=settings.job_max_attempts,
+    )
+    register_jobs(runner)
+    if role == "worker":
+        runner.before_job.append(lambda kind: reload_kind(services, kind))
+    return runner
+
+
+def reload_kind(services: Services, kind: str) -> None:
+    """Load one kind's current artifacts again (after another process built them)."""
+    module = KINDS.get(kind)
+    if module is None:
+        return
+    try:
+        module.load(services)
+    except Exception as exc:
+        logger.exception("reloading %s artifacts failed", kind)
+        services.models.set_error(kind, str(exc))
+
+
 def load_artifacts(services: Services) -> None:
     """Load every kind's built artifacts; a failure is recorded in the registry, never fatal."""
     for kind, module in KINDS.items():

@@ -1,18 +1,30 @@
-"""The job runner: executes deployment jobs in worker threads and keeps their state in the database."""
+"""The job runner: executes deployment jobs and keeps their state in the database.
+
+Two ways to run: in threads of the server process (the embedded default), or, with a broker, on
+`defectlens worker` processes that consume a queue (see app/deployments/queue.py). Either way each job row
+records its owner process and a heartbeat: a job whose owner died is failed on the next start of a server
+(thread mode) or taken over by another worker when the broker redelivers it (queue mode), at most
+`max_attempts` times; a job whose owner is alive is never touched by someone else's restart.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import timedelta
+from typing import Any, Literal, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.core.errors import JobQueueUnavailableError
 from app.db.base import utcnow
 from app.db.tables import DeploymentJob
 from app.ml.errors import JobCancelled
@@ -71,6 +83,7 @@ class JobContext:
             if job is None:
                 self._cancelled = True
                 return
+            job.heartbeat_at = utcnow()
             job.progress = self._progress
             job.stage = self._stage[:200]
             if self._pending_log:
@@ -81,19 +94,70 @@ class JobContext:
 
 
 JobHandler = Callable[[JobContext], dict[str, Any] | None]
+RunOutcome = Literal["done", "busy"]
+
+
+class JobBroker(Protocol):
+    """Hands a queued job to the worker processes (a message queue)."""
+
+    def publish(self, job_id: int, kind: str) -> None: ...
+
+
+def process_owner(role: str) -> str:
+    """An owner id naming this process: `role@host:pid:tag` (tag tells apart runners in one process)."""
+    return f"{role}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def _owner_is_dead_here(owner: str | None, me: str) -> bool:
+    """True when `owner` is a process on this host that no longer runs (or an earlier runner of this one)."""
+    if not owner:
+        return True  # rows written before jobs had owners
+    try:
+        _, rest = owner.split("@", 1)
+        host, pid_text, _tag = rest.rsplit(":", 2)
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if host != socket.gethostname():
+        return False
+    if pid == os.getpid():
+        return owner != me  # an earlier runner of this process (stopped), never this one
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 class JobRunner:
-    """Runs queued jobs one at a time per worker thread; state lives in the `deployment_job` table."""
+    """Runs jobs in worker threads, or publishes them to a broker; state lives in `deployment_job`."""
 
     def __init__(
-        self, session_factory: sessionmaker[Session], *, services: Any = None, workers: int = 1
+        self,
+        session_factory: sessionmaker[Session],
+        *,
+        services: Any = None,
+        workers: int = 1,
+        role: str = "server",
+        broker: JobBroker | None = None,
+        heartbeat_s: float = 5.0,
+        stale_after_s: float = 30.0,
+        max_attempts: int = 3,
     ) -> None:
         self.session_factory = session_factory
         self.services = services
         self.workers = workers
+        self.broker = broker
+        self.owner = process_owner(role)
+        self.heartbeat_s = heartbeat_s
+        self.stale_after_s = stale_after_s
+        self.max_attempts = max_attempts
         self.handlers: dict[str, JobHandler] = {}
         self.on_finished: list[Callable[[str, str], None]] = []
+        # Called with the job's kind before its handler runs (a worker reloads the current artifacts).
+        self.before_job: list[Callable[[str], None]] = []
         self._queue: queue.Queue[int | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._idle = threading.Condition()
@@ -104,8 +168,10 @@ class JobRunner:
         self.handlers[kind] = handler
 
     def start(self) -> None:
-        """Recover jobs a previous process left behind, then start the worker threads."""
+        """Recover jobs a previous process left behind, then start the worker threads (thread mode)."""
         self.recover()
+        if self.broker is not None:
+            return
         for index in range(self.workers):
             thread = threading.Thread(target=self._work, name=f"job-runner-{index}", daemon=True)
             thread.start()
@@ -120,17 +186,24 @@ class JobRunner:
         self._threads.clear()
 
     def recover(self) -> None:
-        """Mark jobs that were running when the process stopped as failed; requeue queued ones."""
+        """Fail the running jobs whose owner is gone; requeue queued ones (thread mode).
+
+        With a broker, a job a dead worker held is left `running`: the broker redelivers it and the next
+        worker takes it over once its heartbeat is stale. Jobs of live owners are never touched.
+        """
+        stale_before = utcnow() - timedelta(seconds=self.stale_after_s)
         with self.session_factory() as session:
-            session.execute(
-                update(DeploymentJob)
-                .where(DeploymentJob.status == "running")
-                .values(
-                    status="failed",
-                    error="interrupted: the server restarted while this job ran",
-                    finished_at=utcnow(),
+            running = session.scalars(select(DeploymentJob).where(DeploymentJob.status == "running"))
+            for job in running:
+                owner = job.owner or ""
+                lost = _owner_is_dead_here(job.owner, self.owner) or (
+                    job.heartbeat_at is not None and job.heartbeat_at < stale_before
                 )
-            )
+                if not lost or (self.broker is not None and owner.startswith("worker@")):
+                    continue
+                job.status = "failed"
+                job.error = "interrupted: the server restarted while this job ran"
+                job.finished_at = utcnow()
             queued = list(
                 session.scalars(
                     select(DeploymentJob.id)
@@ -139,16 +212,43 @@ class JobRunner:
                 )
             )
             session.commit()
-        for job_id in queued:
-            self._queue.put(job_id)
+        if self.broker is None:
+            for job_id in queued:
+                self._queue.put(job_id)
 
     def submit(self, job_id: int) -> None:
-        """Queue a job that was just written with status 'queued'."""
-        self._queue.put(job_id)
+        """Queue a job that was just written with status 'queued' (a thread here, or the broker)."""
+        if self.broker is None:
+            self._queue.put(job_id)
+            return
+        with self.session_factory() as session:
+            job = session.get(DeploymentJob, job_id)
+            kind = job.kind if job is not None else ""
+        try:
+            self.broker.publish(job_id, kind)
+        except Exception as exc:
+            logger.exception("publishing job %s to the broker failed", job_id)
+            with self.session_factory() as session:
+                session.execute(
+                    update(DeploymentJob)
+                    .where(DeploymentJob.id == job_id, DeploymentJob.status == "queued")
+                    .values(
+                        status="failed",
+                        stage="failed",
+                        error=f"the job queue is unreachable: {type(exc).__name__}",
+                        finished_at=utcnow(),
+                    )
+                )
+                session.commit()
+            raise JobQueueUnavailableError() from exc
 
     def run_inline(self, job_id: int) -> None:
         """Run a queued job in the calling thread (the CLI's `demo` builds this way, no threads)."""
         self._run(job_id)
+
+    def run_delivered(self, job_id: int) -> RunOutcome:
+        """Run a job a broker delivered; `busy` when a live owner still holds it (deliver it again later)."""
+        return self._run(job_id)
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """Block until no job is queued or running (used by the CLI and tests)."""
@@ -177,20 +277,74 @@ class JobRunner:
                     self._active -= 1
                     self._idle.notify_all()
 
-    def _claim(self, job_id: int) -> DeploymentJob | None:
+    def _claim(self, job_id: int) -> tuple[DeploymentJob | None, RunOutcome]:
+        """Take a queued job, or a running one whose owner fell silent; count the attempt."""
+        now = utcnow()
+        stale_before = now - timedelta(seconds=self.stale_after_s)
+        silent = or_(DeploymentJob.heartbeat_at.is_(None), DeploymentJob.heartbeat_at < stale_before)
         with self.session_factory() as session:
             claimed = session.execute(
                 update(DeploymentJob)
-                .where(DeploymentJob.id == job_id, DeploymentJob.status == "queued")
-                .values(status="running", started_at=utcnow(), stage="starting")
+                .where(
+                    DeploymentJob.id == job_id,
+                    or_(
+                        DeploymentJob.status == "queued",
+                        (DeploymentJob.status == "running") & silent,
+                    ),
+                )
+                .values(
+                    status="running",
+                    owner=self.owner,
+                    heartbeat_at=now,
+                    attempts=DeploymentJob.attempts + 1,
+                    started_at=func.coalesce(DeploymentJob.started_at, now),
+                    stage="starting",
+                )
             ).rowcount  # type: ignore[attr-defined]
             session.commit()
-            return session.get(DeploymentJob, job_id) if claimed else None
+            job = session.get(DeploymentJob, job_id)
+            if not claimed:
+                busy = job is not None and job.status == "running"
+                return None, "busy" if busy else "done"
+            if job is not None and job.attempts > self.max_attempts:
+                job.status, job.stage, job.finished_at = "failed", "failed", utcnow()
+                job.error = (
+                    f"gave up after {self.max_attempts} attempts: "
+                    "the worker running this job stopped each time (killed or lost)"
+                )
+                session.commit()
+                return None, "done"
+            return job, "done"
 
-    def _run(self, job_id: int) -> None:
-        job = self._claim(job_id)
+    def _heartbeat(self, job_id: int, stop: threading.Event) -> None:
+        while not stop.wait(self.heartbeat_s):
+            try:
+                with self.session_factory() as session:
+                    session.execute(
+                        update(DeploymentJob)
+                        .where(DeploymentJob.id == job_id, DeploymentJob.owner == self.owner)
+                        .values(heartbeat_at=utcnow())
+                    )
+                    session.commit()
+            except Exception:  # a missed beat is retried; the job itself must go on
+                logger.warning("heartbeat of job %s failed", job_id, exc_info=True)
+
+    def _run(self, job_id: int) -> RunOutcome:
+        job, outcome = self._claim(job_id)
         if job is None:
-            return
+            return outcome
+        stop_beat = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(job_id, stop_beat), daemon=True)
+        beat.start()
+        try:
+            self._execute(job)
+        finally:
+            stop_beat.set()
+            beat.join(self.heartbeat_s + 1)
+        return "done"
+
+    def _execute(self, job: DeploymentJob) -> None:
+        job_id = job.id
         ctx = JobContext(
             job_id=job.id,
             kind=job.kind,
@@ -204,7 +358,11 @@ class JobRunner:
         try:
             if handler is None:
                 raise RuntimeError(f"no handler for job kind {job.kind!r}")
+            if job.attempts > 1:
+                ctx.log(f"taken over after the previous owner stopped (attempt {job.attempts})")
             ctx.log(f"started {job.kind}" + (f" for product {job.product_id}" if job.product_id else ""))
+            for prepare in self.before_job:
+                prepare(job.kind)
             result = handler(ctx) or {}
             ctx.log("finished")
         except JobCancelled:
@@ -219,7 +377,8 @@ class JobRunner:
         ctx.flush()
         with self.session_factory() as session:
             row = session.get(DeploymentJob, job_id)
-            if row is not None:
+            # Write the end only while this process still owns the job (nobody took it over meanwhile).
+            if row is not None and row.owner == self.owner:
                 row.status, row.error, row.result, row.finished_at = status, error[:5000], result, utcnow()
                 session.commit()
         for callback in self.on_finished:
