@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     max_zip_uncompressed_bytes: int = Field(default=2 * 1024 * 1024 * 1024, ge=1024)
     max_manual_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
     max_manual_pages: int = Field(default=500, ge=1)
+    # Photos by URL (`POST /inspections` with `url`): comma-separated host names, `*.domain`, IPs or CIDR
+    # networks. Empty: fetching by URL is off. Internal addresses need their IP or network listed too.
+    url_fetch_allowed_hosts: str = ""
+    url_fetch_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    url_fetch_max_redirects: int = Field(default=3, ge=0, le=10)
 
     # --- Models and inference
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -104,6 +109,11 @@ class Settings(BaseSettings):
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'defectlens.db'}"
         return self
+
+    @property
+    def url_fetch_hosts(self) -> tuple[str, ...]:
+        """The listed hosts for fetching photos by URL."""
+        return tuple(h.strip() for h in self.url_fetch_allowed_hosts.split(",") if h.strip())
 
     @property
     def data_path(self) -> Path:

@@ -10,8 +10,9 @@ from starlette.concurrency import run_in_threadpool
 
 from app.auth.dependencies import CurrentUserDep, get_current_user
 from app.core.dependencies import ServicesDep, SettingsDep, StorageDep
-from app.core.errors import PayloadTooLargeError
+from app.core.errors import InvalidInputError, PayloadTooLargeError
 from app.core.files import object_response
+from app.core.url_fetch import UrlPolicy, fetch_url
 from app.db.session import SessionDep
 from app.inspection import analyze as analyze_service
 from app.inspection import service
@@ -35,18 +36,31 @@ async def create_inspection(
     storage: StorageDep,
     settings: SettingsDep,
     user: CurrentUserDep,
-    file: Annotated[UploadFile, File()],
+    file: Annotated[UploadFile | None, File()] = None,
+    url: Annotated[str | None, Form(max_length=2048)] = None,
     product_id: Annotated[int | None, Form()] = None,
 ) -> InspectionRead:
-    """Upload a photo to inspect (checked fully before anything is stored)."""
-    data = await read_upload(file, settings.max_upload_bytes)
+    """Upload a photo to inspect, or name its URL on a listed host (all checked before anything is stored)."""
+    if (file is None) == (not url):
+        raise InvalidInputError("errors.inspection_file_or_url")
+    if file is not None:
+        data, file_name = await read_upload(file, settings.max_upload_bytes), file.filename or "upload"
+    else:
+        policy = UrlPolicy(
+            allowed_hosts=settings.url_fetch_hosts,
+            max_bytes=settings.max_upload_bytes,
+            timeout_s=settings.url_fetch_timeout_s,
+            max_redirects=settings.url_fetch_max_redirects,
+        )
+        fetched = await run_in_threadpool(fetch_url, str(url), policy)
+        data, file_name = fetched.data, fetched.file_name
     row = await run_in_threadpool(
         service.create_inspection,
         session,
         storage,
         settings,
         data=data,
-        file_name=file.filename or "upload",
+        file_name=file_name,
         product_id=product_id,
         user=user,
     )
