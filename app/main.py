@@ -37,6 +37,9 @@ from app.inspection.guidance import api as guidance_api
 from app.inspection.guidance import pages as guidance_pages
 from app.inspection.search import api as search_api
 from app.inspection.search import pages as search_pages
+from app.integrations import api as integrations_api
+from app.integrations import pages as integrations_pages
+from app.integrations.dispatcher import SinkDispatcher
 from app.manuals import api as manuals_api
 from app.manuals import pages as manuals_pages
 from app.ml.loading import prepare_directories
@@ -65,12 +68,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             poll_s=settings.artifact_poll_s,
         )
         watcher.start()
+    dispatcher = SinkDispatcher(
+        app.state.session_factory,
+        poll_s=settings.sink_poll_s,
+        max_attempts=settings.sink_max_attempts,
+        base_url=settings.public_base_url,
+    )
+    dispatcher.start()
     logger.info(
         "DefectLens ready", extra={"storage": app.state.storage.backend, "device": app.state.models.device}
     )
     try:
         yield
     finally:
+        dispatcher.stop()
         if watcher is not None:
             watcher.stop()
         app.state.runner.stop()
@@ -124,6 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         auth_api.router,
         catalog_api.router,
         deployments_api.router,
+        integrations_api.router,
         manuals_api.router,
         # history first: /inspections and /inspections/stats must win over /inspections/{id}
         history_api.router,
@@ -140,6 +152,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         catalog_pages.router,
         manuals_pages.router,
         deployments_pages.router,
+        integrations_pages.router,
     ):
         app.include_router(router)
     return app

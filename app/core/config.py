@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(default=3, ge=1, le=20)
     artifact_poll_s: float = Field(default=2.0, gt=0)
 
+    # --- Result delivery to line systems (MQTT, webhooks): how often the outbox is sent, how many tries
+    sink_poll_s: float = Field(default=1.0, gt=0)
+    sink_max_attempts: int = Field(default=6, ge=1, le=50)
+
     # --- Generators
     llm_timeout_s: float = Field(default=60.0, gt=0)
     llm_max_new_tokens: int = Field(default=512, ge=16)

@@ -325,3 +325,43 @@ class AuditLog(Base):
     entity_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class ResultSink(Base):
+    """Where finished inspections are sent: an MQTT broker topic or an HTTP webhook (admin-configured)."""
+
+    __tablename__ = "result_sink"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(16))  # mqtt | webhook
+    # Only this product's inspections, or every product's when null.
+    product_id: Mapped[int | None] = mapped_column(
+        ForeignKey("product.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class SinkDelivery(Base):
+    """One message for one sink (an outbox row written with the inspection change, sent in the background)."""
+
+    __tablename__ = "sink_delivery"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sink_id: Mapped[int] = mapped_column(ForeignKey("result_sink.id", ondelete="CASCADE"), index=True)
+    inspection_id: Mapped[int | None] = mapped_column(
+        ForeignKey("inspection.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    event: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # pending -> sending -> delivered, or pending again with a later next_attempt_at, or failed (dead letter)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -15,6 +15,7 @@ from app.inspection.anomaly import service as anomaly_service
 from app.inspection.guidance import service as guidance_service
 from app.inspection.guidance.schemas import GuidanceCreate
 from app.inspection.search import service as search_service
+from app.integrations import service as integrations_service
 
 
 def _problem(exc: DomainError) -> dict[str, Any]:
@@ -81,7 +82,10 @@ def analyze(
         session.rollback()
         errors["guidance"] = _problem(exc)
     session.expire_all()
-    record = inspection_service.to_read(inspection_service.get_inspection(session, inspection.id))
+    finished = inspection_service.get_inspection(session, inspection.id)
+    if integrations_service.enqueue_event(session, inspection=finished, event="inspection.analyzed"):
+        session.commit()
+    record = inspection_service.to_read(finished)
     return {
         "inspection": record.model_dump(mode="json"),
         "search": search,

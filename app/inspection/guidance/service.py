@@ -35,6 +35,7 @@ from app.db.base import utcnow
 from app.db.tables import DefectType, Inspection, Manual, Product, User
 from app.inspection.guidance.schemas import GeneratorRead, GuidanceCreate, GuidanceRead
 from app.inspection.service import get_inspection, load_image
+from app.integrations import service as integrations_service
 from app.manuals.indexing import REGISTRY_NAME as MANUALS
 from app.manuals.indexing import ManualLibrary
 from app.ml.generators import (
@@ -485,6 +486,8 @@ def save_feedback(
     inspection.feedback_at = now
     inspection.status = "completed"
     inspection.completed_at = now
+    # The outbox rows go in the same commit as the record: no message without the record, nor the reverse.
+    integrations_service.enqueue_event(session, inspection=inspection, event="inspection.completed")
     session.commit()
     return inspection
 
