@@ -40,6 +40,7 @@ from app.inspection.search import pages as search_pages
 from app.integrations import api as integrations_api
 from app.integrations import pages as integrations_pages
 from app.integrations.dispatcher import SinkDispatcher
+from app.integrations.watch import FolderWatcher
 from app.manuals import api as manuals_api
 from app.manuals import pages as manuals_pages
 from app.ml.loading import prepare_directories
@@ -75,12 +76,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         base_url=settings.public_base_url,
     )
     dispatcher.start()
+    folder_watcher = FolderWatcher(app.state.services, poll_s=settings.watch_poll_s)
+    folder_watcher.start()
     logger.info(
         "DefectLens ready", extra={"storage": app.state.storage.backend, "device": app.state.models.device}
     )
     try:
         yield
     finally:
+        folder_watcher.stop()
         dispatcher.stop()
         if watcher is not None:
             watcher.stop()
@@ -136,6 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         catalog_api.router,
         deployments_api.router,
         integrations_api.router,
+        integrations_api.folders_router,
         manuals_api.router,
         # history first: /inspections and /inspections/stats must win over /inspections/{id}
         history_api.router,

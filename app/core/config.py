@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     # --- Result delivery to line systems (MQTT, webhooks): how often the outbox is sent, how many tries
     sink_poll_s: float = Field(default=1.0, gt=0)
     sink_max_attempts: int = Field(default=6, ge=1, le=50)
+    # Watched drop folders must lie inside these comma-separated folders (default: <DATA_DIR>/watch)
+    watch_folder_roots: str = ""
+    watch_poll_s: float = Field(default=1.0, gt=0)
 
     # --- Generators
     llm_timeout_s: float = Field(default=60.0, gt=0)

@@ -10,10 +10,14 @@ from starlette.concurrency import run_in_threadpool
 from app.auth.dependencies import AdminDep, get_current_user
 from app.core.dependencies import SettingsDep
 from app.db.session import SessionDep
-from app.integrations import service
+from app.integrations import service, watch
 from app.integrations.schemas import DeliveryRead, SinkCreate, SinkRead, SinkTestResult, SinkUpdate
+from app.integrations.watch import WatchFolderCreate, WatchFolderRead
 
 router = APIRouter(prefix="/api/v1/sinks", tags=["sinks"], dependencies=[Depends(get_current_user)])
+folders_router = APIRouter(
+    prefix="/api/v1/watch-folders", tags=["watch folders"], dependencies=[Depends(get_current_user)]
+)
 
 
 @router.get("")
@@ -66,3 +70,33 @@ async def send_test_message(
     return await run_in_threadpool(
         service.test_sink, session, sink_id=sink_id, base_url=settings.public_base_url or ""
     )
+
+
+@folders_router.get("")
+def list_watch_folders(session: SessionDep, _: AdminDep) -> list[WatchFolderRead]:
+    """Every watched drop folder with its counts."""
+    return watch.list_folders(session)
+
+
+@folders_router.post("", status_code=201)
+def create_watch_folder(
+    folder_in: WatchFolderCreate, session: SessionDep, settings: SettingsDep, admin: AdminDep
+) -> WatchFolderRead:
+    """Watch a folder (inside WATCH_FOLDER_ROOTS) for one product, recorded as one user."""
+    roots = watch.allowed_roots(settings.watch_folder_roots, settings.data_path)
+    return watch.create_folder(session, folder_in=folder_in, roots=roots, actor_id=admin.id)
+
+
+@folders_router.post("/{folder_id}/{action}")
+def switch_watch_folder(
+    folder_id: int, action: Literal["pause", "resume"], session: SessionDep, admin: AdminDep
+) -> WatchFolderRead:
+    """Pause or resume a folder."""
+    return watch.set_active(session, folder_id=folder_id, is_active=action == "resume", actor_id=admin.id)
+
+
+@folders_router.delete("/{folder_id}", status_code=204)
+def delete_watch_folder(folder_id: int, session: SessionDep, admin: AdminDep) -> Response:
+    """Stop watching a folder (its files stay)."""
+    watch.delete_folder(session, folder_id=folder_id, actor_id=admin.id)
+    return Response(status_code=204)

@@ -14,7 +14,7 @@ from app.catalog import service as catalog_service
 from app.core.dependencies import SettingsDep
 from app.core.errors import DomainError
 from app.db.session import SessionDep
-from app.integrations import service
+from app.integrations import service, watch
 from app.integrations.schemas import SinkCreate, SinkUpdate
 
 router = APIRouter(tags=["pages"], include_in_schema=False, dependencies=[Depends(get_current_user)])
@@ -24,6 +24,7 @@ def _page(
     request: Request,
     session: SessionDep,
     *,
+    folder_form: dict[str, str] | None = None,
     error: str | None = None,
     form: dict[str, str] | None = None,
     tested: dict[str, object] | None = None,
@@ -40,6 +41,11 @@ def _page(
             "error": error,
             "form": form or {"kind": "mqtt", "port": "1883", "topic": "defectlens/{product_code}/{label}"},
             "tested": tested,
+            "folders": watch.list_folders(session),
+            "folder_form": folder_form or {"settle_s": "2"},
+            "roots": watch.allowed_roots(
+                request.app.state.settings.watch_folder_roots, request.app.state.settings.data_path
+            ),
         },
         status_code=status_code,
     )
@@ -129,5 +135,52 @@ def retry_submit(delivery_id: int, request: Request, session: SessionDep, admin:
     except DomainError as exc:
         session.rollback()
         message, status = error_text(exc, "errors.sink_form_invalid")
+        return _page(request, session, error=message, status_code=status)
+    return redirect("/admin/sinks", "saved")
+
+
+@router.post("/admin/watch-folders")
+def create_folder_submit(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    admin: AdminDep,
+    path: Annotated[str, Form()] = "",
+    product_id: Annotated[str, Form()] = "",
+    username: Annotated[str, Form()] = "",
+    settle_s: Annotated[str, Form()] = "2",
+) -> Response:
+    """Watch a drop folder; a refused form comes back with what was typed and why."""
+    form = {"path": path, "product_id": product_id, "username": username, "settle_s": settle_s}
+    try:
+        folder_in = watch.WatchFolderCreate.model_validate(
+            {"path": path, "product_id": form_id(product_id) or 0, "username": username, "settle_s": settle_s}
+        )
+        roots = watch.allowed_roots(settings.watch_folder_roots, settings.data_path)
+        watch.create_folder(session, folder_in=folder_in, roots=roots, actor_id=admin.id)
+    except (ValidationError, DomainError) as exc:
+        session.rollback()
+        message, status = error_text(exc, "errors.watch_form_invalid")
+        return _page(request, session, error=message, folder_form=form, status_code=status)
+    return redirect("/admin/sinks", "created")
+
+
+@router.post("/admin/watch-folders/{folder_id}/{action}")
+def folder_action_submit(
+    folder_id: int,
+    action: Literal["pause", "resume", "delete"],
+    request: Request,
+    session: SessionDep,
+    admin: AdminDep,
+) -> Response:
+    """Pause, resume or stop watching a folder."""
+    try:
+        if action == "delete":
+            watch.delete_folder(session, folder_id=folder_id, actor_id=admin.id)
+            return redirect("/admin/sinks", "deleted")
+        watch.set_active(session, folder_id=folder_id, is_active=action == "resume", actor_id=admin.id)
+    except DomainError as exc:
+        session.rollback()
+        message, status = error_text(exc, "errors.watch_form_invalid")
         return _page(request, session, error=message, status_code=status)
     return redirect("/admin/sinks", "saved")

@@ -61,14 +61,6 @@ class Receiver:
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    """A webhook receiver on loopback."""
-    found = Receiver()
-    yield found
-    found.server.shutdown()
-
-
-@pytest.fixture
 def app_client(tmp_path: Path) -> Iterator[TestClient]:
     """The app with a fast outbox (0.2 s) and two tries before a message is dead-lettered."""
     settings = make_settings(tmp_path, sink_poll_s=0.2, sink_max_attempts=2)
