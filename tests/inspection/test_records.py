@@ -342,3 +342,36 @@ def test_viewing_the_anomaly_page_of_a_finished_inspection_shows_the_stored_chec
         before.anomaly_result,
         before.updated_at,
     )
+
+
+def test_registering_an_unknown_makes_the_registered_type_the_outcome(
+    client: TestClient, settings: Settings, catalog: Catalog, worker_headers: dict[str, str]
+) -> None:
+    metal = catalog.products["metal_plate"]
+    inspection_id = _make(
+        client,
+        settings,
+        product_id=metal,
+        defect_type_id=catalog.defects["scratch"],
+        is_unknown=True,
+        anomaly=True,
+    )
+    url = f"/api/v1/inspections/{inspection_id}"
+    assert client.get(url, headers=worker_headers).json()["outcome"]["label"] == "unknown"
+    registered = client.post(
+        url + "/register",
+        json={"product_id": metal, "defect_type_id": catalog.defects["dent"]},
+        headers=worker_headers,
+    )
+    assert registered.status_code == 201, registered.text
+    outcome = client.get(url, headers=worker_headers).json()["outcome"]
+    assert (outcome["label"], outcome["defect_type"]["code"], outcome["source"]) == (
+        "defect",
+        "dent",
+        "worker",
+    )
+    assert outcome["basis"]["worker"]["action"] == "register"
+    stats = client.get("/api/v1/inspections/stats", headers=worker_headers).json()
+    assert {d["code"]: d["count"] for d in stats["per_defect_type"]} == {"dent": 1}
+    events = client.get(url + "/events", headers=worker_headers).json()
+    assert [(e["kind"], e["data"]["outcome"]) for e in events] == [("register", "defect")]
