@@ -145,6 +145,7 @@ def _inspect(page: Any, base: str, photo: bytes, name: str) -> tuple[int, dict[s
     page.wait_for_selector("#anomaly-stored", state="attached", timeout=STEP_MS)
     page.wait_for_selector("#anomaly-result:not([hidden])")
     seen["anomaly"] = page.inner_text("#outcome .outcome-main").strip()
+    seen["offers_register"] = str(page.locator("#outcome [data-testid=outcome-register]").count())
     seen["badge"] = page.inner_text("#anomaly-badge").strip()
     screenshot(page, f"outcome-{name}-anomaly")
 
@@ -191,9 +192,9 @@ def test_three_photos_one_outcome_each_and_the_history_counts_what_the_worker_sa
     assert unknown["anomaly"] == unknown["search"] == unknown["guidance"]
     assert unknown["anomaly"] == "알 수 없음 (등록되지 않은 불량일 수 있음)"
     assert unknown["status"].startswith("알 수 없음")
+    assert unknown["offers_register"] == "1"  # an unknown offers registration as a defect type
+    assert normal["offers_register"] == defect["offers_register"] == "0"
 
-    # an unknown outcome offers registration (before the record was completed)
-    # -> checked on the API record instead of re-opening: the history shows it as unknown
     page.goto(f"{base}/history")
     cells = {
         int(row.get_attribute("data-inspection")): row.locator("[data-outcome]").get_attribute("data-outcome")
@@ -202,6 +203,11 @@ def test_three_photos_one_outcome_each_and_the_history_counts_what_the_worker_sa
     assert cells == {defect_id: "defect", normal_id: "normal", unknown_id: "unknown"}
     assert crack in page.inner_text(f"tr[data-inspection='{defect_id}']")
     screenshot(page, "outcome-history")
+    page.goto(f"{base}/history/{unknown_id}")
+    assert page.inner_text("#outcome .outcome-main") == "알 수 없음 (등록되지 않은 불량일 수 있음)"
+    kinds = [row.get_attribute("data-event") for row in page.locator("tr[data-event]").all()]
+    assert kinds == ["search", "anomaly", "guidance", "feedback"]
+    screenshot(page, "outcome-history-detail")
 
     page.goto(f"{base}/history/stats")
     counts = {
