@@ -27,6 +27,7 @@ MANUAL_STATUSES = ("pending", "indexing", "indexed", "failed")
 JOB_KINDS = ("search_index", "anomaly_model", "manual_index")
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 INSPECTION_STATUSES = ("uploaded", "searched", "anomaly_checked", "guided", "completed")
+OUTCOME_LABELS = ("normal", "defect", "unknown", "pending")
 
 
 class User(Base):
@@ -250,15 +251,49 @@ class Inspection(Base):
     feedback_by: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"), nullable=True)
     feedback_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     registered_image_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # the fused outcome (app/ml/outcome.py), recomputed whenever a step runs or the worker chooses
+    outcome_label: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    outcome_product_id: Mapped[int | None] = mapped_column(
+        ForeignKey("product.id", ondelete="SET NULL"), nullable=True
+    )
+    outcome_defect_type_id: Mapped[int | None] = mapped_column(
+        ForeignKey("defect_type.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    outcome_confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    outcome_source: Mapped[str] = mapped_column(String(16), default="auto")
+    outcome_basis: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=dict)
+    # who set a worker outcome (a choice or a registration), and when
+    outcome_by: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"), nullable=True)
+    outcome_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     user: Mapped[User | None] = relationship(foreign_keys=[user_id], lazy="joined")
+    outcome_product: Mapped[Product | None] = relationship(foreign_keys=[outcome_product_id], lazy="select")
+    outcome_defect_type: Mapped[DefectType | None] = relationship(
+        foreign_keys=[outcome_defect_type_id], lazy="select"
+    )
+    outcome_user: Mapped[User | None] = relationship(foreign_keys=[outcome_by], lazy="select")
 
     __table_args__ = (
         CheckConstraint("feedback_score IS NULL OR (feedback_score BETWEEN 1 AND 5)", name="feedback_score"),
     )
+
+
+class InspectionEvent(Base):
+    """One entry of an inspection's append-only history: a step run, a choice, feedback, a reopening."""
+
+    __tablename__ = "inspection_event"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    inspection_id: Mapped[int] = mapped_column(ForeignKey("inspection.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"), nullable=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    user: Mapped[User | None] = relationship(lazy="joined")
 
 
 class DeploymentJob(Base):

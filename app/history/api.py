@@ -25,6 +25,7 @@ def history_filter(
     feedback_score: int | None = None,
     status: Annotated[str | None, Query(max_length=32)] = None,
     is_anomaly: bool | None = None,
+    label: Annotated[str | None, Query(max_length=16)] = None,
 ) -> service.HistoryFilter:
     """The history filter from query parameters (dates are YYYY-MM-DD, inclusive, server time zone)."""
     return service.HistoryFilter(
@@ -36,6 +37,7 @@ def history_filter(
         feedback_score=feedback_score,
         status=status or None,
         is_anomaly=is_anomaly,
+        label=label or None,
     )
 
 

@@ -95,6 +95,11 @@ def dashboard(session: Session, *, states: list[ArtifactState]) -> Dashboard:
             func.avg(Inspection.feedback_score),
         ).select_from(Inspection)
     ).one()
+    outcomes = dict(
+        session.execute(
+            select(Inspection.outcome_label, func.count()).group_by(Inspection.outcome_label)
+        ).all()
+    )
     products = product_overviews(session, states=states)
     end = history_service.today()
     stats = history_service.inspection_stats(
@@ -112,6 +117,9 @@ def dashboard(session: Session, *, states: list[ArtifactState]) -> Dashboard:
             "anomalies": int(anomalies),
             "completed": int(completed),
             "pending": int(total) - int(completed),
+            "outcome_normal": int(outcomes.get("normal", 0)),
+            "outcome_defect": int(outcomes.get("defect", 0)),
+            "outcome_unknown": int(outcomes.get("unknown", 0)),
         },
         average_score=round(float(average), 2) if average is not None else None,
         products=products,

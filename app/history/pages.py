@@ -15,7 +15,7 @@ from app.core.dependencies import ServicesDep
 from app.core.errors import InvalidInputError
 from app.core.templating import render
 from app.db.session import SessionDep
-from app.db.tables import INSPECTION_STATUSES, DefectType, Product
+from app.db.tables import INSPECTION_STATUSES, OUTCOME_LABELS, DefectType, Product
 from app.deployments.jobs import artifact_states
 from app.history import dashboard as dashboard_service
 from app.history import service
@@ -33,6 +33,7 @@ FILTER_FIELDS = (
     "date_to",
     "feedback_score",
     "status",
+    "label",
 )
 
 
@@ -65,6 +66,7 @@ def page_filter(request: Request) -> tuple[service.HistoryFilter, dict[str, str]
         date_to=_date("date_to", raw["date_to"]),
         feedback_score=_int("feedback_score", raw["feedback_score"]),
         status=raw["status"].strip() or None,
+        label=raw["label"].strip() or None,
     )
     return flt, raw
 
@@ -81,6 +83,7 @@ def _choices(session: SessionDep) -> dict[str, object]:
         "defect_types": defect_types,
         "generators": service.generator_names(session),
         "statuses": INSPECTION_STATUSES,
+        "labels": OUTCOME_LABELS,
     }
 
 
@@ -125,7 +128,7 @@ def history_stats_page(request: Request, session: SessionDep, _: CurrentUserDep)
 
 @router.get("/history/{inspection_id}")
 def history_detail_page(
-    inspection_id: int, request: Request, session: SessionDep, _: CurrentUserDep
+    inspection_id: int, request: Request, session: SessionDep, user: CurrentUserDep
 ) -> Response:
     """One inspection with every step's result, its images and the worker's record."""
     inspection = inspection_service.get_inspection(session, inspection_id)
@@ -139,6 +142,8 @@ def history_detail_page(
             "inspection": inspection,
             "detail": service.detail_view(inspection),
             "feedback_user": service.user_of(session, inspection.feedback_by),
+            "events": inspection_service.events(session, inspection.id),
+            "can_reopen": user.role == "admin" and inspection.status == "completed",
             "chosen_product": session.get(Product, inspection.product_id) if inspection.product_id else None,
         },
     )

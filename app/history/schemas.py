@@ -6,6 +6,8 @@ from datetime import date, datetime
 
 from pydantic import BaseModel
 
+from app.inspection.schemas import OutcomeRead
+
 
 class NamedRef(BaseModel):
     """A product or defect type as shown in a list: id, code and display name."""
@@ -42,6 +44,7 @@ class InspectionListItem(BaseModel):
     user: UserRef | None
     created_at: datetime
     completed_at: datetime | None
+    outcome: OutcomeRead
 
 
 class InspectionPage(BaseModel):
@@ -53,8 +56,15 @@ class InspectionPage(BaseModel):
     page_size: int
 
 
+class CountByOutcome(BaseModel):
+    """Inspections whose outcome was normal, a defect (any type), unknown or still pending."""
+
+    label: str
+    count: int
+
+
 class CountByDefectType(BaseModel):
-    """Inspections whose verdict was one defect type."""
+    """Inspections whose outcome was one defect type (never an unknown's runner-up)."""
 
     defect_type_id: int
     code: str
@@ -105,6 +115,7 @@ class InspectionStats(BaseModel):
     feedback_count: int
     average_score: float | None
     per_defect_type: list[CountByDefectType]
+    per_outcome: list[CountByOutcome] = []
     per_product: list[CountByProduct]
     per_day: list[CountByDay]
     generators: list[CountByGenerator]

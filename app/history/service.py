@@ -8,14 +8,15 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, case, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from app.core.errors import InvalidInputError
-from app.db.tables import INSPECTION_STATUSES, DefectType, Inspection, Product, User
+from app.db.tables import INSPECTION_STATUSES, OUTCOME_LABELS, DefectType, Inspection, Product, User
 from app.history.schemas import (
     CountByDay,
     CountByDefectType,
     CountByGenerator,
+    CountByOutcome,
     CountByProduct,
     CountByScore,
     InspectionListItem,
@@ -24,6 +25,7 @@ from app.history.schemas import (
     NamedRef,
     UserRef,
 )
+from app.inspection import outcome as outcome_service
 from app.inspection import service as inspection_service
 
 MAX_RANGE_DAYS = 731  # stats over at most two years: per-day rows stay readable
@@ -42,6 +44,7 @@ class HistoryFilter:
     feedback_score: int | None = None
     status: str | None = None
     is_anomaly: bool | None = None
+    label: str | None = None
 
 
 def local_tz() -> tzinfo:
@@ -59,8 +62,8 @@ def _day_start(day: date) -> datetime:
 
 
 def effective_product_id() -> ColumnElement[Any]:
-    """The product an inspection is about: the one the worker chose, else the search verdict's."""
-    return func.coalesce(Inspection.product_id, Inspection.verdict_product_id)
+    """The product an inspection is about: the worker's, else the outcome's, else the verdict's."""
+    return func.coalesce(Inspection.product_id, Inspection.outcome_product_id, Inspection.verdict_product_id)
 
 
 def _check(flt: HistoryFilter) -> None:
@@ -70,6 +73,10 @@ def _check(flt: HistoryFilter) -> None:
         )
     if flt.feedback_score is not None and not 1 <= flt.feedback_score <= 5:
         raise InvalidInputError("errors.history_bad_score", score=flt.feedback_score)
+    if flt.label is not None and flt.label not in OUTCOME_LABELS:
+        raise InvalidInputError(
+            "errors.outcome_bad_label", label=flt.label, allowed=", ".join(OUTCOME_LABELS)
+        )
     if flt.status is not None and flt.status not in INSPECTION_STATUSES:
         raise InvalidInputError(
             "errors.history_bad_status", status=flt.status, allowed=", ".join(INSPECTION_STATUSES)
@@ -80,7 +87,10 @@ def _where(query: Select[Any], flt: HistoryFilter) -> Select[Any]:
     if flt.product_id is not None:
         query = query.where(effective_product_id() == flt.product_id)
     if flt.defect_type_id is not None:
-        query = query.where(Inspection.verdict_defect_type_id == flt.defect_type_id)
+        # the outcome's defect type: an unknown's runner-up or a normal part's nearest defect never counts
+        query = query.where(Inspection.outcome_defect_type_id == flt.defect_type_id)
+    if flt.label is not None:
+        query = query.where(Inspection.outcome_label == flt.label)
     if flt.generator:
         query = query.where(Inspection.generator == flt.generator)
     if flt.date_from is not None:
@@ -98,8 +108,13 @@ def _where(query: Select[Any], flt: HistoryFilter) -> Select[Any]:
 
 def names_for(session: Session, rows: list[Inspection]) -> tuple[dict[int, Product], dict[int, DefectType]]:
     """The products and defect types the rows refer to, by id."""
-    product_ids = {pid for r in rows for pid in (r.product_id, r.verdict_product_id) if pid is not None}
-    defect_ids = {r.verdict_defect_type_id for r in rows if r.verdict_defect_type_id is not None}
+    product_ids = {
+        pid
+        for r in rows
+        for pid in (r.product_id, r.outcome_product_id, r.verdict_product_id)
+        if pid is not None
+    }
+    defect_ids = {r.outcome_defect_type_id for r in rows if r.outcome_defect_type_id is not None}
     products = (
         {p.id: p for p in session.scalars(select(Product).where(Product.id.in_(product_ids)))}
         if product_ids
@@ -117,11 +132,11 @@ def to_item(
     inspection: Inspection, products: dict[int, Product], defects: dict[int, DefectType]
 ) -> InspectionListItem:
     """The list view of an inspection, with product / defect type names resolved."""
-    pid = inspection.product_id or inspection.verdict_product_id
+    pid = inspection.product_id or inspection.outcome_product_id or inspection.verdict_product_id
     product = products.get(pid) if pid is not None else None
     defect = (
-        defects.get(inspection.verdict_defect_type_id)
-        if inspection.verdict_defect_type_id is not None
+        defects.get(inspection.outcome_defect_type_id)
+        if inspection.outcome_defect_type_id is not None and inspection.outcome_label == "defect"
         else None
     )
     user = inspection.user
@@ -142,13 +157,21 @@ def to_item(
         user=UserRef(id=user.id, username=user.username, display_name=user.display_name) if user else None,
         created_at=inspection.created_at,
         completed_at=inspection.completed_at,
+        outcome=outcome_service.outcome_read(inspection),
     )
 
 
 def list_inspections(session: Session, *, flt: HistoryFilter, page: int, page_size: int) -> InspectionPage:
     """Inspections matching the filter, newest first, one page of them."""
     _check(flt)
-    query = _where(select(Inspection), flt)
+    query = _where(
+        select(Inspection).options(
+            selectinload(Inspection.outcome_product),
+            selectinload(Inspection.outcome_defect_type),
+            selectinload(Inspection.outcome_user),
+        ),
+        flt,
+    )
     total = session.scalar(_where(select(func.count()).select_from(Inspection), flt)) or 0
     rows = list(
         session.scalars(
@@ -198,7 +221,8 @@ def inspection_stats(session: Session, *, flt: HistoryFilter) -> InspectionStats
     groups = session.execute(
         _where(
             select(
-                Inspection.verdict_defect_type_id,
+                Inspection.outcome_label,
+                Inspection.outcome_defect_type_id,
                 product_col,
                 Inspection.generator,
                 Inspection.feedback_score,
@@ -208,7 +232,8 @@ def inspection_stats(session: Session, *, flt: HistoryFilter) -> InspectionStats
             ).select_from(Inspection),
             flt,
         ).group_by(
-            Inspection.verdict_defect_type_id,
+            Inspection.outcome_label,
+            Inspection.outcome_defect_type_id,
             product_col,
             Inspection.generator,
             Inspection.feedback_score,
@@ -218,14 +243,16 @@ def inspection_stats(session: Session, *, flt: HistoryFilter) -> InspectionStats
     ).all()
     total = anomalies = completed = scored = score_sum = 0
     per_defect: Counter[int] = Counter()
+    per_label: Counter[str] = Counter()
     per_product: Counter[int] = Counter()
     generators: Counter[str] = Counter()
     scores: Counter[int] = Counter()
-    for defect_id, product_id, generator, score, is_anomaly, is_completed, count in groups:
+    for label, defect_id, product_id, generator, score, is_anomaly, is_completed, count in groups:
         total += count
+        per_label[label] += count
         anomalies += count if is_anomaly else 0
         completed += count if is_completed else 0
-        if defect_id is not None:
+        if defect_id is not None and label == "defect":
             per_defect[defect_id] += count
         if product_id is not None:
             per_product[product_id] += count
@@ -301,6 +328,7 @@ def inspection_stats(session: Session, *, flt: HistoryFilter) -> InspectionStats
         feedback_count=scored,
         average_score=round(score_sum / scored, 2) if scored else None,
         per_defect_type=defect_rows,
+        per_outcome=[CountByOutcome(label=lbl, count=per_label.get(lbl, 0)) for lbl in OUTCOME_LABELS],
         per_product=product_rows,
         per_day=per_day,
         generators=[

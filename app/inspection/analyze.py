@@ -58,14 +58,24 @@ def analyze(
     guidance: dict[str, Any] | None = None
     try:
         search = search_service.search_inspection(
-            session, services=services, inspection_id=inspection.id, top_k=top_k, product_id=product_id
+            session,
+            services=services,
+            inspection_id=inspection.id,
+            top_k=top_k,
+            product_id=product_id,
+            user=user,
         ).model_dump(mode="json")
     except DomainError as exc:
         session.rollback()
         errors["search"] = _problem(exc)
     try:
         anomaly = anomaly_service.check_inspection(
-            session, services, inspection_id=inspection.id, product_id=product_id, reference_image_id=None
+            session,
+            services,
+            inspection_id=inspection.id,
+            product_id=product_id,
+            reference_image_id=None,
+            user=user,
         ).model_dump(mode="json")
     except DomainError as exc:
         session.rollback()

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from app.auth.dependencies import CurrentUserDep, get_current_user
+from app.auth.dependencies import AdminDep, CurrentUserDep, get_current_user
 from app.core.dependencies import ServicesDep, SettingsDep, StorageDep
 from app.core.errors import InvalidInputError, PayloadTooLargeError
 from app.core.files import object_response
@@ -16,7 +16,7 @@ from app.core.url_fetch import UrlPolicy, fetch_url
 from app.db.session import SessionDep
 from app.inspection import analyze as analyze_service
 from app.inspection import service
-from app.inspection.schemas import InspectionRead
+from app.inspection.schemas import InspectionEventRead, InspectionRead
 
 # Authentication runs first for every route here, before any load-or-404 dependency.
 router = APIRouter(prefix="/api/v1", tags=["inspections"], dependencies=[Depends(get_current_user)])
@@ -71,6 +71,20 @@ async def create_inspection(
 def get_inspection(inspection_id: int, session: SessionDep, _: CurrentUserDep) -> InspectionRead:
     """One inspection with every step's result so far."""
     return service.to_read(service.get_inspection(session, inspection_id))
+
+
+@router.get("/inspections/{inspection_id}/events")
+def inspection_events(
+    inspection_id: int, session: SessionDep, _: CurrentUserDep
+) -> list[InspectionEventRead]:
+    """The inspection's append-only history: every step run, choice, feedback and reopening, oldest first."""
+    return service.events(session, inspection_id)
+
+
+@router.post("/inspections/{inspection_id}/reopen")
+def reopen_inspection(inspection_id: int, session: SessionDep, admin: AdminDep) -> InspectionRead:
+    """Unlock a completed inspection so it can be changed again (admins only; recorded in its history)."""
+    return service.to_read(service.reopen_inspection(session, inspection_id=inspection_id, user=admin))
 
 
 @router.get("/inspections/{inspection_id}/image")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 
-from app.auth.dependencies import CurrentUserDep, get_current_user
+from app.auth.dependencies import AdminDep, CurrentUserDep, get_current_user
 from app.catalog import service as catalog_service
 from app.core.dependencies import ServicesDep, SettingsDep
 from app.core.templating import render
 from app.db.session import SessionDep
+from app.inspection import service as inspection_service
 from app.inspection.search import service as search_service
 
 # Authentication runs first for every route here, before any load-or-404 dependency.
@@ -31,3 +32,10 @@ def upload_page(
             "max_upload_mb": settings.max_upload_bytes // 2**20,
         },
     )
+
+
+@router.post("/inspect/{inspection_id}/reopen")
+def reopen_page(inspection_id: int, session: SessionDep, admin: AdminDep) -> Response:
+    """An admin reopens a completed inspection (recorded), then sees its history page."""
+    inspection_service.reopen_inspection(session, inspection_id=inspection_id, user=admin)
+    return RedirectResponse(f"/history/{inspection_id}", status_code=303)

@@ -3,9 +3,40 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
+
+
+class OutcomeRef(BaseModel):
+    """A product or defect type named by the outcome."""
+
+    id: int
+    code: str
+    name: str
+
+
+class OutcomeRead(BaseModel):
+    """The inspection's one answer, fused from every step that ran and the worker's own choice."""
+
+    label: Literal["normal", "defect", "unknown", "pending"]
+    product: OutcomeRef | None = None
+    defect_type: OutcomeRef | None = None
+    confidence: float = 0.0
+    source: Literal["auto", "worker"] = "auto"
+    basis: dict[str, Any] = {}
+    # who changed it and when, for a worker outcome
+    changed_by: str | None = None
+    changed_at: datetime | None = None
+
+
+class InspectionEventRead(BaseModel):
+    """One entry of the inspection's history."""
+
+    kind: str
+    at: datetime
+    user: str | None
+    data: dict[str, Any]
 
 
 class InspectionRead(BaseModel):
@@ -41,3 +72,4 @@ class InspectionRead(BaseModel):
     feedback_score: int | None = None
     feedback_at: datetime | None = None
     registered_image_id: int | None = None
+    outcome: OutcomeRead

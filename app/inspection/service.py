@@ -14,7 +14,8 @@ from app.core.errors import InvalidInputError, NotFoundError
 from app.core.images import check_image, open_rgb
 from app.core.storage import ObjectStorage
 from app.db.tables import Inspection, User
-from app.inspection.schemas import InspectionRead
+from app.inspection import outcome as outcome_service
+from app.inspection.schemas import InspectionEventRead, InspectionRead
 
 # Files a step may derive from an inspection's photo (heat map, overlay, ...): lowercase names only.
 _FILE_NAME = re.compile(r"^[a-z0-9_]{1,40}\.(png|jpg|json)$")
@@ -67,6 +68,25 @@ def get_inspection(session: Session, inspection_id: int) -> Inspection:
     if row is None:
         raise NotFoundError("errors.inspection_not_found", id=inspection_id)
     return row
+
+
+def events(session: Session, inspection_id: int) -> list[InspectionEventRead]:
+    """The inspection's history, oldest first (404 for a wrong id)."""
+    get_inspection(session, inspection_id)
+    return [
+        InspectionEventRead(
+            kind=e.kind,
+            at=e.at,
+            user=(e.user.display_name or e.user.username) if e.user else None,
+            data=e.data or {},
+        )
+        for e in outcome_service.list_events(session, inspection_id)
+    ]
+
+
+def reopen_inspection(session: Session, *, inspection_id: int, user: User) -> Inspection:
+    """An admin unlocks a completed inspection; commits."""
+    return outcome_service.reopen(session, inspection=get_inspection(session, inspection_id), user=user)
 
 
 def load_image(storage: ObjectStorage, inspection: Inspection) -> bytes:
@@ -135,4 +155,5 @@ def to_read(inspection: Inspection) -> InspectionRead:
         feedback_score=inspection.feedback_score,
         feedback_at=inspection.feedback_at,
         registered_image_id=inspection.registered_image_id,
+        outcome=outcome_service.outcome_read(inspection),
     )

@@ -1,4 +1,5 @@
-// Worker step 3: run the anomaly check on entry, show the result, let the worker pick another reference.
+// Worker step 3: show the stored check; run it once on the first visit (owner only); re-checks are explicit
+// (the "check again" button, another reference image) and the page reloads to show the stored record.
 (function () {
   "use strict";
   const root = document.getElementById("anomaly-root");
@@ -84,7 +85,8 @@
       body: JSON.stringify(body),
     }).then(function (response) {
       return response.json().catch(function () { return {}; }).then(function (data) {
-        if (response.ok) { showResult(data); } else { showError(response.status, data); }
+        // reload: the outcome, the status and the record are the server's, as stored
+        if (response.ok) { window.location.reload(); } else { showError(response.status, data); }
       });
     }).catch(function () { showError(0, null); });
   }
@@ -121,9 +123,24 @@
   document.querySelectorAll(".anomaly-tabs button").forEach(function (b) {
     b.addEventListener("click", function () { showView(b.dataset.view); });
   });
+  const canChange = root.dataset.canChange === "true";
   document.querySelectorAll(".thumb").forEach(function (t) {
-    t.addEventListener("click", function () { run(Number(t.dataset.referenceId)); });
+    t.disabled = !canChange;
+    t.addEventListener("click", function () { if (canChange) { run(Number(t.dataset.referenceId)); } });
   });
+  const rerun = document.getElementById("anomaly-rerun");
+  if (rerun) {
+    rerun.addEventListener("click", function () {
+      const selected = document.querySelector(".thumb.selected");
+      run(selected ? Number(selected.dataset.referenceId) : null);
+    });
+  }
   loadGenerators();
-  run(null);
+  const stored = document.getElementById("anomaly-stored");
+  if (stored) {
+    showResult(JSON.parse(stored.textContent));
+    statusEl.hidden = false;
+  } else if (canChange && root.dataset.hasModel === "true" && root.dataset.hadCheck !== "true") {
+    run(null);
+  }
 })();

@@ -126,7 +126,9 @@
       return postThenReload("/api/v1/inspections/" + id + "/search", { top_k: topK });
     }
 
-    if (page.dataset.hasResult !== "true") {
+    const canChange = page.dataset.canChange !== "false";
+    // the step runs once, on the first visit; a stored result is shown as it was recorded
+    if (page.dataset.hasResult !== "true" && canChange) {
       search(parseInt(page.dataset.topK, 10) || 5);
     }
     const topK = document.getElementById("top-k");
@@ -198,6 +200,9 @@
       loadDefectTypes();
       dialog.showModal();
     });
+    const offer = document.getElementById("outcome-register");
+    if (offer) { offer.addEventListener("click", function () { opener.click(); }); }
+    if (window.location.hash === "#register" && !opener.disabled) { opener.click(); }
     document.getElementById("register-cancel").addEventListener("click", function () { dialog.close(); });
     product.addEventListener("change", loadDefectTypes);
     defectType.addEventListener("change", updatePreview);

@@ -16,6 +16,7 @@ from app.catalog.schemas import DefectTypeCreate, ProductCreate
 from app.core.config import Settings
 from app.core.storage import ObjectStorage
 from app.db.tables import Inspection, User
+from app.inspection import outcome as outcome_service
 from app.inspection import service as inspection_service
 from tests.conftest import png_bytes
 
@@ -71,6 +72,7 @@ def make_inspection(
     created_at: datetime | None = None,
     color: tuple[int, int, int] = (120, 130, 140),
     extra: dict[str, Any] | None = None,
+    is_unknown: bool | None = None,
 ) -> Inspection:
     """An uploaded inspection with the given step results recorded on it."""
     user = session.get(User, user_id(session, username))
@@ -88,12 +90,39 @@ def make_inspection(
         row.verdict_product_id = verdict_product_id or product_id
         row.verdict_defect_type_id = defect_type_id
         row.verdict_score = 0.91
-        row.is_unknown = defect_type_id is None
+        row.is_unknown = defect_type_id is None if is_unknown is None else is_unknown
+        row.search_result = {
+            "inspection_id": row.id,
+            "verdict": {
+                "product_id": row.verdict_product_id,
+                "defect_type_id": defect_type_id,
+                "score": 0.91,
+                "margin": 0.2,
+                "is_unknown": row.is_unknown,
+                "min_score": 0.5,
+                "min_margin": 0.05,
+                "threshold_source": "default",
+            },
+            "matches": [],
+            "top_k": 5,
+            "embedder": "test",
+            "elapsed_ms": 1.0,
+        }
         row.status = "searched"
     if anomaly is not None:
         row.is_anomaly = anomaly
         row.anomaly_score = 3.2 if anomaly else 0.4
+        anomaly_product = product_id or verdict_product_id
+        if anomaly_product is not None:
+            row.anomaly_result = {
+                "product_id": anomaly_product,
+                "score": row.anomaly_score,
+                "threshold": 1.0,
+                "regions": [],
+            }
         row.status = "anomaly_checked"
+    # the outcome as the step services store it
+    outcome_service.refresh_outcome(row)
     if generator is not None:
         row.generator = generator
         row.status = "guided"

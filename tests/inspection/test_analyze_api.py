@@ -93,6 +93,32 @@ def test_analyze_runs_every_step_and_records_the_inspection(env: Env) -> None:
     for step in ("search", "anomaly", "guidance"):
         assert record[step] is not None, step
     assert record["original_name"] == "line7.png"
+    outcome = body["inspection"]["outcome"]
+    assert outcome == record["outcome"]
+    assert outcome["basis"]["anomaly"]["score"] == anomaly["score"]
+    if outcome["label"] == "defect":  # guidance without a defect type follows the outcome
+        assert body["guidance"]["defect_type_id"] == outcome["defect_type"]["id"]
+
+
+def test_a_defect_free_photo_is_normal_and_its_guidance_says_so(env: Env) -> None:
+    product = next(p for p in env.manifest["products"] if p["code"] == "metal_plate")  # type: ignore[index, union-attr]
+    entry = next(e for e in product["normal_images"] if e.get("holdout"))
+    response = env.client.post(
+        "/api/v1/analyze",
+        headers=env.worker,
+        files={"file": ("ok.png", (env.root / entry["path"]).read_bytes(), "image/png")},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["anomaly"]["is_anomaly"] is False
+    outcome = body["inspection"]["outcome"]
+    assert (outcome["label"], outcome["defect_type"], outcome["source"]) == ("normal", None, "auto")
+    assert outcome["product"]["code"] == "metal_plate"
+    # the search still lists the most similar past defects, but names none as the answer
+    assert body["search"]["matches"]
+    assert body["guidance"]["defect_type_id"] is None
+    assert body["guidance"]["sections"]["status"].startswith("정상 판정")
+    assert body["guidance"]["citations"] == []
 
 
 def test_a_step_that_cannot_run_is_reported_and_the_rest_still_runs(env: Env) -> None:

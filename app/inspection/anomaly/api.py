@@ -20,7 +20,7 @@ def check_anomaly(
     body: AnomalyRequest,
     session: SessionDep,
     services: ServicesDep,
-    _: CurrentUserDep,
+    user: CurrentUserDep,
 ) -> AnomalyRead:
     """Localise anomalies in the photo with the product's PatchCore model (runs in the threadpool)."""
     return service.check_inspection(
@@ -29,4 +29,5 @@ def check_anomaly(
         inspection_id=inspection_id,
         product_id=body.product_id,
         reference_image_id=body.reference_image_id,
+        user=user,
     )

@@ -9,6 +9,7 @@ from app.auth.dependencies import CurrentUserDep, get_current_user
 from app.core.dependencies import ServicesDep
 from app.core.templating import render
 from app.db.session import SessionDep
+from app.inspection import outcome as outcome_service
 from app.inspection.anomaly import service
 
 # Authentication runs first for every route here, before any load-or-404 dependency.
@@ -24,10 +25,18 @@ def anomaly_page(
     user: CurrentUserDep,
     product_id: int | None = None,
 ) -> Response:
-    """Step 3: the photo against a normal image of its product; the check runs on entry (anomaly.js)."""
-    page = service.page_context(session, services, inspection_id=inspection_id, product_id=product_id)
+    """Step 3: the stored check, or (first visit, by its owner) the check run once by anomaly.js."""
+    page = service.page_context(
+        session, services, inspection_id=inspection_id, product_id=product_id, user=user
+    )
     return render(
         request,
         "worker/inspection/anomaly_view.html",
-        {"step": 3, "inspection_id": inspection_id, "page": page, "is_admin": user.role == "admin"},
+        {
+            "step": 3,
+            "inspection_id": inspection_id,
+            "page": page,
+            "is_admin": user.role == "admin",
+            "outcome": outcome_service.outcome_read(page.inspection),
+        },
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image
 from sqlalchemy.orm import Session
@@ -13,8 +14,9 @@ from app.catalog import service as catalog_service
 from app.core.errors import ConflictError, ValidationFailedError
 from app.core.i18n import translate
 from app.core.services import Services
-from app.db.tables import Inspection, Product, ReferenceImage
+from app.db.tables import Inspection, Product, ReferenceImage, User
 from app.deployments import anomaly_model
+from app.inspection import outcome as outcome_service
 from app.inspection import service as inspection_service
 from app.inspection.anomaly.schemas import AnomalyRead, ReferenceImageRead, RegionRead
 from app.inspection.search.service import nearest_normal_images
@@ -67,10 +69,12 @@ def check_inspection(
     inspection_id: int,
     product_id: int | None,
     reference_image_id: int | None,
+    user: User,
 ) -> AnomalyRead:
     """Score the photo, draw heat map / mask / overlay / comparison beside it, store the result; commits."""
     started = time.perf_counter()
     inspection = inspection_service.get_inspection(session, inspection_id)
+    outcome_service.ensure_can_change(inspection, user)
     pid = resolve_product_id(inspection, product_id)
     product = catalog_service.get_product(session, pid)
     model = anomaly_model.current_models(services).get(pid)
@@ -145,8 +149,23 @@ def check_inspection(
     inspection.anomaly_result = result.model_dump(mode="json")
     inspection.anomaly_score = result.score
     inspection.is_anomaly = result.is_anomaly
-    inspection.status = "anomaly_checked"
+    outcome_service.advance_status(inspection, "anomaly_checked")
     inspection.timings_ms = {**(inspection.timings_ms or {}), "anomaly": elapsed_ms}
+    outcome_service.refresh_outcome(inspection)
+    outcome_service.record_event(
+        session,
+        inspection,
+        kind="anomaly",
+        user_id=user.id,
+        data={
+            "is_rerun": not is_first_check,
+            "product_id": pid,
+            "reference_image_id": reference.id if reference is not None else None,
+            "score": round(result.score, 6),
+            "threshold": round(result.threshold, 6),
+            "is_anomaly": result.is_anomaly,
+        },
+    )
     try:
         session.commit()
     except Exception:
@@ -163,7 +182,7 @@ def check_inspection(
 
 @dataclass
 class AnomalyPage:
-    """What the anomaly page shows before its script runs the check."""
+    """What the anomaly page shows: the stored result if the check ran (a GET never runs it again)."""
 
     inspection: Inspection
     image_url: str
@@ -171,20 +190,29 @@ class AnomalyPage:
     product_id: int | None
     normal_images: list[ReferenceImage]
     has_model: bool
+    stored: dict[str, Any] | None = None
+    can_change: bool = False
+    model_missing: str = ""
 
 
 def page_context(
-    session: Session, services: Services, *, inspection_id: int, product_id: int | None
+    session: Session, services: Services, *, inspection_id: int, product_id: int | None, user: User
 ) -> AnomalyPage:
-    """The inspection, the product to check against (query, verdict, upload) and its normal images."""
+    """The inspection, the product to check against (query, stored result, verdict, upload), its normals."""
     inspection = inspection_service.get_inspection(session, inspection_id)
     products = catalog_service.list_products(session)
-    chosen = product_id or inspection.verdict_product_id or inspection.product_id
+    stored = inspection.anomaly_result
+    stored_product = stored.get("product_id") if stored else None
+    chosen = product_id or stored_product or inspection.verdict_product_id or inspection.product_id
     if chosen is not None and chosen not in {p.id for p in products}:
         # 404 for a wrong id; an inactive product named by the verdict stays selectable.
         products = [*products, catalog_service.get_product(session, chosen)]
     normals = anomaly_model.normal_images(session, chosen)[:PICKER_SIZE] if chosen is not None else []
     has_model = chosen is not None and anomaly_model.current_models(services).get(chosen) is not None
+    missing = ""
+    if chosen is not None and not has_model:
+        product = catalog_service.get_product(session, chosen)
+        missing = translate("errors.anomaly_model_missing", product=product.name, code=product.code)
     return AnomalyPage(
         inspection=inspection,
         image_url=inspection_service.image_url(inspection),
@@ -192,4 +220,8 @@ def page_context(
         product_id=chosen,
         normal_images=normals,
         has_model=has_model,
+        # a result for another product than the one now selected is not shown as this product's
+        stored=stored if stored and (product_id is None or stored_product == product_id) else None,
+        can_change=outcome_service.can_change(inspection, user),
+        model_missing=missing,
     )

@@ -33,6 +33,7 @@ from app.core.i18n import translate
 from app.core.services import Services
 from app.db.base import utcnow
 from app.db.tables import DefectType, Inspection, Manual, Product, User
+from app.inspection import outcome as outcome_service
 from app.inspection.guidance.schemas import GeneratorRead, GuidanceCreate, GuidanceRead
 from app.inspection.service import get_inspection, load_image
 from app.integrations import service as integrations_service
@@ -45,6 +46,7 @@ from app.ml.generators import (
     GeneratorInfo,
     GuidanceRequest,
     GuidanceResult,
+    GuidanceSections,
     OpenAICompatibleGenerator,
     available_generators,
     create_generator,
@@ -214,7 +216,12 @@ def _resolve_subject(
         defect = session.get(DefectType, defect_type_id)
         if defect is None:
             raise NotFoundError("errors.defect_type_not_found", id=defect_type_id)
-    product_id = inspection.verdict_product_id or inspection.product_id or chosen_product
+    product_id = (
+        inspection.outcome_product_id
+        or inspection.verdict_product_id
+        or inspection.product_id
+        or chosen_product
+    )
     if product_id is None and defect is not None:
         product_id = defect.product_id
     if product_id is None:
@@ -224,7 +231,12 @@ def _resolve_subject(
         raise NotFoundError("errors.product_not_found", id=product_id)
     if defect is not None and defect.product_id != product.id:
         raise ValidationFailedError("errors.defect_type_other_product")
-    if defect is None:
+    if defect is None and inspection.outcome_label != "pending":
+        # the fused outcome names the defect (normal and unknown name none)
+        candidate = inspection.outcome_defect_type_id if inspection.outcome_label == "defect" else None
+        found = session.get(DefectType, candidate) if candidate is not None else None
+        defect = found if found is not None and found.product_id == product.id else None
+    elif defect is None:
         candidate = chosen_defect if chosen_defect is not None else None
         if candidate is None and not inspection.is_unknown:
             candidate = inspection.verdict_defect_type_id
@@ -269,6 +281,9 @@ class PreparedGuidance:
     retrieval_ms: int = 0
     # The default generator when it could not be used (the answer is then the extractive fallback).
     unusable_default: str | None = None
+    user_id: int | None = None
+    # "normal" or "unknown" when the answer follows such an outcome: it says so instead of quoting a defect
+    plain_outcome: str | None = None
 
 
 def prepare_guidance(
@@ -276,10 +291,15 @@ def prepare_guidance(
 ) -> PreparedGuidance:
     """Check the request (generator, defect type), gather the facts and retrieve the manual passages."""
     inspection = get_inspection(session, inspection_id)
+    outcome_service.ensure_can_change(inspection, user)
     generator = _pick_generator(session, services, user=user, name=body.generator)
     default = get_model_settings(session).default_generator
     unusable_default = default if not body.generator and generator.name != default else None
     product, defect, similarity = _resolve_subject(session, inspection, body.defect_type_id)
+    plain = inspection.outcome_label if body.defect_type_id is None else None
+    plain_outcome = plain if plain in ("normal", "unknown") else None
+    if plain_outcome is not None:
+        generator = ExtractiveGenerator()  # nothing to write: the answer is the outcome's plain statement
     anomaly = inspection.anomaly_result or {}
     manuals = {
         m.id: m.file_name
@@ -332,11 +352,32 @@ def prepare_guidance(
         timeout_s=services.settings.llm_timeout_s,
         retrieval_ms=int((time.perf_counter() - started) * 1000),
         unusable_default=unusable_default,
+        user_id=user.id,
+        plain_outcome=plain_outcome,
     )
 
 
 # ----- result and storage ---------------------------------------------------------------------------------
+def _plain_result(prepared: PreparedGuidance, result: GuidanceResult) -> GuidanceResult:
+    """A normal or unknown outcome's answer: the outcome said plainly, no defect section quoted."""
+    label = prepared.plain_outcome
+    request = prepared.request
+    score = f"{request.anomaly_score:.3f}" if request.anomaly_score is not None else "-"
+    threshold = f"{request.anomaly_threshold:.3f}" if request.anomaly_threshold is not None else "-"
+    sections = GuidanceSections(
+        status=translate(
+            f"outcome.guidance.{label}.status", product=request.product_name, score=score, threshold=threshold
+        ),
+        cause=translate(f"outcome.guidance.{label}.cause"),
+        action=translate(f"outcome.guidance.{label}.action"),
+        prevention=translate(f"outcome.guidance.{label}.prevention"),
+    )
+    return dataclasses.replace(result, sections=sections, citations=[])
+
+
 def _to_read(prepared: PreparedGuidance, result: GuidanceResult) -> GuidanceRead:
+    if prepared.plain_outcome is not None:
+        result = _plain_result(prepared, result)
     if prepared.unusable_default and not result.is_fallback:
         result = dataclasses.replace(
             result,
@@ -378,13 +419,20 @@ def _to_read(prepared: PreparedGuidance, result: GuidanceResult) -> GuidanceRead
     )
 
 
-def _store(session: Session, inspection_id: int, read: GuidanceRead) -> None:
+def _store(session: Session, inspection_id: int, read: GuidanceRead, user_id: int | None = None) -> None:
     inspection = get_inspection(session, inspection_id)
     inspection.guidance = read.model_dump(mode="json")
     inspection.generator = read.generator
     inspection.timings_ms = {**(inspection.timings_ms or {}), "guidance": read.elapsed_ms}
     if inspection.status != "completed":
         inspection.status = "guided"
+    outcome_service.record_event(
+        session,
+        inspection,
+        kind="guidance",
+        user_id=user_id,
+        data={"generator": read.generator, "defect_type_id": read.defect_type_id},
+    )
     session.commit()
 
 
@@ -397,7 +445,7 @@ def generate_guidance(
         prepared.generator, prepared.request, ExtractiveGenerator(), timeout_s=prepared.timeout_s
     )
     read = _to_read(prepared, result)
-    _store(session, inspection_id, read)
+    _store(session, inspection_id, read, prepared.user_id)
     return read
 
 
@@ -464,7 +512,7 @@ def stream_guidance(services: Services, prepared: PreparedGuidance) -> Iterator[
         read = _to_read(prepared, value)
         try:
             with services.session_factory() as session:
-                _store(session, prepared.inspection_id, read)
+                _store(session, prepared.inspection_id, read, prepared.user_id)
         except DomainError as exc:
             yield _event("error", {"detail": translate(exc.message_key, **exc.params)})
             return
@@ -475,11 +523,30 @@ def stream_guidance(services: Services, prepared: PreparedGuidance) -> Iterator[
 def save_feedback(
     session: Session, *, inspection_id: int, user: User, action_taken: str, score: int
 ) -> Inspection:
-    """Record what the worker did and how useful the answer was (1-5); completes the inspection."""
+    """Record what the worker did and how useful the answer was (1-5); completes (locks) the inspection.
+
+    Only the owner or an admin, never on a completed inspection; the previous record stays in the history.
+    """
     if not 1 <= score <= 5:
         raise ValidationFailedError("errors.guidance_bad_score", score=score)
     inspection = get_inspection(session, inspection_id)
+    outcome_service.ensure_can_change(inspection, user)
     now = utcnow()
+    outcome_service.record_event(
+        session,
+        inspection,
+        kind="feedback",
+        user_id=user.id,
+        data={
+            "action_taken": action_taken.strip(),
+            "score": score,
+            "previous": {
+                "action_taken": inspection.action_taken,
+                "score": inspection.feedback_score,
+                "by": inspection.feedback_by,
+            },
+        },
+    )
     inspection.action_taken = action_taken.strip()
     inspection.feedback_score = score
     inspection.feedback_by = user.id
@@ -513,6 +580,9 @@ def page_context(
         "generators": choices,
         "selected_generator": selected,
         "guidance": guidance,
-        "auto_start": guidance is None or (generator is not None and generator != inspection.generator),
+        "auto_start": outcome_service.can_change(inspection, user)
+        and (guidance is None or (generator is not None and generator != inspection.generator)),
+        "can_change": outcome_service.can_change(inspection, user),
+        "outcome": outcome_service.outcome_read(inspection),
         "section_names": ["status", "cause", "action", "prevention"],
     }

@@ -26,11 +26,16 @@ router = APIRouter(prefix="/api/v1", tags=["inspections"], dependencies=[Depends
 
 @router.post("/inspections/{inspection_id}/search")
 def search(
-    inspection_id: int, body: SearchRequest, session: SessionDep, services: ServicesDep, _: CurrentUserDep
+    inspection_id: int, body: SearchRequest, session: SessionDep, services: ServicesDep, user: CurrentUserDep
 ) -> SearchRead:
     """Similar known defects, best first, and the verdict (stored on the inspection)."""
     return service.search_inspection(
-        session, services=services, inspection_id=inspection_id, top_k=body.top_k, product_id=body.product_id
+        session,
+        services=services,
+        inspection_id=inspection_id,
+        top_k=body.top_k,
+        product_id=body.product_id,
+        user=user,
     )
 
 
@@ -41,9 +46,9 @@ def stored_search(inspection_id: int, session: SessionDep, _: CurrentUserDep) ->
 
 
 @router.post("/inspections/{inspection_id}/search/choose")
-def choose(inspection_id: int, body: ChooseRequest, session: SessionDep, _: CurrentUserDep) -> SearchRead:
-    """Make one of the matches the TOP-1 (null: back to the best match)."""
-    return service.choose_match(session, inspection_id=inspection_id, image_id=body.image_id)
+def choose(inspection_id: int, body: ChooseRequest, session: SessionDep, user: CurrentUserDep) -> SearchRead:
+    """Make one of the matches the TOP-1 (null: back to the best match); it becomes the worker's outcome."""
+    return service.choose_match(session, inspection_id=inspection_id, image_id=body.image_id, user=user)
 
 
 @router.get("/inspections/{inspection_id}/register/preview")

@@ -9,6 +9,7 @@ from app.auth.dependencies import CurrentUserDep, get_current_user
 from app.catalog import service as catalog_service
 from app.core.templating import render
 from app.db.session import SessionDep
+from app.inspection import outcome as outcome_service
 from app.inspection import service as inspection_service
 from app.inspection.search import service
 
@@ -17,7 +18,7 @@ router = APIRouter(tags=["pages"], include_in_schema=False, dependencies=[Depend
 
 
 @router.get("/inspect/{inspection_id}/search")
-def search_page(inspection_id: int, request: Request, session: SessionDep, _: CurrentUserDep) -> Response:
+def search_page(inspection_id: int, request: Request, session: SessionDep, user: CurrentUserDep) -> Response:
     """Step 2: TOP-1 next to the photo, the other matches, the verdict, register as a new defect."""
     inspection = inspection_service.get_inspection(session, inspection_id)
     result = service.stored_search(inspection)
@@ -33,5 +34,6 @@ def search_page(inspection_id: int, request: Request, session: SessionDep, _: Cu
             "view": view,
             "products": catalog_service.list_products(session),
             "top_k_choices": list(range(1, 21)),
+            "can_change": outcome_service.can_change(inspection, user),
         },
     )

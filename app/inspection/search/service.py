@@ -17,6 +17,7 @@ from app.core.images import check_image
 from app.core.services import Services
 from app.db.tables import DefectType, Inspection, ModelSetting, Product, ReferenceImage, User
 from app.deployments import search_index
+from app.inspection import outcome as outcome_service
 from app.inspection import service as inspection_service
 from app.inspection.search.schemas import (
     GalleryStatus,
@@ -156,11 +157,18 @@ def _matches(session: Session, hits: Sequence[GalleryHit]) -> list[SearchMatch]:
 
 
 def search_inspection(
-    session: Session, *, services: Services, inspection_id: int, top_k: int, product_id: int | None
+    session: Session,
+    *,
+    services: Services,
+    inspection_id: int,
+    top_k: int,
+    product_id: int | None,
+    user: User,
 ) -> SearchRead:
     """Search the defect gallery for the inspection's photo, decide the verdict and store both; commits."""
     started = time.perf_counter()
     inspection = inspection_service.get_inspection(session, inspection_id)
+    outcome_service.ensure_can_change(inspection, user)
     engine = _built_engine(services)
     gallery = engine.gallery("defect")
     assert gallery is not None  # noqa: S101 - _built_engine checked it
@@ -211,9 +219,24 @@ def search_inspection(
     inspection.verdict_score = verdict.score
     inspection.is_unknown = is_unknown
     inspection.chosen_image_id = None
-    if inspection.status == "uploaded":
-        inspection.status = "searched"
+    outcome_service.advance_status(inspection, "searched")
     inspection.timings_ms = {**(inspection.timings_ms or {}), "search": elapsed_ms}
+    # a pick among the old matches is gone with them; a registration stays the worker's answer
+    outcome_service.refresh_outcome(
+        inspection, clear_choice=outcome_service.has_worker_choice(inspection, "choose")
+    )
+    outcome_service.record_event(
+        session,
+        inspection,
+        kind="search",
+        user_id=user.id,
+        data={
+            "top_k": top_k,
+            "product_id": scope,
+            "verdict_defect_type_id": raw.defect_type_id,
+            "is_unknown": is_unknown,
+        },
+    )
     session.commit()
     return result
 
@@ -223,9 +246,13 @@ def stored_search(inspection: Inspection) -> SearchRead | None:
     return SearchRead.model_validate(inspection.search_result) if inspection.search_result else None
 
 
-def choose_match(session: Session, *, inspection_id: int, image_id: int | None) -> SearchRead:
-    """Make one of the stored matches the worker's TOP-1 (None: back to the best match); commits."""
+def choose_match(session: Session, *, inspection_id: int, image_id: int | None, user: User) -> SearchRead:
+    """Make one of the stored matches the worker's TOP-1 (None: back to the best match); commits.
+
+    A chosen match becomes the inspection's outcome (source "worker"); going back drops that choice.
+    """
     inspection = inspection_service.get_inspection(session, inspection_id)
+    outcome_service.ensure_can_change(inspection, user)
     result = stored_search(inspection)
     if result is None:
         raise ConflictError("errors.search_not_run")
@@ -242,6 +269,30 @@ def choose_match(session: Session, *, inspection_id: int, image_id: int | None) 
     )
     inspection.search_result = result.model_dump(mode="json")
     inspection.chosen_image_id = image_id
+    if chosen is not None:
+        outcome_service.refresh_outcome(
+            inspection,
+            choice=outcome_service.worker_choice(
+                user=user,
+                product_id=chosen.product.id,
+                defect_type_id=chosen.defect_type.id if chosen.defect_type else None,
+                action="choose",
+            ),
+        )
+    else:
+        outcome_service.refresh_outcome(
+            inspection, clear_choice=outcome_service.has_worker_choice(inspection, "choose")
+        )
+    outcome_service.record_event(
+        session,
+        inspection,
+        kind="choose",
+        user_id=user.id,
+        data={
+            "image_id": image_id,
+            "defect_type_id": chosen.defect_type.id if chosen is not None and chosen.defect_type else None,
+        },
+    )
     session.commit()
     return result
 
@@ -286,8 +337,12 @@ def register_inspection(
     defect_type_id: int,
     user: User,
 ) -> RegisterRead:
-    """Add the inspected photo to the catalog as a defect image and to the live defect gallery; commits."""
+    """Add the inspected photo to the catalog as a defect image and to the live defect gallery; commits.
+
+    The registered type becomes the inspection's outcome (source "worker").
+    """
     inspection = inspection_service.get_inspection(session, inspection_id)
+    outcome_service.ensure_can_change(inspection, user)
     if inspection.registered_image_id is not None:
         raise ConflictError("errors.search_already_registered", id=inspection.registered_image_id)
     product, defect_type = _registration_target(session, product_id=product_id, defect_type_id=defect_type_id)
@@ -307,6 +362,19 @@ def register_inspection(
         source_inspection_id=inspection.id,
     )
     inspection.registered_image_id = row.id
+    outcome_service.refresh_outcome(
+        inspection,
+        choice=outcome_service.worker_choice(
+            user=user, product_id=product.id, defect_type_id=defect_type.id, action="register"
+        ),
+    )
+    outcome_service.record_event(
+        session,
+        inspection,
+        kind="register",
+        user_id=user.id,
+        data={"image_id": row.id, "product_id": product.id, "defect_type_id": defect_type.id},
+    )
     session.commit()
     notify = image_change_hook(services.models)
     if notify is not None:
