@@ -1,7 +1,7 @@
 """Deployment jobs record their owner process, heartbeat and attempts (job workers on a queue)
 
 Revision ID: 0008
-Revises: 0001
+Revises: 0003
 Create Date: 2026-12-01 14:30:00
 """
 
@@ -13,7 +13,7 @@ import app.db.base
 from alembic import op
 
 revision: str = "0008"
-down_revision: str | None = "0001"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
