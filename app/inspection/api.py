@@ -16,6 +16,7 @@ from app.core.url_fetch import UrlPolicy, fetch_url
 from app.db.session import SessionDep
 from app.inspection import analyze as analyze_service
 from app.inspection import service
+from app.inspection.anomaly import pictures
 from app.inspection.schemas import InspectionEventRead, InspectionRead
 
 # Authentication runs first for every route here, before any load-or-404 dependency.
@@ -105,14 +106,15 @@ def inspection_file(
     session: SessionDep,
     storage: StorageDep,
     settings: SettingsDep,
+    services: ServicesDep,
     _: CurrentUserDep,
 ) -> Response:
-    """A file a step derived from the photo (heat map, mask, overlay, comparison)."""
+    """A file a step derived from the photo (heat map, mask, overlay, comparison; drawn on first request)."""
     row = service.get_inspection(session, inspection_id)
     return object_response(
         storage,
         settings,
-        key=service.file_key(row, name),
+        key=pictures.file_key(session, services, row, name),
         content_type=service.file_content_type(name),
         file_name=name,
     )

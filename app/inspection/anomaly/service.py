@@ -18,13 +18,14 @@ from app.db.tables import Inspection, Product, ReferenceImage, User
 from app.deployments import anomaly_model
 from app.inspection import outcome as outcome_service
 from app.inspection import service as inspection_service
+from app.inspection.anomaly import pictures
 from app.inspection.anomaly.schemas import AnomalyRead, ReferenceImageRead, RegionRead
 from app.inspection.search.service import nearest_normal_images
 from app.ml import anomaly_viz
 
 logger = logging.getLogger(__name__)
 
-FILES = ("heatmap.png", "mask.png", "overlay.png", "comparison.png")
+FILES = pictures.PICTURES
 # Regions smaller than this share of the photo are noise, whatever the photo's resolution.
 _MIN_REGION_SHARE = 0.0005
 # Normal images offered as alternative references on the page.
@@ -71,7 +72,7 @@ def check_inspection(
     reference_image_id: int | None,
     user: User,
 ) -> AnomalyRead:
-    """Score the photo, draw heat map / mask / overlay / comparison beside it, store the result; commits."""
+    """Score the photo and store the result with its anomaly map (pictures are drawn when viewed); commits."""
     started = time.perf_counter()
     inspection = inspection_service.get_inspection(session, inspection_id)
     outcome_service.ensure_can_change(inspection, user)
@@ -105,26 +106,18 @@ def check_inspection(
         )
         for r in found
     ]
-    display = photo.resize((width, height)) if photo.size != (width, height) else photo
-    overlay = anomaly_viz.draw_regions(anomaly_viz.overlay(display, amap, calibration.pixel_threshold), found)
-    reference_picture = (
-        anomaly_model.load_prepared(storage, reference, options) if reference is not None else display
-    )
-    labels = (translate("anomaly.reference_label"), translate("anomaly.inspected_label"))
-    pictures = {
-        "heatmap.png": anomaly_viz.to_png(
-            anomaly_viz.heatmap_overlay(display, amap, calibration.pixel_threshold)
-        ),
-        "mask.png": anomaly_viz.to_png(anomaly_viz.binary_mask(amap, calibration.pixel_threshold)),
-        "overlay.png": anomaly_viz.to_png(overlay),
-        "comparison.png": anomaly_viz.to_png(
-            anomaly_viz.comparison(reference_picture, overlay, labels, height=384)
-        ),
-    }
-    keys = {name: inspection_service.file_key(inspection, name) for name in FILES}
     is_first_check = inspection.anomaly_result is None
-    for name, data in pictures.items():
-        storage.put(keys[name], data, "image/png")
+    previous_render = (inspection.anomaly_result or {}).get("render")
+    # Only the map is kept now; the pictures are drawn when someone looks at them (pictures.py).
+    token = pictures.store_map(services, inspection, amap)
+    render = pictures.render_info(
+        token=token,
+        shape=(height, width),
+        pixel_threshold=calibration.pixel_threshold,
+        min_area=min_area,
+        reference_image_id=reference.id if reference is not None else None,
+        options=options,
+    )
     elapsed_ms = round((time.perf_counter() - started) * 1000.0, 1)
     result = AnomalyRead(
         product_id=pid,
@@ -146,7 +139,7 @@ def check_inspection(
         image_height=photo.height,
         elapsed_ms=elapsed_ms,
     )
-    inspection.anomaly_result = result.model_dump(mode="json")
+    inspection.anomaly_result = {**result.model_dump(mode="json"), "render": render}
     inspection.anomaly_score = result.score
     inspection.is_anomaly = result.is_anomaly
     outcome_service.advance_status(inspection, "anomaly_checked")
@@ -170,13 +163,10 @@ def check_inspection(
         session.commit()
     except Exception:
         session.rollback()
-        # A first check leaves no files behind; a re-check keeps the previous result's files usable.
-        for key in keys.values() if is_first_check else ():
-            try:
-                storage.delete(key)
-            except Exception:
-                logger.exception("could not delete %s after a failed commit", key)
+        # The new map is never referenced; the previous result (if any) keeps its own files.
+        pictures.forget(services, inspection, render)
         raise
+    pictures.forget(services, inspection, previous_render)
     return result
 
 

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import func, select
 
-from app.db.tables import Artifact, ReferenceImage
+from app.db.tables import Artifact, Inspection, ReferenceImage
 from app.main import create_app
 from app.ml.patchcore import PatchCore
 from tests.conftest import WORKER_PASSWORD, bearer, png_bytes
@@ -286,3 +286,41 @@ def test_page_offers_products_reference_images_and_the_guidance_step(anomaly_env
     )
     assert f'data-product-id="{env.products["fabric"]}"' in fabric.text
     assert env.client.get("/inspect/999999/anomaly", headers=env.worker).status_code == 404
+
+
+def test_pictures_are_drawn_when_looked_at_and_a_recheck_never_shows_old_ones(
+    anomaly_env: AnomalyEnv,
+) -> None:
+    env = anomaly_env
+    plate = env.products["metal_plate"]
+    defect = holdout(env, "metal_plate", "defect")[0]
+    inspection_id = upload(env, demo_file(env, str(defect["path"])), plate)
+    storage = env.client.app.state.storage  # type: ignore[attr-defined]
+    with env.client.app.state.session_factory() as session:  # type: ignore[attr-defined]
+        row = session.get(Inspection, inspection_id)
+        assert row is not None
+        folder = row.image_key.rsplit("/", 1)[0] + "/"
+
+    def stored_pngs() -> set[str]:
+        names = {k.rsplit("/", 1)[-1] for k in storage.list(folder) if k.endswith(".png")}
+        return names - {"original.png"}
+
+    status, first = check(env, inspection_id)
+    assert status == 200, first
+    assert stored_pngs() == set()  # the check drew nothing; only the map is kept
+    overlay = env.client.get(str(first["overlay_url"]), headers=env.worker)
+    assert overlay.status_code == 200
+    assert overlay.content.startswith(PNG_SIGNATURE)
+    assert len(stored_pngs()) == 1  # drawn once, then cached
+    assert env.client.get(str(first["overlay_url"]), headers=env.worker).content == overlay.content
+    korean = env.client.get(str(first["comparison_url"]), headers=env.worker).content
+    english = env.client.get(str(first["comparison_url"]) + "?lang=en", headers=env.worker).content
+    assert korean != english  # the labels follow the viewer's language
+
+    normals = image_ids(env, plate, "normal")
+    status, second = check(env, inspection_id, reference_image_id=normals[-1])
+    assert status == 200, second
+    assert second["overlay_url"] == first["overlay_url"]  # the contract's URLs do not change
+    assert stored_pngs() == set()  # the first check's cached pictures are gone
+    redrawn = env.client.get(str(second["comparison_url"]), headers=env.worker).content
+    assert redrawn != korean  # drawn with the newly chosen reference image
