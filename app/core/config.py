@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     max_manual_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
     max_manual_pages: int = Field(default=500, ge=1)
     # Bounded manual parsing (a separate process): decoded page content, CPU seconds, wall seconds, memory.
-    max_manual_decoded_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    max_manual_decoded_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     manual_parse_cpu_s: int = Field(default=30, ge=1)
     manual_parse_wall_s: float = Field(default=90.0, ge=1.0)
     manual_parse_memory_mb: int = Field(default=1536, ge=256)

@@ -52,7 +52,7 @@ class Limits:
 
     max_bytes: int = 50 * 1024 * 1024
     max_pages: int = 300
-    max_decoded_bytes: int = 16 * 1024 * 1024
+    max_decoded_bytes: int = 64 * 1024 * 1024
     max_zip_entries: int = 2000
     max_zip_uncompressed: int = 200 * 1024 * 1024
     max_zip_ratio: int = 200
@@ -226,6 +226,16 @@ def _line_from_frags(page: int, frags: list[_Frag]) -> DocLine | None:
     )
 
 
+def _content_bytes(page: Any) -> int:
+    """Decoded size of a page's content streams, without parsing their operators (that is the cost)."""
+    contents = page.get("/Contents")
+    if contents is None:
+        return 0
+    contents = contents.get_object()
+    streams = list(contents) if isinstance(contents, list) else [contents]
+    return sum(len(stream.get_object().get_data()) for stream in streams)
+
+
 class _LineCollector:
     """pypdf text visitor grouping fragments into lines by baseline (not by pypdf's newlines: table
     cells drawn one by one share a baseline)."""
@@ -264,20 +274,24 @@ def _extract_pdf(data: bytes, limits: Limits) -> Document:
         raise ManualFileError("not_manual", str(exc)[:200]) from exc
     if n_pages > limits.max_pages:
         raise ManualFileError("too_many_pages", f"{n_pages} > {limits.max_pages}")
+    # The budget is checked over every page before any text is extracted: pages sharing one huge
+    # stream cost its parse once per page, so each page counts it again.
     decoded = 0
-    lines: list[DocLine] = []
+    readable: list[bool] = []
     for i in range(n_pages):
-        page = reader.pages[i]
         try:
-            contents = page.get_contents()
-            size = len(contents.get_data()) if contents is not None else 0
-        except Exception as exc:
+            decoded += _content_bytes(reader.pages[i])
+            readable.append(True)
+        except Exception as exc:  # one broken page must not sink the whole manual
             logger.warning("page %d contents unreadable: %s", i + 1, exc)
-            continue
-        # Pages sharing one huge stream cost its parse once per page: count it every time.
-        decoded += size
+            readable.append(False)
         if decoded > limits.max_decoded_bytes:
             raise ManualFileError("too_complex", f"{decoded:,} decoded bytes by page {i + 1}")
+    lines: list[DocLine] = []
+    for i in range(n_pages):
+        if not readable[i]:
+            continue
+        page = reader.pages[i]
         collector = _LineCollector()
         try:
             page.extract_text(visitor_text=collector.visit)
