@@ -163,6 +163,8 @@ def check_upload(data: bytes, limits: Limits) -> tuple[FileKind, int]:
         pages = len(reader.pages)
     except ManualFileError:
         raise
+    except MemoryError:
+        raise
     except Exception as exc:  # pypdf raises many unrelated types on garbage input
         raise ManualFileError("not_manual", str(exc)[:200]) from exc
     if pages == 0:
@@ -270,6 +272,8 @@ def _extract_pdf(data: bytes, limits: Limits) -> Document:
         n_pages = len(reader.pages)
     except ManualFileError:
         raise
+    except MemoryError:
+        raise
     except Exception as exc:
         raise ManualFileError("not_manual", str(exc)[:200]) from exc
     if n_pages > limits.max_pages:
@@ -282,6 +286,8 @@ def _extract_pdf(data: bytes, limits: Limits) -> Document:
         try:
             decoded += _content_bytes(reader.pages[i])
             readable.append(True)
+        except MemoryError:
+            raise
         except Exception as exc:  # one broken page must not sink the whole manual
             logger.warning("page %d contents unreadable: %s", i + 1, exc)
             readable.append(False)
@@ -295,6 +301,8 @@ def _extract_pdf(data: bytes, limits: Limits) -> Document:
         collector = _LineCollector()
         try:
             page.extract_text(visitor_text=collector.visit)
+        except MemoryError:
+            raise
         except Exception as exc:  # one broken page must not sink the whole manual
             logger.warning("text extraction failed on page %d: %s", i + 1, exc)
             continue
@@ -373,6 +381,8 @@ def _extract_docx(data: bytes, limits: Limits) -> Document:
 
     try:
         document = docx.Document(io.BytesIO(data))
+    except MemoryError:
+        raise
     except Exception as exc:
         raise ManualFileError("not_manual", str(exc)[:200]) from exc
     page = 1

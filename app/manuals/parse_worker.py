@@ -27,11 +27,15 @@ class ProcessLimits:
     memory_bytes: int = 1536 * 1024 * 1024
 
 
-def _apply_rlimits(limits: ProcessLimits) -> None:
+def _apply_rlimits(cpu_s: int, memory_bytes: int) -> None:
+    """Limit this (child) process: the kernel stops it past ``cpu_s`` CPU seconds or ``memory_bytes``.
+
+    The child sets its own limits before reading the file (no preexec_fn: running Python between fork
+    and exec in a threaded server can deadlock)."""
     import resource
 
-    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))
-    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
 
 
 def parse_bounded(data: bytes, limits: Limits, process: ProcessLimits) -> Document:
@@ -39,11 +43,16 @@ def parse_bounded(data: bytes, limits: Limits, process: ProcessLimits) -> Docume
     env = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
     try:
         done = subprocess.run(  # noqa: S603 - our own module, fixed arguments
-            [sys.executable, "-m", "app.manuals.parse_worker", json.dumps(asdict(limits))],
+            [
+                sys.executable,
+                "-m",
+                "app.manuals.parse_worker",
+                json.dumps(asdict(limits)),
+                json.dumps({"cpu_s": process.cpu_s, "memory_bytes": process.memory_bytes}),
+            ],
             input=data,
             capture_output=True,
             timeout=process.wall_s,
-            preexec_fn=lambda: _apply_rlimits(process),
             env=env,
             check=False,
         )
@@ -66,6 +75,9 @@ def parse_bounded(data: bytes, limits: Limits, process: ProcessLimits) -> Docume
 
 def main() -> int:
     """Child entry point: stdin bytes -> stdout JSON."""
+    if len(sys.argv) > 2:
+        bounds = json.loads(sys.argv[2])
+        _apply_rlimits(int(bounds["cpu_s"]), int(bounds["memory_bytes"]))
     limits = Limits(**json.loads(sys.argv[1])) if len(sys.argv) > 1 else Limits()
     data = sys.stdin.buffer.read()
     try:

@@ -46,7 +46,9 @@ def test_admin_reads_and_corrects_the_understood_structure(
     page.goto(f"{base}/admin/manuals")
     page.set_input_files(
         "input[type=file]",
-        files=[{"name": "prod1_menual.docx", "mimeType": "application/octet-stream", "buffer": SEED.read_bytes()}],
+        files=[
+            {"name": "prod1_menual.docx", "mimeType": "application/octet-stream", "buffer": SEED.read_bytes()}
+        ],
     )
     page.click("#manual-upload-form button[type=submit]")
     # Indexed in the background; the list polls, then shows how many defect sections were understood.

@@ -79,7 +79,7 @@ def test_shared_stream_pdf_fails_with_a_reason_and_the_server_stays_responsive(
     assert "exceeded the allowed processing" in english[0]["error"]
 
 
-def test_decoded_byte_budget_and_wall_time_stop_the_parse_quickly() -> None:
+def test_decoded_byte_budget_wall_time_and_memory_limit_stop_the_parse() -> None:
     bomb = shared_stream_pdf(pages=10, decoded_bytes=1_000_000)
     started = time.perf_counter()
     with pytest.raises(ManualFileError) as budget:
@@ -89,6 +89,13 @@ def test_decoded_byte_budget_and_wall_time_stop_the_parse_quickly() -> None:
     with pytest.raises(ManualFileError) as wall:
         parse_bounded(bomb, Limits(max_decoded_bytes=10**9), ProcessLimits(cpu_s=60, wall_s=1.0))
     assert wall.value.code == "timeout"
+    # One page of 60 MB decoded operators, within the byte budget: the memory limit stops it.
+    big = shared_stream_pdf(pages=1, decoded_bytes=60_000_000)
+    started = time.perf_counter()
+    with pytest.raises(ManualFileError) as memory:
+        parse_bounded(big, Limits(), ProcessLimits(memory_bytes=150 * 2**20))
+    assert memory.value.code == "too_complex"
+    assert time.perf_counter() - started < 20.0
 
 
 def test_docx_zip_bomb_is_refused_at_upload_and_nothing_is_stored(
