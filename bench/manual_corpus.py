@@ -7,7 +7,9 @@ Three sources:
 - generated layouts (``LAYOUTS``): numbered Korean, 가./나./다. with other part words, ①②③ with ○ parts,
   ■/□ bullets, [원인]/【대책】 brackets with inline text, English headings, bilingual headings, a table
   with one row per defect (DOCX and PDF), bold / larger-font headings without numbers, DOCX heading
-  styles, sections missing parts, and parts given by sentences only (no part headings).
+  styles, sections missing parts, parts given by sentences only (no part headings), parts in reverse order,
+  inline "Cause: ..." English parts, numbered items inside parts under plain numbered titles, and a Word
+  document with bold labels but no heading styles.
 
 Truth per defect code: for each part a list of phrases (one must appear in the part), or None when the
 manual has no such part (the part must then be empty and the answer must say so).
@@ -471,6 +473,60 @@ def sentences_only() -> tuple[list[Line], Truth]:
     return out, truth
 
 
+def reversed_parts() -> tuple[list[Line], Truth]:
+    """Bold titles, the action part before the cause, • items, no prevention part."""
+    out = [Line("작업 표준", size=16, bold=True)]
+    for d in _DEFECTS:
+        out += [Line(f"{d.ko} 불량", bold=True), Line("조치 방법"), *[Line(f"• {x}") for x in d.action]]
+        out += [Line("원인"), *[Line(f"• {x}") for x in d.cause]]
+    return out, _truth(_DEFECTS, drop={d.code: {"prevention"} for d in _DEFECTS})
+
+
+def inline_english() -> tuple[list[Line], Truth]:
+    """English titles in a larger bold font, parts inline: "Cause: ...", "Action: ...", "Prevention: ..."."""
+    out = [Line("Defect guide", size=16, bold=True)]
+    for d in _DEFECTS:
+        out += [Line(d.en, size=12, bold=True)]
+        out += [Line(f"Cause: {d.cause_en[0]}."), Line(f"Action: {d.action_en[0]}.")]
+        out += [Line(f"Prevention: {d.prevention_en[0]}.")]
+    truth: Truth = {
+        d.code: {
+            "cause": [_phrase(d.cause_en[0])],
+            "action": [_phrase(d.action_en[0])],
+            "prevention": [_phrase(d.prevention_en[0])],
+        }
+        for d in _DEFECTS
+    }
+    return out, truth
+
+
+def numbered_items() -> tuple[list[Line], Truth]:
+    """Plain "1. 긁힘" titles under a larger document title, 가. 원인 / 나. 대책 parts with 1) 2) items."""
+    out = [Line("품질 기준", size=14)]
+    for i, d in enumerate(_DEFECTS, start=1):
+        out += [
+            Line(f"{i}. {d.ko}"),
+            Line("가. 원인"),
+            *[Line(f"{j}) {x}") for j, x in enumerate(d.cause, 1)],
+        ]
+        out += [Line("나. 대책"), *[Line(f"{j}) {x}") for j, x in enumerate(d.action, 1)]]
+    return out, _truth(_DEFECTS, drop={d.code: {"prevention"} for d in _DEFECTS})
+
+
+def docx_bold() -> tuple[list[Line], Truth]:
+    """A Word document without heading styles: bold 12 pt titles, bold 원인 / 조치 / 예방 labels."""
+    out = [Line("매뉴얼", size=16, bold=True)]
+    for d in _DEFECTS:
+        out += [
+            Line(f"{d.ko}({d.en})", bold=True, size=12),
+            Line("원인", bold=True),
+            *[Line(x) for x in d.cause],
+        ]
+        out += [Line("조치", bold=True), *[Line(x) for x in d.action]]
+        out += [Line("예방", bold=True), *[Line(x) for x in d.prevention]]
+    return out, _truth(_DEFECTS)
+
+
 @dataclass(frozen=True)
 class Layout:
     """A generated layout: name, family, builder, and whether it is written as DOCX."""
@@ -495,6 +551,10 @@ LAYOUTS: tuple[Layout, ...] = (
     Layout("docx_styles", docx_styles, docx=True),
     Layout("missing_parts", missing_parts),
     Layout("sentences_only", sentences_only),
+    Layout("reversed_parts", reversed_parts),
+    Layout("inline_english", inline_english),
+    Layout("numbered_items", numbered_items),
+    Layout("docx_bold", docx_bold, docx=True),
 )
 
 

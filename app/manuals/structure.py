@@ -272,7 +272,8 @@ def _analyse(line: DocLine, body: float) -> _Info:
         if not m.group(2):
             info.family, info.label = "bracket", m.group(1).strip()
     kind = part_kind(label)
-    if kind is not None:
+    # A document title in a much larger font ("품질 관리 지침") is not a part heading.
+    if kind is not None and not (body and line.size >= body + 3):
         info.kind = kind
         return info
     if (m := _COLON_SPLIT.match(label)) and m.group(2):
@@ -376,6 +377,46 @@ def _classify_sentences(section: Section, lines: list[tuple[int, str]]) -> None:
     section.source = "sentences"
 
 
+def _find_starts(
+    flow: Sequence[_Info], style: tuple[Any, ...] | None
+) -> tuple[dict[int, int], Counter[tuple[Any, ...]], list[int]]:
+    """Section starts (title index -> its first part heading index), title styles and strengths."""
+    starts: dict[int, int] = {}
+    signatures: Counter[tuple[Any, ...]] = Counter()
+    if style is not None:
+        signatures[style] = 0  # known before any pick: the first section is found by it too
+    strengths: list[int] = []
+    seen: list[PartKind] = []
+    last_part = -1
+    for idx, info in enumerate(flow):
+        if info.kind is None:
+            continue
+        window = range(max(last_part + 1, idx - _WINDOW), idx)
+        cands = [j for j in window if flow[j].strength >= 0]
+        known = [j for j in cands if flow[j].signature in signatures]
+        # A part already seen in this section starts the next one (parts may come in any order).
+        new = not seen or info.kind in seen
+        pick: int | None = None
+        if known:
+            pick = known[-1]
+        elif new and cands:
+            # The nearest line with a real heading signal (style, size, weight, numbering): a document
+            # title above the first section is stronger but farther, a plain description line weaker.
+            best = max(flow[j].strength for j in cands)
+            floor = min(best, 2)
+            pick = [j for j in cands if flow[j].strength >= floor][-1]
+        elif new and idx > 0 and flow[idx - 1].kind is None and flow[idx - 1].strength >= 0:
+            pick = idx - 1
+        if pick is not None and pick not in starts:
+            starts[pick] = idx
+            signatures[flow[pick].signature] += 1
+            strengths.append(flow[pick].strength)
+            seen = []
+        seen.append(info.kind)
+        last_part = idx
+    return starts, +signatures if style is None else signatures, strengths
+
+
 def parse_structure(lines: Sequence[DocLine]) -> Structure:
     """Find the defect sections and their parts in a manual's layout lines."""
     edges = _edge_lines(lines)
@@ -390,37 +431,13 @@ def parse_structure(lines: Sequence[DocLine]) -> Structure:
     infos = [_analyse(ln, body) for ln in kept]
     flow = [i for i in infos if not i.line.cells]
 
-    # Pass 1: each group of part headings is owned by the strongest heading-like line before it.
-    starts: dict[int, int] = {}  # flow index of a title -> flow index of its first part heading
-    signatures: Counter[tuple[Any, ...]] = Counter()
-    strengths: list[int] = []
-    seen: list[PartKind] = []
-    last_part = -1
-    for idx, info in enumerate(flow):
-        if info.kind is None:
-            continue
-        window = range(max(last_part + 1, idx - _WINDOW), idx)
-        cands = [j for j in window if flow[j].strength >= 0]
-        known = [j for j in cands if flow[j].signature in signatures]
-        new = not seen or info.kind in seen or PART_KINDS.index(info.kind) < PART_KINDS.index(seen[-1])
-        pick: int | None = None
-        if known:
-            pick = known[-1]
-        elif new and cands:
-            # The nearest line with a real heading signal (style, size, weight, numbering): a document
-            # title above the first section is stronger but farther, a plain description line weaker.
-            best = max(flow[j].strength for j in cands)
-            floor = min(best, 2)
-            pick = [j for j in cands if flow[j].strength >= floor][-1]
-        elif new and idx > 0 and flow[idx - 1].kind is None and flow[idx - 1].strength > -9:
-            pick = idx - 1
-        if pick is not None and (pick not in starts):
-            starts[pick] = idx
-            signatures[flow[pick].signature] += 1
-            strengths.append(flow[pick].strength)
-            seen = []
-        seen.append(info.kind)
-        last_part = idx
+    # Pass 1: each group of part headings is owned by the nearest heading-like line before it. Run again
+    # knowing the style most titles share, so a first section under a document title gets its own.
+    starts, signatures, strengths = _find_starts(flow, None)
+    if signatures:
+        style, count = signatures.most_common(1)[0]
+        if count >= 2 and any(flow[j].signature != style for j in starts):
+            starts, signatures, strengths = _find_starts(flow, style)
 
     structure = Structure()
     title_strength = min(strengths) if strengths else 99
