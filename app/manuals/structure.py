@@ -443,8 +443,8 @@ def parse_structure(lines: Sequence[DocLine]) -> Structure:
     title_strength = min(strengths) if strengths else 99
     if not starts:
         # No part heading anywhere: sections are the most frequent strong heading style, parts by cues.
-        style = Counter(i.signature for i in flow if i.strength >= 1)
-        common = [s for s, n in style.most_common() if n >= 2]
+        styles = Counter(i.signature for i in flow if i.strength >= 1)
+        common = [s for s, n in styles.most_common() if n >= 2]
         if common:
             sig = common[0]
             starts = {j: -1 for j, i in enumerate(flow) if i.signature == sig and i.strength >= 1}
