@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from app.manuals.document import Document, Limits, ManualFileError, extract
@@ -40,7 +41,10 @@ def _apply_rlimits(cpu_s: int, memory_bytes: int) -> None:
 
 def parse_bounded(data: bytes, limits: Limits, process: ProcessLimits) -> Document:
     """Parse ``data`` in a limited child process; ManualFileError on any failure (never hangs)."""
-    env = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
+    # The child imports this very code base, whatever the working directory or installed copy.
+    root = str(Path(__file__).resolve().parents[2])
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     try:
         done = subprocess.run(  # noqa: S603 - our own module, fixed arguments
             [
