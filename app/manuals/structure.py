@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from app.manuals.document import DocLine
+from app.manuals.mapping import name_similarity
 
 PartKind = Literal["cause", "action", "prevention"]
 PART_KINDS: tuple[PartKind, ...] = ("cause", "action", "prevention")
@@ -517,6 +518,10 @@ def parse_structure(lines: Sequence[DocLine]) -> Structure:
                     match.parts[kind] = row_section.parts[kind]
                     match.labels.setdefault(kind, row_section.labels.get(kind, ""))
 
+    # A heading without any part is not a defect section: its text stays searchable as general text.
+    for s in structure.sections:
+        if not any(s.parts.get(k) for k in PART_KINDS) and s.description:
+            structure.other.append(OtherBlock(s.title, s.page, [p.text for p in s.description]))
     structure.sections = [s for s in structure.sections if any(s.parts.get(k) for k in PART_KINDS)]
     if not structure.sections:
         structure.warnings.append("no_sections")
@@ -525,8 +530,6 @@ def parse_structure(lines: Sequence[DocLine]) -> Structure:
 
 def _same_section(sections: Sequence[Section], name: str) -> Section | None:
     """The section a table row names (by shared name tokens), if any."""
-    from app.manuals.mapping import name_similarity
-
     best, score = None, 0.0
     for s in sections:
         value = name_similarity(name, s.title)
