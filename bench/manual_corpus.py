@@ -8,8 +8,9 @@ Three sources:
   ■/□ bullets, [원인]/【대책】 brackets with inline text, English headings, bilingual headings, a table
   with one row per defect (DOCX and PDF), bold / larger-font headings without numbers, DOCX heading
   styles, sections missing parts, parts given by sentences only (no part headings), parts in reverse order,
-  inline "Cause: ..." English parts, numbered items inside parts under plain numbered titles, and a Word
-  document with bold labels but no heading styles.
+  inline "Cause: ..." English parts, numbered items inside parts under plain numbered titles, a Word
+  document with bold labels but no heading styles, and a two-column table per defect with one row per part
+  (DOCX and PDF).
 
 Truth per defect code: for each part a list of phrases (one must appear in the part), or None when the
 manual has no such part (the part must then be empty and the answer must say so).
@@ -527,6 +528,27 @@ def docx_bold() -> tuple[list[Line], Truth]:
     return out, _truth(_DEFECTS)
 
 
+def part_rows() -> tuple[list[Line], Truth]:
+    """A small two-column table per defect, one row per part: | 원인 | ... | 조치 | ... | 예방 | ... |."""
+    out = [Line("불량 대응표", size=16, bold=True)]
+    for d in _DEFECTS:
+        out += [Line(f"{d.ko} ({d.en})", bold=True, size=12)]
+        out += [
+            Line(cells=("원인", d.cause[0])),
+            Line(cells=("조치", d.action[0])),
+            Line(cells=("예방", d.prevention[0])),
+        ]
+    truth: Truth = {
+        d.code: {
+            "cause": [_phrase(d.cause[0])],
+            "action": [_phrase(d.action[0])],
+            "prevention": [_phrase(d.prevention[0])],
+        }
+        for d in _DEFECTS
+    }
+    return out, truth
+
+
 @dataclass(frozen=True)
 class Layout:
     """A generated layout: name, family, builder, and whether it is written as DOCX."""
@@ -555,6 +577,8 @@ LAYOUTS: tuple[Layout, ...] = (
     Layout("inline_english", inline_english),
     Layout("numbered_items", numbered_items),
     Layout("docx_bold", docx_bold, docx=True),
+    Layout("part_rows_docx", part_rows, docx=True),
+    Layout("part_rows_pdf", part_rows),
 )
 
 

@@ -224,7 +224,7 @@ def _line_from_frags(page: int, frags: list[_Frag]) -> DocLine | None:
     if current.strip():
         cells.append(clean_text(current))
     return DocLine(
-        page=page, text=text, size=round(size, 1), bold=bold, cells=cells if len(cells) >= 3 else []
+        page=page, text=text, size=round(size, 1), bold=bold, cells=cells if len(cells) >= 2 else []
     )
 
 

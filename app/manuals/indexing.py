@@ -345,6 +345,10 @@ def index_manual(
             row.status = previous_status if previous_status != "indexing" else "pending"
             session.commit()
         raise
+    except ManualFileError as exc:  # an unusable file: its reason is on the manual, no stack trace
+        logger.warning("manual %s cannot be used: %s", manual_id, exc)
+        _mark_failed(session, manual_id, failure_text(exc))
+        raise
     except Exception as exc:
         logger.exception("indexing manual %s failed", manual_id)
         _mark_failed(session, manual_id, failure_text(exc))

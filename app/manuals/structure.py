@@ -235,7 +235,7 @@ def _edge_lines(lines: Sequence[DocLine]) -> set[str]:
     """Running headers/footers: edge lines (digits ignored) repeated on most pages."""
     pages: dict[int, list[str]] = {}
     for ln in lines:
-        if not ln.cells:
+        if not table_row(ln):
             pages.setdefault(ln.page, []).append(ln.text)
     if len(pages) < 2:
         return set()
@@ -256,14 +256,28 @@ def _edge_lines(lines: Sequence[DocLine]) -> set[str]:
 def _body_size(lines: Sequence[DocLine]) -> float:
     sizes: Counter[float] = Counter()
     for ln in lines:
-        if ln.size and not ln.cells:
+        if ln.size and not table_row(ln):
             sizes[round(ln.size)] += len(ln.text)
     return float(sizes.most_common(1)[0][0]) if sizes else 0.0
+
+
+def _vertical_row(line: DocLine) -> bool:
+    """A two-column table row naming a part in its first cell (| 원인 | ... |), read as part text."""
+    return len(line.cells) >= 2 and part_kind(line.cells[0]) is not None
+
+
+def table_row(line: DocLine) -> bool:
+    """A row of a defects table (DOCX table, or a PDF line of three or more columns)."""
+    return bool(line.cells) and not _vertical_row(line) and (len(line.cells) >= 3 or line.table >= 0)
 
 
 def _analyse(line: DocLine, body: float) -> _Info:
     family, label = strip_marker(line.text)
     info = _Info(line, family, label)
+    if _vertical_row(line):
+        info.kind = part_kind(line.cells[0])
+        info.label, info.inline = line.cells[0], "\n".join(c for c in line.cells[1:] if c)
+        return info
     if m := _BRACKET.match(line.text):
         kind = part_kind(m.group(1))
         if kind is not None:
@@ -288,7 +302,7 @@ def _analyse(line: DocLine, body: float) -> _Info:
         or len(text) > _MAX_HEADING
         or _SENTENCE_END.search(text)
         or _GENERIC_LABEL.match(text)
-        or line.cells
+        or table_row(line)
     ):
         return info
     strength = 0
@@ -316,7 +330,7 @@ def _tables(lines: Sequence[DocLine]) -> list[list[DocLine]]:
     out: list[list[DocLine]] = []
     key: Any = None
     for ln in lines:
-        if not ln.cells:
+        if not table_row(ln):
             key = None
             continue
         this = ln.table if ln.table >= 0 else "pdf"
@@ -425,12 +439,12 @@ def parse_structure(lines: Sequence[DocLine]) -> Structure:
         ln
         for ln in lines
         if ln.text
-        and not (not ln.cells and _PAGE_NUMBER.match(ln.text))
-        and not (not ln.cells and _DIGITS.sub("#", ln.text) in edges)
+        and not (not table_row(ln) and _PAGE_NUMBER.match(ln.text))
+        and not (not table_row(ln) and _DIGITS.sub("#", ln.text) in edges)
     ]
     body = _body_size(kept)
     infos = [_analyse(ln, body) for ln in kept]
-    flow = [i for i in infos if not i.line.cells]
+    flow = [i for i in infos if not table_row(i.line)]
 
     # Pass 1: each group of part headings is owned by the nearest heading-like line before it. Run again
     # knowing the style most titles share, so a first section under a document title gets its own.
