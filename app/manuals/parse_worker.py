@@ -33,8 +33,10 @@ def _apply_rlimits(cpu_s: int, memory_bytes: int) -> None:
 
     The child sets its own limits before reading the file (no preexec_fn: running Python between fork
     and exec in a threaded server can deadlock)."""
-    import resource
-
+    try:
+        import resource
+    except ImportError:  # not POSIX: only the wall-time limit of the parent applies
+        return
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
 

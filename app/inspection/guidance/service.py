@@ -292,6 +292,15 @@ def prepare_guidance(
     library: ManualLibrary | None = services.models.get(MANUALS)
     index = library.index_for(product.id) if library is not None else None
     notes: dict[str, str] = {}
+    if not manuals:
+        # Registered but not usable (pending, indexing, failed): say that, not "no manual registered".
+        waiting = list(session.scalars(select(Manual.file_name).where(Manual.product_id == product.id)))
+        if waiting:
+            notes = {
+                "cause": translate("manuals.guidance.not_ready_cause", manuals=", ".join(waiting[:5])),
+                "action": translate("manuals.guidance.not_ready_action"),
+                "prevention": translate("manuals.guidance.not_ready_prevention"),
+            }
     if index is not None and manuals:
         # The manuals' own structure says which section answers for this defect type (the admin can
         # correct it); retrieval then keeps to that heading. No section for it: say so, quote nothing.

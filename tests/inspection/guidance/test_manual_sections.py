@@ -127,3 +127,27 @@ def test_admin_remaps_a_section_used_at_once_and_kept_across_reindexing(
     assert client.app.state.runner.wait_idle(120)  # type: ignore[attr-defined]
     kept = client.get(f"/api/v1/manuals/{manual_id}/structure", headers=admin_headers).json()
     assert next(s for s in kept["sections"] if s["index"] == color["index"])["defect_type"]["code"] == "stain"
+
+
+def test_a_registered_manual_not_indexed_yet_is_not_called_missing(
+    client: TestClient, admin_headers: dict[str, str], worker_headers: dict[str, str]
+) -> None:
+    client.app.state.runner.handlers.pop("manual_index", None)  # type: ignore[attr-defined]  # stays pending
+    pid = int(
+        client.post("/api/v1/products", json={"code": "c", "name": "C"}, headers=admin_headers).json()["id"]
+    )
+    defect = client.post(
+        f"/api/v1/products/{pid}/defect-types", json={"code": "cut", "name": "절단"}, headers=admin_headers
+    ).json()["id"]
+    data = (SEEDS / "carpet_manual.pdf").read_bytes()
+    client.post(
+        f"/api/v1/products/{pid}/manuals",
+        files={"file": ("carpet.pdf", data, "application/pdf")},
+        headers=admin_headers,
+    )
+    inspection = make_inspection(client, worker_headers, product_id=pid, defect_type_id=defect)
+    body = client.post(f"/api/v1/inspections/{inspection}/guidance", json={}, headers=worker_headers).json()
+    assert body["has_manual"] is False  # nothing indexed to quote
+    assert "carpet.pdf" in body["sections"]["cause"]
+    assert "아직 색인되지 않았거나" in body["sections"]["cause"]
+    assert "등록된 대응 매뉴얼이 없" not in body["sections"]["cause"]
