@@ -624,9 +624,35 @@ def demo_manuals() -> list[CorpusManual]:
     ]
 
 
+def demo_product_manuals() -> list[CorpusManual]:
+    """The manuals `defectlens demo` registers (app.demo: one per demo product, its defect types)."""
+    from app.demo.catalog import PRODUCTS
+    from app.demo.manual_pdf import render_manual
+
+    out: list[CorpusManual] = []
+    for product in PRODUCTS:
+        data, _ = render_manual(product)
+        types = tuple(DefectSpec(d.code, d.name, d.description) for d in product.defects)
+        truth: Truth = {
+            d.code: {
+                "cause": [_phrase(s) for s in d.causes],
+                "action": [_phrase(s) for s in d.actions],
+                "prevention": [_phrase(s) for s in d.preventions],
+            }
+            for d in product.defects
+        }
+        out.append(CorpusManual(f"demo_product_{product.code}", "demo", data, types, truth))
+    return out
+
+
 def corpus(seeds_dir: Path = SEEDS_DIR, *, names: Sequence[str] | None = None) -> list[CorpusManual]:
     """Every manual of the corpus (optionally only the named ones)."""
-    items = [*seed_manuals(seeds_dir), *demo_manuals(), *(build_layout(x) for x in LAYOUTS)]
+    items = [
+        *seed_manuals(seeds_dir),
+        *demo_product_manuals(),
+        *demo_manuals(),
+        *(build_layout(x) for x in LAYOUTS),
+    ]
     return [m for m in items if names is None or m.name in names]
 
 

@@ -11,7 +11,14 @@ from app.manuals.mapping import DefectLabel, map_sections, name_similarity
 from app.manuals.structure import parse_structure, part_kind
 from app.ml.generators import ExtractiveGenerator, GuidanceRequest, Passage
 from bench.manual_bench import score_structure, understand
-from bench.manual_corpus import LAYOUTS, SEEDS_DIR, build_layout, demo_manuals, seed_manuals
+from bench.manual_corpus import (
+    LAYOUTS,
+    SEEDS_DIR,
+    build_layout,
+    demo_manuals,
+    demo_product_manuals,
+    seed_manuals,
+)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS, ids=[x.name for x in LAYOUTS])
@@ -32,7 +39,7 @@ def test_the_real_seed_manuals_pdf_and_docx_are_understood() -> None:
 
 
 def test_the_demo_manuals_keep_working() -> None:
-    for manual in demo_manuals():
+    for manual in [*demo_product_manuals(), *demo_manuals()]:
         score = score_structure(manual, understand(manual))
         assert (score.mapped, score.parts_right) == (score.defects, score.parts), (manual.name, score.errors)
 
