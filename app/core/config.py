@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     url_fetch_allowed_hosts: str = ""
     url_fetch_timeout_s: float = Field(default=10.0, gt=0, le=120)
     url_fetch_max_redirects: int = Field(default=3, ge=0, le=10)
+    # Bounded manual parsing (a separate process): decoded page content, CPU seconds, wall seconds, memory.
+    max_manual_decoded_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    manual_parse_cpu_s: int = Field(default=30, ge=1)
+    manual_parse_wall_s: float = Field(default=90.0, ge=1.0)
+    manual_parse_memory_mb: int = Field(default=1536, ge=256)
 
     # --- Models and inference
     device: Literal["auto", "cpu", "cuda"] = "auto"

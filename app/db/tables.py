@@ -145,7 +145,7 @@ class ReferenceImage(Base):
 
 
 class Manual(Base):
-    """A product's PDF response manual."""
+    """A product's response manual (PDF or DOCX)."""
 
     __tablename__ = "manual"
 
@@ -161,6 +161,10 @@ class Manual(Base):
     created_by: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     indexed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # What the parser understood: {"kind", "sections": [...], "warnings": [...]} (None before indexing).
+    structure: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # An admin's section -> defect type choices, by normalised section title; kept across re-indexing.
+    section_map: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=dict)
 
     product: Mapped[Product] = relationship(lazy="joined")
 

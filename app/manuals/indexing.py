@@ -13,16 +13,20 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
+from langchain_text_splitters import RecursiveCharacterTextSplitter
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from app.core.services import Services
 from app.db.base import utcnow
 from app.db.tables import Artifact, Manual, ManualChunk
-from app.ml.chunking import chunk_pages
+from app.manuals.document import Limits, ManualFileError
+from app.manuals.parse_worker import ProcessLimits, parse_bounded
+from app.manuals.structure import KIND_LABELS, PART_KINDS, Structure, parse_structure
+from app.ml.chunking import SECTION_SEP, section_kind
 from app.ml.errors import JobCancelled
-from app.ml.pdf_text import parse_pdf
 from app.ml.retriever import (
     INDEX_FILE,
     CrossEncoderReranker,
@@ -125,11 +129,92 @@ def current_library(services: Services) -> ManualLibrary:
     return library
 
 
-def _chunk_pdf(data: bytes, services: Services) -> list[tuple[int, str, str, int]]:
-    """(page, section, text, ordinal) of every chunk of a PDF."""
-    settings = services.settings
-    parsed = parse_pdf(data, max_pages=settings.max_manual_pages, max_bytes=settings.max_manual_bytes)
-    return [(c.page, c.section, c.text, c.ordinal) for c in chunk_pages(parsed.pages)]
+@dataclass(frozen=True)
+class ParsedManual:
+    """A manual read in the bounded parse process: its chunks, its structure and page count."""
+
+    pieces: list[tuple[int, str, str, int]]
+    structure: dict[str, Any]
+    page_count: int
+
+
+def _limits(services: Services) -> tuple[Limits, ProcessLimits]:
+    s = services.settings
+    return (
+        Limits(
+            max_bytes=s.max_manual_bytes,
+            max_pages=s.max_manual_pages,
+            max_decoded_bytes=s.max_manual_decoded_bytes,
+        ),
+        ProcessLimits(
+            cpu_s=s.manual_parse_cpu_s,
+            wall_s=s.manual_parse_wall_s,
+            memory_bytes=s.manual_parse_memory_mb * 1024 * 1024,
+        ),
+    )
+
+
+def _splitter() -> RecursiveCharacterTextSplitter:
+    return RecursiveCharacterTextSplitter(
+        chunk_size=500, chunk_overlap=80, separators=["\n\n", "\n", ". ", " ", ""]
+    )
+
+
+def structure_pieces(structure: Structure) -> list[tuple[int, str, str, int]]:
+    """(page, "section > part", text, ordinal) chunks: one run per defect part and page, then the rest."""
+    splitter = _splitter()
+    out: list[tuple[int, str, str, int]] = []
+
+    def emit(page: int, section: str, text: str) -> None:
+        for piece in splitter.split_text(text):
+            if piece.strip():
+                out.append((page, section[:500], piece.strip(), len(out)))
+
+    for block in structure.other:
+        if block.lines:
+            emit(block.page, _safe_label(block.heading), "\n".join(block.lines))
+    for section in structure.sections:
+        title = _safe_label(section.title)
+        for desc in section.description:
+            emit(desc.page, f"{title}{SECTION_SEP}증상", desc.text)
+        for kind in PART_KINDS:
+            # The manual's own word for the part when it reads as that part, else the plain one.
+            label = _safe_label(section.labels.get(kind, ""))
+            if section_kind(label) != kind:
+                label = KIND_LABELS[kind]
+            for part in section.parts.get(kind, []):
+                emit(part.page, f"{title}{SECTION_SEP}{label}", part.text)
+    return out
+
+
+def _safe_label(label: str) -> str:
+    return label.replace(">", "›").strip()
+
+
+def parse_manual(data: bytes, services: Services) -> ParsedManual:
+    """Read a PDF/DOCX in the bounded process and find its structure; ManualFileError when unusable."""
+    limits, process = _limits(services)
+    document = parse_bounded(data, limits, process)
+    structure = parse_structure(document.lines)
+    pieces = structure_pieces(structure)
+    if not pieces:
+        raise ManualFileError("no_text")
+    return ParsedManual(
+        pieces=pieces,
+        structure={
+            "kind": document.kind,
+            "sections": [s.to_json() for s in structure.sections],
+            "warnings": list(structure.warnings),
+        },
+        page_count=document.page_count,
+    )
+
+
+def failure_text(exc: BaseException) -> str:
+    """What the manual row keeps as its error: a translation key for known reasons, else the message."""
+    if isinstance(exc, ManualFileError):
+        return f"manuals.reason.{exc.code}" + (f"|{exc.detail}" if exc.detail else "")
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _index_chunks(manual: Manual, pieces: Iterable[tuple[int, str, str, int]]) -> list[IndexedChunk]:
@@ -195,6 +280,13 @@ def _save(services: Services, product_id: int, index: ManualIndex) -> None:
         index.save(directory)
 
 
+def _set_indexed(manual: Manual, parsed: ParsedManual) -> None:
+    """Indexed, with what was understood; a manual without defect sections says so in its error."""
+    manual.status, manual.indexed_at = "indexed", utcnow()
+    manual.structure, manual.page_count = parsed.structure, parsed.page_count
+    manual.error = "manuals.reason.no_sections" if "no_sections" in parsed.structure["warnings"] else ""
+
+
 def _mark_failed(session: Session, manual_id: int, error: str) -> None:
     session.rollback()
     manual = session.get(Manual, manual_id)
@@ -226,7 +318,8 @@ def index_manual(
     product_id = manual.product_id
     try:
         report(0.1, "parse")
-        pieces = _chunk_pdf(services.storage.get(manual.object_key), services)
+        parsed = parse_manual(services.storage.get(manual.object_key), services)
+        pieces = parsed.pieces
         report(0.3, "embed")
         with _WRITE_LOCK:
             library = current_library(services)
@@ -237,7 +330,7 @@ def index_manual(
             _save(services, product_id, index)
             try:
                 _write_chunks(session, manual, pieces)
-                manual.status, manual.error, manual.indexed_at = "indexed", "", utcnow()
+                _set_indexed(manual, parsed)
                 _record_artifact(session, services, product_id=product_id, index=index, job_id=job_id)
                 session.commit()
             except BaseException:
@@ -252,9 +345,13 @@ def index_manual(
             row.status = previous_status if previous_status != "indexing" else "pending"
             session.commit()
         raise
+    except ManualFileError as exc:  # an unusable file: its reason is on the manual, no stack trace
+        logger.warning("manual %s cannot be used: %s", manual_id, exc)
+        _mark_failed(session, manual_id, failure_text(exc))
+        raise
     except Exception as exc:
         logger.exception("indexing manual %s failed", manual_id)
-        _mark_failed(session, manual_id, f"{type(exc).__name__}: {exc}")
+        _mark_failed(session, manual_id, failure_text(exc))
         raise
     return len(pieces)
 
@@ -282,15 +379,15 @@ def rebuild_product(
     """
     report = progress or (lambda fraction, stage: None)
     manuals = list(session.scalars(select(Manual).where(Manual.product_id == product_id).order_by(Manual.id)))
-    parsed: dict[int, list[tuple[int, str, str, int]]] = {}
+    parsed: dict[int, ParsedManual] = {}
     failed: dict[int, str] = {}
     for i, manual in enumerate(manuals):
         report(0.4 * i / max(1, len(manuals)), "parse")
         try:
-            parsed[manual.id] = _chunk_pdf(services.storage.get(manual.object_key), services)
+            parsed[manual.id] = parse_manual(services.storage.get(manual.object_key), services)
         except Exception as exc:  # one unreadable manual must not block the product's others
             logger.exception("manual %s cannot be parsed", manual.id)
-            failed[manual.id] = f"{type(exc).__name__}: {exc}"
+            failed[manual.id] = failure_text(exc)
     with _WRITE_LOCK:
         library = current_library(services)
         existing = library.index_for(product_id)
@@ -298,7 +395,7 @@ def rebuild_product(
         for i, manual in enumerate(manuals):
             report(0.4 + 0.5 * i / max(1, len(manuals)), "embed")
             if manual.id in parsed:
-                index.add_manual(manual.id, _index_chunks(manual, parsed[manual.id]))
+                index.add_manual(manual.id, _index_chunks(manual, parsed[manual.id].pieces))
         report(0.95, "save")
         _save(services, product_id, index)
         try:
@@ -307,8 +404,8 @@ def rebuild_product(
                     manual.status, manual.error = "failed", failed[manual.id][:2000]
                     session.execute(delete(ManualChunk).where(ManualChunk.manual_id == manual.id))
                 else:
-                    _write_chunks(session, manual, parsed[manual.id])
-                    manual.status, manual.error, manual.indexed_at = "indexed", "", utcnow()
+                    _write_chunks(session, manual, parsed[manual.id].pieces)
+                    _set_indexed(manual, parsed[manual.id])
             _record_artifact(session, services, product_id=product_id, index=index, job_id=job_id)
             session.commit()
         except BaseException:

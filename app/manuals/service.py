@@ -1,4 +1,4 @@
-"""Manual documents: checked PDF upload into the object store, listing, download and deletion."""
+"""Manual documents: checked PDF/DOCX upload into the object store, listing, structure, deletion."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from app.core.audit import record_audit
 from app.core.config import Settings
 from app.core.errors import (
     ConflictError,
+    DomainError,
     InvalidInputError,
     NotFoundError,
     PayloadTooLargeError,
@@ -25,17 +26,18 @@ from app.core.storage import ObjectStorage
 from app.db.tables import DeploymentJob, Manual, ManualChunk
 from app.deployments.runner import JobRunner
 from app.manuals import indexing
-from app.ml.pdf_text import PdfError, parse_pdf
+from app.manuals.document import DOCX_MEDIA_TYPE, Limits, ManualFileError, check_upload
 
 logger = logging.getLogger(__name__)
 
-_PDF_ERRORS = {
-    "not_pdf": (UnsupportedMediaError, "errors.manual_not_pdf"),
+_UPLOAD_ERRORS: dict[str, tuple[type[DomainError], str]] = {
+    "not_manual": (UnsupportedMediaError, "errors.manual_not_manual"),
     "encrypted": (InvalidInputError, "errors.manual_encrypted"),
     "too_many_pages": (PayloadTooLargeError, "errors.manual_too_many_pages"),
     "too_large": (PayloadTooLargeError, "errors.manual_too_large"),
-    "no_text": (InvalidInputError, "errors.manual_no_text"),
+    "zip_bomb": (PayloadTooLargeError, "errors.manual_zip_bomb"),
 }
+MEDIA_TYPES = {"pdf": "application/pdf", "docx": DOCX_MEDIA_TYPE}
 
 
 def _safe_name(name: str) -> str:
@@ -55,18 +57,24 @@ def upload_manual(
     data: bytes,
     actor_id: int | None,
 ) -> Manual:
-    """Check that the file is a readable PDF with text within limits, store it, and record it as pending."""
+    """Check the file (PDF or DOCX by content, size, page count, ZIP limits), store it, record it pending.
+
+    Only cheap structural checks run here; the text is read later, by the indexing job, in a bounded
+    process (a hostile file then fails its manual instead of holding the request).
+    """
     product = get_product(session, product_id)
     try:
-        parsed = parse_pdf(data, max_pages=settings.max_manual_pages, max_bytes=settings.max_manual_bytes)
-    except PdfError as exc:
-        error_class, key = _PDF_ERRORS.get(exc.code, (InvalidInputError, "errors.manual_not_pdf"))
+        kind, pages = check_upload(
+            data, Limits(max_bytes=settings.max_manual_bytes, max_pages=settings.max_manual_pages)
+        )
+    except ManualFileError as exc:
+        error_class, key = _UPLOAD_ERRORS.get(exc.code, (InvalidInputError, "errors.manual_not_manual"))
         raise error_class(
             key, pages=settings.max_manual_pages, limit_mb=settings.max_manual_bytes // 2**20
         ) from exc
     name = _safe_name(file_name)
-    if not name.lower().endswith(".pdf"):
-        name += ".pdf"
+    stem = re.sub(r"\.(pdf|docx)$", "", name, flags=re.IGNORECASE) or "manual"
+    name = f"{stem}.{kind}"
     # A fresh uuid per upload: two uploads with the same file name never overwrite each other.
     key = f"manuals/{product.id}/{uuid.uuid4().hex}_{re.sub(r'[^A-Za-z0-9._-]', '_', name)}"
     manual = Manual(
@@ -74,12 +82,12 @@ def upload_manual(
         file_name=name,
         object_key=key,
         size_bytes=len(data),
-        page_count=parsed.page_count,
+        page_count=pages,
         checksum=hashlib.sha256(data).hexdigest(),
         status="pending",
         created_by=actor_id,
     )
-    storage.put(key, data, "application/pdf")
+    storage.put(key, data, MEDIA_TYPES[kind])
     try:
         session.add(manual)
         session.flush()

@@ -100,6 +100,9 @@ class GuidanceRequest:
     passages: list[Passage] = field(default_factory=list)
     image_png: bytes | None = None
     language: str = "ko"
+    # Honest text for a part the manual does not have ("no section for this defect", "no prevention
+    # part"), by kind; written by the guidance service in the user's language.
+    manual_notes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -244,7 +247,8 @@ def _citation(p: Passage) -> Citation:
 
 # ----- extractive -----------------------------------------------------------------------------------------
 _SENT_SPLIT = re.compile(r"(?<=[.!?。])\s+|\n+")
-_BULLET = re.compile(r"^\s*(?:[-•·*▪◦]|\d{1,2}[.)]|[가-하][.)]|[①-⑳])\s*")
+# "1." / "2)" numbering needs a space or the end after it: "0.05 mm 이상이면" continues a wrapped sentence.
+_BULLET = re.compile(r"^\s*(?:[-•·*▪◦■□○●]\s*|\d{1,2}[.)](?!\d)\s*|[가-하][.)]\s+|[①-⑳]\s*)")
 _KIND_WORDS: dict[SectionKind, re.Pattern[str]] = {
     "cause": re.compile(r"원인|때문|발생|마모|과다|부족|불량"),
     "action": re.compile(r"조치|격리|교체|점검|제거|측정|폐기|재검사|정지"),
@@ -291,10 +295,11 @@ class ExtractiveGenerator:
         """Create the generator (nothing to load)."""
         return cls()
 
-    def _sentences(self, passages: Sequence[Passage], kind: SectionKind) -> tuple[list[str], list[Passage]]:
+    def _sentences(
+        self, passages: Sequence[Passage], kind: SectionKind, seen: set[str]
+    ) -> tuple[list[str], list[Passage]]:
         lines: list[str] = []
         used: list[Passage] = []
-        seen: set[str] = set()
         total = 0
         for p in passages:
             took = False
@@ -321,7 +326,9 @@ class ExtractiveGenerator:
         texts: dict[SectionKind, str] = {}
         citations: list[Citation] = []
         cited: set[tuple[str, int, str]] = set()
-        if not request.passages:
+        if not request.passages and request.manual_notes:
+            texts.update({k: request.manual_notes.get(k, "") for k in SECTION_KINDS})
+        elif not request.passages:
             texts["cause"] = (
                 "이 제품에는 등록된 대응 매뉴얼이 없어 매뉴얼 근거의 원인 분석을 "
                 "제공할 수 없습니다. "
@@ -332,16 +339,19 @@ class ExtractiveGenerator:
             )
             texts["prevention"] = "등록된 매뉴얼이 없어 예방 조치를 안내할 수 없습니다."
         else:
+            seen: set[str] = set()  # a sentence quoted once is never repeated in another section
             for kind in SECTION_KINDS:
                 typed = [p for p in request.passages if p.resolved_kind() == kind]
                 pool = typed or [p for p in request.passages if p.resolved_kind() is None]
-                lines, used = self._sentences(pool, kind)
+                lines, used = self._sentences(pool, kind, seen)
                 if lines:
                     # Name the manual section quoted so a worker can spot a mismatch at a glance.
                     where = ", ".join(dict.fromkeys(p.section for p in used if p.section))
                     texts[kind] = (f"(매뉴얼 항목: {where})\n" if where else "") + "\n".join(lines)
                 else:
-                    texts[kind] = f"매뉴얼에서 이 불량의 {SECTION_TITLES[kind]} 내용을 찾지 못했습니다."
+                    texts[kind] = request.manual_notes.get(kind) or (
+                        f"매뉴얼에서 이 불량의 {SECTION_TITLES[kind]} 내용을 찾지 못했습니다."
+                    )
                 for p in used:
                     key = (str(p.manual_id), p.page, p.section)
                     if key not in cited:

@@ -660,8 +660,13 @@ class ManualIndex:
                 out[kind] = pool[:per_section]
                 continue
             pool = [h for h in hits if h.section_match > 0 and h.kind == kind]
-            if not pool:  # the defect has no such subsection: its own text mentioning it, else general rules
-                pool = [h for h in hits if h.section_match > 0 and _KIND_TEXT[kind].search(h.chunk.text)]
+            if not pool:  # the defect has no such subsection: its own untyped text mentioning it, else
+                # general rules; never its other parts (prevention must not repeat the cause or the action)
+                pool = [
+                    h
+                    for h in hits
+                    if h.section_match > 0 and h.kind is None and _KIND_TEXT[kind].search(h.chunk.text)
+                ]
             if not pool:
                 pool = [h for h in hits if h.kind == kind and _is_general(h)]
             out[kind] = pool[:per_section]

@@ -132,7 +132,7 @@
     });
   }
 
-  // --- Manuals: one PDF at a time, then poll indexing status until every row is final.
+  // --- Manuals: one PDF or DOCX at a time, then poll indexing status until every row is final.
   const manualForm = document.getElementById("manual-upload-form");
   if (manualForm) {
     wireUpload(manualForm, function (files) {
@@ -160,10 +160,12 @@
       Promise.all(Object.keys(products).map(function (pid) {
         return window.DefectLens.api("/api/v1/products/" + pid + "/manuals").then(function (r) { return r.ok ? r.json() : []; });
       })).then(function (lists) {
+        let understood = false;
         lists.forEach(function (list) {
           list.forEach(function (m) {
             const row = manualTable.querySelector('tr[data-manual-id="' + m.id + '"]');
             if (!row) return;
+            if (m.status === "indexed" && row.dataset.status !== "indexed") understood = true;
             row.dataset.status = m.status;
             const badge = row.querySelector(".status-badge");
             badge.className = "badge status-badge state-" + m.status;
@@ -172,6 +174,8 @@
             row.querySelector(".page-count").textContent = m.page_count;
           });
         });
+        // A manual just indexed has a structure to show (sections found): redraw the list once.
+        if (understood && !pending().length) { window.location.reload(); return; }
         window.setTimeout(poll, 3000);
       }).catch(function () { window.setTimeout(poll, 10000); });
     }

@@ -39,6 +39,7 @@ from app.inspection.service import get_inspection, load_image
 from app.integrations import service as integrations_service
 from app.manuals.indexing import REGISTRY_NAME as MANUALS
 from app.manuals.indexing import ManualLibrary
+from app.manuals.sections import find_section
 from app.ml.generators import (
     ExtractiveGenerator,
     Generator,
@@ -311,16 +312,45 @@ def prepare_guidance(
     passages = []
     library: ManualLibrary | None = services.models.get(MANUALS)
     index = library.index_for(product.id) if library is not None else None
+    notes: dict[str, str] = {}
+    if not manuals:
+        # Registered but not usable (pending, indexing, failed): say that, not "no manual registered".
+        waiting = list(session.scalars(select(Manual.file_name).where(Manual.product_id == product.id)))
+        if waiting:
+            notes = {
+                "cause": translate("manuals.guidance.not_ready_cause", manuals=", ".join(waiting[:5])),
+                "action": translate("manuals.guidance.not_ready_action"),
+                "prevention": translate("manuals.guidance.not_ready_prevention"),
+            }
     if index is not None and manuals:
-        query = RetrievalQuery(
-            product_id=product.id,
-            defect_code=defect.code if defect else "",
-            defect_name=defect.name if defect else "",
-            defect_description=defect.description if defect else "",
-        )
-        sections = index.retrieve_sections(query, per_section=_PASSAGES_PER_SECTION)
-        # A manual deleted a moment ago may still be in an index a reader took: never cite it.
-        passages = [p for p in sections_to_passages(sections) if int(p.manual_id) in manuals]
+        # The manuals' own structure says which section answers for this defect type (the admin can
+        # correct it); retrieval then keeps to that heading. No section for it: say so, quote nothing.
+        lookup = find_section(session, product_id=product.id, defect_type_id=defect.id if defect else None)
+        if defect is not None and lookup.has_structure and not lookup.title:
+            notes = _no_section_notes(defect.name, lookup.titles)
+        else:
+            query = RetrievalQuery(
+                product_id=product.id,
+                defect_code="" if lookup.title else (defect.code if defect else ""),
+                defect_name=lookup.title.replace(">", "›")
+                if lookup.title
+                else (defect.name if defect else ""),
+                defect_description=defect.description if defect else "",
+            )
+            sections = index.retrieve_sections(query, per_section=_PASSAGES_PER_SECTION)
+            # A manual deleted a moment ago may still be in an index a reader took: never cite it.
+            passages = [p for p in sections_to_passages(sections) if int(p.manual_id) in manuals]
+            if lookup.title:
+                found = {p.kind for p in passages}
+                notes = {
+                    kind: translate(
+                        "manuals.guidance.no_part",
+                        section=lookup.title,
+                        part=translate(f"manuals.guidance.parts.{kind}"),
+                    )
+                    for kind in ("cause", "action", "prevention")
+                    if kind not in found
+                }
     image_png: bytes | None = None
     if isinstance(generator, OpenAICompatibleGenerator) and generator.vision:
         buffer = io.BytesIO()
@@ -340,6 +370,7 @@ def prepare_guidance(
         regions=_regions(inspection),
         passages=passages,
         image_png=image_png,
+        manual_notes=notes,
     )
     return PreparedGuidance(
         inspection_id=inspection.id,
@@ -355,6 +386,16 @@ def prepare_guidance(
         user_id=user.id,
         plain_outcome=plain_outcome,
     )
+
+
+def _no_section_notes(defect_name: str, titles: tuple[str, ...]) -> dict[str, str]:
+    """The honest answer when the product's manuals have sections, but none for this defect."""
+    listed = ", ".join(titles[:12]) + (" …" if len(titles) > 12 else "")
+    return {
+        "cause": translate("manuals.guidance.no_section_cause", defect=defect_name, sections=listed),
+        "action": translate("manuals.guidance.no_section_action"),
+        "prevention": translate("manuals.guidance.no_section_prevention"),
+    }
 
 
 # ----- result and storage ---------------------------------------------------------------------------------
@@ -412,7 +453,8 @@ def _to_read(prepared: PreparedGuidance, result: GuidanceResult) -> GuidanceRead
             "product_id": prepared.product_id,
             "defect_type_id": prepared.defect_type_id,
             "defect_name": prepared.defect_name,
-            "has_manual": bool(prepared.request.passages),
+            # "no manual registered" only when none is; a manual without this defect says so itself
+            "has_manual": bool(prepared.request.passages) or bool(prepared.manual_names),
             "manuals": sorted(set(prepared.manual_names.values())),
             "created_at": utcnow(),
         }
