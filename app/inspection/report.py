@@ -40,6 +40,7 @@ FLOW_SIZES = (9.0, 8.5, 8.0, 7.5, 7.0)
 MAX_TEXT_CHARS = 4000  # a section longer than this cannot fit the page at any size; cut before wrapping
 MAX_REGIONS = 5
 MAX_ACTION_LINES = 8
+MAX_SIDE_LINES = 14  # the outcome and record columns stay this short, whatever the names in them
 ELLIPSIS = "…"
 
 
@@ -389,7 +390,7 @@ def render_report(content: ReportContent) -> bytes:
     c.drawRightString(PAGE_W - MARGIN, y - 10, "DefectLens")
     c.setFillGray(0.0)
     y -= 24
-    meta = _wrap([" · ".join(content.meta)], FONT, 8.5, CONTENT_W)[:2]
+    meta = _cut(_wrap([" · ".join(content.meta)], FONT, 8.5, CONTENT_W), 2, FONT, 8.5, CONTENT_W)
     y = _draw_lines(c, meta, MARGIN, y, 8.5, 11)
     c.setStrokeGray(0.6)
     c.line(MARGIN, y - 2, PAGE_W - MARGIN, y - 2)
@@ -408,11 +409,12 @@ def render_report(content: ReportContent) -> bytes:
     c.drawString(MARGIN, y - 10, _t(lang, "outcome.title"))
     y -= 14
     c.setFont(FONT_BOLD, 12)
-    main = wrap_text(content.outcome_main, FONT_BOLD, 12, COLUMN_W)[:2]
+    main = _cut(wrap_text(content.outcome_main, FONT_BOLD, 12, COLUMN_W), 2, FONT_BOLD, 12, COLUMN_W)
     for line in main:
         c.drawString(MARGIN, y - 12, line)
         y -= 15
     left = _wrap(content.outcome_lines, FONT, 8, COLUMN_W) + _wrap(content.region_lines, FONT, 8, COLUMN_W)
+    left = _cut(left, MAX_SIDE_LINES, FONT, 8, COLUMN_W)
     y_left = _draw_lines(c, left, MARGIN, y, 8, 10.5)
 
     x = MARGIN + COLUMN_W + GAP
@@ -428,7 +430,10 @@ def render_report(content: ReportContent) -> bytes:
         action = _cut(action, MAX_ACTION_LINES, FONT, 8, COLUMN_W)
         content.notes.append(_t(lang, "report.cut_note"))
     y = _draw_lines(c, action, x, y, 8, 10.5)
-    y_right = _draw_lines(c, _wrap(content.record_lines, FONT, 8, COLUMN_W), x, y - 3, 8, 10.5)
+    record = _cut(
+        _wrap(content.record_lines, FONT, 8, COLUMN_W), MAX_SIDE_LINES - len(action), FONT, 8, COLUMN_W
+    )
+    y_right = _draw_lines(c, record, x, y - 3, 8, 10.5)
     y = min(y_left, y_right) - 4
     c.setStrokeGray(0.6)
     c.line(MARGIN, y, PAGE_W - MARGIN, y)

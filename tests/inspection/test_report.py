@@ -241,6 +241,22 @@ def test_a_just_uploaded_inspection_says_what_has_not_run(env: Env) -> None:
         assert said in flat, said
 
 
+def test_damaged_stored_results_still_give_a_page(env: Env) -> None:
+    body = _analyze(env)
+    inspection_id = body["inspection"]["id"]
+    with env.client.app.state.session_factory() as session:  # type: ignore[attr-defined]
+        row = session.get(Inspection, inspection_id)
+        assert row is not None
+        row.guidance = {"sections": {"status": None, "cause": 7}, "citations": ["x", {"page": None}]}
+        row.anomaly_result = {"score": "high", "regions": [None, {"x": None, "score": "?"}]}
+        session.commit()
+    reader, text = _pdf(env, inspection_id)
+    assert len(reader.pages) == 1
+    flat = _squash(text)
+    assert "이상탐지를실행하지않았습니다" in flat  # no usable score: not shown as a number
+    assert "이상영역1개" in flat
+
+
 def test_missing_inspection_is_404_and_anonymous_is_401(env: Env) -> None:
     missing = env.client.get("/api/v1/inspections/999999/report.pdf", headers=env.worker)
     assert missing.status_code == 404
