@@ -375,6 +375,7 @@ def render_report(content: ReportContent) -> bytes:
     """The report as the bytes of a one-page A4 PDF."""
     register_fonts()
     lang = content.lang
+    notes = list(content.notes)  # what the layout had to cut is added here; the content stays as given
     buffer = io.BytesIO()
     c = canvas.Canvas(buffer, pagesize=A4, pageCompression=1)
     c.setTitle(content.title)
@@ -428,7 +429,7 @@ def render_report(content: ReportContent) -> bytes:
     action = wrap_text(content.action_text or "-", FONT, 8, COLUMN_W)
     if len(action) > MAX_ACTION_LINES:
         action = _cut(action, MAX_ACTION_LINES, FONT, 8, COLUMN_W)
-        content.notes.append(_t(lang, "report.cut_note"))
+        notes.append(_t(lang, "report.cut_note"))
     y = _draw_lines(c, action, x, y, 8, 10.5)
     record = _cut(
         _wrap(content.record_lines, FONT, 8, COLUMN_W), MAX_SIDE_LINES - len(action), FONT, 8, COLUMN_W
@@ -443,7 +444,7 @@ def render_report(content: ReportContent) -> bytes:
     footer_top = MARGIN + 24
     flow = _flow(content.blocks, y - footer_top)
     if flow.is_cut:
-        content.notes.append(_t(lang, "report.cut_note"))
+        notes.append(_t(lang, "report.cut_note"))
     for block in flow.blocks:
         c.setFont(FONT_BOLD, flow.heading_size)
         c.drawString(MARGIN, y - flow.heading_size, block.title)
@@ -455,7 +456,7 @@ def render_report(content: ReportContent) -> bytes:
     c.line(MARGIN, footer_top - 4, PAGE_W - MARGIN, footer_top - 4)
     c.setFont(FONT, 7.5)
     c.setFillGray(0.35)
-    notes = list(dict.fromkeys(content.notes))
+    notes = list(dict.fromkeys(notes))
     if notes:
         c.drawString(MARGIN, footer_top - 14, " ".join(notes))
     c.drawString(MARGIN, MARGIN - 2, content.generated)
