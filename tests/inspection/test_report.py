@@ -214,7 +214,11 @@ def test_a_missing_overlay_is_said_not_drawn(env: Env, analysed: dict[str, Any])
     with env.client.app.state.session_factory() as session:  # type: ignore[attr-defined]
         row = session.get(Inspection, inspection_id)
         assert row is not None
-        storage.delete(row.image_key.rsplit("/", 1)[0] + "/overlay.png")
+        # every file the anomaly step left beside the photo (pictures, or the map they are drawn from)
+        folder = row.image_key.rsplit("/", 1)[0] + "/"
+        for key in list(storage.list(folder)):
+            if key != row.image_key:
+                storage.delete(key)
     reader, text = _pdf(env, inspection_id)
     assert len(reader.pages) == 1
     assert len(reader.pages[0].images) == 1  # the photo only
