@@ -15,6 +15,7 @@ from app.core.files import object_response
 from app.core.url_fetch import UrlPolicy, fetch_url
 from app.db.session import SessionDep
 from app.inspection import analyze as analyze_service
+from app.inspection import report as report_service
 from app.inspection import service
 from app.inspection.anomaly import pictures
 from app.inspection.schemas import InspectionEventRead, InspectionRead
@@ -117,6 +118,23 @@ def inspection_file(
         key=pictures.file_key(session, services, row, name),
         content_type=service.file_content_type(name),
         file_name=name,
+    )
+
+
+@router.get(
+    "/inspections/{inspection_id}/report.pdf",
+    response_class=Response,
+    responses={200: {"content": {"application/pdf": {}}, "description": "A one-page A4 PDF"}},
+)
+def inspection_report(
+    inspection_id: int, session: SessionDep, storage: StorageDep, _: CurrentUserDep
+) -> Response:
+    """The inspection as a one-page PDF report, in the reader's language (?lang= or the language cookie)."""
+    pdf = report_service.inspection_report(session, storage, inspection_id=inspection_id)
+    return Response(
+        pdf,
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'inline; filename="inspection-{inspection_id}.pdf"'},
     )
 
 
