@@ -127,10 +127,10 @@ def inspection_file(
     responses={200: {"content": {"application/pdf": {}}, "description": "A one-page A4 PDF"}},
 )
 def inspection_report(
-    inspection_id: int, session: SessionDep, storage: StorageDep, _: CurrentUserDep
+    inspection_id: int, session: SessionDep, services: ServicesDep, _: CurrentUserDep
 ) -> Response:
     """The inspection as a one-page PDF report, in the reader's language (?lang= or the language cookie)."""
-    pdf = report_service.inspection_report(session, storage, inspection_id=inspection_id)
+    pdf = report_service.inspection_report(session, services, inspection_id=inspection_id)
     return Response(
         pdf,
         media_type="application/pdf",

@@ -8,6 +8,7 @@ set smaller, then cut with an ellipsis and a note, so the report is always exact
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,12 +21,16 @@ from reportlab.pdfgen import canvas
 from sqlalchemy.orm import Session
 
 from app.core.i18n import current_language, translate
+from app.core.services import Services
 from app.core.storage import ObjectStorage, StorageError
 from app.db.base import utcnow
 from app.db.tables import Inspection, Product, User
 from app.demo.manual_pdf import FONT, FONT_BOLD, register_fonts, wrap_text
 from app.inspection import outcome as outcome_service
 from app.inspection import service as inspection_service
+from app.inspection.anomaly import pictures
+
+logger = logging.getLogger(__name__)
 
 PAGE_W, PAGE_H = A4
 MARGIN = 36.0
@@ -99,6 +104,16 @@ def _picture(storage: ObjectStorage, key: str) -> bytes | None:
     buffer = io.BytesIO()
     picture.save(buffer, format="JPEG", quality=85)
     return buffer.getvalue()
+
+
+def _overlay(session: Session, services: Services, inspection: Inspection) -> bytes | None:
+    """The anomaly overlay (drawn from the stored map and cached if nobody looked at it yet), or None."""
+    try:
+        key = pictures.file_key(session, services, inspection, "overlay.png")
+    except (StorageError, KeyError, TypeError, ValueError, OSError):
+        logger.warning("no anomaly overlay for inspection %s", inspection.id, exc_info=True)
+        return None
+    return _picture(services.storage, key)
 
 
 def _person(user: User | None) -> str:
@@ -206,15 +221,15 @@ def _guidance_blocks(inspection: Inspection, lang: str) -> tuple[list[Block], bo
 
 
 def report_content(
-    session: Session, storage: ObjectStorage, *, inspection_id: int, lang: str | None = None
+    session: Session, services: Services, *, inspection_id: int, lang: str | None = None
 ) -> ReportContent:
     """Read the inspection (404 if missing), its pictures, record and events, in the reader's language."""
     lang = lang or current_language.get()
     inspection = inspection_service.get_inspection(session, inspection_id)
-    photo = _picture(storage, inspection.image_key)
+    photo = _picture(services.storage, inspection.image_key)
     overlay = None
     if inspection.anomaly_result:
-        overlay = _picture(storage, inspection_service.file_key(inspection, "overlay.png"))
+        overlay = _overlay(session, services, inspection)
         overlay_missing = _t(lang, "report.overlay_missing")
     else:
         overlay_missing = _t(lang, "report.anomaly_not_run")
@@ -467,7 +482,7 @@ def render_report(content: ReportContent) -> bytes:
 
 
 def inspection_report(
-    session: Session, storage: ObjectStorage, *, inspection_id: int, lang: str | None = None
+    session: Session, services: Services, *, inspection_id: int, lang: str | None = None
 ) -> bytes:
     """The inspection's one-page PDF report in the reader's language (404 for a missing inspection)."""
-    return render_report(report_content(session, storage, inspection_id=inspection_id, lang=lang))
+    return render_report(report_content(session, services, inspection_id=inspection_id, lang=lang))
