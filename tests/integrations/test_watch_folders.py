@@ -86,7 +86,7 @@ def test_dropped_photos_become_inspections_and_bad_files_are_set_aside(
     assert inspection["original_name"] == "shot-001.png"
     assert inspection["username"] == "worker1"
     assert client.get(inspection["image_url"], headers=admin).content == PHOTO  # the whole file, not half
-    assert list((folder / "done").rglob("shot-001.png"))
+    _wait(lambda: bool(list((folder / "done").rglob("shot-001.png"))))  # moved once analysed
     assert (folder / "shot-002.png.part").exists()
     reason = (folder / "rejected" / "notes.png.reason.txt").read_text(encoding="utf-8")
     assert reason.strip()
