@@ -6,9 +6,10 @@ Three data sets, each side by side in one run:
   model from the non-holdout normal images (calibrated as the anomaly_model job does), the non-holdout
   defect images registered (their masks given, as a demo load does), queries = holdout defect and normal
   images;
-* **DeepPCB** (`--deeppcb DIR`, cloned into bench/out/ when absent): one "product" PCB; normals = crops of
-  the `*_temp.jpg` templates, one-type defect photos = crops around single boxed defects of `*_test.jpg`
-  (no other box in the crop); gallery = boards of some groups, queries = boards of the other groups;
+* **DeepPCB** (`--deeppcb DIR`, else /work/datasets/DeepPCB, else cloned into bench/out/): one "product"
+  PCB; normals = crops of the `*_temp.jpg` templates, one-type defect photos = crops around single boxed
+  defects of `*_test.jpg` (no other box in the crop); gallery = boards of 8 groups (their box is the
+  uploaded mask), queries = boards of the 3 other groups (unseen);
 * **ELPV** (`pip install elpv-dataset`): mono / poly solar cells as two products, normal (p=0) vs
   defective (p=1) only.
 
@@ -16,7 +17,8 @@ Every answer goes through `app.ml.outcome.fuse_outcome` with the product's anoma
 measured is what the worker sees. Reference = the app's whole-image verdict (`compute_verdict` over the top
 10 hits with `calibrate_thresholds`); new = `app.ml.identification` (region descriptor + whole image,
 alpha and Platt confidence fitted per product by leave-one-out). The product is the true one on both sides
-(the worker picked it, or the verdict found it: it does almost always).
+(the worker picked it, or the verdict found it: it does almost always). On the demo data the guidance a
+worker would get for each answer is run too (retrieval + extractive generator, see `demo_guidance`).
 
 Usage: python bench/identification_bench.py [--out docs/benchmarks/identification.md] [--skip-deeppcb]
 """
@@ -67,6 +69,7 @@ from app.ml.verdict import calibrate_thresholds, compute_verdict
 
 VERDICT_K = 10
 DEEPPCB_URL = "https://github.com/tangsanli5201/DeepPCB"
+Box = tuple[int, int, int, int]
 DEEPPCB_TYPES = {1: "open", 2: "short", 3: "mousebite", 4: "spur", 5: "copper", 6: "pin-hole"}
 
 
@@ -367,7 +370,7 @@ def deeppcb_set(
     rng.shuffle(groups)
     test_groups = set(groups[: max(1, len(groups) // 3)])
     half = crop // 2
-    candidates: dict[bool, dict[int, list[tuple[Path, tuple[int, int, int, int]]]]] = {True: {}, False: {}}
+    candidates: dict[bool, dict[int, list[tuple[Path, Box, Box]]]] = {True: {}, False: {}}
     for group, test, ann in pairs:
         boxes = _boxes(ann)
         for x1, y1, x2, y2, t in boxes:
@@ -386,7 +389,7 @@ def deeppcb_set(
             ]
             inside = x1 >= window[0] and y1 >= window[1] and x2 <= window[2] and y2 <= window[3]
             if not others and inside:
-                candidates[group in test_groups].setdefault(t, []).append((test, window))
+                candidates[group in test_groups].setdefault(t, []).append((test, window, (x1, y1, x2, y2)))
     gallery: list[Photo] = []
     queries: list[Photo] = []
 
@@ -397,7 +400,15 @@ def deeppcb_set(
     for is_test, per_type, target in ((False, per_type_gallery, gallery), (True, per_type_query, queries)):
         for t in sorted(candidates[is_test]):
             picked = rng.sample(candidates[is_test][t], min(per_type, len(candidates[is_test][t])))
-            target += [Photo(1, t, load(p, w)) for p, w in picked]
+            for path, window, box in picked:
+                # registered images come with their annotation as the uploaded mask; queries never do
+                mask = None
+                if not is_test:
+                    mask = np.zeros((crop, crop), dtype=bool)
+                    mask[box[1] - window[1] : box[3] - window[1], box[0] - window[0] : box[2] - window[0]] = (
+                        True
+                    )
+                target.append(Photo(1, t, load(path, window), mask))
     templates = sorted({test.with_name(test.name.replace("_test", "_temp")) for _, test, _ in pairs})
     rng.shuffle(templates)
     normal_crops: list[Image.Image] = []
@@ -411,7 +422,8 @@ def deeppcb_set(
     notes = (
         f"{len(groups)} board groups, {len(test_groups)} held out for queries "
         f"({', '.join(sorted(test_groups))}); "
-        f"{crop} px crops; {normals} template crops in the bank"
+        f"{crop} px crops (jittered around the box); registered crops carry their box as the uploaded mask; "
+        f"{normals} random template crops in the bank, other template crops are the defect-free queries"
     )
     return {1: model}, gallery, queries, notes
 

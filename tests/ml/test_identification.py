@@ -184,3 +184,25 @@ def test_products_without_an_anomaly_model_are_identified_by_the_whole_image(
     assert found.region is None
     assert found.report["method"] == WHOLE
     assert set(found.calibrations) == {WHOLE}
+
+
+def test_identification_survives_a_server_restart_with_the_search_generation(
+    tmp_path: Path, embedder: EfficientNetEmbedder, model: PatchCore, confounded: ProductIdentification
+) -> None:
+    from app.ml.gallery import Gallery
+    from app.ml.search_runtime import SearchEngine
+
+    galleries = {
+        kind: Gallery.empty(kind, embedder.embedder_id, embedder.dim) for kind in ("defect", "normal")
+    }
+    engine = SearchEngine(embedder, "efficientnet-lite0", galleries, identification={7: confounded})
+    engine.save_new_generation(tmp_path)
+    loaded = SearchEngine.load(tmp_path, embedder, "efficientnet-lite0")
+    assert set(loaded.identification) == {7}
+    query = _pit(_background("speckle", 700), 90)
+    whole, region = embedder.embed([query])[0], describe_region(model, query)
+    fingerprint = model_fingerprint(model)
+    assert loaded.identification[7].identify(whole, region, fingerprint=fingerprint) == confounded.identify(
+        whole, region, fingerprint=fingerprint
+    )
+    assert loaded.identification[7].report == confounded.report
