@@ -152,13 +152,22 @@ def _evaluate(
     idents: dict[int, ProductIdentification] = {}
     for pid, model in models.items():
         rows = [i for i, p in enumerate(gallery) if p.product_id == pid]
-        region = np.stack([describe_region(model, gallery[i].image, gallery[i].mask) for i in rows])
+        as_query = [describe_region(model, gallery[i].image) for i in rows]
+        region = np.stack(
+            [
+                describe_region(model, gallery[i].image, gallery[i].mask)
+                if gallery[i].mask is not None
+                else q
+                for i, q in zip(rows, as_query, strict=True)
+            ]
+        )
         idents[pid] = build_product_identification(
             pid,
             rows,
             [gallery[i].defect_type for i in rows],
             whole_g[rows],
             region,
+            region_query=np.stack(as_query),
             fingerprint=model_fingerprint(model),
         )
         print(name, pid, idents[pid].report, flush=True)

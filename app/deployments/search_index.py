@@ -273,12 +273,19 @@ def _region_of(
     image: CatalogImage,
     options: PreprocessingOptions,
     masks: dict[str, Path],
-) -> np.ndarray:
-    """A gallery image's region descriptor: its uploaded (demo) mask if it has one, else its anomaly map."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """A gallery image's region descriptors: (as registered, as a query would be described).
+
+    As registered: from its uploaded (demo) mask if it has one, else from its anomaly map; as a query:
+    always from its anomaly map (the leave-one-out calibration holds images out in that form).
+    """
     picture = anomaly_model.prepare(open_rgb(services.storage.get(image.object_key)), options)
+    by_map = describe_region(model, picture)
     mask_path = masks.get(image.original_name)
-    mask = anomaly_model.read_mask(mask_path, (picture.height, picture.width)) if mask_path else None
-    return describe_region(model, picture, mask)
+    if mask_path is None:
+        return by_map, by_map
+    mask = anomaly_model.read_mask(mask_path, (picture.height, picture.width))
+    return describe_region(model, picture, mask), by_map
 
 
 def build_identification(
@@ -307,14 +314,16 @@ def build_identification(
         }
     model = anomaly_model_for(services, product_id)
     region: np.ndarray | None = None
+    region_query: np.ndarray | None = None
     if model is not None:
         masks = anomaly_model.demo_masks(services.settings, code)
         try:
-            vectors = []
+            pairs = []
             for row in rows:
                 ctx.check_cancelled()
-                vectors.append(_region_of(services, model, row, options, masks))
-            region = np.stack(vectors)
+                pairs.append(_region_of(services, model, row, options, masks))
+            region = np.stack([p[0] for p in pairs])
+            region_query = np.stack([p[1] for p in pairs])
         except JobCancelled:
             raise
         except Exception as exc:  # one unreadable image: this product is matched on whole images only
@@ -325,6 +334,7 @@ def build_identification(
         [r.defect_type_id for r in rows],
         whole,
         region,
+        region_query=region_query,
         fingerprint=model_fingerprint(model) if model is not None and region is not None else "",
         type_names=names,
     )
@@ -357,7 +367,7 @@ def _identify_into(
         region = None
         model = anomaly_model_for(services, image.product_id)
         if found.region is not None and model is not None and model_fingerprint(model) == found.fingerprint:
-            region = _region_of(services, model, image, current[image.product_id], {})
+            region = _region_of(services, model, image, current[image.product_id], {})[0]
         found.add(image.id, image.defect_type_id, gallery.get_vectors([image.id])[0], region)
 
 

@@ -398,12 +398,21 @@ def _decide(
 
 
 def _loo(
-    whole: np.ndarray, region: np.ndarray | None, labels: Sequence[int | None], alpha: float
+    whole: np.ndarray,
+    region: np.ndarray | None,
+    labels: Sequence[int | None],
+    alpha: float,
+    region_query: np.ndarray | None = None,
 ) -> tuple[list[int | None], list[float], list[float], list[float]]:
-    """Leave-one-out answers: (predicted type, score, margin, best same-type similarity) per image."""
+    """Leave-one-out answers: (predicted type, score, margin, best same-type similarity) per image.
+
+    The held-out image is described as a query would be (`region_query`: from its anomaly map), the others
+    as registered (`region`: from their masks when uploaded).
+    """
     sims = whole @ whole.T
     if alpha > 0 and region is not None:
-        sims = alpha * (region @ region.T) + (1 - alpha) * sims
+        queries = region if region_query is None else region_query
+        sims = alpha * (queries @ region.T) + (1 - alpha) * sims
     predicted: list[int | None] = []
     scores: list[float] = []
     margins: list[float] = []
@@ -420,9 +429,13 @@ def _loo(
 
 
 def _calibrate(
-    whole: np.ndarray, region: np.ndarray | None, labels: Sequence[int | None], alpha: float
+    whole: np.ndarray,
+    region: np.ndarray | None,
+    labels: Sequence[int | None],
+    alpha: float,
+    region_query: np.ndarray | None = None,
 ) -> tuple[Calibration, list[int | None], list[bool], list[float], list[float]]:
-    predicted, scores, margins, same_best = _loo(whole, region, labels, alpha)
+    predicted, scores, margins, same_best = _loo(whole, region, labels, alpha, region_query)
     correct = [p == t for p, t in zip(predicted, labels, strict=True)]
     finite = [s for s in same_best if not math.isnan(s)]
     min_score = float(np.percentile(finite, SCORE_PERCENTILE)) if finite else -1.0
@@ -437,6 +450,7 @@ def build_product_identification(
     whole: np.ndarray,
     region: np.ndarray | None = None,
     *,
+    region_query: np.ndarray | None = None,
     fingerprint: str = "",
     type_names: dict[int, str] | None = None,
 ) -> ProductIdentification:
@@ -452,6 +466,10 @@ def build_product_identification(
         labels: Their defect type ids.
         whole: (n, dw) whole-image embeddings.
         region: (n, dr) region descriptors, or None.
+        region_query: (n, dr) the same images described as a query is (anomaly map, no mask); None when
+            no image has a mask. Leave-one-out holds each image out in that form: an uploaded mask makes a
+            gallery descriptor cleaner than any query's, and calibrating mask against mask overstates the
+            confidence a real query earns.
         fingerprint: The anomaly model's `model_fingerprint` (with region).
         type_names: Defect type id -> name, for the confusion table.
 
@@ -472,7 +490,10 @@ def build_product_identification(
     method = WHOLE
     if region is not None:
         # alpha 0 is a candidate too: where the region does not help, the whole image decides.
-        candidates = [best, *(_calibrate(whole, region, labels, a) for a in ALPHAS if a > 0)]
+        candidates = [
+            best,
+            *(_calibrate(whole, region, labels, a, region_query) for a in ALPHAS if a > 0),
+        ]
         best = max(candidates, key=_quality)
         found.calibrations[REGION] = best[0]
         method = REGION

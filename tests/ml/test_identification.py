@@ -206,3 +206,22 @@ def test_identification_survives_a_server_restart_with_the_search_generation(
         whole, region, fingerprint=fingerprint
     )
     assert loaded.identification[7].report == confounded.report
+
+
+def test_leave_one_out_holds_images_out_as_queries_are_described_not_by_their_masks() -> None:
+    rng = np.random.default_rng(0)
+    labels: list[int | None] = [PIT] * 10 + [CRACK] * 10
+
+    def unit(rows: np.ndarray) -> np.ndarray:
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+    whole = unit(rng.normal(size=(20, 16)))  # the whole photo says nothing about the type
+    prototypes = unit(rng.normal(size=(2, 16)))
+    by_mask = unit(prototypes[[0] * 10 + [1] * 10] + 0.05 * rng.normal(size=(20, 16)))
+    by_map = unit(rng.normal(size=(20, 16)))  # queries' anomaly maps miss the defect on this product
+    ids = list(range(20))
+    optimistic = build_product_identification(1, ids, labels, whole, by_mask)
+    honest = build_product_identification(1, ids, labels, whole, by_mask, region_query=by_map)
+    assert optimistic.report["top1"] == 1.0
+    assert honest.report["top1"] <= 0.75
+    assert honest.calibrations[REGION].platt(0.1) < optimistic.calibrations[REGION].platt(0.1)
