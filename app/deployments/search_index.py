@@ -248,7 +248,10 @@ def reconcile(
         if gallery is None:
             continue
         scope = {h.image_id for pid in product_ids for h in gallery.rows(pid)}
-        removed += gallery.remove(sorted(scope - wanted))
+        gone = sorted(scope - wanted)
+        removed += gallery.remove(gone)
+        for found in engine.identification.values():
+            found.remove(gone)
         missing.extend(
             img for img in images if img.kind == kind and img.id not in gallery and img.id not in exclude
         )
