@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import faiss
+import numpy as np
 from PIL import Image
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -32,12 +33,20 @@ from app.db.tables import (
     Product,
     ReferenceImage,
 )
+from app.deployments import anomaly_model
 from app.deployments.runner import JobContext
 from app.deployments.status import ArtifactState
 from app.ml.catalog_hooks import IMAGE_HOOKS
 from app.ml.embedders import EFFICIENTNET_NAME, ImageEmbedder, load_embedder
-from app.ml.errors import ModelNotAvailableError
+from app.ml.errors import JobCancelled, ModelNotAvailableError
 from app.ml.gallery import Gallery, build_gallery
+from app.ml.identification import (
+    ProductIdentification,
+    build_product_identification,
+    describe_region,
+    model_fingerprint,
+)
+from app.ml.patchcore import PatchCore
 from app.ml.preprocessing import PreprocessingOptions
 from app.ml.search_runtime import GALLERY_KINDS, GalleryKind, SearchEngine, new_built_at, preprocess
 from app.ml.verdict import (
@@ -65,6 +74,7 @@ class CatalogImage:
     kind: GalleryKind
     defect_type_id: int | None
     object_key: str
+    original_name: str = ""
 
 
 def index_root(services: Services) -> Path:
@@ -92,12 +102,18 @@ def catalog_images(session: Session, product_ids: Sequence[int]) -> list[Catalog
         .where((ReferenceImage.defect_type_id.is_(None)) | (DefectType.is_active.is_(True)))
         .order_by(ReferenceImage.id)
     )
-    return [
-        CatalogImage(
-            r.id, r.product_id, "defect" if r.kind == "defect" else "normal", r.defect_type_id, r.object_key
-        )
-        for r in session.scalars(query)
-    ]
+    return [_catalog_image(r) for r in session.scalars(query)]
+
+
+def _catalog_image(row: ReferenceImage) -> CatalogImage:
+    return CatalogImage(
+        row.id,
+        row.product_id,
+        "defect" if row.kind == "defect" else "normal",
+        row.defect_type_id,
+        row.object_key,
+        row.original_name or "",
+    )
 
 
 def _load_embedder(services: Services, name: str) -> tuple[ImageEmbedder, str, str]:
@@ -193,19 +209,20 @@ def apply_image_changes(
         return 0
     if removed:
         engine.remove([r.id for r in removed])
-    images = [
-        CatalogImage(
-            r.id, r.product_id, "defect" if r.kind == "defect" else "normal", r.defect_type_id, r.object_key
-        )
-        for r in added
-    ]
+    images = [_catalog_image(r) for r in added]
     if images:
         with services.session_factory() as session:
             current = catalog_service.preprocessing_options(session, sorted({i.product_id for i in images}))
         _embed_into(services, engine, images, current)
+        _identify_into(services, engine, [i for i in images if i.kind == "defect"], current)
     touched = {"defect" if r.kind == "defect" else "normal" for r in [*added, *removed]}
     if touched:
-        engine.save_in_place(index_root(services), [k for k in GALLERY_KINDS if k in touched])
+        products = sorted({r.product_id for r in [*added, *removed] if r.kind == "defect"})
+        engine.save_in_place(
+            index_root(services),
+            [k for k in GALLERY_KINDS if k in touched],
+            identification=[p for p in products if p in engine.identification],
+        )
     return len(images)
 
 
@@ -231,13 +248,130 @@ def reconcile(
         if gallery is None:
             continue
         scope = {h.image_id for pid in product_ids for h in gallery.rows(pid)}
-        removed += gallery.remove(sorted(scope - wanted))
+        gone = sorted(scope - wanted)
+        removed += gallery.remove(gone)
+        for found in engine.identification.values():
+            found.remove(gone)
         missing.extend(
             img for img in images if img.kind == kind and img.id not in gallery and img.id not in exclude
         )
     if missing:
         _embed_into(services, engine, missing, current)
+        _identify_into(services, engine, [i for i in missing if i.kind == "defect"], current)
     return len(missing), removed
+
+
+# --- identification ----------------------------------------------------------------------------------
+
+
+def anomaly_model_for(services: Services, product_id: int) -> PatchCore | None:
+    """The product's calibrated anomaly model, or None (identification then uses the whole image)."""
+    model = anomaly_model.current_models(services).get(product_id)
+    return model if model is not None and model.calibration is not None else None
+
+
+def _region_of(
+    services: Services,
+    model: PatchCore,
+    image: CatalogImage,
+    options: PreprocessingOptions,
+    masks: dict[str, Path],
+) -> tuple[np.ndarray, np.ndarray]:
+    """A gallery image's region descriptors: (as registered, as a query would be described).
+
+    As registered: from its uploaded (demo) mask if it has one, else from its anomaly map; as a query:
+    always from its anomaly map (the leave-one-out calibration holds images out in that form).
+    """
+    picture = anomaly_model.prepare(open_rgb(services.storage.get(image.object_key)), options)
+    by_map = describe_region(model, picture)
+    mask_path = masks.get(image.original_name)
+    if mask_path is None:
+        return by_map, by_map
+    mask = anomaly_model.read_mask(mask_path, (picture.height, picture.width))
+    return describe_region(model, picture, mask), by_map
+
+
+def build_identification(
+    ctx: JobContext,
+    gallery: Gallery,
+    product_id: int,
+    options: PreprocessingOptions,
+    images: Sequence[CatalogImage],
+) -> ProductIdentification | None:
+    """Describe a product's defect images and calibrate identification by leave-one-out (None: no images).
+
+    Region descriptors need the product's anomaly model; without one (or when an image cannot be
+    described) the product is identified by the whole image only.
+    """
+    rows = [i for i in images if i.product_id == product_id and i.kind == "defect" and i.id in gallery]
+    if not rows:
+        return None
+    services: Services = ctx.services
+    whole = gallery.get_vectors([r.id for r in rows])
+    with ctx.session_factory() as session:
+        product = session.get(Product, product_id)
+        code = product.code if product is not None else ""
+        names = {
+            d.id: d.name
+            for d in session.scalars(select(DefectType).where(DefectType.product_id == product_id))
+        }
+    model = anomaly_model_for(services, product_id)
+    region: np.ndarray | None = None
+    region_query: np.ndarray | None = None
+    if model is not None:
+        masks = anomaly_model.demo_masks(services.settings, code)
+        try:
+            pairs = []
+            for row in rows:
+                ctx.check_cancelled()
+                pairs.append(_region_of(services, model, row, options, masks))
+            region = np.stack([p[0] for p in pairs])
+            region_query = np.stack([p[1] for p in pairs])
+        except JobCancelled:
+            raise
+        except Exception as exc:  # one unreadable image: this product is matched on whole images only
+            ctx.log(f"product {product_id}: region descriptors failed ({type(exc).__name__}: {exc})")
+    found = build_product_identification(
+        product_id,
+        [r.id for r in rows],
+        [r.defect_type_id for r in rows],
+        whole,
+        region,
+        region_query=region_query,
+        fingerprint=model_fingerprint(model) if model is not None and region is not None else "",
+        type_names=names,
+    )
+    report = found.report
+    ctx.log(
+        f"product {product_id}: identification by {report['method']} (alpha {report['alpha']}), "
+        f"leave-one-out top-1 {report['top1']}, unknown {report['unknown_rate']} "
+        f"over {report['images']} images"
+    )
+    return found
+
+
+def _identify_into(
+    services: Services,
+    engine: SearchEngine,
+    images: Sequence[CatalogImage],
+    current: dict[int, PreprocessingOptions],
+) -> None:
+    """Add new defect images to their product's identification data (one description each, no rebuild).
+
+    Products built without identification data get it at the next build; so does the leave-one-out report.
+    """
+    gallery = engine.gallery("defect")
+    if gallery is None:
+        return
+    for image in images:
+        found = engine.identification.get(image.product_id)
+        if found is None or image.id not in gallery:
+            continue
+        region = None
+        model = anomaly_model_for(services, image.product_id)
+        if found.region is not None and model is not None and model_fingerprint(model) == found.fingerprint:
+            region = _region_of(services, model, image, current[image.product_id], {})[0]
+        found.add(image.id, image.defect_type_id, gallery.get_vectors([image.id])[0], region)
 
 
 # --- the job -----------------------------------------------------------------------------------------
@@ -312,6 +446,18 @@ def run(ctx: JobContext) -> dict[str, object] | None:
         if compatible and old is not None and ctx.product_id is not None:
             _copy_other_products(old, gallery, kind, keep_out=set(scope))
         galleries[kind] = gallery
+    ctx.progress(0.9, "identification.stage")
+    identification = {
+        pid: found
+        for pid, found in (old.identification.items() if compatible and old is not None else ())
+        if pid not in scope
+    }
+    reports: dict[str, Any] = {}
+    for pid in scope:
+        found = build_identification(ctx, galleries["defect"], pid, current[pid], images)
+        if found is not None:
+            identification[pid] = found
+            reports[str(pid)] = found.report
     ctx.progress(0.93, "search.stages.calibrating")
     thresholds: dict[int, Thresholds] = dict(old.thresholds) if compatible and old is not None else {}
     uncalibrated = Thresholds(DEFAULT_MIN_SCORE, DEFAULT_MIN_MARGIN)
@@ -330,6 +476,7 @@ def run(ctx: JobContext) -> dict[str, object] | None:
         galleries=galleries,
         thresholds=thresholds,
         built_at=new_built_at(),
+        identification=identification,
     )
     ctx.progress(0.96, "search.stages.saving")
     ctx.check_cancelled()
@@ -348,6 +495,7 @@ def run(ctx: JobContext) -> dict[str, object] | None:
         "normal_images": galleries["normal"].count,
         "products": len(scope),
         "skipped_images": skipped,
+        "identification": reports,
     }
     _record_artifact(ctx, generation, result)
     ctx.log(engine.describe())
@@ -451,6 +599,10 @@ def _product_state(
         if threshold is not None:
             state.detail["min_score"] = round(threshold.min_score, 4)
             state.detail["min_margin"] = round(threshold.min_margin, 4)
+        found = engine.identification.get(pid)
+        if found is not None and found.report:
+            # leave-one-out over the images registered at the last build (later ones count after the next)
+            state.detail["identification"] = found.report
     if any(j.product_id in (None, pid) for j in active_jobs):
         state.state = "building"
         return state

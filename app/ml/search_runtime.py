@@ -10,6 +10,7 @@ On disk, one build is one *generation* directory::
     <root>/<token>/search.json          embedder, build time, calibrated thresholds per product
     <root>/<token>/defect/              Gallery.save() output
     <root>/<token>/normal/              Gallery.save() output
+    <root>/<token>/identification/product-<id>.npz   region-aware identification (app.ml.identification)
 
 A rebuild writes a new generation beside the old one and then flips `current.json`, so a crash in the
 middle leaves the previous build in force. Incremental adds and deletes re-save the galleries of the
@@ -38,6 +39,7 @@ from app.core.fileio import atomic_write_bytes
 from app.ml.embedders import ImageEmbedder
 from app.ml.errors import ArtifactError
 from app.ml.gallery import Gallery, GalleryHit
+from app.ml.identification import ProductIdentification
 from app.ml.preprocessing import PreprocessingOptions, apply_preprocessing
 from app.ml.verdict import Thresholds
 
@@ -49,6 +51,7 @@ GALLERY_KINDS: tuple[GalleryKind, GalleryKind] = ("defect", "normal")
 # smoothing radius means the same on every camera and preprocessing stays cheap (embedders use 224 px).
 MAX_SIDE = 512
 CURRENT_FILE = "current.json"
+IDENTIFICATION_DIR = "identification"
 META_FILE = "search.json"
 FORMAT_VERSION = 1
 
@@ -77,6 +80,8 @@ class SearchEngine:
         built_at: ISO time of the build (None when nothing was built).
         generation: Directory name of the build on disk (None when nothing was built).
         note: Why no gallery is loaded although one exists on disk (e.g. built by another embedder).
+        identification: product_id -> its defect images as identification sees them (region descriptors
+            and leave-one-out calibration, see app.ml.identification).
     """
 
     embedder: ImageEmbedder
@@ -86,6 +91,7 @@ class SearchEngine:
     built_at: str | None = None
     generation: str | None = None
     note: str = ""
+    identification: dict[int, ProductIdentification] = field(default_factory=dict)
 
     @property
     def is_built(self) -> bool:
@@ -152,7 +158,9 @@ class SearchEngine:
         gallery.add(ids, vectors, product_ids, labels)
 
     def remove(self, ids: Sequence[int]) -> int:
-        """Remove images from both galleries; returns how many entries were removed."""
+        """Remove images from both galleries (and identification); returns how many gallery entries went."""
+        for found in self.identification.values():
+            found.remove(ids)
         return sum(g.remove(ids) for g in self.galleries.values())
 
     def threshold_for(self, product_id: int | None) -> Thresholds | None:
@@ -183,6 +191,8 @@ class SearchEngine:
             directory.mkdir(parents=True, exist_ok=False)
             for kind, gallery in self.galleries.items():
                 gallery.save(directory / kind)
+            for found in self.identification.values():
+                found.save(_identification_path(directory, found.product_id))
             atomic_write_bytes(directory / META_FILE, json.dumps(self.meta(), indent=2).encode())
             previous = read_current(root)
             atomic_write_bytes(Path(root) / CURRENT_FILE, json.dumps({"generation": token}).encode())
@@ -193,8 +203,13 @@ class SearchEngine:
                     shutil.rmtree(path, ignore_errors=True)
         return token
 
-    def save_in_place(self, root: Path, kinds: Sequence[GalleryKind] = GALLERY_KINDS) -> None:
-        """Re-save galleries of the current generation after an incremental change."""
+    def save_in_place(
+        self,
+        root: Path,
+        kinds: Sequence[GalleryKind] = GALLERY_KINDS,
+        identification: Sequence[int] = (),
+    ) -> None:
+        """Re-save galleries (and these products' identification data) of the current generation."""
         if self.generation is None:
             return
         directory = Path(root) / self.generation
@@ -205,6 +220,10 @@ class SearchEngine:
                 gallery = self.galleries.get(kind)
                 if gallery is not None:
                     gallery.save(directory / kind)
+            for pid in identification:
+                found = self.identification.get(int(pid))
+                if found is not None:
+                    found.save(_identification_path(directory, found.product_id))
 
     @classmethod
     def load(cls, root: Path, embedder: ImageEmbedder, embedder_name: str) -> SearchEngine:
@@ -236,7 +255,18 @@ class SearchEngine:
             int(pid): Thresholds(float(t["min_score"]), float(t["min_margin"]))
             for pid, t in (meta.get("thresholds") or {}).items()
         }
+        folder = directory / IDENTIFICATION_DIR
+        if folder.is_dir():
+            for path in sorted(folder.glob("product-*.npz")):
+                found = ProductIdentification.load(path)
+                engine.identification[found.product_id] = found
         return engine
+
+
+def _identification_path(directory: Path, product_id: int) -> Path:
+    folder = Path(directory) / IDENTIFICATION_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"product-{int(product_id)}.npz"
 
 
 def read_current(root: Path) -> str | None:

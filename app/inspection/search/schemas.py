@@ -45,6 +45,11 @@ class VerdictRead(BaseModel):
     min_margin: float
     # "settings" (admin override), "calibrated" (per product at build time) or "default"
     threshold_source: str
+    # Calibrated probability (0-1) that the named defect type is right (leave-one-out Platt fit per product
+    # at build time); None when the product has no identification data yet (built before, or no images).
+    confidence: float | None = None
+    # "region" (anomalous region + whole image, the product's anomaly model exists) or "whole"
+    method: str = "whole"
 
 
 class SearchRead(BaseModel):

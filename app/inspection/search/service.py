@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import numpy as np
 from PIL import Image
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -16,7 +17,7 @@ from app.core.errors import ConflictError, InvalidInputError, NotFoundError
 from app.core.images import check_image
 from app.core.services import Services
 from app.db.tables import DefectType, Inspection, ModelSetting, Product, ReferenceImage, User
-from app.deployments import search_index
+from app.deployments import anomaly_model, search_index
 from app.inspection import outcome as outcome_service
 from app.inspection import service as inspection_service
 from app.inspection.search.schemas import (
@@ -30,6 +31,7 @@ from app.inspection.search.schemas import (
 )
 from app.ml.catalog_hooks import image_change_hook
 from app.ml.gallery import GalleryHit
+from app.ml.identification import REGION, WHOLE, Identified, describe_region, model_fingerprint
 from app.ml.preprocessing import PreprocessingOptions
 from app.ml.search_runtime import SearchEngine
 from app.ml.verdict import compute_verdict
@@ -83,9 +85,19 @@ def _built_engine(services: Services) -> SearchEngine:
 
 
 def _query_hits(
-    session: Session, engine: SearchEngine, image: Image.Image, *, k: int, product_id: int | None
+    session: Session,
+    engine: SearchEngine,
+    image: Image.Image,
+    *,
+    k: int,
+    product_id: int | None,
+    vectors: dict[int, np.ndarray] | None = None,
 ) -> list[GalleryHit]:
-    """Nearest defect images; products with different preprocessing get their own query embedding."""
+    """Nearest defect images; products with different preprocessing get their own query embedding.
+
+    `vectors`, when given, receives the query embedding used for each product searched.
+    """
+    out = vectors if vectors is not None else {}
     gallery = engine.gallery("defect")
     assert gallery is not None  # noqa: S101 - callers check is_built
     in_gallery = sorted(gallery.count_by_product())
@@ -104,11 +116,14 @@ def _query_hits(
         groups.setdefault(options.key(), (options, []))[1].append(pid)
     if product_id is None and len(groups) == 1 and len(product_ids) == len(in_gallery):
         options = next(iter(groups.values()))[0]
-        return engine.search("defect", engine.embed([image], [options])[0], k)
+        vector = engine.embed([image], [options])[0]
+        out.update(dict.fromkeys(product_ids, vector))
+        return engine.search("defect", vector, k)
     hits: list[GalleryHit] = []
     for options, pids in groups.values():
         vector = engine.embed([image], [options])[0]
         for pid in pids:
+            out[pid] = vector
             hits.extend(engine.search("defect", vector, k, pid))
     hits.sort(key=lambda h: (-h.score, h.image_id))
     return hits[:k]
@@ -129,6 +144,28 @@ def _thresholds(
     if setting is not None and setting.search_min_margin is not None:
         min_margin, source = setting.search_min_margin, "settings"
     return float(min_score), float(min_margin), source
+
+
+def _identify(
+    session: Session,
+    services: Services,
+    engine: SearchEngine,
+    image: Image.Image,
+    product_id: int | None,
+    vectors: dict[int, np.ndarray],
+) -> Identified | None:
+    """The product's identification answer, or None when it has no identification data (old build)."""
+    if product_id is None or product_id not in vectors:
+        return None
+    found = engine.identification.get(product_id)
+    if found is None or found.count == 0 or WHOLE not in found.calibrations:
+        return None
+    model = search_index.anomaly_model_for(services, product_id)
+    if model is None or found.method_for(model_fingerprint(model)) != REGION:
+        return found.identify(vectors[product_id])
+    options = catalog_service.preprocessing_options(session, [product_id])[product_id]
+    region = describe_region(model, anomaly_model.prepare(image, options))
+    return found.identify(vectors[product_id], region, fingerprint=model_fingerprint(model))
 
 
 def _matches(session: Session, hits: Sequence[GalleryHit]) -> list[SearchMatch]:
@@ -180,10 +217,24 @@ def search_inspection(
         if not gallery.count_by_product().get(scope):
             raise ConflictError("errors.search_product_no_images", product=product.name)
     image = inspection_service.load_rgb(services.storage, inspection)
-    hits = _query_hits(session, engine, image, k=max(top_k, VERDICT_K), product_id=scope)
+    vectors: dict[int, np.ndarray] = {}
+    hits = _query_hits(session, engine, image, k=max(top_k, VERDICT_K), product_id=scope, vectors=vectors)
     raw = compute_verdict(hits[:VERDICT_K], min_score=-math.inf, min_margin=-math.inf)
     min_score, min_margin, source = _thresholds(session, services, engine, raw.product_id)
-    is_unknown = raw.product_id is None or raw.score < min_score or raw.margin < min_margin
+    found = _identify(session, services, engine, image, raw.product_id, vectors)
+    confidence: float | None = None
+    method = "whole"
+    if found is not None:
+        # The product's identification (region-aware when its anomaly model exists) names the defect type.
+        raw = replace(
+            raw, defect_type_id=found.defect_type_id, score=found.score, margin=found.margin, is_unknown=False
+        )
+        confidence, method = round(found.confidence, 4), found.method
+        is_unknown = found.is_unknown
+        if source == "settings":  # an admin's explicit thresholds still apply
+            is_unknown = is_unknown or raw.score < min_score or raw.margin < min_margin
+    else:
+        is_unknown = raw.product_id is None or raw.score < min_score or raw.margin < min_margin
     product_row = session.get(Product, raw.product_id) if raw.product_id is not None else None
     defect_row = session.get(DefectType, raw.defect_type_id) if raw.defect_type_id is not None else None
     verdict = VerdictRead(
@@ -197,6 +248,8 @@ def search_inspection(
         min_score=round(min_score, 6),
         min_margin=round(min_margin, 6),
         threshold_source=source,
+        confidence=confidence,
+        method=method,
     )
     matches = _matches(session, hits[:top_k])
     is_stale = search_index.settings_mismatch(session, engine, None if scope is None else [scope])
