@@ -175,6 +175,10 @@ def test_backbone_choices_are_published_for_the_model_settings_api(
         "/api/v1/settings/models", json={"anomaly_backbone": "efficientnet-lite0"}, headers=admin_headers
     )
     assert accepted.status_code == 200, accepted.text
+    assert {"efficientnet-lite1", "efficientnet-lite2", "auto"} <= choices["anomaly_backbone"]
+    auto = client.put("/api/v1/settings/models", json={"anomaly_backbone": "auto"}, headers=admin_headers)
+    assert auto.status_code == 200, auto.text
+    assert client.get("/api/v1/settings/models", headers=admin_headers).json()["anomaly_backbone"] == "auto"
 
 
 def _product_with_defects(client: TestClient, code: str, n_normal: int, n_defect: int) -> int:
