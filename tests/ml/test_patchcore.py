@@ -246,13 +246,14 @@ def test_torchvision_backbone_from_models_dir(
     import app.ml.torchvision_compat  # noqa: F401, I001 - before torchvision
     from torchvision.models import resnet18
 
-    assert available_backbones(tmp_path) == ["efficientnet_lite0"]
+    packaged = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+    assert available_backbones(tmp_path) == packaged
     with pytest.raises(ModelNotAvailableError):
         FeatureExtractor.load("resnet18", tmp_path, "cpu")
     (tmp_path / "backbones").mkdir()
     torch.manual_seed(0)
     torch.save(resnet18(weights=None).state_dict(), tmp_path / "backbones" / "resnet18.pth")
-    assert available_backbones(tmp_path) == ["efficientnet_lite0", "resnet18"]
+    assert available_backbones(tmp_path) == [*packaged, "resnet18"]
     cfg = PatchCoreConfig(backbone="resnet18", image_size=64, feature_dim=256)
     m = PatchCore.fit([s.image for s in data[0][:2]], cfg, models_dir=tmp_path, device="cpu")
     assert m.memory_bank.shape[1] == 256

@@ -195,7 +195,7 @@ def test_artifact_meta_reports_calibration_and_evaluation(anomaly_env: AnomalyEn
         meta = art.meta
     assert {"calibration", "evaluation", "backbone", "bank_size", "n_train"} <= set(meta)
     evaluation = meta["evaluation"]
-    assert set(evaluation) == {
+    assert set(evaluation) >= {
         "image_auroc",
         "pixel_auroc",
         "f1",
@@ -203,7 +203,12 @@ def test_artifact_meta_reports_calibration_and_evaluation(anomaly_env: AnomalyEn
         "confusion",
         "n_normal",
         "n_defect",
+        "protocol",
+        "roc",
+        "pr",
+        "per_type",
     }
+    assert evaluation["protocol"] == "cross_validated"
     assert set(evaluation["confusion"]) == {"tp", "fp", "tn", "fn"}
     assert evaluation["n_defect"] >= 1
     assert evaluation["pixel_auroc"] is not None
