@@ -277,6 +277,15 @@ def _next_seq(session: Session, product_id: int, kind: str, defect_type_id: int 
     return (session.scalar(query) or 0) + 1
 
 
+def _refuse_second_registration(session: Session, inspection_id: int) -> None:
+    """409 when the inspection's photo is already in the catalog (the unique constraint said so)."""
+    existing = session.scalar(
+        select(ReferenceImage.id).where(ReferenceImage.source_inspection_id == inspection_id)
+    )
+    if existing is not None:
+        raise ConflictError("errors.search_already_registered", id=existing)
+
+
 def add_image(
     session: Session,
     storage: ObjectStorage,
@@ -322,6 +331,8 @@ def add_image(
             session.flush()
         except IntegrityError:
             session.rollback()
+            if source_inspection_id is not None:
+                _refuse_second_registration(session, source_inspection_id)
             continue
         break
     else:
