@@ -129,6 +129,13 @@ def login_delay_s(failures: int, *, allowance: int, base_s: float, max_delay_s: 
     return float(min(max_delay_s, base_s * 2 ** min(failures - allowance, 30)))
 
 
+def _whole_second_after(moment: datetime) -> datetime:
+    """`moment` rounded up to a whole second (MariaDB DATETIME keeps no fractions; never shorten a delay)."""
+    if moment.microsecond == 0:
+        return moment
+    return moment.replace(microsecond=0) + timedelta(seconds=1)
+
+
 def _claim_attempt(
     session: Session, *, key: str, allowance: int, max_delay_s: int, settings: Settings
 ) -> None:
@@ -165,7 +172,7 @@ def _claim_attempt(
             .values(
                 failures=failures + 1,
                 version=row.version + 1,
-                next_allowed_at=now + timedelta(seconds=delay) if delay else None,
+                next_allowed_at=_whole_second_after(now + timedelta(seconds=delay)) if delay else None,
                 updated_at=now,
             )
         )
