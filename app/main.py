@@ -20,6 +20,7 @@ from app.core.docs import docs_assets_dir
 from app.core.docs import router as docs_router
 from app.core.error_handlers import register_error_handlers
 from app.core.health import router as health_router
+from app.core.inference import InferenceGate
 from app.core.middleware import IngressGuardMiddleware, RequestContextMiddleware
 from app.core.observability import Metrics, configure_logging
 from app.core.services import Services
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         models=app.state.models,
         session_factory=app.state.session_factory,
         metrics=app.state.metrics,
+        inference=InferenceGate.from_settings(settings, app.state.metrics),
     )
     app.state.runner = JobRunner(
         app.state.session_factory, services=app.state.services, workers=settings.job_workers

@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     # --- Upload limits (which route gets which limit: `body_limit` below)
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
-    max_image_pixels: int = Field(default=40_000_000, ge=1024)
+    max_image_pixels: int = Field(default=25_000_000, ge=1024)
     max_decode_side: int = Field(default=2048, ge=64)
     max_image_aspect_ratio: float = Field(default=20.0, ge=1.0)
     min_image_side: int = Field(default=16, ge=1)

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from app.catalog import service as catalog_service
 from app.core.errors import ConflictError, InvalidInputError, NotFoundError
 from app.core.images import check_image
+from app.core.inference import gated
 from app.core.services import Services
 from app.db.tables import DefectType, Inspection, ModelSetting, Product, ReferenceImage, User
 from app.deployments import search_index
@@ -155,6 +156,7 @@ def _matches(session: Session, hits: Sequence[GalleryHit]) -> list[SearchMatch]:
     return out
 
 
+@gated("search", lambda session, **kwargs: kwargs["services"])
 def search_inspection(
     session: Session, *, services: Services, inspection_id: int, top_k: int, product_id: int | None
 ) -> SearchRead:
@@ -171,7 +173,9 @@ def search_inspection(
         product = catalog_service.get_product(session, scope)
         if not gallery.count_by_product().get(scope):
             raise ConflictError("errors.search_product_no_images", product=product.name)
-    image = inspection_service.load_rgb(services.storage, inspection)
+    image = inspection_service.load_rgb(
+        services.storage, inspection, max_side=services.settings.max_decode_side
+    )
     hits = _query_hits(session, engine, image, k=max(top_k, VERDICT_K), product_id=scope)
     raw = compute_verdict(hits[:VERDICT_K], min_score=-math.inf, min_margin=-math.inf)
     min_score, min_margin, source = _thresholds(session, services, engine, raw.product_id)
