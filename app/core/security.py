@@ -9,6 +9,7 @@ import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -49,6 +50,16 @@ def token_digest(token: str) -> str:
 def new_csrf_token() -> str:
     """A random double-submit CSRF token."""
     return secrets.token_urlsafe(24)
+
+
+def redact_url(url: str) -> str:
+    """A server address fit to show an admin: no user, password, query string or fragment."""
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.netloc:
+        return url.split("?", 1)[0].split("#", 1)[0]
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def csrf_for_session(session_token: str) -> str:
