@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import struct
 import warnings
 from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
 from app.core.errors import InvalidInputError, PayloadTooLargeError, UnsupportedMediaError
+from app.core.image_metadata import strip_metadata
 
 # Pillow format name -> (file extension, content type)
 FORMATS = {
@@ -45,7 +47,8 @@ class CheckedImage:
 
 
 def check_image(data: bytes, limits: ImageLimits, *, name: str = "") -> CheckedImage:
-    """Validate image bytes fully (header, pixel budget, full decode) or raise a 4xx domain error."""
+    """Validate image bytes fully (header, pixel budget, full decode) or raise a 4xx domain error; what
+    comes back carries no metadata (EXIF with GPS, XMP, comments), so none is stored or served."""
     if len(data) > limits.max_bytes:
         raise PayloadTooLargeError(
             "errors.file_too_large", name=name, limit_mb=limits.max_bytes // (1024 * 1024)
@@ -69,6 +72,10 @@ def check_image(data: bytes, limits: ImageLimits, *, name: str = "") -> CheckedI
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidInputError("errors.corrupt_image", name=name) from exc
     extension, content_type = FORMATS[fmt]
+    try:
+        data, width, height = strip_metadata(data, fmt)
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+        raise InvalidInputError("errors.corrupt_image", name=name) from exc
     return CheckedImage(
         data=data,
         extension=extension,
