@@ -50,6 +50,7 @@ class LevelResult:
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     errors: Counter[str] = field(default_factory=Counter)
     refusals: list[tuple[str, int, float]] = field(default_factory=list)  # step, Retry-After, ms
+    inspection_ids: list[int] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -120,6 +121,8 @@ def _worker(
             if created is None:
                 continue
             inspection_id = created.json()["id"]
+            with result.lock:
+                result.inspection_ids.append(inspection_id)
             if (
                 _step(
                     client, result, "search", "POST", f"/api/v1/inspections/{inspection_id}/search", json={}
@@ -149,6 +152,46 @@ def _run_level(
     for thread in threads:
         thread.join()
     return result
+
+
+@dataclass
+class Burst:
+    """A burst of simultaneous searches, none retried: what callers beyond capacity receive."""
+
+    size: int
+    statuses: Counter[int] = field(default_factory=Counter)
+    retry_after: Counter[str] = field(default_factory=Counter)
+    ok_ms: list[float] = field(default_factory=list)
+    refused_ms: list[float] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _burst(base: str, headers: dict[str, str], inspection_ids: list[int], size: int) -> Burst:
+    burst = Burst(size=size)
+    barrier = threading.Barrier(size)
+
+    def one(n: int) -> None:
+        with httpx.Client(base_url=base, headers=headers, timeout=120) as client:
+            barrier.wait()
+            started = time.perf_counter()
+            response = client.post(
+                f"/api/v1/inspections/{inspection_ids[n % len(inspection_ids)]}/search", json={}
+            )
+            elapsed = (time.perf_counter() - started) * 1000
+        with burst.lock:
+            burst.statuses[response.status_code] += 1
+            if response.status_code == 503:
+                burst.retry_after[response.headers.get("retry-after", "none")] += 1
+                burst.refused_ms.append(elapsed)
+            elif response.is_success:
+                burst.ok_ms.append(elapsed)
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(size)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return burst
 
 
 def _build(settings: Settings) -> None:
@@ -200,6 +243,7 @@ def main() -> None:
     parser.add_argument("--levels", type=int, nargs="+", default=[16, 32])
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per level")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/load.md"))
+    parser.add_argument("--burst", type=int, default=54, help="simultaneous searches in the burst probe")
     parser.add_argument("--work", type=Path, default=None, help="keep (and reuse) the demo install here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -262,16 +306,19 @@ def main() -> None:
             ]
             load_before = os.getloadavg()[0]
             results = [_run_level(base, headers, photos, n, args.duration) for n in args.levels]
+            ids = [i for r in results for i in r.inspection_ids]
+            burst = _burst(base, headers, ids, args.burst)
             metrics = httpx.get(f"{base}/metrics").text
         finally:
             server.terminate()
             server.wait(30)
-    _report(args, results, photos, setup_s, load_before, metrics)
+    _report(args, results, burst, photos, setup_s, load_before, metrics)
 
 
 def _report(
     args: argparse.Namespace,
     results: list[LevelResult],
+    burst: Burst,
     photos: list[tuple[Path, int]],
     setup_s: float,
     load_before: float,
@@ -315,7 +362,13 @@ def _report(
         ]
     else:
         lines.append("- No caller was refused at these levels (the queue held every waiting step).")
+    codes = ", ".join(f"{code}: {n}" for code, n in sorted(burst.statuses.items()))
     lines += [
+        f"- Burst probe: {burst.size} searches sent at the same instant, none retried (capacity: 2 running + "
+        f"16 waiting). Answers: {codes}. Refused callers got `Retry-After` "
+        + (", ".join(f"{w} s ({n}x)" for w, n in sorted(burst.retry_after.items())) or "-")
+        + f" within p50 {_pct(burst.refused_ms, 0.5):.0f} ms / p95 {_pct(burst.refused_ms, 0.95):.0f} ms; "
+        f"served callers waited p50 {_pct(burst.ok_ms, 0.5):.0f} ms / p95 {_pct(burst.ok_ms, 0.95):.0f} ms.",
         f"- /metrics after the run: {_metric(metrics, 'defectlens_inference_refused_total'):.0f} refusals, "
         f"{_metric(metrics, 'defectlens_inference_queue_wait_seconds_count'):.0f} queued steps, total "
         f"queue wait {_metric(metrics, 'defectlens_inference_queue_wait_seconds_sum'):.1f} s.",

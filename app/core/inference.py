@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy.orm import Session
 
 from app.core.errors import ServiceUnavailableError
 
@@ -129,6 +130,11 @@ def gated(step: str, services_of: Callable[..., object]) -> Callable[[Callable[P
             gate = getattr(services_of(*args, **kwargs), "inference", None)
             if gate is None:
                 return func(*args, **kwargs)
+            session = args[0] if args and isinstance(args[0], Session) else None
+            if session is not None and not (session.new or session.dirty or session.deleted):
+                # A queued step must not hold a database connection: the pool is smaller than the queue,
+                # and it would become a second, hidden queue that times out with errors.
+                session.rollback()
             with gate.slot(step):
                 return func(*args, **kwargs)
 

@@ -131,3 +131,56 @@ def test_beyond_capacity_callers_get_503_with_retry_after(tmp_path: Path) -> Non
         metrics = httpx.get(f"{base}/metrics").text
         assert _metric(metrics, "defectlens_inference_refused_total") >= 2
         assert _metric(metrics, 'defectlens_inference_queue_wait_seconds_count{step="search"}') >= 1
+
+
+def test_queued_steps_hold_no_database_connection(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path, inference_concurrency=1, inference_queue_size=30, inference_queue_wait_s=30
+    )
+    run_migrations(settings)
+    with live_app(settings) as (base, app):
+        body = {"username": "worker1", "password": WORKER_PASSWORD}
+        token = httpx.post(f"{base}/api/v1/auth/login", json=body).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        inspection = httpx.post(
+            f"{base}/api/v1/inspections", headers=headers, files={"file": ("a.png", png_bytes(), "image/png")}
+        ).json()
+        gate = app.state.services.inference  # type: ignore[attr-defined]
+        engine = app.state.engine  # type: ignore[attr-defined]
+        release = threading.Event()
+        holding = threading.Event()
+
+        def hold() -> None:
+            with gate.slot("test"):
+                holding.set()
+                release.wait(30)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert holding.wait(5)
+        answers: list[int] = []
+        url = f"{base}/api/v1/inspections/{inspection['id']}/search"
+        callers = [
+            threading.Thread(
+                target=lambda: answers.append(
+                    httpx.post(url, json={}, headers=headers, timeout=60).status_code
+                )
+            )
+            for _ in range(20)
+        ]
+        for caller in callers:
+            caller.start()
+        deadline = time.monotonic() + 20
+        while _metric(httpx.get(f"{base}/metrics").text, "defectlens_inference_queue_depth") < 20:
+            assert time.monotonic() < deadline, "not every caller reached the queue"
+            time.sleep(0.1)
+        # Before: each queued request kept its pooled connection; past the pool size (15 on SQLite)
+        # callers waited for a connection instead, and timed out with 500 after 30 s.
+        assert engine.pool.checkedout() <= 2
+        release.set()
+        holder.join(10)
+        for caller in callers:
+            caller.join(60)
+        assert 500 not in answers
+        assert 503 not in answers
+        assert len(answers) == 20
