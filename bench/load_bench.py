@@ -68,8 +68,9 @@ def _pct(samples: list[float], q: float) -> float:
 def _step(
     client: httpx.Client, result: LevelResult, step: str, method: str, url: str, **kwargs: object
 ) -> httpx.Response | None:
-    """One step, retried after a 503's Retry-After (at most 5 times); None when it failed."""
-    for _attempt in range(6):
+    """One step, retried after a 503's Retry-After (at most 10 times, as a line client would); None when it
+    failed."""
+    for _attempt in range(11):
         started = time.perf_counter()
         try:
             response = client.request(method, url, **kwargs)  # type: ignore[arg-type]
@@ -82,7 +83,7 @@ def _step(
             wait = int(response.headers["retry-after"])
             with result.lock:
                 result.refusals.append((step, wait, elapsed_ms))
-            time.sleep(min(wait, 5))
+            time.sleep(min(wait, 30))
             continue
         if response.is_success:
             with result.lock:
@@ -92,7 +93,7 @@ def _step(
             result.errors[f"{step}: {response.status_code}"] += 1
         return None
     with result.lock:
-        result.errors[f"{step}: still 503 after 5 retries"] += 1
+        result.errors[f"{step}: still 503 after 10 retries"] += 1
     return None
 
 
@@ -265,68 +266,92 @@ def main() -> None:
         )
         run_migrations(settings)
         started = time.perf_counter()
+        setup_s: float | None = None
         if not (settings.data_path / "demo-credentials.json").exists():
             load_demo(settings, build=False)
             _build(settings)
-        setup_s = time.perf_counter() - started
+            setup_s = time.perf_counter() - started
         creds = demo_credentials(settings)
         root = settings.data_path / "demo" / "seed-0"
         manifest = json.loads((root / "manifest.json").read_text())
-        port = _free_port()
-        env = {**os.environ, **env_settings, "OMP_NUM_THREADS": "1"}
-        server = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            cwd=Path(__file__).resolve().parents[1],
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 180
-            while True:
-                try:
-                    if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("server did not become ready")
-                time.sleep(0.5)
-            login = httpx.post(
-                f"{base}/api/v1/auth/login", json={"username": "worker", "password": creds["worker"]}
-            )
-            headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
-            products = {
-                p["code"]: p["id"] for p in httpx.get(f"{base}/api/v1/products", headers=headers).json()
-            }
-            photos = [
-                (root / d["path"], products[p["code"]])
-                for p in manifest["products"]
-                for d in p["defect_images"]
-                if d["holdout"]
-            ]
-            load_before = os.getloadavg()[0]
-            results = [_run_level(base, headers, photos, n, args.duration) for n in args.levels]
-            ids = [i for r in results for i in r.inspection_ids]
-            burst = _burst(base, headers, ids, args.burst)
-            metrics = httpx.get(f"{base}/metrics").text
-        finally:
-            server.terminate()
-            server.wait(30)
-    _report(args, results, burst, photos, setup_s, load_before, metrics)
+        photos_by_code = [
+            (root / d["path"], p["code"])
+            for p in manifest["products"]
+            for d in p["defect_images"]
+            if d["holdout"]
+        ]
+        load_before = os.getloadavg()[0]
+        runs = {
+            name: _serve_and_run(args, {**env_settings, **extra}, creds["worker"], photos_by_code)
+            for name, extra in CONFIGS
+        }
+    _report(args, runs, len(photos_by_code), setup_s, load_before)
+
+
+CONFIGS = (
+    ("bounded queue (ours)", {}),
+    # Before: every request ran its inference at once and everyone slowed down together.
+    ("no queue (reference, before)", {"INFERENCE_CONCURRENCY": "100000", "INFERENCE_QUEUE_SIZE": "0"}),
+)
+
+
+@dataclass
+class Run:
+    """One server configuration's levels, burst probe and final metrics."""
+
+    results: list[LevelResult]
+    burst: Burst
+    metrics: str
+
+
+def _serve_and_run(
+    args: argparse.Namespace,
+    env_settings: dict[str, str],
+    password: str,
+    photos_by_code: list[tuple[Path, str]],
+) -> Run:
+    port = _free_port()
+    env = {**os.environ, **env_settings, "OMP_NUM_THREADS": "1"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise SystemExit("server did not become ready")
+            time.sleep(0.5)
+        login = httpx.post(f"{base}/api/v1/auth/login", json={"username": "worker", "password": password})
+        headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        products = {p["code"]: p["id"] for p in httpx.get(f"{base}/api/v1/products", headers=headers).json()}
+        photos = [(path, products[code]) for path, code in photos_by_code]
+        results = [_run_level(base, headers, photos, n, args.duration) for n in args.levels]
+        ids = [i for r in results for i in r.inspection_ids]
+        burst = _burst(base, headers, ids, args.burst)
+        metrics = httpx.get(f"{base}/metrics").text
+    finally:
+        server.terminate()
+        server.wait(30)
+    return Run(results=results, burst=burst, metrics=metrics)
 
 
 def _report(
     args: argparse.Namespace,
-    results: list[LevelResult],
-    burst: Burst,
-    photos: list[tuple[Path, int]],
-    setup_s: float,
+    runs: dict[str, Run],
+    photo_count: int,
+    setup_s: float | None,
     load_before: float,
-    metrics: str,
 ) -> None:
-    refusals = [r for res in results for r in res.refusals]
-    waits = Counter(wait for _step, wait, _ms in refusals)
-    refusal_ms = [ms for _step, _wait, ms in refusals]
+    setup = f"{setup_s:.0f} s" if setup_s is not None else f"reused from {args.work}"
+    ours, reference = (runs[name] for name, _extra in CONFIGS)
     lines = [
         "# Load benchmark: concurrent line workers",
         "",
@@ -336,45 +361,81 @@ def _report(
         f"--duration {args.duration:.0f}`.",
         "",
         f"Subset: the demo data set (`defectlens demo`, seed 0: 3 products; setup incl. search index and "
-        f"PatchCore memory banks {setup_s:.0f} s), {len(photos)} holdout defect photos cycled by every "
-        "worker; "
-        f"{args.duration:.0f} s per level. Server: `defectlens serve` in its own process, SQLite, local "
-        "storage, packaged EfficientNet-Lite0, OMP_NUM_THREADS=1, default inference queue "
-        "(INFERENCE_CONCURRENCY=2, INFERENCE_QUEUE_SIZE=16). Each worker: upload, then search, then anomaly; "
-        "a 503 is retried after its Retry-After.",
+        f"PatchCore memory banks {setup}), {photo_count} holdout defect photos cycled by every "
+        f"worker; {args.duration:.0f} s per level. Server: `defectlens serve` in its own process, SQLite, "
+        "local storage, packaged EfficientNet-Lite0, OMP_NUM_THREADS=1. Each worker: upload, then search, "
+        "then anomaly; a 503 is retried after waiting its Retry-After (at most 10 times). Both "
+        "configurations run in the same invocation, one after the other, on the same data.",
         "",
-        *_table(results),
+    ]
+    for name, run in runs.items():
+        lines += [f"### {name}", "", *_table(run.results), ""]
+    lines += [
+        "### Ratios (ours / reference)",
+        "",
+        "| workers | flows/s | upload p95 | search p95 | anomaly p95 |",
+        "|---|---|---|---|---|",
+    ]
+    for mine, theirs in zip(ours.results, reference.results, strict=True):
+        ratios = [
+            _pct(mine.latencies[s], 0.95) / _pct(theirs.latencies[s], 0.95)
+            if theirs.latencies[s]
+            else float("nan")
+            for s in STEPS
+        ]
+        lines.append(
+            f"| {mine.workers} | {mine.flows / max(1, theirs.flows):.2f}x | "
+            + " | ".join(f"{r:.2f}x" for r in ratios)
+            + " |"
+        )
+    lines += [
         "",
         "Latencies are per successful attempt, measured at the client (they include the time waiting in the "
         "inference queue). An error is any answer other than 2xx or a 503 with Retry-After.",
         "",
-        "## Beyond capacity",
+        "## Beyond capacity (ours: INFERENCE_CONCURRENCY=2, INFERENCE_QUEUE_SIZE=16)",
         "",
     ]
+    refusals = [r for res in ours.results for r in res.refusals]
+    waits = Counter(wait for _step, wait, _ms in refusals)
+    refusal_ms = [ms for _step, _wait, ms in refusals]
     if refusals:
-        lines += [
-            f"- {len(refusals)} refusals: HTTP 503 with `Retry-After` "
+        lines.append(
+            f"- During the levels: {len(refusals)} refusals, HTTP 503 with `Retry-After` "
             + ", ".join(f"{w} s ({n}x)" for w, n in sorted(waits.items()))
             + f"; answered in p50 {_pct(refusal_ms, 0.5):.0f} ms / p95 {_pct(refusal_ms, 0.95):.0f} ms "
-            '(no queueing, nothing stored), body `{"detail": "지금 분석 요청이 많아 ...", "code": '
-            '"errors.inference_busy"}`. Every refused step succeeded on a later try unless counted as an '
-            "error.",
-        ]
+            '(no queueing, nothing stored), body `{"detail": "지금 분석 요청이 많아 처리할 수 없습니다. '
+            'N초 후 다시 시도하세요.", "code": "errors.inference_busy"}`; each refused step succeeded when '
+            "retried (errors: 0 unless shown above)."
+        )
     else:
-        lines.append("- No caller was refused at these levels (the queue held every waiting step).")
-    codes = ", ".join(f"{code}: {n}" for code, n in sorted(burst.statuses.items()))
+        lines.append("- During the levels: no caller was refused (the queue held every waiting step).")
+    for name, run in runs.items():
+        burst = run.burst
+        codes = ", ".join(f"{code}: {n}" for code, n in sorted(burst.statuses.items()))
+        lines.append(
+            f"- Burst probe, {name}: {burst.size} searches sent at the same instant, none retried. Answers: "
+            f"{codes}. Refused: `Retry-After` "
+            + (", ".join(f"{w} s ({n}x)" for w, n in sorted(burst.retry_after.items())) or "-")
+            + f" within p50 {_pct(burst.refused_ms, 0.5):.0f} ms; served: p50 "
+            f"{_pct(burst.ok_ms, 0.5):.0f} ms / p95 {_pct(burst.ok_ms, 0.95):.0f} ms."
+        )
     lines += [
-        f"- Burst probe: {burst.size} searches sent at the same instant, none retried (capacity: 2 running + "
-        f"16 waiting). Answers: {codes}. Refused callers got `Retry-After` "
-        + (", ".join(f"{w} s ({n}x)" for w, n in sorted(burst.retry_after.items())) or "-")
-        + f" within p50 {_pct(burst.refused_ms, 0.5):.0f} ms / p95 {_pct(burst.refused_ms, 0.95):.0f} ms; "
-        f"served callers waited p50 {_pct(burst.ok_ms, 0.5):.0f} ms / p95 {_pct(burst.ok_ms, 0.95):.0f} ms.",
-        f"- /metrics after the run: {_metric(metrics, 'defectlens_inference_refused_total'):.0f} refusals, "
-        f"{_metric(metrics, 'defectlens_inference_queue_wait_seconds_count'):.0f} queued steps, total "
-        f"queue wait {_metric(metrics, 'defectlens_inference_queue_wait_seconds_sum'):.1f} s.",
+        f"- /metrics (ours) after the run: {_metric(ours.metrics, 'defectlens_inference_refused_total'):.0f} "
+        f"refusals, {_metric(ours.metrics, 'defectlens_inference_queue_wait_seconds_count'):.0f} queued "
+        f"steps, total queue wait "
+        f"{_metric(ours.metrics, 'defectlens_inference_queue_wait_seconds_sum'):.1f} s.",
         "",
         "Errors by kind: "
-        + (", ".join(f"{k} x{v}" for res in results for k, v in res.errors.items()) or "none")
+        + (
+            ", ".join(
+                f"{name} {r.workers} workers {k} x{v}"
+                for name, run in runs.items()
+                for r in run.results
+                for k, v in r.errors.items()
+            )
+            or "none"
+        )
         + ".",
         "",
     ]
