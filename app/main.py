@@ -16,9 +16,12 @@ from app.auth.dependencies import CsrfDep
 from app.catalog import api as catalog_api
 from app.catalog import pages as catalog_pages
 from app.core.config import BASE_DIR, Settings, get_settings
+from app.core.docs import docs_assets_dir
+from app.core.docs import router as docs_router
 from app.core.error_handlers import register_error_handlers
 from app.core.health import router as health_router
-from app.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from app.core.inference import InferenceGate
+from app.core.middleware import IngressGuardMiddleware, RequestContextMiddleware
 from app.core.observability import Metrics, configure_logging
 from app.core.services import Services
 from app.core.storage import make_storage
@@ -98,13 +101,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     settings = settings or get_settings()
     configure_logging(settings.log_level, json_logs=settings.log_json)
+    problems = settings.production_problems()
+    if problems:
+        raise RuntimeError("refusing to start in production: " + "; ".join(problems))
     app = FastAPI(
         title="DefectLens",
         version="0.1.0",
         lifespan=lifespan,
         dependencies=[CsrfDep],
-        docs_url="/docs",
+        docs_url=None,
         redoc_url=None,
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
     )
     app.state.settings = settings
     app.state.engine = make_engine(settings.database_url, echo=settings.database_echo)
@@ -118,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         models=app.state.models,
         session_factory=app.state.session_factory,
         metrics=app.state.metrics,
+        inference=InferenceGate.from_settings(settings, app.state.metrics),
     )
     app.state.runner = make_runner(app.state.services)
     app.state.runner.on_finished.append(
@@ -125,14 +133,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     register_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
-    app.add_middleware(
-        RequestContextMiddleware,
-        metrics=app.state.metrics,
-        default_language=settings.default_language,
-        cookie_secure=settings.cookie_secure,
-    )
+    app.add_middleware(IngressGuardMiddleware, settings=settings)
+    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics, settings=settings)
     app.mount("/static", StaticFiles(directory=str(BASE_DIR / "static")), name="static")
+    if settings.docs_enabled:
+        app.mount("/docs-assets", StaticFiles(directory=str(docs_assets_dir())), name="docs-assets")
+        app.include_router(docs_router)
     for router in (
         health_router,
         auth_api.public_router,

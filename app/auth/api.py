@@ -8,7 +8,7 @@ from app.auth import service
 from app.auth.dependencies import AdminDep, CurrentUserDep, get_current_user, request_token
 from app.auth.schemas import LoginRequest, LoginResponse, UserCreate, UserRead, UserUpdate
 from app.core.dependencies import SettingsDep
-from app.core.security import SESSION_COOKIE
+from app.core.security import CSRF_COOKIE, SESSION_COOKIE, csrf_for_session
 from app.db.session import SessionDep
 
 public_router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
@@ -22,27 +22,33 @@ def client_ip(request: Request) -> str:
 
 
 def set_session_cookie(response: Response, token: str, *, max_age: int, secure: bool) -> None:
-    """The browser's session: HttpOnly, SameSite=Lax, Secure in production."""
+    """The browser's session (HttpOnly, SameSite=Lax, Secure in production) and its new CSRF token."""
     response.set_cookie(
         SESSION_COOKIE, token, max_age=max_age, httponly=True, samesite="lax", secure=secure, path="/"
     )
+    response.set_cookie(CSRF_COOKIE, csrf_for_session(token), samesite="lax", secure=secure, path="/")
 
 
 @public_router.post("/login")
 def login(
     body: LoginRequest, request: Request, response: Response, session: SessionDep, settings: SettingsDep
 ) -> LoginResponse:
-    """Exchange a username and password for a bearer token and a session cookie."""
+    """Exchange a username and password for a bearer token (API_TOKEN_TTL_S) and a session cookie."""
+    previous, from_cookie = request_token(request)
     issued = service.login(
         session,
         username=body.username,
         password=body.password,
         client_ip=client_ip(request),
         settings=settings,
+        previous_token=previous if from_cookie else None,
     )
     set_session_cookie(response, issued.token, max_age=settings.session_ttl_s, secure=settings.cookie_secure)
+    api_token = service.issue_api_token(session, user=issued.user, settings=settings, name="api login")
     return LoginResponse(
-        access_token=issued.token, expires_at=issued.expires_at, user=UserRead.model_validate(issued.user)
+        access_token=api_token.token,
+        expires_at=api_token.expires_at,
+        user=UserRead.model_validate(issued.user),
     )
 
 

@@ -7,8 +7,16 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.auth import service
+from app.core.dependencies import SettingsDep
 from app.core.errors import NotAuthenticatedError, PermissionDeniedError
-from app.core.security import CSRF_COOKIE, CSRF_FORM_FIELD, CSRF_HEADER, SESSION_COOKIE, csrf_matches
+from app.core.security import (
+    CSRF_COOKIE,
+    CSRF_FORM_FIELD,
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    csrf_for_session,
+    csrf_matches,
+)
 from app.db.session import SessionDep
 from app.db.tables import User
 
@@ -49,16 +57,19 @@ async def csrf_protect(request: Request) -> None:
         return
     if not (from_cookie or is_page):
         return
-    if not csrf_matches(request.cookies.get(CSRF_COOKIE), await _submitted_csrf(request)):
+    # With a session the token must be the one bound to it (a planted CSRF cookie does not help);
+    # before login (the login form) it is the double-submit cookie.
+    expected = csrf_for_session(token) if token is not None else request.cookies.get(CSRF_COOKIE)
+    if not csrf_matches(expected, await _submitted_csrf(request)):
         raise PermissionDeniedError("errors.csrf_failed")
 
 
-def get_current_user(request: Request, session: SessionDep) -> User:
+def get_current_user(request: Request, session: SessionDep, settings: SettingsDep) -> User:
     """The logged-in user, or 401."""
     token, _ = request_token(request)
     if token is None:
         raise NotAuthenticatedError("errors.not_authenticated")
-    user = service.resolve_token(session, token)
+    user = service.resolve_token(session, token, idle_timeout_s=settings.session_idle_timeout_s)
     if user is None:
         raise NotAuthenticatedError("errors.session_expired")
     request.state.user = user

@@ -53,18 +53,27 @@ def login_submit(
     try:
         if not username or not password:
             raise DomainError("errors.bad_credentials")
+        previous, from_cookie = request_token(request)
         issued = service.login(
-            session, username=username, password=password, client_ip=client_ip(request), settings=settings
+            session,
+            username=username,
+            password=password,
+            client_ip=client_ip(request),
+            settings=settings,
+            previous_token=previous if from_cookie else None,
         )
     except DomainError as exc:
         message = translate(exc.message_key, **exc.params)
-        status = exc.status_code if exc.status_code in {401, 429} else 400
-        return render(
+        status = exc.status_code if exc.status_code in {401, 429, 503} else 400
+        page = render(
             request,
             "auth/login_form.html",
             {"next": safe_next(next), "error": message, "username": username},
             status_code=status,
         )
+        if exc.retry_after_s is not None:
+            page.headers["Retry-After"] = str(exc.retry_after_s)
+        return page
     default = "/admin" if issued.user.role == "admin" else "/"
     response = RedirectResponse(safe_next(next, default) if next != "/" else default, status_code=303)
     set_session_cookie(response, issued.token, max_age=settings.session_ttl_s, secure=settings.cookie_secure)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -19,11 +20,12 @@ from app.core.errors import (
     NotAuthenticatedError,
     NotFoundError,
     RateLimitedError,
+    ServiceUnavailableError,
     ValidationFailedError,
 )
-from app.core.security import hash_password, new_token, token_digest, verify_password
+from app.core.security import HashLimiter, hash_password, new_token, token_digest, verify_password
 from app.db.base import utcnow
-from app.db.tables import AuthToken, LoginAttempt, User
+from app.db.tables import AuthToken, LoginAttempt, LoginThrottle, User
 
 logger = logging.getLogger(__name__)
 
@@ -50,30 +52,134 @@ def login(
     client_ip: str,
     settings: Settings,
     kind: str = "session",
+    previous_token: str | None = None,
+    hash_limiter: HashLimiter | None = None,
 ) -> IssuedToken:
-    """Check credentials (rate-limited per username) and issue a session or API token."""
-    since = utcnow() - timedelta(seconds=settings.login_window_s)
-    failures = session.scalar(
-        select(func.count())
-        .select_from(LoginAttempt)
-        .where(LoginAttempt.username == username.lower(), LoginAttempt.created_at >= since)
+    """Check credentials and issue a session or API token.
+
+    Each attempt is claimed atomically before the password is hashed, per username and per client
+    address: past the allowance the next attempt must wait a delay that doubles with every failure (429
+    with Retry-After), and once it has passed the right password logs in again. At most
+    LOGIN_HASH_CONCURRENCY hashes run at once (503 when none frees up). A login from a browser that
+    still holds a session revokes that old session.
+    """
+    name = username.strip().lower()
+    _claim_attempt(
+        session,
+        key=f"ip:{client_ip[:64]}",
+        allowance=settings.login_ip_max_attempts,
+        max_delay_s=settings.login_ip_max_delay_s,
+        settings=settings,
     )
-    if (failures or 0) >= settings.login_max_attempts:
-        raise RateLimitedError("errors.login_rate_limited", seconds=settings.login_window_s)
+    _claim_attempt(
+        session,
+        key=f"user:{name[:64]}",
+        allowance=settings.login_max_attempts,
+        max_delay_s=settings.login_max_delay_s,
+        settings=settings,
+    )
     user = session.scalar(select(User).where(User.username == username))
-    if not verify_password(password, user.password_hash if user else None) or user is None:
-        session.add(LoginAttempt(username=username.lower(), client_ip=client_ip[:64]))
+    limiter = hash_limiter or _default_limiter(settings)
+    with limiter.slot(settings.login_hash_wait_s) as acquired:
+        if not acquired:
+            raise ServiceUnavailableError("errors.login_busy").retry_after(2)
+        matches = verify_password(password, user.password_hash if user else None)
+    if not matches or user is None:
+        session.add(LoginAttempt(username=name[:64], client_ip=client_ip[:64]))
         session.commit()
         logger.info("login failed", extra={"username": username, "client_ip": client_ip})
         raise NotAuthenticatedError("errors.bad_credentials")
     if not user.is_active:
         raise NotAuthenticatedError("errors.account_disabled")
+    if previous_token:
+        _revoke_token(session, previous_token)
     ttl = settings.session_ttl_s if kind == "session" else settings.api_token_ttl_s
     issued = _issue_token(session, user=user, kind=kind, ttl_s=ttl)
     user.last_login_at = utcnow()
-    session.execute(delete(LoginAttempt).where(LoginAttempt.username == username.lower()))
+    # The right password clears the username's failures and gives back the address's claimed attempt.
+    session.execute(delete(LoginThrottle).where(LoginThrottle.key == f"user:{name[:64]}"))
+    session.execute(
+        update(LoginThrottle)
+        .where(LoginThrottle.key == f"ip:{client_ip[:64]}", LoginThrottle.failures > 0)
+        .values(failures=LoginThrottle.failures - 1, version=LoginThrottle.version + 1)
+    )
     session.commit()
     return issued
+
+
+def issue_api_token(session: Session, *, user: User, settings: Settings, name: str = "") -> IssuedToken:
+    """A bearer token for line systems: API_TOKEN_TTL_S, no idle timeout; commits."""
+    issued = _issue_token(session, user=user, kind="api", ttl_s=settings.api_token_ttl_s, name=name)
+    session.commit()
+    return issued
+
+
+_limiters: dict[int, HashLimiter] = {}
+
+
+def _default_limiter(settings: Settings) -> HashLimiter:
+    """One hash limiter per process and concurrency setting."""
+    return _limiters.setdefault(settings.login_hash_concurrency, HashLimiter(settings.login_hash_concurrency))
+
+
+def login_delay_s(failures: int, *, allowance: int, base_s: float, max_delay_s: int) -> float:
+    """How long the next attempt must wait after `failures` failures (0 within the allowance)."""
+    if failures < allowance:
+        return 0.0
+    return float(min(max_delay_s, base_s * 2 ** min(failures - allowance, 30)))
+
+
+def _whole_second_after(moment: datetime) -> datetime:
+    """`moment` rounded up to a whole second (MariaDB DATETIME keeps no fractions; never shorten a delay)."""
+    if moment.microsecond == 0:
+        return moment
+    return moment.replace(microsecond=0) + timedelta(seconds=1)
+
+
+def _claim_attempt(
+    session: Session, *, key: str, allowance: int, max_delay_s: int, settings: Settings
+) -> None:
+    """Count one attempt for `key` up front (compare-and-swap on its row) or raise 429 with Retry-After.
+
+    The attempt is counted as a failure before the password is checked, so concurrent attempts see
+    each other; a successful login clears the username's row.
+    """
+    for _try in range(20):
+        now = utcnow()
+        row = session.get(LoginThrottle, key, populate_existing=True)
+        if row is None:
+            session.add(LoginThrottle(key=key, failures=0, version=0, next_allowed_at=None, updated_at=now))
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+            continue
+        failures = row.failures
+        if row.updated_at < now - timedelta(seconds=settings.login_window_s) and (
+            row.next_allowed_at is None or row.next_allowed_at <= now
+        ):
+            failures = 0  # the window has passed: start over
+        if row.next_allowed_at is not None and row.next_allowed_at > now and failures:
+            wait = max(1, math.ceil((row.next_allowed_at - now).total_seconds()))
+            session.rollback()
+            raise RateLimitedError("errors.login_delayed", seconds=wait).retry_after(wait)
+        delay = login_delay_s(
+            failures + 1, allowance=allowance, base_s=settings.login_delay_base_s, max_delay_s=max_delay_s
+        )
+        claimed = session.execute(
+            update(LoginThrottle)
+            .where(LoginThrottle.key == key, LoginThrottle.version == row.version)
+            .values(
+                failures=failures + 1,
+                version=row.version + 1,
+                next_allowed_at=_whole_second_after(now + timedelta(seconds=delay)) if delay else None,
+                updated_at=now,
+            )
+        )
+        session.commit()
+        if claimed.rowcount == 1:  # type: ignore[attr-defined]
+            return
+    raise ServiceUnavailableError("errors.login_busy").retry_after(1)
 
 
 def _issue_token(session: Session, *, user: User, kind: str, ttl_s: int, name: str = "") -> IssuedToken:
@@ -87,21 +193,39 @@ def _issue_token(session: Session, *, user: User, kind: str, ttl_s: int, name: s
     return IssuedToken(token=token, user=user, expires_at=expires_at)
 
 
-def resolve_token(session: Session, token: str) -> User | None:
-    """The active user a token belongs to, or None if it is unknown, revoked or expired."""
+# last_used_at is written at most this often per token (not on every request).
+_TOUCH_INTERVAL = timedelta(seconds=60)
+
+
+def resolve_token(session: Session, token: str, *, idle_timeout_s: int | None = None) -> User | None:
+    """The active user of a token, or None if it is unknown, revoked, expired or (a browser session)
+    unused for longer than `idle_timeout_s`; records when it was last used."""
     row = session.scalar(select(AuthToken).where(AuthToken.token_hash == token_digest(token)))
     now = utcnow()
     if row is None or row.revoked_at is not None or row.expires_at <= now or not row.user.is_active:
         return None
+    last = row.last_used_at or row.created_at
+    idle = idle_timeout_s is not None and row.kind == "session"
+    if idle and last < now - timedelta(seconds=idle_timeout_s or 0):
+        row.revoked_at = now
+        session.commit()
+        return None
+    if row.last_used_at is None or row.last_used_at < now - _TOUCH_INTERVAL:
+        row.last_used_at = now
+        session.commit()
     return row.user
+
+
+def _revoke_token(session: Session, token: str) -> None:
+    row = session.scalar(select(AuthToken).where(AuthToken.token_hash == token_digest(token)))
+    if row is not None and row.revoked_at is None:
+        row.revoked_at = utcnow()
 
 
 def logout(session: Session, token: str) -> None:
     """Revoke the token (idempotent)."""
-    row = session.scalar(select(AuthToken).where(AuthToken.token_hash == token_digest(token)))
-    if row is not None and row.revoked_at is None:
-        row.revoked_at = utcnow()
-        session.commit()
+    _revoke_token(session, token)
+    session.commit()
 
 
 def create_user(session: Session, *, user_in: UserCreate, settings: Settings, actor_id: int | None) -> User:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from PIL import Image
@@ -217,45 +217,43 @@ def image_limits(settings: Settings) -> ImageLimits:
     )
 
 
-def _expand_uploads(
+def _checked_uploads(
     files: Sequence[tuple[str, bytes]], settings: Settings
-) -> tuple[list[tuple[str, CheckedImage]], list[tuple[str, str]]]:
-    """Check every file (expanding ZIPs) before anything is stored."""
+) -> Iterator[tuple[str, CheckedImage | None, str]]:
+    """Each file (each image of a ZIP, one at a time) checked: (name, image, "") or (label, None, reason)."""
     limits = image_limits(settings)
     archive_limits = ArchiveLimits(
         max_entries=settings.max_zip_entries,
         max_total_bytes=settings.max_zip_uncompressed_bytes,
         max_entry_bytes=settings.max_upload_bytes,
     )
-    accepted: list[tuple[str, CheckedImage]] = []
-    rejected: list[tuple[str, str]] = []
     for name, data in files:
-        if is_zip(data):
-            if len(data) > settings.max_zip_bytes:
-                rejected.append(
-                    (name, translate("errors.zip_too_large", limit_mb=settings.max_zip_bytes // 2**20))
-                )
+        if not is_zip(data):
+            try:
+                yield name, check_image(data, limits, name=name), ""
+            except DomainError as exc:
+                yield name, None, translate(exc.message_key, **exc.params)
+            continue
+        if len(data) > settings.max_zip_bytes:
+            yield name, None, translate("errors.zip_too_large", limit_mb=settings.max_zip_bytes // 2**20)
+            continue
+        entries = iter_zip_images(data, archive_limits)
+        while True:
+            try:
+                entry = next(entries)
+            except StopIteration:
+                break
+            except DomainError as exc:  # the archive as a whole (a bomb, unreadable): the rest is refused
+                yield name, None, translate(exc.message_key, **exc.params)
+                break
+            label = f"{name}:{entry.name}"
+            if entry.data is None:
+                yield label, None, translate(entry.reason or "errors.bad_request", name=entry.name)
                 continue
             try:
-                entries = list(iter_zip_images(data, archive_limits))
+                yield entry.name, check_image(entry.data, limits, name=entry.name), ""
             except DomainError as exc:
-                rejected.append((name, translate(exc.message_key, **exc.params)))
-                continue
-            for entry in entries:
-                label = f"{name}:{entry.name}"
-                if entry.data is None:
-                    rejected.append((label, translate(entry.reason or "errors.bad_request", name=entry.name)))
-                    continue
-                try:
-                    accepted.append((entry.name, check_image(entry.data, limits, name=entry.name)))
-                except DomainError as exc:
-                    rejected.append((label, translate(exc.message_key, **exc.params)))
-            continue
-        try:
-            accepted.append((name, check_image(data, limits, name=name)))
-        except DomainError as exc:
-            rejected.append((name, translate(exc.message_key, **exc.params)))
-    return accepted, rejected
+                yield label, None, translate(exc.message_key, **exc.params)
 
 
 def image_object_key(product: Product, defect_type: DefectType | None, file_name: str) -> str:
@@ -275,6 +273,15 @@ def _next_seq(session: Session, product_id: int, kind: str, defect_type_id: int 
         else ReferenceImage.defect_type_id.is_(None)
     )
     return (session.scalar(query) or 0) + 1
+
+
+def _refuse_second_registration(session: Session, inspection_id: int) -> None:
+    """409 when the inspection's photo is already in the catalog (the unique constraint said so)."""
+    existing = session.scalar(
+        select(ReferenceImage.id).where(ReferenceImage.source_inspection_id == inspection_id)
+    )
+    if existing is not None:
+        raise ConflictError("errors.search_already_registered", id=existing)
 
 
 def add_image(
@@ -322,11 +329,17 @@ def add_image(
             session.flush()
         except IntegrityError:
             session.rollback()
+            if source_inspection_id is not None:
+                _refuse_second_registration(session, source_inspection_id)
             continue
         break
     else:
         raise ConflictError("errors.busy_try_again")
-    storage.put(row.object_key, image.data, image.content_type)
+    try:
+        storage.put(row.object_key, image.data, image.content_type)
+    except Exception:
+        session.rollback()  # the flushed row must not outlive a failed write
+        raise
     try:
         record_audit(
             session,
@@ -371,22 +384,28 @@ def upload_images(
         raise InvalidInputError("errors.bad_image_kind")
     if not files:
         raise InvalidInputError("errors.no_files")
-    accepted, rejected = _expand_uploads(files, settings)
-    outcome = UploadOutcome(rejected=rejected)
-    for name, image in accepted:
-        outcome.created.append(
-            add_image(
-                session,
-                storage,
-                product=product,
-                defect_type=defect_type,
-                image=image,
-                original_name=name,
-                actor_id=actor_id,
+    outcome = UploadOutcome()
+    # One image at a time: checked, stored, committed. Whatever happens later (a refused entry, a
+    # failure), every image already stored is handed to the live gallery, never left unsearchable.
+    try:
+        for name, image, reason in _checked_uploads(files, settings):
+            if image is None:
+                outcome.rejected.append((name, reason))
+                continue
+            outcome.created.append(
+                add_image(
+                    session,
+                    storage,
+                    product=product,
+                    defect_type=defect_type,
+                    image=image,
+                    original_name=name,
+                    actor_id=actor_id,
+                )
             )
-        )
-    if on_change is not None and outcome.created:
-        on_change(outcome.created, [])
+    finally:
+        if on_change is not None and outcome.created:
+            on_change(outcome.created, [])
     return outcome
 
 

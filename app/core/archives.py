@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -53,6 +54,9 @@ def iter_zip_images(data: bytes, limits: ArchiveLimits) -> Iterator[ArchiveEntry
     for info in infos:
         name = info.filename
         path = PurePosixPath(name.replace("\\", "/"))
+        if not path.parts or path.name in {"", ".", ".."}:
+            yield ArchiveEntry(name=name, data=None, reason="errors.zip_entry_bad_name")
+            continue
         base = path.name
         if path.is_absolute() or ".." in path.parts or name.startswith(("/", "\\")) or ":" in path.parts[0]:
             yield ArchiveEntry(name=name, data=None, reason="errors.zip_unsafe_path")
@@ -69,9 +73,20 @@ def iter_zip_images(data: bytes, limits: ArchiveLimits) -> Iterator[ArchiveEntry
         if info.file_size > limits.max_entry_bytes:
             yield ArchiveEntry(name=name, data=None, reason="errors.file_too_large_plain")
             continue
-        # Declared sizes can lie: read with a hard cap and count what really comes out.
-        with archive.open(info) as handle:
-            content = handle.read(limits.max_entry_bytes + 1)
+        if info.flag_bits & 0x1:
+            yield ArchiveEntry(name=name, data=None, reason="errors.zip_entry_encrypted")
+            continue
+        # Declared sizes can lie: read with a hard cap and count what really comes out. One entry is
+        # decompressed at a time; a damaged one is refused and the rest still come.
+        try:
+            with archive.open(info) as handle:
+                content = handle.read(limits.max_entry_bytes + 1)
+        except NotImplementedError:
+            yield ArchiveEntry(name=name, data=None, reason="errors.zip_entry_compression")
+            continue
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, ValueError):
+            yield ArchiveEntry(name=name, data=None, reason="errors.zip_entry_unreadable")
+            continue
         total += len(content)
         if len(content) > limits.max_entry_bytes:
             yield ArchiveEntry(name=name, data=None, reason="errors.file_too_large_plain")

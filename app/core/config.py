@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -10,6 +11,17 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BASE_DIR = Path(__file__).resolve().parents[2]
+
+# Request-body limits per upload route, in one place: photos are small, ZIP archives and manuals large,
+# every other body (JSON, forms) gets MAX_REQUEST_BYTES. The middleware refuses a body over its route's
+# limit before anything reads it.
+_UPLOAD_ROUTES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"^/api/v1/(inspections|analyze)/?$"), "max_upload_bytes"),
+    (re.compile(r"^/api/v1/products/\d+/images/?$"), "max_zip_bytes"),
+    (re.compile(r"^/api/v1/products/\d+/manuals/?$"), "max_manual_bytes"),
+)
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+_WEAK_PASSWORDS = {"admin", "administrator", "password", "changeme", "change_me", "defectlens", "12345678"}
 
 
 class Settings(BaseSettings):
@@ -49,15 +61,27 @@ class Settings(BaseSettings):
     admin_password: SecretStr = SecretStr("")
     session_ttl_s: int = Field(default=8 * 3600, ge=60)
     api_token_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
+    session_idle_timeout_s: int = Field(default=30 * 60, ge=60)
     cookie_secure: bool = False
     login_max_attempts: int = Field(default=5, ge=1)
     login_window_s: int = Field(default=300, ge=1)
+    login_delay_base_s: float = Field(default=1.0, gt=0)
+    login_max_delay_s: int = Field(default=60, ge=1)
+    login_ip_max_attempts: int = Field(default=30, ge=1)
+    login_ip_max_delay_s: int = Field(default=900, ge=1)
+    login_hash_concurrency: int = Field(default=2, ge=1)
+    login_hash_wait_s: float = Field(default=5.0, ge=0)
     min_password_length: int = Field(default=8, ge=4)
 
-    # --- Upload limits
-    max_request_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024)
-    max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
-    max_image_pixels: int = Field(default=40_000_000, ge=1024)
+    # --- HTTP hardening
+    hsts_max_age_s: int = Field(default=31_536_000, ge=0)
+    docs_enabled: bool = True
+
+    # --- Upload limits (which route gets which limit: `body_limit` below)
+    max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(default=25_000_000, ge=1024)
+    max_decode_side: int = Field(default=2048, ge=64)
     max_image_aspect_ratio: float = Field(default=20.0, ge=1.0)
     min_image_side: int = Field(default=16, ge=1)
     max_zip_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
@@ -84,6 +108,9 @@ class Settings(BaseSettings):
     search_min_score: float = 0.5
     search_min_margin: float = 0.02
     job_workers: int = Field(default=1, ge=1, le=8)
+    inference_concurrency: int = Field(default=2, ge=1)
+    inference_queue_size: int = Field(default=16, ge=0)
+    inference_queue_wait_s: float = Field(default=20.0, gt=0)
 
     # --- Job workers (scale-out). Empty broker: jobs run in threads of the server process.
     job_broker_url: str = ""
@@ -121,6 +148,28 @@ class Settings(BaseSettings):
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'defectlens.db'}"
         return self
+
+    def body_limit(self, method: str, path: str) -> int:
+        """The most bytes a request body to this route may have (uploads large, everything else small)."""
+        if method == "POST":
+            for pattern, field in _UPLOAD_ROUTES:
+                if pattern.match(path):
+                    return int(getattr(self, field)) + MULTIPART_OVERHEAD_BYTES
+        return self.max_request_bytes
+
+    def production_problems(self) -> list[str]:
+        """Why these settings are unsafe for ENVIRONMENT=production (empty: safe or not production)."""
+        if self.environment != "production":
+            return []
+        problems = []
+        if not self.cookie_secure:
+            problems.append("COOKIE_SECURE must be true in production (serve DefectLens over HTTPS)")
+        password = self.admin_password.get_secret_value()
+        if not password:
+            problems.append("ADMIN_PASSWORD must be set in production")
+        elif len(password) < 12 or password.lower() in _WEAK_PASSWORDS or len(set(password)) < 6:
+            problems.append("ADMIN_PASSWORD is too weak for production (12+ characters, not a default)")
+        return problems
 
     @property
     def url_fetch_hosts(self) -> tuple[str, ...]:

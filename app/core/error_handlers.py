@@ -61,7 +61,12 @@ def register_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> Response:
-        return _respond(request, exc.status_code, translate(exc.message_key, **exc.params), exc.message_key)
+        response = _respond(
+            request, exc.status_code, translate(exc.message_key, **exc.params), exc.message_key
+        )
+        if exc.retry_after_s is not None:
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:

@@ -9,11 +9,17 @@ class DomainError(Exception):
     """A user-facing error with a translation key and parameters."""
 
     status_code = 400
+    retry_after_s: int | None = None
 
     def __init__(self, message_key: str, **params: Any) -> None:
         super().__init__(message_key)
         self.message_key = message_key
         self.params = params
+
+    def retry_after(self, seconds: int) -> DomainError:
+        """The same error, answered with a Retry-After header (429, 503)."""
+        self.retry_after_s = max(1, int(seconds))
+        return self
 
 
 class InvalidInputError(DomainError):

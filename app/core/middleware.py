@@ -1,4 +1,5 @@
-"""Per-request context: request id, language, CSRF cookie, security headers, access log and metrics."""
+"""Per-request context (request id, language, CSRF cookie, security headers, access log, metrics) and the
+ingress guard that refuses anonymous or oversized bodies before anything reads them."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.config import Settings
 from app.core.i18n import LANG_COOKIE, current_language, negotiate_language
 from app.core.observability import Metrics, request_id_var
-from app.core.security import CSRF_COOKIE, new_csrf_token
+from app.core.security import CSRF_COOKIE, SESSION_COOKIE, csrf_for_session, new_csrf_token
 
 logger = logging.getLogger("defectlens.access")
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
@@ -24,11 +26,13 @@ _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 class RequestContextMiddleware:
     """Pure ASGI middleware (safe with streaming responses such as server-sent events)."""
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, default_language: str, cookie_secure: bool) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, settings: Settings) -> None:
         self.app = app
         self.metrics = metrics
-        self.default_language = default_language
-        self.cookie_secure = cookie_secure
+        self.default_language = settings.default_language
+        self.cookie_secure = settings.cookie_secure
+        self.csp = content_security_policy(settings)
+        self.hsts = f"max-age={settings.hsts_max_age_s}; includeSubDomains" if settings.hsts_max_age_s else ""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -39,7 +43,11 @@ class RequestContextMiddleware:
         request_id = incoming if _REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex[:16]
         lang = negotiate_language(conn, self.default_language)
         csrf = conn.cookies.get(CSRF_COOKIE)
-        new_csrf = None if csrf else new_csrf_token()
+        session_token = conn.cookies.get(SESSION_COOKIE)
+        # With a session the CSRF token is derived from it (bound to that session, new at each login);
+        # before login it is a random double-submit token.
+        expected = csrf_for_session(session_token) if session_token else csrf
+        new_csrf = None if csrf and csrf == expected else (expected or new_csrf_token())
         state: dict[str, Any] = scope.setdefault("state", {})
         state["csrf_token"] = csrf or new_csrf
         state["request_id"] = request_id
@@ -48,6 +56,8 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         status = 500
         secure = "; Secure" if self.cookie_secure else ""
+        # Behind TLS: the request came over HTTPS (proxy headers) or the site is declared HTTPS-only.
+        over_tls = scope.get("scheme") == "https" or self.cookie_secure
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -58,7 +68,16 @@ class RequestContextMiddleware:
                 headers.setdefault("x-content-type-options", "nosniff")
                 headers.setdefault("referrer-policy", "same-origin")
                 headers.setdefault("x-frame-options", "DENY")
-                if new_csrf:
+                headers.setdefault("content-security-policy", self.csp)
+                if headers.get("content-type", "").startswith("text/html"):
+                    # A shared line terminal's back button must not show the last worker's pages.
+                    headers.setdefault("cache-control", "no-store")
+                if over_tls and self.hsts:
+                    headers.setdefault("strict-transport-security", self.hsts)
+                sets_csrf = any(
+                    value.startswith(f"{CSRF_COOKIE}=") for value in headers.getlist("set-cookie")
+                )
+                if new_csrf and not sets_csrf:
                     headers.append("set-cookie", f"{CSRF_COOKIE}={new_csrf}; Path=/; SameSite=Lax{secure}")
                 if conn.query_params.get("lang") == lang:
                     headers.append(
@@ -89,24 +108,68 @@ class _BodyTooLargeError(Exception):
     """Raised from receive() when a body without Content-Length grows past the limit."""
 
 
-class BodyLimitMiddleware:
-    """Refuse request bodies over `max_bytes` with 413 before anything parses them (multipart included).
+_UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+_PUBLIC_API_POSTS = {"/api/v1/auth/login"}
+
+
+def content_security_policy(settings: Settings) -> str:
+    """The CSP: only our own scripts; images also from the object store's presigned URLs."""
+    stores = ""
+    if settings.storage_backend == "s3" and settings.s3_endpoint_url and not settings.s3_serve_via_app:
+        parts = settings.s3_endpoint_url.split("/")
+        stores = " " + "/".join(parts[:3])
+    # The select boxes that submit their form on change are the only inline handler ('unsafe-hashes').
+    handler = "'sha256-osjxnKEPL/pQJbFk1dKsF7PYFmTyMWGmVSiL9inhxJY='"
+    return (
+        "default-src 'self'; "
+        f"script-src 'self' 'unsafe-hashes' {handler}; "
+        "style-src 'self' 'unsafe-inline'; "
+        f"img-src 'self' data: blob:{stores}; "
+        f"connect-src 'self'{stores}; "
+        "media-src 'self' blob:; worker-src 'self' blob:; "
+        "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+    )
+
+
+def _has_credentials(conn: HTTPConnection) -> bool:
+    auth = conn.headers.get("authorization", "")
+    if auth.lower().startswith("bearer ") and auth[7:].strip():
+        return True
+    return bool(conn.cookies.get(SESSION_COOKIE))
+
+
+class IngressGuardMiddleware:
+    """Refuse, before any body is read or parsed (multipart included):
+
+    - a state-changing API call without credentials (no bearer token, no session cookie): 401;
+    - a body over its route's limit (`Settings.body_limit`: photos small, ZIPs and manuals large): 413.
 
     A declared Content-Length over the limit is refused without reading; a chunked body is counted as it
     streams and refused as soon as it passes the limit.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, settings: Settings) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.settings = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = HTTPConnection(scope).headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, send)
+        conn = HTTPConnection(scope)
+        method, path = scope["method"], scope["path"]
+        if (
+            method in _UNSAFE_METHODS
+            and path.startswith("/api/")
+            and path not in _PUBLIC_API_POSTS
+            and not _has_credentials(conn)
+        ):
+            await self._refuse(scope, send, 401, "errors.not_authenticated", "errors.not_authenticated", {})
+            return
+        max_bytes = self.settings.body_limit(method, path)
+        declared = conn.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            await self._too_large(scope, send, max_bytes)
             return
         received = 0
         started = False
@@ -116,7 +179,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     raise _BodyTooLargeError
             return message
 
@@ -131,28 +194,29 @@ class BodyLimitMiddleware:
         except _BodyTooLargeError:
             if started:
                 raise
-            await self._refuse(scope, send)
+            await self._too_large(scope, send, max_bytes)
 
-    async def _refuse(self, scope: Scope, send: Send) -> None:
+    async def _too_large(self, scope: Scope, send: Send, max_bytes: int) -> None:
+        limit_mb = max(1, round(max_bytes / 2**20))
+        await self._refuse(
+            scope, send, 413, "errors.request_too_large", "request_too_large", {"limit_mb": limit_mb}
+        )
+
+    async def _refuse(
+        self, scope: Scope, send: Send, status: int, key: str, code: str, params: dict[str, Any]
+    ) -> None:
         from app.core.i18n import translate
 
-        lang = negotiate_language(HTTPConnection(scope))
+        lang = negotiate_language(HTTPConnection(scope), self.settings.default_language)
         body = json.dumps(
-            {
-                "detail": translate("errors.request_too_large", lang, limit_mb=self.max_bytes // 2**20),
-                "code": "request_too_large",
-            },
-            ensure_ascii=False,
+            {"detail": translate(key, lang, **params), "code": code}, ensure_ascii=False
         ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json; charset=utf-8"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
+        headers = [
+            (b"content-type", b"application/json; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        if status == 401:
+            headers.append((b"www-authenticate", b"Bearer"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -10,6 +11,9 @@ from app.core.config import Settings
 from app.core.observability import Metrics
 from app.core.storage import ObjectStorage
 from app.ml.registry import ModelRegistry
+
+if TYPE_CHECKING:
+    from app.core.inference import InferenceGate
 
 
 @dataclass
@@ -21,3 +25,5 @@ class Services:
     models: ModelRegistry
     session_factory: sessionmaker[Session]
     metrics: Metrics
+    # The bounded queue in front of search and anomaly (None: unbounded, as in jobs and the CLI).
+    inference: InferenceGate | None = None

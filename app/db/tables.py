@@ -76,6 +76,22 @@ class LoginAttempt(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
+class LoginThrottle(Base):
+    """Failed-login state of one username or client address: counts and the earliest next attempt.
+
+    Updated only by compare-and-swap on `version`, so concurrent attempts can never all see "not yet
+    limited" (works the same on SQLite and MariaDB).
+    """
+
+    __tablename__ = "login_throttle"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)  # "user:<name>" | "ip:<address>"
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    next_allowed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Product(Base):
     """A product line whose parts are inspected."""
 
@@ -139,6 +155,8 @@ class ReferenceImage(Base):
 
     __table_args__ = (
         UniqueConstraint("product_id", "file_name"),
+        # An inspection's photo is registered at most once, however many requests race for it.
+        UniqueConstraint("source_inspection_id"),
         CheckConstraint("kind IN ('normal', 'defect')", name="kind"),
         Index("ix_reference_image_product_kind", "product_id", "kind"),
     )

@@ -184,7 +184,10 @@ def _embed_into(
         if not batch or engine.gallery(kind) is None:
             continue
         options = [engine.options_for(kind, img.product_id, current[img.product_id]) for img in batch]
-        pictures = [open_rgb(services.storage.get(img.object_key)) for img in batch]
+        pictures = [
+            open_rgb(services.storage.get(img.object_key), max_side=services.settings.max_decode_side)
+            for img in batch
+        ]
         vectors = engine.embed(pictures, options)
         engine.add(
             kind,
@@ -382,7 +385,9 @@ def _items(
 ) -> Iterator[tuple[int, int, int | None, Image.Image]]:
     for img in images:
         try:
-            picture = open_rgb(ctx.services.storage.get(img.object_key))
+            picture = open_rgb(
+                ctx.services.storage.get(img.object_key), max_side=ctx.services.settings.max_decode_side
+            )
         except Exception as exc:  # one lost or broken object must not sink the whole rebuild
             skipped.append(img.id)
             ctx.log(f"skipped image {img.id} ({img.object_key}): {type(exc).__name__}: {exc}")

@@ -43,6 +43,8 @@ def analyze(
     null in the answer with its reason under `errors`, and the later steps still run on what exists, so a
     line system always gets the inspection record and whatever could be worked out.
     """
+    if services.inference is not None:
+        services.inference.admit("analyze")  # a full queue refuses before anything is stored
     inspection = inspection_service.create_inspection(
         session,
         services.storage,

@@ -94,9 +94,9 @@ def load_image(storage: ObjectStorage, inspection: Inspection) -> bytes:
     return storage.get(inspection.image_key)
 
 
-def load_rgb(storage: ObjectStorage, inspection: Inspection) -> Image.Image:
-    """The inspection photo decoded to RGB (it was fully checked at upload)."""
-    return open_rgb(storage.get(inspection.image_key))
+def load_rgb(storage: ObjectStorage, inspection: Inspection, *, max_side: int = 2048) -> Image.Image:
+    """The inspection photo decoded to RGB (it was fully checked at upload), reduced to `max_side`."""
+    return open_rgb(storage.get(inspection.image_key), max_side=max_side)
 
 
 def file_key(inspection: Inspection, name: str) -> str:

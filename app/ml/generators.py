@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from app.core.security import redact_url
 from app.ml.chunking import SECTION_KINDS, SectionKind, section_kind, split_section
 
 logger = logging.getLogger(__name__)
@@ -1024,7 +1025,10 @@ def available_generators(
             )
     if openai_base_url and openai_model:
         label = f"{openai_model} (OpenAI 호환{', 이미지 포함' if openai_vision else ''})"
-        infos.append(GeneratorInfo(f"openai:{openai_model}", label, "openai", True, openai_base_url))
+        # The reason is shown on settings pages: never the credentials a base URL may carry.
+        infos.append(
+            GeneratorInfo(f"openai:{openai_model}", label, "openai", True, redact_url(openai_base_url))
+        )
     else:
         infos.append(GeneratorInfo("openai", "OpenAI 호환 서버", "openai", False, "base_url/model 설정 없음"))
     return infos

@@ -17,6 +17,8 @@ PUBLIC = {
     ("GET", "/login"),
     ("POST", "/login"),
     ("POST", "/logout"),
+    ("GET", "/docs"),  # the API docs (DOCS_ENABLED=false turns them off)
+    ("GET", "/redoc"),
 }
 
 

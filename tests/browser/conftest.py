@@ -69,7 +69,11 @@ def browser_page() -> Iterator[object]:
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1366, "height": 900}, locale="ko-KR")
+        # Playwright's wait_for_function compiles its predicate with eval, which the app's CSP forbids;
+        # the CSP itself is checked in a context of its own (test_security_headers.py).
+        context = browser.new_context(
+            viewport={"width": 1366, "height": 900}, locale="ko-KR", bypass_csp=True
+        )
         yield context.new_page()
         context.close()
         browser.close()

@@ -120,7 +120,8 @@ def test_request_bodies_over_the_request_limit_are_refused_before_parsing(tmp_pa
     from app.cli import run_migrations
     from tests.conftest import make_settings, seed_users
 
-    settings = make_settings(tmp_path, max_request_bytes=50_000)
+    # The photo routes' limit: MAX_UPLOAD_BYTES plus 64 KiB of multipart framing.
+    settings = make_settings(tmp_path, max_upload_bytes=2048)
     run_migrations(settings)
     from app.main import create_app
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from app.catalog import service as catalog_service
 from app.core.errors import ConflictError, ValidationFailedError
 from app.core.i18n import translate
+from app.core.inference import gated
 from app.core.services import Services
 from app.db.tables import Inspection, Product, ReferenceImage, User
 from app.deployments import anomaly_model
@@ -63,6 +64,7 @@ def _reference_image(
     return normals[0] if normals else None
 
 
+@gated("anomaly", lambda session, services, **kwargs: services)
 def check_inspection(
     session: Session,
     services: Services,
@@ -82,7 +84,7 @@ def check_inspection(
     if model is None or model.calibration is None:
         raise ConflictError("errors.anomaly_model_missing", product=product.name, code=product.code)
     storage = services.storage
-    photo = inspection_service.load_rgb(storage, inspection)
+    photo = inspection_service.load_rgb(storage, inspection, max_side=services.settings.max_decode_side)
     reference = _reference_image(
         session, services, image=photo, product_id=pid, reference_image_id=reference_image_id
     )
@@ -94,8 +96,9 @@ def check_inspection(
     height, width = amap.shape
     min_area = max(16, round(_MIN_REGION_SHARE * width * height))
     found = anomaly_viz.regions(amap, calibration.pixel_threshold, min_area=min_area)
-    # The map is at the prepared size; boxes are reported in the original photo's pixels.
-    sx, sy = photo.width / width, photo.height / height
+    # The map is at the prepared size; boxes are reported in the original photo's pixels (a large photo
+    # is decoded reduced, so its stored size is the reference).
+    sx, sy = inspection.width / width, inspection.height / height
     regions = [
         RegionRead(
             x=round(r.x * sx),
@@ -135,8 +138,8 @@ def check_inspection(
         overlay_url=inspection_service.file_url(inspection, "overlay.png"),
         comparison_url=inspection_service.file_url(inspection, "comparison.png"),
         pixel_threshold=calibration.pixel_threshold,
-        image_width=photo.width,
-        image_height=photo.height,
+        image_width=inspection.width,
+        image_height=inspection.height,
         elapsed_ms=elapsed_ms,
     )
     inspection.anomaly_result = {**result.model_dump(mode="json"), "render": render}

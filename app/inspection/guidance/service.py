@@ -30,6 +30,7 @@ from app.core.errors import (
     ValidationFailedError,
 )
 from app.core.i18n import translate
+from app.core.security import redact_url
 from app.core.services import Services
 from app.db.base import utcnow
 from app.db.tables import DefectType, Inspection, Manual, Product, User
@@ -133,17 +134,28 @@ def _label(info: GeneratorInfo, *, vision: bool) -> str:
     return info.label
 
 
-def _reason(info: GeneratorInfo, *, is_loaded: bool, device: str) -> str:
-    """Why a generator can or cannot be used, in the user's language."""
+def _reason(info: GeneratorInfo, *, is_loaded: bool, device: str, is_admin: bool) -> str:
+    """Why a generator can or cannot be used, in the user's language.
+
+    Workers get generic reasons (no server paths, no server addresses); admins get the details, with any
+    credentials in the server address removed.
+    """
     if info.kind == "extractive":
         return translate("guidance.reason.always")
     if info.kind == "openai":
         if not info.is_available:
-            return translate("guidance.reason.openai_not_configured")
-        return translate("guidance.reason.openai_ready", url=info.reason)
+            key = "guidance.reason.openai_not_configured" if is_admin else "security.generator_unavailable"
+            return translate(key)
+        if not is_admin:
+            return translate("security.reason.openai_ready")
+        return translate("guidance.reason.openai_ready", url=redact_url(info.reason))
     if not info.is_available:
         if info.path is not None and not (info.path / "config.json").is_file():
+            if not is_admin:
+                return translate("security.reason.no_weights")
             return translate("guidance.reason.no_weights", path=str(info.path))
+        if not is_admin:
+            return translate("security.generator_unavailable")
         return translate("guidance.reason.unavailable", detail=info.reason)
     if not is_loaded:
         return translate("guidance.generator_not_loaded")
@@ -167,7 +179,9 @@ def list_generators(session: Session, services: Services, *, user: User) -> list
                 label=_label(info, vision=services.settings.openai_is_vision),
                 kind=info.kind,
                 available=info.is_available and is_loaded,
-                reason=_reason(info, is_loaded=is_loaded, device=services.models.device),
+                reason=_reason(
+                    info, is_loaded=is_loaded, device=services.models.device, is_admin=user.role == "admin"
+                ),
                 is_default=info.name == default,
                 is_allowed=user.role == "admin" or info.name in allowed,
                 is_loaded=is_loaded,
@@ -192,7 +206,10 @@ def _pick_generator(session: Session, services: Services, *, user: User, name: s
     generator = loaded.get(name)
     if generator is None:
         info = infos.get(name)
-        reason = _reason(info, is_loaded=False, device=services.models.device) if info else ""
+        is_admin = user.role == "admin"
+        reason = (
+            _reason(info, is_loaded=False, device=services.models.device, is_admin=is_admin) if info else ""
+        )
         raise ValidationFailedError("errors.guidance_generator_unavailable", name=name, reason=reason)
     return generator
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from app.catalog import service as catalog_service
 from app.core.errors import ConflictError, InvalidInputError, NotFoundError
 from app.core.images import check_image
+from app.core.inference import gated
 from app.core.services import Services
 from app.db.tables import DefectType, Inspection, ModelSetting, Product, ReferenceImage, User
 from app.deployments import anomaly_model, search_index
@@ -193,6 +194,7 @@ def _matches(session: Session, hits: Sequence[GalleryHit]) -> list[SearchMatch]:
     return out
 
 
+@gated("search", lambda session, **kwargs: kwargs["services"])
 def search_inspection(
     session: Session,
     *,
@@ -216,7 +218,9 @@ def search_inspection(
         product = catalog_service.get_product(session, scope)
         if not gallery.count_by_product().get(scope):
             raise ConflictError("errors.search_product_no_images", product=product.name)
-    image = inspection_service.load_rgb(services.storage, inspection)
+    image = inspection_service.load_rgb(
+        services.storage, inspection, max_side=services.settings.max_decode_side
+    )
     vectors: dict[int, np.ndarray] = {}
     hits = _query_hits(session, engine, image, k=max(top_k, VERDICT_K), product_id=scope, vectors=vectors)
     raw = compute_verdict(hits[:VERDICT_K], min_score=-math.inf, min_margin=-math.inf)
