@@ -665,7 +665,7 @@ class TransformersGenerator:
         """Load a local model directory.
 
         Args:
-            model_dir: directory with config.json, weights and tokenizer files.
+            model_dir: directory with config.json, weights and tokenizer files, or with one GGUF file.
             device: "cpu" or "cuda" (fp16 on CUDA; T4 has no bf16), float32 on CPU.
             preset: a key of LLM_PRESETS, or None to match by directory name (else generic).
             max_new_tokens: generation budget.
@@ -682,12 +682,15 @@ class TransformersGenerator:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         p = _preset_for(model_dir, preset)
+        # A folder holding one GGUF file (no config.json) is dequantised by transformers (needs `gguf`).
+        gguf = gguf_file(model_dir)
+        extra: dict[str, Any] = {"gguf_file": gguf.name} if gguf is not None else {}
         tokenizer = AutoTokenizer.from_pretrained(
-            str(model_dir), local_files_only=True, trust_remote_code=p.trust_remote_code
+            str(model_dir), local_files_only=True, trust_remote_code=p.trust_remote_code, **extra
         )
         dtype = torch.float16 if device.startswith("cuda") else torch.float32
         model: Any = AutoModelForCausalLM.from_pretrained(
-            str(model_dir), local_files_only=True, dtype=dtype, trust_remote_code=p.trust_remote_code
+            str(model_dir), local_files_only=True, dtype=dtype, trust_remote_code=p.trust_remote_code, **extra
         )
         model.eval().to(device)
         return cls(
@@ -1015,7 +1018,17 @@ class GeneratorInfo:
     path: Path | None = None
 
 
+def gguf_file(path: Path) -> Path | None:
+    """The GGUF file of a model folder without config.json (a llama.cpp-style single file), else None."""
+    if (path / "config.json").is_file() or not path.is_dir():
+        return None
+    files = sorted(path.glob("*.gguf"))
+    return files[0] if files else None
+
+
 def _has_weights(path: Path) -> bool:
+    if gguf_file(path) is not None:
+        return True
     return (path / "config.json").is_file() and any(
         any(path.glob(pattern)) for pattern in ("*.safetensors", "*.bin", "*.safetensors.index.json")
     )

@@ -29,10 +29,12 @@ from app.core.errors import (
     PermissionDeniedError,
     ValidationFailedError,
 )
-from app.core.i18n import translate
+from app.core.i18n import current_language, translate
 from app.core.services import Services
 from app.db.base import utcnow
 from app.db.tables import DefectType, Inspection, Manual, Product, User
+from app.inspection.guidance.labels import fallback_reason_label, generator_label
+from app.inspection.guidance.presentation import marked_segments
 from app.inspection.guidance.schemas import GeneratorRead, GuidanceCreate, GuidanceRead
 from app.inspection.service import get_inspection, load_image
 from app.manuals.indexing import REGISTRY_NAME as MANUALS
@@ -51,6 +53,7 @@ from app.ml.generators import (
     generate_with_fallback,
     result_from_text,
 )
+from app.ml.grounding import ground_result
 from app.ml.retriever import RetrievalQuery, sections_to_passages
 
 logger = logging.getLogger(__name__)
@@ -319,6 +322,7 @@ def prepare_guidance(
         regions=_regions(inspection),
         passages=passages,
         image_png=image_png,
+        language=current_language.get(),
     )
     return PreparedGuidance(
         inspection_id=inspection.id,
@@ -343,11 +347,17 @@ def _to_read(prepared: PreparedGuidance, result: GuidanceResult) -> GuidanceRead
             fallback_reason="unavailable",
             requested_generator=prepared.unusable_default,
         )
+    result = ground_result(result, prepared.request)
+    manual_sections = None
+    if result.generator != EXTRACTIVE:
+        manual = ground_result(ExtractiveGenerator().generate(prepared.request), prepared.request)
+        manual_sections = manual.sections.as_dict()
     citations = []
     for c in result.citations:
         manual_id = int(c.manual_id)
         citations.append(
             {
+                "ref": c.ref,
                 "manual_id": manual_id,
                 "page": c.page,
                 "text": c.text,
@@ -361,6 +371,7 @@ def _to_read(prepared: PreparedGuidance, result: GuidanceResult) -> GuidanceRead
             "sections": result.sections.as_dict(),
             "citations": citations,
             "generator": result.generator,
+            "generator_label": generator_label(result.generator),
             "elapsed_ms": result.elapsed_ms + prepared.retrieval_ms,
             "retrieval_ms": prepared.retrieval_ms,
             "generation_ms": result.elapsed_ms,
@@ -373,6 +384,8 @@ def _to_read(prepared: PreparedGuidance, result: GuidanceResult) -> GuidanceRead
             "has_manual": bool(prepared.request.passages),
             "manuals": sorted(set(prepared.manual_names.values())),
             "created_at": utcnow(),
+            "unsupported": result.unsupported or {},
+            "manual_sections": manual_sections,
         }
     )
 
@@ -512,4 +525,7 @@ def page_context(
         "guidance": guidance,
         "auto_start": guidance is None or (generator is not None and generator != inspection.generator),
         "section_names": ["status", "cause", "action", "prevention"],
+        "generator_label": generator_label,
+        "fallback_reason_label": fallback_reason_label,
+        "marked_segments": marked_segments,
     }
