@@ -116,13 +116,29 @@ def _ref_for(passages: Sequence[Passage], manual_id: str, page: int) -> int | No
 
 
 def renumber_citations(text: str, passages: Sequence[Passage]) -> str:
-    """``[매뉴얼 <id> p.<page>]`` -> ``[자료 <n>]`` (n = the passage's position); unknown tags stay."""
+    """``[매뉴얼 <id> p.<page>]`` -> ``[자료 <n>]`` (n = the passage's position); unknown tags stay.
 
-    def swap(m: re.Match[str]) -> str:
-        ref = _ref_for(passages, m.group(1), int(m.group(2)))
-        return f"[자료 {ref}]" if ref is not None else m.group(0)
+    Several passages can share a manual page (cause, action and prevention of one defect): the tag goes
+    to the one whose text shares most wording with the line it ends.
+    """
 
-    return _DB_TAG.sub(swap, text)
+    def renumber_line(line: str) -> str:
+        words = _bigrams(line)
+
+        def swap(m: re.Match[str]) -> str:
+            matching = [
+                i
+                for i, p in enumerate(passages, start=1)
+                if str(p.manual_id) == m.group(1) and p.page == int(m.group(2))
+            ]
+            if not matching:
+                return m.group(0)
+            best = max(matching, key=lambda i: (len(words & _bigrams(passages[i - 1].text)), -i))
+            return f"[자료 {best}]"
+
+        return _DB_TAG.sub(swap, line)
+
+    return "\n".join(renumber_line(line) for line in text.split("\n"))
 
 
 def cited_refs(text: str, passages: Sequence[Passage]) -> list[int]:

@@ -98,8 +98,11 @@ def test_extractive_answer_has_empty_lists_and_per_answer_citation_numbers() -> 
     assert result.unsupported == {"status": [], "cause": [], "action": [], "prevention": []}
     text = "\n".join(result.sections.as_dict().values())
     assert "[매뉴얼 12" not in text  # the database id is gone
-    assert "[자료 1]" in text
-    assert "[자료 3]" in text
+    # cause and action share page 2: each sentence cites its own passage, not the page's first one
+    assert result.sections.cause.rstrip().endswith("[자료 1]")
+    assert "[자료 2]" in result.sections.action
+    assert "[자료 1]" not in result.sections.action
+    assert "[자료 3]" in result.sections.prevention
     assert {c.ref for c in result.citations} == {1, 2, 3}
 
 

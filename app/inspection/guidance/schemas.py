@@ -83,7 +83,11 @@ class GeneratorRead(BaseModel):
 
 
 class FeedbackCreate(BaseModel):
-    """The worker's record: what was done and how useful the answer was (1-5, checked by the service)."""
+    """The worker's record: what was done and how useful the answer was (1-5, checked by the service).
+
+    An empty ``action_taken`` is refused unless ``no_action`` says explicitly that nothing was done.
+    """
 
     action_taken: str = Field(default="", max_length=5000)
+    no_action: bool = False
     score: int

@@ -485,12 +485,21 @@ def stream_guidance(services: Services, prepared: PreparedGuidance) -> Iterator[
 
 # ----- feedback -------------------------------------------------------------------------------------------
 def save_feedback(
-    session: Session, *, inspection_id: int, user: User, action_taken: str, score: int
+    session: Session,
+    *,
+    inspection_id: int,
+    user: User,
+    action_taken: str,
+    score: int,
+    no_action: bool = False,
 ) -> Inspection:
-    """Record what the worker did and how useful the answer was (1-5); completes the inspection."""
+    """Record what the worker did (or explicitly that nothing was done) and the answer's usefulness."""
     if not 1 <= score <= 5:
         raise ValidationFailedError("errors.guidance_bad_score", score=score)
     inspection = get_inspection(session, inspection_id)
+    if not action_taken.strip() and not no_action:
+        # An empty record used to read as "조치 완료": nothing done must be said, not left blank.
+        raise ValidationFailedError("llm.action_required")
     now = utcnow()
     inspection.action_taken = action_taken.strip()
     inspection.feedback_score = score
