@@ -41,7 +41,7 @@ from app.ml.generators import (
     inspection_facts,
     result_from_text,
 )
-from app.ml.grounding import check_answer, claims, ground_result, sentences
+from app.ml.grounding import check_answer, claims, ground_result, is_supported_claim, sentences
 from app.ml.llm_server import LlamaServer, packaged_gguf
 from app.ml.pdf_text import parse_pdf
 from app.ml.retriever import IndexedChunk, KoreanTokenizer, ManualIndex, RetrievalQuery, sections_to_passages
@@ -152,14 +152,7 @@ def invented_claims(result: GuidanceResult, request: GuidanceRequest) -> tuple[i
     ]
 
     def invented(sentence: str) -> int:
-        return sum(
-            1
-            for c in claims(sentence)
-            if not any(
-                (c.value is None and s.text == c.text) or (c.value is not None and s.value == c.value)
-                for s in sources
-            )
-        )
+        return sum(1 for c in claims(sentence) if not is_supported_claim(c, sources))
 
     flagged = {s for values in (result.unsupported or {}).values() for s in values}
     before = after = 0
@@ -176,14 +169,7 @@ def raw_invented(text: str, request: GuidanceRequest) -> int:
     sources = [
         c for t in [*(p.text for p in request.passages), *inspection_facts(request)] for c in claims(t)
     ]
-    return sum(
-        1
-        for c in claims(text)
-        if not any(
-            (c.value is None and s.text == c.text) or (c.value is not None and s.value == c.value)
-            for s in sources
-        )
-    )
+    return sum(1 for c in claims(text) if not is_supported_claim(c, sources))
 
 
 def run_extractive(cases: list[Case]) -> Row:
@@ -269,8 +255,7 @@ def run_server(
                 row.total_s.append(total)
                 row.raw_invented.append(raw_invented(text, case.request))
             print(f"  {name} {case.product.product_id}/{case.defect.code}: kept={kept} {total:.1f}s")
-            if kept:
-                print("   ", text[:300].replace("\n", " / "))
+            print("   ", text[:300].replace("\n", " / "))
     return row
 
 

@@ -209,6 +209,11 @@ def _number_matches(claim: Claim, source: Claim) -> bool:
     return round(source.value, _decimals(claim.text)) == claim.value
 
 
+def is_supported_claim(claim: Claim, sources: Sequence[Claim]) -> bool:
+    """Whether a number (same value, compatible unit, or rounded) or code appears among ``sources``."""
+    return _supported_claim(claim, sources)
+
+
 def _supported_claim(claim: Claim, sources: Sequence[Claim]) -> bool:
     if claim.value is None:
         return any(s.value is None and s.text == claim.text for s in sources)
