@@ -20,6 +20,7 @@ from app.deployments.jobs import artifact_states
 from app.history import dashboard as dashboard_service
 from app.history import service
 from app.inspection import service as inspection_service
+from app.inspection.guidance.labels import generator_label
 
 # Authentication runs first for every route here, before any load-or-404 dependency.
 router = APIRouter(tags=["pages"], include_in_schema=False, dependencies=[Depends(get_current_user)])
@@ -82,6 +83,7 @@ def _choices(session: SessionDep) -> dict[str, object]:
         "products": products,
         "defect_types": defect_types,
         "generators": service.generator_names(session),
+        "generator_label": generator_label,
         "statuses": INSPECTION_STATUSES,
         "labels": OUTCOME_LABELS,
     }
@@ -141,6 +143,7 @@ def history_detail_page(
             "item": item,
             "inspection": inspection,
             "detail": service.detail_view(inspection),
+            "generator_label": generator_label,
             "feedback_user": service.user_of(session, inspection.feedback_by),
             "events": inspection_service.events(session, inspection.id),
             "can_reopen": user.role == "admin" and inspection.status == "completed",

@@ -40,6 +40,7 @@ class InspectionListItem(BaseModel):
     generator: str | None
     action_taken: str
     is_action_completed: bool
+    is_no_action: bool = False  # completed with "no action taken" recorded explicitly
     feedback_score: int | None
     user: UserRef | None
     created_at: datetime

@@ -98,7 +98,10 @@
       return typeof g === "string" || (g.available !== false && g.is_allowed !== false);
     });
     usable.sort(function (a, b) { return (b.is_default ? 1 : 0) - (a.is_default ? 1 : 0); });
-    return usable.map(function (g) { return typeof g === "string" ? g : (g.name || g.id); }).filter(Boolean);
+    // the translated label on the button, the name in the link
+    return usable.map(function (g) {
+      return typeof g === "string" ? { name: g, label: g } : { name: g.name || g.id, label: g.label || g.name || g.id };
+    }).filter(function (g) { return g.name; });
   }
 
   function loadGenerators() {
@@ -109,11 +112,11 @@
         const names = data ? generatorNames(data) : [];
         if (!names.length) { return; }  // keep the server-rendered "extractive" button
         holder.innerHTML = "";
-        names.forEach(function (name, i) {
+        names.forEach(function (g, i) {
           const a = document.createElement("a");
           a.className = "button" + (i === 0 ? " primary" : "");
-          a.href = "/inspect/" + inspectionId + "/guidance?generator=" + encodeURIComponent(name);
-          a.textContent = format(root.dataset.tGenerator, { name: name });
+          a.href = "/inspect/" + inspectionId + "/guidance?generator=" + encodeURIComponent(g.name);
+          a.textContent = format(root.dataset.tGenerator, { name: g.label });
           holder.appendChild(a);
         });
       })

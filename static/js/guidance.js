@@ -9,23 +9,69 @@
   const meta = document.getElementById("gd-meta");
   const notice = document.getElementById("gd-notice");
   const citations = document.getElementById("gd-citations");
+  const generatorLabels = {};
+  document.querySelectorAll("#gd-generator option").forEach(function (o) { generatorLabels[o.value] = o.textContent; });
   const fill = function (template, values) {
     return template.replace(/\{(\w+)\}/g, function (_, key) { return values[key] == null ? "" : String(values[key]); });
   };
 
+  const unsupportedNotice = document.getElementById("gd-unsupported");
+  const manual = document.getElementById("gd-manual");
+
+  // The text as plain and flagged pieces: each unsupported sentence becomes a <mark>.
+  function fillMarked(el, text, flagged) {
+    el.replaceChildren();
+    let rest = text || "";
+    while (rest) {
+      let start = -1;
+      let sentence = "";
+      (flagged || []).forEach(function (s) {
+        const at = s ? rest.indexOf(s) : -1;
+        if (at >= 0 && (start < 0 || at < start || (at === start && s.length > sentence.length))) {
+          start = at;
+          sentence = s;
+        }
+      });
+      if (start < 0) { el.append(rest); break; }
+      if (start > 0) { el.append(rest.slice(0, start)); }
+      const mark = document.createElement("mark");
+      mark.className = "gd-unsupported";
+      mark.title = card.dataset.unsupportedTitle;
+      mark.textContent = sentence;
+      el.append(mark);
+      rest = rest.slice(start + sentence.length);
+    }
+  }
+
   function showResult(result) {
     stream.hidden = true;
+    const unsupported = result.unsupported || {};
+    let flaggedCount = 0;
     card.querySelectorAll("[data-section]").forEach(function (el) {
-      el.textContent = result.sections[el.getAttribute("data-section")] || "";
+      const name = el.getAttribute("data-section");
+      flaggedCount += (unsupported[name] || []).length;
+      fillMarked(el, result.sections[name] || "", unsupported[name]);
     });
+    unsupportedNotice.textContent = fill(card.dataset.unsupportedNotice, { count: flaggedCount });
+    unsupportedNotice.hidden = flaggedCount === 0;
+    card.querySelectorAll("[data-manual-section]").forEach(function (el) {
+      el.textContent = result.manual_sections ? (result.manual_sections[el.getAttribute("data-manual-section")] || "") : "";
+    });
+    manual.hidden = !result.manual_sections;
     citations.replaceChildren();
     (result.citations || []).forEach(function (c) {
       const li = document.createElement("li");
+      if (c.ref) {
+        const ref = document.createElement("span");
+        ref.className = "gd-ref";
+        ref.textContent = "[" + fill(card.dataset.sourceTag, { n: c.ref }) + "] ";
+        li.append(ref);
+      }
       const a = document.createElement("a");
       a.href = c.url;
       a.target = "_blank";
       a.rel = "noopener";
-      a.textContent = (c.manual_name || "#" + c.manual_id) + " · " + fill(card.dataset.pageLabel, { page: c.page });
+      a.textContent = (c.manual_name || card.dataset.manualName) + " · " + fill(card.dataset.pageLabel, { page: c.page });
       const section = document.createElement("span");
       section.className = "muted";
       section.textContent = " " + (c.section || "");
@@ -34,11 +80,13 @@
     });
     meta.replaceChildren();
     const strong = document.createElement("strong");
-    strong.textContent = result.generator;
+    strong.textContent = result.generator_label || result.generator;
     meta.append(card.dataset.generatorLabel + ": ", strong,
       " · " + card.dataset.timeLabel + ": " + fill(card.dataset.msLabel, { ms: result.elapsed_ms }));
     if (result.is_fallback) {
-      notice.textContent = fill(card.dataset.fallback, { requested: result.requested_generator, reason: result.fallback_reason });
+      const reasons = JSON.parse(card.dataset.fallbackReasons || "{}");
+      const requested = generatorLabels[result.requested_generator] || result.requested_generator;
+      notice.textContent = fill(card.dataset.fallback, { requested: requested, reason: reasons[result.fallback_reason] || result.fallback_reason });
       notice.hidden = false;
     } else if (!result.has_manual) {
       notice.textContent = card.dataset.noManual;

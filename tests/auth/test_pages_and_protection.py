@@ -125,7 +125,7 @@ def test_wrong_password_shows_form_again(client: TestClient) -> None:
 def test_worker_sees_steps_but_not_admin(client: TestClient) -> None:
     _login_form(client, "worker1", WORKER_PASSWORD)
     home = client.get("/")
-    for step in ("이미지 업로드", "유사도 매칭", "이상 검출", "대응 매뉴얼"):
+    for step in ("이미지 업로드", "유사도 매칭", "이상 탐지", "대응 매뉴얼"):
         assert step in home.text
     assert client.get("/admin").status_code == 403
 

@@ -269,7 +269,8 @@ def test_admin_walks_dashboard_deploy_and_history(
     assert _fits(page)
     screenshot(page, "ops-history-detail")
     page.goto(f"{base}/history/stats")
-    assert page.locator("[data-chart=generators] svg title", has_text="extractive: 4").count() == 1
+    label = "매뉴얼 발췌 (오프라인, 모델 불필요): 4"  # the generator in words, not "extractive"
+    assert page.locator("[data-chart=generators] svg title", has_text=label).count() == 1
     assert _fits(page)
     screenshot(page, "ops-history-stats")
     page.goto(f"{base}/history/stats?lang=en")

@@ -226,7 +226,7 @@ def _worker_inspects_a_photo(page: Any, base: str, root: Path, product: DemoProd
     assert row.count() == 1
     text = row.inner_text()
     assert defect_name in text
-    assert "extractive" in text
+    assert "매뉴얼 발췌 (오프라인, 모델 불필요)" in text  # the generator in words
     assert row.locator(".stars").inner_text() == "★★★★☆"
     screenshot(page, "e2e-worker-history")
     row.locator(f"a[href='/history/{inspection_id}']").last.click()

@@ -100,7 +100,7 @@ def test_worker_reads_the_streamed_answer_and_saves_feedback(
     assert "긁힘" in page.inner_text("[data-section=status]")
     first_citation = page.locator("#gd-citations a").first
     assert "#page=" in (first_citation.get_attribute("href") or "")
-    assert "extractive" in page.inner_text("#gd-meta")
+    assert "매뉴얼 발췌 (오프라인, 모델 불필요)" in page.inner_text("#gd-meta")  # the label, not "extractive"
 
     page.fill("#gd-action", "로트 격리 후 이송 롤러 청소")
     page.click(".gd-score-option:nth-child(5) span")  # the legend is the first child: this is score 4

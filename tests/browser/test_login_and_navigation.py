@@ -81,7 +81,7 @@ def test_worker_sees_the_four_steps_and_no_admin(
     assert [s.split("\n")[-1].strip() for s in steps] == [
         "이미지 업로드",
         "유사도 매칭",
-        "이상 검출",
+        "이상 탐지",
         "대응 매뉴얼",
     ]
     assert page.locator("a", has_text="관리자").count() == 0

@@ -33,7 +33,8 @@ def test_worker_reads_history_list_with_filters_and_paging(client: TestClient, h
     assert "검사 이력" in page.text
     assert "총 7건" in page.text
     row = _row(page.text, "data-inspection", str(history.ids["scratch_today"]))
-    for text in ("금속 판", "긁힘", "이상", "extractive", "★★★★★", "조치 완료", "worker1"):
+    label = "매뉴얼 발췌 (오프라인, 모델 불필요)"  # the generator in words, not "extractive"
+    for text in ("금속 판", "긁힘", "이상", label, "★★★★★", "조치 완료", "worker1"):
         assert text in row, text
     assert f'src="/api/v1/inspections/{history.ids["scratch_today"]}/image"' in row
     assert "미조치" in _row(page.text, "data-inspection", str(history.ids["dent"]))
@@ -174,7 +175,7 @@ def test_stats_page_draws_charts(client: TestClient, history: History) -> None:
     assert "<title>긁힘 · metal_plate: 2</title>" in chart.group(1)
     generators = re.search(r'data-chart="generators">(.*?)</section>', page.text, re.S)
     assert generators
-    assert "<title>extractive: 3</title>" in generators.group(1)
+    assert "<title>매뉴얼 발췌 (오프라인, 모델 불필요): 3</title>" in generators.group(1)  # labels, not names
     assert "<title>llm: 1</title>" in generators.group(1)
     feedback = re.search(r'data-chart="feedback">(.*?)</section>', page.text, re.S)
     assert feedback

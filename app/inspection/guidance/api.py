@@ -62,6 +62,11 @@ def create_feedback(
 ) -> InspectionRead:
     """Record the action taken and the usefulness score (1-5); the inspection is completed."""
     inspection = service.save_feedback(
-        session, inspection_id=inspection_id, user=user, action_taken=body.action_taken, score=body.score
+        session,
+        inspection_id=inspection_id,
+        user=user,
+        action_taken=body.action_taken,
+        score=body.score,
+        no_action=body.no_action,
     )
     return inspection_service.to_read(inspection)

@@ -64,15 +64,26 @@ def guidance_feedback(
     user: CurrentUserDep,
     action_taken: Annotated[str, Form()] = "",
     score: Annotated[str, Form()] = "",
+    no_action: Annotated[str, Form()] = "",
 ) -> Response:
     """Save the worker's record; the page then shows the confirmation."""
+    error = None
     if not score.strip().isdigit():
+        error = "guidance.pick_score"
+    elif not action_taken.strip() and not no_action:
+        error = "llm.action_required"
+    if error is not None:
         context = service.page_context(
             session, services, inspection_id=inspection_id, user=user, generator=None
         )
-        context.update(feedback_error="guidance.pick_score", action_taken=action_taken, auto_start=False)
+        context.update(feedback_error=error, action_taken=action_taken, auto_start=False)
         return render(request, _TEMPLATE, {"step": 4, "inspection_id": inspection_id, **context}, 422)
     service.save_feedback(
-        session, inspection_id=inspection_id, user=user, action_taken=action_taken, score=int(score)
+        session,
+        inspection_id=inspection_id,
+        user=user,
+        action_taken=action_taken,
+        score=int(score),
+        no_action=bool(no_action),
     )
     return RedirectResponse(f"/inspect/{inspection_id}/guidance?saved=1", status_code=303)

@@ -23,9 +23,19 @@ class GuidanceSectionsRead(BaseModel):
     prevention: str
 
 
-class CitationRead(BaseModel):
-    """A manual page the answer relies on."""
+class UnsupportedRead(BaseModel):
+    """Per section, the sentences of a generated answer that no cited passage supports."""
 
+    status: list[str] = Field(default_factory=list)
+    cause: list[str] = Field(default_factory=list)
+    action: list[str] = Field(default_factory=list)
+    prevention: list[str] = Field(default_factory=list)
+
+
+class CitationRead(BaseModel):
+    """A manual page the answer relies on; ``ref`` is the number the text shows as [자료 n]."""
+
+    ref: int | None = None
     manual_id: int
     page: int
     text: str
@@ -40,6 +50,7 @@ class GuidanceRead(BaseModel):
     sections: GuidanceSectionsRead
     citations: list[CitationRead]
     generator: str
+    generator_label: str = ""  # the generator as people read it, in the asker's language
     elapsed_ms: int  # retrieval + generation
     retrieval_ms: int = 0
     generation_ms: int = 0
@@ -52,6 +63,10 @@ class GuidanceRead(BaseModel):
     has_manual: bool = False
     manuals: list[str] = Field(default_factory=list)
     created_at: datetime
+    # Grounding check (generated answers only; empty lists for extractive ones) and, beside a generated
+    # answer, the manual's own text (the extractive answer) the worker can switch to.
+    unsupported: UnsupportedRead = Field(default_factory=UnsupportedRead)
+    manual_sections: GuidanceSectionsRead | None = None
 
 
 class GeneratorRead(BaseModel):
@@ -68,7 +83,11 @@ class GeneratorRead(BaseModel):
 
 
 class FeedbackCreate(BaseModel):
-    """The worker's record: what was done and how useful the answer was (1-5, checked by the service)."""
+    """The worker's record: what was done and how useful the answer was (1-5, checked by the service).
+
+    An empty ``action_taken`` is refused unless ``no_action`` says explicitly that nothing was done.
+    """
 
     action_taken: str = Field(default="", max_length=5000)
+    no_action: bool = False
     score: int

@@ -29,12 +29,14 @@ from app.core.errors import (
     PermissionDeniedError,
     ValidationFailedError,
 )
-from app.core.i18n import translate
+from app.core.i18n import current_language, translate
 from app.core.security import redact_url
 from app.core.services import Services
 from app.db.base import utcnow
 from app.db.tables import DefectType, Inspection, Manual, Product, User
 from app.inspection import outcome as outcome_service
+from app.inspection.guidance.labels import fallback_reason_label, generator_label
+from app.inspection.guidance.presentation import marked_segments
 from app.inspection.guidance.schemas import GeneratorRead, GuidanceCreate, GuidanceRead
 from app.inspection.service import get_inspection, load_image
 from app.integrations import service as integrations_service
@@ -56,6 +58,7 @@ from app.ml.generators import (
     generate_with_fallback,
     result_from_text,
 )
+from app.ml.grounding import ground_result
 from app.ml.retriever import RetrievalQuery, sections_to_passages
 
 logger = logging.getLogger(__name__)
@@ -388,6 +391,7 @@ def prepare_guidance(
         passages=passages,
         image_png=image_png,
         manual_notes=notes,
+        language=current_language.get(),
     )
     return PreparedGuidance(
         inspection_id=inspection.id,
@@ -443,11 +447,17 @@ def _to_read(prepared: PreparedGuidance, result: GuidanceResult) -> GuidanceRead
             fallback_reason="unavailable",
             requested_generator=prepared.unusable_default,
         )
+    result = ground_result(result, prepared.request)
+    manual_sections = None
+    if result.generator != EXTRACTIVE:
+        manual = ground_result(ExtractiveGenerator().generate(prepared.request), prepared.request)
+        manual_sections = manual.sections.as_dict()
     citations = []
     for c in result.citations:
         manual_id = int(c.manual_id)
         citations.append(
             {
+                "ref": c.ref,
                 "manual_id": manual_id,
                 "page": c.page,
                 "text": c.text,
@@ -461,6 +471,7 @@ def _to_read(prepared: PreparedGuidance, result: GuidanceResult) -> GuidanceRead
             "sections": result.sections.as_dict(),
             "citations": citations,
             "generator": result.generator,
+            "generator_label": generator_label(result.generator),
             "elapsed_ms": result.elapsed_ms + prepared.retrieval_ms,
             "retrieval_ms": prepared.retrieval_ms,
             "generation_ms": result.elapsed_ms,
@@ -474,6 +485,8 @@ def _to_read(prepared: PreparedGuidance, result: GuidanceResult) -> GuidanceRead
             "has_manual": bool(prepared.request.passages) or bool(prepared.manual_names),
             "manuals": sorted(set(prepared.manual_names.values())),
             "created_at": utcnow(),
+            "unsupported": result.unsupported or {},
+            "manual_sections": manual_sections,
         }
     )
 
@@ -580,16 +593,26 @@ def stream_guidance(services: Services, prepared: PreparedGuidance) -> Iterator[
 
 # ----- feedback -------------------------------------------------------------------------------------------
 def save_feedback(
-    session: Session, *, inspection_id: int, user: User, action_taken: str, score: int
+    session: Session,
+    *,
+    inspection_id: int,
+    user: User,
+    action_taken: str,
+    score: int,
+    no_action: bool = False,
 ) -> Inspection:
-    """Record what the worker did and how useful the answer was (1-5); completes (locks) the inspection.
+    """Record what the worker did (or explicitly that nothing was done) and how useful the answer was (1-5).
 
-    Only the owner or an admin, never on a completed inspection; the previous record stays in the history.
+    Completes (locks) the inspection. Only the owner or an admin, never on a completed inspection; the
+    previous record stays in the history.
     """
     if not 1 <= score <= 5:
         raise ValidationFailedError("errors.guidance_bad_score", score=score)
     inspection = get_inspection(session, inspection_id)
     outcome_service.ensure_can_change(inspection, user)
+    if not action_taken.strip() and not no_action:
+        # An empty record used to read as "조치 완료": nothing done must be said, not left blank.
+        raise ValidationFailedError("llm.action_required")
     now = utcnow()
     outcome_service.record_event(
         session,
@@ -644,4 +667,7 @@ def page_context(
         "can_change": outcome_service.can_change(inspection, user),
         "outcome": outcome_service.outcome_read(inspection),
         "section_names": ["status", "cause", "action", "prevention"],
+        "generator_label": generator_label,
+        "fallback_reason_label": fallback_reason_label,
+        "marked_segments": marked_segments,
     }

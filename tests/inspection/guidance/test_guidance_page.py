@@ -92,7 +92,7 @@ def test_page_shows_the_reference_image_and_overlay_of_the_anomaly_step(
     pid, types = add_demo_product(client, admin_headers, demo_root, 1, with_manual=False)
     inspection_id = make_inspection(client, worker_headers, product_id=pid, defect_type_id=types["hole"])
     _login_page(client, "worker1", WORKER_PASSWORD)
-    assert "이상 검출 단계를 실행하지 않아" in client.get(f"/inspect/{inspection_id}/guidance").text
+    assert "이상 탐지 단계를 실행하지 않아" in client.get(f"/inspect/{inspection_id}/guidance").text
     with client.app.state.session_factory() as session:  # type: ignore[attr-defined]
         row = session.get(Inspection, inspection_id)
         row.anomaly_result = {
@@ -103,4 +103,4 @@ def test_page_shows_the_reference_image_and_overlay_of_the_anomaly_step(
     page = client.get(f"/inspect/{inspection_id}/guidance").text
     assert 'src="/api/v1/images/7/file"' in page
     assert f'src="/api/v1/inspections/{inspection_id}/files/overlay.png"' in page
-    assert "이상 검출 단계를 실행하지 않아" not in page
+    assert "이상 탐지 단계를 실행하지 않아" not in page
