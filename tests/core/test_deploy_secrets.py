@@ -51,9 +51,11 @@ def test_the_s3_entrypoint_serves_only_the_environment_identity(tmp_path: Path) 
     weed = Path(sys.executable).parent / "weed"
     if not weed.exists() and shutil.which("weed") is None:
         services.unavailable("SeaweedFS `weed` binary not installed")
-    port = services.S3_PORT
-    if services._port_open(port):
-        services.unavailable(f"port {port} is already taken")
+    # Ports of its own, as the session's SeaweedFS may be running: S3, master, volume, filer (+10000: gRPC).
+    port, master, volume, filer = 17433, 17333, 17340, 17888
+    for taken in (port, master, volume, filer, port + 10000, master + 10000, volume + 10000, filer + 10000):
+        if services._port_open(taken):
+            services.unavailable(f"port {taken} is already taken")
     script = str(ROOT / "deploy" / "s3-entrypoint.sh")
     path = f"{weed.parent}:{os.environ.get('PATH', '')}"
     missing = subprocess.run(["sh", script, "version"], env={"PATH": path}, capture_output=True, text=True)
@@ -76,6 +78,9 @@ def test_the_s3_entrypoint_serves_only_the_environment_identity(tmp_path: Path) 
         "-webdav=false",
         "-admin.ui=false",
         f"-s3.port={port}",
+        f"-master.port={master}",
+        f"-volume.port={volume}",
+        f"-filer.port={filer}",
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
         f"-s3.config={tmp_path / 's3.json'}",
