@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -59,7 +60,16 @@ def raw_request(port: int, head: str, body: bytes = b"", *, timeout: float = 3.0
                 if not chunk:
                     break
                 data += chunk
+            # The body may follow the head in a later packet: read what Content-Length announces.
+            head_part, _, rest = data.partition(b"\r\n\r\n")
+            match = re.search(rb"(?im)^content-length:\s*(\d+)", head_part)
+            while match and len(rest) < int(match.group(1)):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                rest += chunk
+                data += chunk
         except TimeoutError:
-            return 0, data
+            return (int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else 0), data
     status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else 0
     return status, data

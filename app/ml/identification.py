@@ -42,7 +42,7 @@ from app.core.fileio import atomic_write_bytes
 from app.ml.errors import ArtifactError
 from app.ml.gallery import GalleryHit
 from app.ml.patchcore import PatchCore
-from app.ml.verdict import compute_verdict
+from app.ml.verdict import MIN_CALIBRATION_IMAGES, compute_verdict
 
 VOTE_K = 10
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -438,7 +438,10 @@ def _calibrate(
     predicted, scores, margins, same_best = _loo(whole, region, labels, alpha, region_query)
     correct = [p == t for p, t in zip(predicted, labels, strict=True)]
     finite = [s for s in same_best if not math.isnan(s)]
-    min_score = float(np.percentile(finite, SCORE_PERCENTILE)) if finite else -1.0
+    # Too few images to say what "similar enough" is (the 5th percentile of three is their minimum): no score
+    # floor then, as the whole-image verdict does for small galleries; the calibrated confidence still gates.
+    enough = len(finite) >= MIN_CALIBRATION_IMAGES
+    min_score = float(np.percentile(finite, SCORE_PERCENTILE)) if enough else -1.0
     calibration = Calibration(alpha, fit_platt(margins, correct), min_score)
     return calibration, predicted, correct, scores, margins
 

@@ -33,7 +33,7 @@ def _seed(settings: Settings) -> None:
 
 
 def _set_manual_status(settings: Settings, status: str, error: str) -> None:
-    """Play the indexer's part (the guidance helper's job runner is not on this branch)."""
+    """Mark every manual with a status, as a failed indexing job would."""
     from app.db.tables import Manual
 
     engine = make_engine(settings.database_url)
@@ -169,8 +169,15 @@ def test_admin_walks_the_catalog_screens(
     page.click("#manual-upload-form button[type=submit]")
     page.wait_for_selector("#manual-table tr[data-manual-id]")
     assert "금속_매뉴얼.pdf" in page.locator("#manual-table").inner_text()
-    # The page polls while indexing is not final: a status change shows up without a reload.
+    # The page polls while indexing is not final: the real background job's end shows up without a reload.
+    page.wait_for_selector(
+        "#manual-table tr[data-status=indexed] .status-badge,"
+        " #manual-table tr[data-status=failed] .status-badge",
+        timeout=90_000,
+    )
+    # A failure is shown with its reason.
     _set_manual_status(settings, "failed", "색인 중 오류")
+    page.reload()
     page.wait_for_selector("#manual-table tr[data-status=failed] .status-badge.state-failed")
     assert "색인 중 오류" in page.locator("#manual-table .error-text").inner_text()
     assert _fits(page)

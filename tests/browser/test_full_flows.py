@@ -206,7 +206,7 @@ def _worker_inspects_a_photo(page: Any, base: str, root: Path, product: DemoProd
         ("action", "대응 방안"),
         ("prevention", "예방 조치"),
     ):
-        article = page.locator(f"article.gd-{section}")
+        article = page.locator(f"#gd-sections article.gd-{section}")
         assert article.locator("h3").inner_text().strip() == heading
         assert page.inner_text(f"[data-section={section}]").strip(), section
     assert defect_name in page.inner_text("[data-section=status]")
