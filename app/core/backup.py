@@ -181,8 +181,9 @@ def restore_backup(settings: Settings, archive: Path) -> BackupReport:
                 )
         _load_tables(engine, tar, checksums, report)
     except BaseException:
+        cleanup = make_storage(settings) if written_objects else None
         for key in written_objects:
-            _quietly(lambda key=key: make_storage(settings).delete(key))
+            _quietly(lambda key=key: cleanup.delete(key))  # type: ignore[union-attr]
         for path in written_files:
             path.unlink(missing_ok=True)
         raise

@@ -15,6 +15,7 @@ Folders must lie inside WATCH_FOLDER_ROOTS, so an admin form cannot point the se
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 _WRITING_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".filepart", "~")
 _MAX_NAME = 200
+_NOTE_EVERY_S = 60.0
 
 
 class WatchFolderCreate(BaseModel):
@@ -183,6 +185,8 @@ class FolderWatcher:
         self.services = services
         self.poll_s = poll_s
         self._seen: dict[str, _Seen] = {}
+        self._noted: dict[int, float] = {}  # when each folder's row was last written (monotonic)
+        self._errored: set[int] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -230,7 +234,10 @@ class FolderWatcher:
         for photo in sorted(ready):
             self._seen.pop(str(photo), None)
             self._take(folder_id, path, photo)
-        self._record(folder_id)
+        # An idle scan only says "still watched, no error": write it at most once a minute, or at once to
+        # clear an error (the poll runs every second on every server; a write each time holds SQLite's lock).
+        if folder_id in self._errored or now - self._noted.get(folder_id, -math.inf) >= _NOTE_EVERY_S:
+            self._record(folder_id)
         return len(ready)
 
     def _take(self, folder_id: int, folder: Path, photo: Path) -> None:
@@ -296,6 +303,11 @@ class FolderWatcher:
             folder.last_error = error[:2000]
             folder.last_scan_at = utcnow()
             session.commit()
+        self._noted[folder_id] = time.monotonic()
+        if error:
+            self._errored.add(folder_id)
+        else:
+            self._errored.discard(folder_id)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.poll_s):
