@@ -39,7 +39,7 @@ from app.deployments.status import ArtifactState
 from app.ml.catalog_hooks import IMAGE_HOOKS
 from app.ml.embedders import EFFICIENTNET_NAME, ImageEmbedder, load_embedder
 from app.ml.errors import JobCancelled, ModelNotAvailableError
-from app.ml.gallery import Gallery, build_gallery
+from app.ml.gallery import VectorGallery, build_gallery
 from app.ml.identification import (
     ProductIdentification,
     build_product_identification,
@@ -48,7 +48,9 @@ from app.ml.identification import (
 )
 from app.ml.patchcore import PatchCore
 from app.ml.preprocessing import PreprocessingOptions
+from app.ml.milvus_gallery import MilvusConfig
 from app.ml.search_runtime import GALLERY_KINDS, GalleryKind, SearchEngine, new_built_at, preprocess
+from app.ml.vector_backend import VectorBackend
 from app.ml.verdict import (
     DEFAULT_MIN_MARGIN,
     DEFAULT_MIN_SCORE,
@@ -80,6 +82,20 @@ class CatalogImage:
 def index_root(services: Services) -> Path:
     """Where search generations live (models/artifacts/search)."""
     return services.settings.artifacts_path / "search"
+
+
+def vector_backend(services: Services) -> VectorBackend:
+    """The configured vector store (VECTOR_BACKEND): FAISS files or Milvus collections."""
+    settings = services.settings
+    if settings.vector_backend != "milvus":
+        return VectorBackend("faiss")
+    config = MilvusConfig(
+        uri=settings.milvus_uri,
+        token=settings.milvus_token.get_secret_value(),
+        prefix=settings.milvus_collection_prefix,
+        timeout_s=settings.milvus_timeout_s,
+    )
+    return VectorBackend("milvus", config)
 
 
 def configured_embedder(session: Session) -> str:
@@ -146,7 +162,7 @@ def load(services: Services) -> None:
     with services.session_factory() as session:
         name = configured_embedder(session)
     embedder, loaded_name, note = _load_embedder(services, name)
-    engine = SearchEngine.load(index_root(services), embedder, loaded_name)
+    engine = SearchEngine.load(index_root(services), embedder, loaded_name, backend=vector_backend(services))
     if note:
         engine.note = note
     services.models.swap(ENGINE, engine)
@@ -296,7 +312,7 @@ def _region_of(
 
 def build_identification(
     ctx: JobContext,
-    gallery: Gallery,
+    gallery: VectorGallery,
     product_id: int,
     options: PreprocessingOptions,
     images: Sequence[CatalogImage],
@@ -424,7 +440,8 @@ def run(ctx: JobContext) -> dict[str, object] | None:
     keys = {pid: current[pid].key() for pid in scope}
     total = max(1, len(images))
     done_before = 0
-    galleries: dict[str, Gallery] = {}
+    galleries: dict[str, VectorGallery] = {}
+    backend = vector_backend(services)
     skipped: list[int] = []
     for kind in GALLERY_KINDS:
         subset = [img for img in images if img.kind == kind]
@@ -446,6 +463,7 @@ def run(ctx: JobContext) -> dict[str, object] | None:
             should_cancel=ctx.should_cancel,
             total=len(subset),
             preprocessing_keys=keys,
+            factory=backend.empty,
         )
         done_before += len(subset)
         if compatible and old is not None and ctx.product_id is not None:
@@ -508,7 +526,7 @@ def run(ctx: JobContext) -> dict[str, object] | None:
 
 
 def _copy_other_products(
-    old: SearchEngine, gallery: Gallery, kind: GalleryKind, *, keep_out: set[int]
+    old: SearchEngine, gallery: VectorGallery, kind: GalleryKind, *, keep_out: set[int]
 ) -> None:
     source = old.gallery(kind)
     if source is None:
