@@ -165,7 +165,9 @@ def milvus_server(workdir: Path) -> Iterator[str]:
         f"initial-advertise-peer-urls: http://127.0.0.1:{peer_port}\n"
         f"initial-cluster: default=http://127.0.0.1:{peer_port}\n"
     )
-    template = template.replace("  use:\n    embed: true", f"  config:\n    path: {etcd}\n  use:\n    embed: true", 1)
+    template = template.replace(
+        "  use:\n    embed: true", f"  config:\n    path: {etcd}\n  use:\n    embed: true", 1
+    )
     (workdir / "milvus.yaml.template").write_text(template)
     config = milvus.MilvusServerConfig(template=str(workdir / "milvus.yaml.template"), data_dir=str(workdir))
     config.glog_conf_file = str(package / "glog.conf")  # set only for the packaged template

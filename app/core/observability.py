@@ -90,3 +90,19 @@ class Metrics:
         self.models_loaded = Gauge(
             "defectlens_models_loaded", "1 when the models are loaded", registry=self.registry
         )
+        # Which artifact version this process serves, per kind and product ("" = all products): compare
+        # across servers, and with defectlens_artifact_current_info, to see a server that lags behind.
+        self.artifact_loaded = Gauge(
+            "defectlens_artifact_loaded_info",
+            "1 for each artifact version this server has loaded",
+            ["kind", "product", "version"],
+            registry=self.registry,
+        )
+
+    def note_loaded(self, kind: str, versions: dict[str, str]) -> None:
+        """Record the artifact versions of one kind this process has just loaded (product -> version)."""
+        for labels in [m.labels for m in self.artifact_loaded.collect()[0].samples]:
+            if labels.get("kind") == kind:
+                self.artifact_loaded.remove(kind, labels["product"], labels["version"])
+        for product, version in versions.items():
+            self.artifact_loaded.labels(kind, product, version).set(1)

@@ -46,9 +46,9 @@ from app.ml.identification import (
     describe_region,
     model_fingerprint,
 )
+from app.ml.milvus_gallery import MilvusConfig
 from app.ml.patchcore import PatchCore
 from app.ml.preprocessing import PreprocessingOptions
-from app.ml.milvus_gallery import MilvusConfig
 from app.ml.search_runtime import GALLERY_KINDS, GalleryKind, SearchEngine, new_built_at, preprocess
 from app.ml.vector_backend import VectorBackend
 from app.ml.verdict import (

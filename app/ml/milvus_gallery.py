@@ -92,7 +92,7 @@ _CLIENTS_LOCK = threading.Lock()
 
 
 def client_for(config: MilvusConfig) -> Any:
-    """One shared pymilvus `MilvusClient` per (uri, token) in this process (its gRPC channel is thread-safe)."""
+    """The pymilvus `MilvusClient` of (uri, token), one per process (its gRPC channel is thread-safe)."""
     key = (config.uri, config.token)
     with _CLIENTS_LOCK:
         client = _CLIENTS.get(key)
@@ -227,6 +227,7 @@ class MilvusGallery:
             raise ValueError("duplicate image ids in one add() call")
         if not image_ids:
             return
+        stored_labels = [NO_LABEL if label is None else int(label) for label in labels]
         with self._lock:
             # Delete-then-insert, not upsert: the product (the partition key) of a replaced image may change.
             present = [i for i in image_ids if i in self._rows]
@@ -238,7 +239,7 @@ class MilvusGallery:
                     {
                         "image_id": image_ids[i],
                         "product_id": int(product_ids[i]),
-                        "label": NO_LABEL if labels[i] is None else int(labels[i]),  # type: ignore[arg-type]
+                        "label": stored_labels[i],
                         "vector": matrix[i].tolist(),
                     }
                     for i in range(start, min(start + INSERT_BATCH, len(image_ids)))
@@ -289,11 +290,12 @@ class MilvusGallery:
             meta = json.loads((Path(directory) / META_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return
-        name = meta.get("collection") if isinstance(meta, dict) else None
-        if meta.get("backend") == BACKEND and isinstance(name, str) and name != self.collection:
-            if self._client.has_collection(name):
-                self._client.drop_collection(name)
-                logger.info("dropped Milvus collection %s of a replaced build", name)
+        if not isinstance(meta, dict) or meta.get("backend") != BACKEND:
+            return
+        name = meta.get("collection")
+        if isinstance(name, str) and name != self.collection and self._client.has_collection(name):
+            self._client.drop_collection(name)
+            logger.info("dropped Milvus collection %s of a replaced build", name)
 
     def wait_indexed(self, timeout_s: float = 300.0) -> None:
         """Seal what was inserted and wait until it is indexed and searched through the index.
@@ -312,6 +314,8 @@ class MilvusGallery:
             info = self._client.describe_index(self.collection, "vector") or {}
             total, indexed = int(info.get("total_rows", 0)), int(info.get("indexed_rows", 0))
             if int(info.get("pending_index_rows", 0)) == 0 and indexed >= total:
+                if self.index_type == "flat":
+                    return  # FLAT searches the raw vectors: nothing more to load
                 segments = self._client.list_loaded_segments(self.collection)
                 loaded = sum(int(seg.num_rows) for seg in segments)
                 if loaded >= total and all(
@@ -582,5 +586,8 @@ def _hit(hit: Any) -> GalleryHit:
     entity = hit.get("entity") or {}
     label = int(entity["label"])
     return GalleryHit(
-        int(hit["id"]), float(hit["distance"]), int(entity["product_id"]), None if label == NO_LABEL else label
+        int(hit["id"]),
+        float(hit["distance"]),
+        int(entity["product_id"]),
+        None if label == NO_LABEL else label,
     )

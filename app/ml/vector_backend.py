@@ -14,7 +14,8 @@ from typing import Literal
 
 from app.ml.errors import ArtifactError
 from app.ml.gallery import META_FILE, Gallery, IndexType, VectorGallery
-from app.ml.milvus_gallery import BACKEND as MILVUS, MilvusConfig, MilvusGallery
+from app.ml.milvus_gallery import BACKEND as MILVUS
+from app.ml.milvus_gallery import MilvusConfig, MilvusGallery
 
 BackendName = Literal["faiss", "milvus"]
 
