@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
@@ -92,6 +93,8 @@ class Metrics:
         )
         # Which artifact version this process serves, per kind and product ("" = all products): compare
         # across servers, and with defectlens_artifact_current_info, to see a server that lags behind.
+        self._loaded: dict[str, dict[str, str]] = {}
+        self._loaded_lock = threading.Lock()
         self.artifact_loaded = Gauge(
             "defectlens_artifact_loaded_info",
             "1 for each artifact version this server has loaded",
@@ -101,8 +104,9 @@ class Metrics:
 
     def note_loaded(self, kind: str, versions: dict[str, str]) -> None:
         """Record the artifact versions of one kind this process has just loaded (product -> version)."""
-        for labels in [m.labels for m in self.artifact_loaded.collect()[0].samples]:
-            if labels.get("kind") == kind:
-                self.artifact_loaded.remove(kind, labels["product"], labels["version"])
-        for product, version in versions.items():
-            self.artifact_loaded.labels(kind, product, version).set(1)
+        with self._loaded_lock:
+            for product, version in self._loaded.pop(kind, {}).items():
+                self.artifact_loaded.remove(kind, product, version)
+            for product, version in versions.items():
+                self.artifact_loaded.labels(kind, product, version).set(1)
+            self._loaded[kind] = dict(versions)

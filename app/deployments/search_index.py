@@ -46,7 +46,7 @@ from app.ml.identification import (
     describe_region,
     model_fingerprint,
 )
-from app.ml.milvus_gallery import MilvusConfig
+from app.ml.milvus_gallery import MilvusConfig, MilvusGallery
 from app.ml.patchcore import PatchCore
 from app.ml.preprocessing import PreprocessingOptions
 from app.ml.search_runtime import GALLERY_KINDS, GalleryKind, SearchEngine, new_built_at, preprocess
@@ -602,8 +602,21 @@ def states(session: Session, services: Services) -> list[ArtifactState]:
     )
     out: list[ArtifactState] = []
     for pid in product_ids:
-        out.append(_product_state(pid, engine, configured, current[pid], images, active_jobs, last_job))
+        state = _product_state(pid, engine, configured, current[pid], images, active_jobs, last_job)
+        _check_vector_backend(state, engine, services.settings.vector_backend)
+        out.append(state)
     return out
+
+
+def _check_vector_backend(state: ArtifactState, engine: SearchEngine | None, configured: str) -> None:
+    """A gallery kept in another vector store than VECTOR_BACKEND serves until the next rebuild moves it."""
+    if engine is None or not engine.is_built or state.state in ("building", "missing", "failed"):
+        return
+    built = "milvus" if any(isinstance(g, MilvusGallery) for g in engine.galleries.values()) else "faiss"
+    if built != configured:
+        state.state = "stale"
+        state.reasons.append("milvus.stale.backend_changed")
+        state.params.update(built_store=built, configured_store=configured)
 
 
 def _product_state(

@@ -22,6 +22,7 @@ from app.core.storage import make_storage
 from app.db.session import make_engine, make_session_factory
 from app.demo.generator import DemoManifest, generate_demo_dataset
 from app.demo.loader import register_dataset
+from app.deployments.jobs import artifact_states
 from app.main import create_app
 from app.ml.milvus_gallery import MilvusConfig, MilvusGallery, client_for
 from tests.conftest import ADMIN_PASSWORD, WORKER_PASSWORD, bearer, make_settings, seed_users
@@ -168,3 +169,43 @@ def test_registration_and_deletion_through_the_app_change_milvus_like_faiss(
         faiss, milvus = _search(faiss_app, photo, product_id), _search(milvus_app, photo, product_id)
         assert new_id not in [m[0] for m in milvus]
         _assert_same(faiss, milvus)
+
+
+def test_switching_an_install_to_milvus_takes_effect_at_the_next_rebuild(
+    tmp_path: Path, demo: tuple[Path, DemoManifest], milvus_uri: str, embedder: CountingEmbedder
+) -> None:
+    root, manifest = demo
+    photo = (root / next(i for i in manifest.products[0].defect_images if i.holdout).path).read_bytes()
+    first = _started(tmp_path, root)
+    client = next(first)
+    assert deploy(client, bearer(client, "admin1", ADMIN_PASSWORD), timeout=300)["status"] == "succeeded"
+    before = _search(client, photo, None)
+    next(first, None)
+
+    switched = _started(
+        tmp_path, root, vector_backend="milvus", milvus_uri=milvus_uri, milvus_collection_prefix=PREFIX
+    )
+    client = next(switched)
+    try:
+        # The FAISS build keeps serving, marked stale until a rebuild moves it into Milvus.
+        _assert_same(before, _search(client, photo, None))
+        states = _search_states(client)
+        assert {s.state for s in states} == {"stale"}
+        assert all("milvus.stale.backend_changed" in s.reasons for s in states)
+        assert deploy(client, bearer(client, "admin1", ADMIN_PASSWORD), timeout=300)["status"] == "succeeded"
+        engine = client.app.state.models.get("search")  # type: ignore[attr-defined]
+        assert all(isinstance(g, MilvusGallery) for g in engine.galleries.values())
+        assert {s.state for s in _search_states(client)} == {"current"}
+        _assert_same(before, _search(client, photo, None))
+    finally:
+        next(switched, None)
+        milvus = client_for(MilvusConfig(uri=milvus_uri))
+        for name in milvus.list_collections():
+            if name.startswith(PREFIX + "_"):
+                milvus.drop_collection(name)
+
+
+def _search_states(client: TestClient) -> list[Any]:
+    services = client.app.state.services  # type: ignore[attr-defined]
+    with services.session_factory() as session:
+        return [s for s in artifact_states(session, services) if s.kind == "search_index"]
