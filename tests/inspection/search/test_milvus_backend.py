@@ -38,7 +38,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DemoManifest]:
     return root, generate_demo_dataset(root, seed=5, size=128, normals_per_product=5, defects_per_type=4)
 
 
-def _started(tmp: Path, root: Path, **overrides: Any) -> Iterator[TestClient]:
+def _started(tmp: Path, root: Path, *, restart: bool = False, **overrides: Any) -> Iterator[TestClient]:
     settings = make_settings(tmp, load_models=True, **overrides)
     run_migrations(settings)
     engine = make_engine(settings.database_url)
@@ -46,7 +46,8 @@ def _started(tmp: Path, root: Path, **overrides: Any) -> Iterator[TestClient]:
         register_dataset(session, make_storage(settings), settings, root)
     engine.dispose()
     with TestClient(create_app(settings)) as client:
-        seed_users(settings, client)
+        if not restart:
+            seed_users(settings, client)
         yield client
 
 
@@ -183,7 +184,12 @@ def test_switching_an_install_to_milvus_takes_effect_at_the_next_rebuild(
     next(first, None)
 
     switched = _started(
-        tmp_path, root, vector_backend="milvus", milvus_uri=milvus_uri, milvus_collection_prefix=PREFIX
+        tmp_path,
+        root,
+        restart=True,
+        vector_backend="milvus",
+        milvus_uri=milvus_uri,
+        milvus_collection_prefix=PREFIX,
     )
     client = next(switched)
     try:
