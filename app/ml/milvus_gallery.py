@@ -150,6 +150,9 @@ class MilvusGallery:
         self._ids_by_product: dict[int, set[int]] = {}
         self._unflushed = 0
         self._strong_next = False
+        # Whether other processes may write this collection too (once saved, or when loaded): then an add
+        # first deletes its ids even when this process does not know them, so no id is ever stored twice.
+        self._shared = True
 
     # -- creation -----------------------------------------------------------------------------------
 
@@ -175,6 +178,7 @@ class MilvusGallery:
 
         name = f"{config.prefix}_{kind}_{secrets.token_hex(6)}"
         gallery = cls(kind, embedder_id, dim, index_type, config=config, collection=name)
+        gallery._shared = False  # nobody else knows the new collection until it is saved
         client = gallery._client
         schema = client.create_schema(auto_id=False, enable_dynamic_field=False, description=kind)
         schema.add_field("image_id", DataType.INT64, is_primary=True)
@@ -229,10 +233,15 @@ class MilvusGallery:
             return
         stored_labels = [NO_LABEL if label is None else int(label) for label in labels]
         with self._lock:
-            # Delete-then-insert, not upsert: the product (the partition key) of a replaced image may change.
+            # Delete-then-insert, not upsert: Milvus 2.3 routes upserted rows by primary key, not by the
+            # partition key, so a product-filtered search would never find them. Another server may have
+            # registered an id this one has not seen yet: once shared, delete every id about to be added.
             present = [i for i in image_ids if i in self._rows]
+            stale = image_ids if self._shared else present
+            for start in range(0, len(stale), MAX_LIMIT):
+                chunk = stale[start : start + MAX_LIMIT]
+                self._client.delete(self.collection, filter=f"image_id in {_id_list(chunk)}")
             if present:
-                self._client.delete(self.collection, filter=f"image_id in {_id_list(present)}")
                 self._strong_next = True
             for start in range(0, len(image_ids), INSERT_BATCH):
                 rows = [
@@ -504,6 +513,7 @@ class MilvusGallery:
             flush = self._unflushed >= FLUSH_AFTER
             if flush:
                 self._unflushed = 0
+            self._shared = True
         if flush:
             self._client.flush(self.collection)
         atomic_write_bytes(directory / META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())

@@ -148,6 +148,29 @@ def test_save_load_attaches_to_the_collection_and_discards_replaced_ones(
         FAISS.load(tmp_path / "g1")
 
 
+def test_two_servers_on_one_collection_never_store_an_image_twice(
+    backend: VectorBackend, tmp_path: Path
+) -> None:
+    """Server A builds and saves; server B loads the same collection; both then register image 900."""
+    server_a, _, _ = _pair(backend, "flat")
+    server_a.save(tmp_path / "g")
+    server_b = backend.load(tmp_path / "g")
+    new = _unit(np.random.default_rng(42), 1)
+    server_a.add([900], new, [2], [1])
+    server_b.add([900], new, [2], [1])  # B has not seen A's registration
+    assert isinstance(server_a, MilvusGallery)
+    stored = client_for(server_a.config).query(
+        server_a.collection, filter="image_id == 900", output_fields=["image_id"], consistency_level="Strong"
+    )
+    assert len(stored) == 1
+    # The Strong query waited for B's writes; A's Session searches alone would see them a time-tick later.
+    for server in (server_a, server_b):
+        for product_id in (2, None):
+            hits = [h.image_id for h in server.search(new[0], 5, product_id=product_id)]
+            assert hits.count(900) == 1
+            assert hits[0] == 900
+
+
 def test_a_cancelled_build_leaves_no_collection(backend: VectorBackend) -> None:
     class Embedder:
         embedder_id, dim = "test-embedder", DIM
