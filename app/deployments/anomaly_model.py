@@ -121,7 +121,7 @@ class BuildOutcome:
 
 
 def train_config(backbone: str, params: JobParams) -> PatchCoreConfig:
-    """PatchCore settings for a build: the defaults with the job's overrides."""
+    """PatchCore settings for a build: the defaults with the job's overrides (tests use smaller ones)."""
     config = PatchCoreConfig(backbone=backbone)
 
     def number(name: str, default: float) -> float:

@@ -10,10 +10,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from app.core.config import Settings
 from app.core.services import Services
 from app.db.tables import Manual, ManualChunk
 from app.deployments import manual_index
 from app.inspection.guidance.service import GENERATORS
+from app.main import create_app
 from app.manuals import indexing
 from app.manuals.indexing import MANUALS
 from app.ml.errors import JobCancelled
@@ -172,7 +174,7 @@ def test_cancelled_rebuild_leaves_the_live_index_and_rows_unchanged(
         assert len(list(session.scalars(select(ManualChunk)))) == before
 
 
-def test_startup_load_puts_saved_indexes_and_generators_in_the_registry(
+def test_startup_load_puts_saved_indexes_in_the_registry(
     client: TestClient, admin_headers: dict[str, str], demo_root: Path
 ) -> None:
     services: Services = client.app.state.services  # type: ignore[attr-defined]
@@ -199,3 +201,11 @@ def test_startup_load_puts_saved_indexes_and_generators_in_the_registry(
     assert len(library.index_for(pid)) == len(services.models.get(MANUALS).index_for(pid))
     assert restarted.models.get(GENERATORS) is None  # the application's start-up loads them, not this
     assert "1 products" in restarted.models.status()["engines"]["manuals"]
+
+
+def test_application_start_up_loads_the_generators(settings: Settings) -> None:
+    with TestClient(create_app(settings.model_copy(update={"load_models": True}))) as started:
+        generators = started.app.state.models.get(GENERATORS)  # type: ignore[attr-defined]
+        assert generators is not None
+        assert "extractive" in generators
+        assert started.app.state.models.get(MANUALS) is not None  # type: ignore[attr-defined]

@@ -259,11 +259,11 @@ def test_rebuild_swaps_into_the_running_server(anomaly_env: AnomalyEnv) -> None:
 
     env = anomaly_env
     registry = env.client.app.state.models  # type: ignore[attr-defined]
-    before = registry.get("anomaly")
+    before = registry.get(ANOMALY)
     old_model = before.get(env.products["metal_plate"])
     job = run_job(env.client, env.admin, env.products["metal_plate"])
     assert job.status == "succeeded", job.error
-    after = registry.get("anomaly")
+    after = registry.get(ANOMALY)
     assert after is not before
     assert before.get(env.products["metal_plate"]) is old_model  # the old set was not mutated
     assert after.get(env.products["metal_plate"]) is not old_model
