@@ -18,10 +18,10 @@ from sqlalchemy import func, select
 from app.core.services import Services
 from app.db.base import utcnow
 from app.db.tables import Artifact, DeploymentJob
+from app.ml.search_runtime import SEARCH
 
 logger = logging.getLogger(__name__)
 
-SEARCH_ENGINE = "search"
 SEARCH_KIND = "search_index"
 
 
@@ -119,7 +119,7 @@ def note_loaded(services: Services, kind: str) -> None:
     versions = {_product(pid): version for pid, version in rows}
     if kind == SEARCH_KIND:
         # The search engine knows its own generation: report that, not what the table says now.
-        engine = services.models.get(SEARCH_ENGINE)
-        generation = getattr(engine, "generation", None)
+        engine = services.models.get(SEARCH)
+        generation = engine.generation if engine is not None else None
         versions = {"": generation} if generation else {}
     services.metrics.note_loaded(kind, versions)

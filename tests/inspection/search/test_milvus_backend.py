@@ -25,6 +25,7 @@ from app.demo.loader import register_dataset
 from app.deployments.jobs import artifact_states
 from app.main import create_app
 from app.ml.milvus_gallery import MilvusConfig, MilvusGallery, client_for
+from app.ml.search_runtime import SEARCH
 from tests.conftest import ADMIN_PASSWORD, WORKER_PASSWORD, bearer, make_settings, seed_users
 from tests.inspection.search.conftest import CountingEmbedder, deploy, inspect
 
@@ -110,7 +111,7 @@ def test_milvus_galleries_give_the_same_results_as_faiss_on_the_demo_data(
 ) -> None:
     faiss_app, milvus_app = apps
     root, manifest = demo
-    engine = milvus_app.app.state.models.get("search")  # type: ignore[attr-defined]
+    engine = milvus_app.app.state.models.get(SEARCH)  # type: ignore[attr-defined]
     assert all(isinstance(g, MilvusGallery) for g in engine.galleries.values())
     # The generation on disk names the collection and holds no vectors.
     search_root = tmp_path / "milvus" / "models" / "artifacts" / "search"
@@ -199,7 +200,7 @@ def test_switching_an_install_to_milvus_takes_effect_at_the_next_rebuild(
         assert {s.state for s in states} == {"stale"}
         assert all("milvus.stale.backend_changed" in s.reasons for s in states)
         assert deploy(client, bearer(client, "admin1", ADMIN_PASSWORD), timeout=300)["status"] == "succeeded"
-        engine = client.app.state.models.get("search")  # type: ignore[attr-defined]
+        engine = client.app.state.models.get(SEARCH)  # type: ignore[attr-defined]
         assert all(isinstance(g, MilvusGallery) for g in engine.galleries.values())
         assert {s.state for s in _search_states(client)} == {"current"}
         _assert_same(before, _search(client, photo, None))
