@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -86,4 +87,6 @@ def _describe(engine: Any) -> str:
     describe = getattr(engine, "describe", None)
     if callable(describe):
         return str(describe())
+    if isinstance(engine, Mapping):  # a set of engines by name (the generators): their names, not "dict"
+        return ", ".join(sorted(str(name) for name in engine))
     return type(engine).__name__
