@@ -17,11 +17,11 @@ import pytest
 from app.core.i18n import translate_reason
 from app.ml.guidance.extractive import ExtractiveGenerator
 from app.ml.guidance.factory import available_generators, create_generator
-from app.ml.guidance.fallback import generate_with_fallback
+from app.ml.guidance.fallback import generate_with_fallback, stream_with_fallback
 from app.ml.guidance.local_llm import TransformersGenerator
 from app.ml.guidance.openai_http import OpenAICompatibleGenerator
 from app.ml.guidance.prompt import build_messages, parse_sections, result_from_text
-from app.ml.guidance.types import GuidanceRequest, Passage
+from app.ml.guidance.types import GuidanceRequest, GuidanceResult, Passage
 from app.ml.manual_samples import SAMPLE_DEFECTS
 from tests.ml._tiny_models import save_random_gpt2, save_scripted_gpt2
 
@@ -310,6 +310,28 @@ def test_openai_streaming_yields_the_answer_in_pieces(chat_server: str) -> None:
     assert len(pieces) > 5
     res = result_from_text("".join(pieces), request(), generator="openai:good", elapsed_ms=0)
     assert "가이드 레일 마모" in res.sections.cause
+
+
+def test_streamed_answers_share_the_one_fallback(chat_server: str) -> None:
+    """Pieces as written, then one result: the parsed answer, or the extractive one with what was written."""
+    good = list(stream_with_fallback(OpenAICompatibleGenerator(chat_server, "good", timeout_s=5), request()))
+    *pieces, result = good
+    assert all(isinstance(p, str) for p in pieces)
+    assert len(pieces) > 5
+    assert isinstance(result, GuidanceResult)
+    assert not result.is_fallback
+    assert "가이드 레일 마모" in result.sections.cause
+    *written, fallback = stream_with_fallback(
+        OpenAICompatibleGenerator(chat_server, "wrong", timeout_s=5), request()
+    )
+    assert isinstance(fallback, GuidanceResult)
+    assert (fallback.is_fallback, fallback.fallback_reason) == (True, "unparseable")
+    assert fallback.raw_text == "".join(str(p) for p in written)  # the text the worker saw being written
+    assert SCRATCH.causes[0] in fallback.sections.cause
+    # The extractive backend does not stream: its answer comes as the one result.
+    (only,) = stream_with_fallback(ExtractiveGenerator(), request())
+    assert isinstance(only, GuidanceResult)
+    assert only.generator == "extractive"
 
 
 # ----- local transformers ---------------------------------------------------------------------------------
