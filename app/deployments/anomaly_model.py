@@ -2,8 +2,10 @@
 
 Each active product gets a PatchCore memory bank built from its registered normal images and calibrated
 on held-out normals (and its defect images, when there are some). The artifact (safetensors bank + JSON
-config/calibration, see app.ml.patchcore) lives in `<artifacts>/anomaly/product-<id>/<version>/`; an
-`Artifact` row records it with the evaluation the admin sees. Registry name "anomaly" holds one
+config/calibration, see app.ml.patchcore) is one immutable version in the object storage under
+`artifacts/anomaly_model/product-<id>/<version>/` (app.core.artifacts: checksummed, fetched into the local
+cache by every process that loads it); an `Artifact` row records its key, checksum and the evaluation the
+admin sees. Registry name "anomaly" holds one
 `AnomalyModels` (product id -> PatchCore) that a finished build replaces whole.
 """
 
@@ -26,6 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.catalog import service as catalog_service
+from app.core import artifacts
 from app.core.config import Settings
 from app.core.i18n import translate
 from app.core.services import Services
@@ -89,10 +92,15 @@ class AnomalyModels:
     """
 
     def __init__(
-        self, models: Mapping[int, PatchCore], extractors: Mapping[str, FeatureExtractor] | None = None
+        self,
+        models: Mapping[int, PatchCore],
+        extractors: Mapping[str, FeatureExtractor] | None = None,
+        checksums: Mapping[int, str] | None = None,
     ) -> None:
         self._models = dict(models)
         self.extractors = dict(extractors or {})
+        # product id -> checksum of the stored version loaded (a reload keeps models whose version stayed)
+        self.checksums = dict(checksums or {})
 
     def get(self, product_id: int) -> PatchCore | None:
         """The product's model, or None."""
@@ -103,10 +111,11 @@ class AnomalyModels:
         """Products with a loaded model."""
         return sorted(self._models)
 
-    def with_model(self, product_id: int, model: PatchCore) -> AnomalyModels:
+    def with_model(self, product_id: int, model: PatchCore, checksum: str = "") -> AnomalyModels:
         """A new set with `model` for `product_id` (this one is left as it is)."""
         extractors = {**self.extractors, model.extractor.backbone: model.extractor}
-        return AnomalyModels({**self._models, product_id: model}, extractors)
+        checksums = {**self.checksums, product_id: checksum}
+        return AnomalyModels({**self._models, product_id: model}, extractors, checksums)
 
     def describe(self) -> str:
         """Short status for /readyz."""
@@ -199,9 +208,16 @@ def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
         return np.asarray(mask) > 127
 
 
-def artifact_dir(settings: Settings, artifact: Artifact) -> Path:
-    """Folder of an artifact row's files."""
-    return settings.artifacts_path / artifact.path
+def artifact_dir(services: Services, artifact: Artifact) -> Path:
+    """Local folder of an artifact row's files: the stored version fetched into the cache (checksums
+    verified), or for a row written before versions were stored, its folder under the artifacts path.
+
+    Raises:
+        ArtifactError: The stored version is missing or does not match its checksum.
+    """
+    if artifacts.is_stored(artifact.path, artifact.checksum):
+        return artifacts.fetch(services.storage, services.settings, artifact.path, artifact.checksum)
+    return services.settings.artifacts_path / artifact.path
 
 
 def current_artifacts(session: Session) -> dict[int, Artifact]:
@@ -224,16 +240,21 @@ def load(services: Services) -> None:
     _publish_backbones(services)
     with services.session_factory() as session:
         active = {p.id for p in catalog_service.list_products(session)}
-        paths = [
-            (pid, artifact_dir(services.settings, a))
-            for pid, a in current_artifacts(session).items()
-            if pid in active
-        ]
+        rows = [a for pid, a in current_artifacts(session).items() if pid in active]
+        session.expunge_all()
+    loaded = current_models(services)
     models: dict[int, PatchCore] = {}
-    extractors: dict[str, FeatureExtractor] = {}
+    extractors: dict[str, FeatureExtractor] = dict(loaded.extractors)
+    checksums: dict[int, str] = {}
     errors: list[str] = []
-    for product_id, path in paths:
+    for row in rows:
+        product_id = int(row.product_id or 0)
+        kept = loaded.get(product_id)
+        if kept is not None and row.checksum and loaded.checksums.get(product_id) == row.checksum:
+            models[product_id], checksums[product_id] = kept, row.checksum  # same version: no reload
+            continue
         try:
+            path = artifact_dir(services, row)
             meta = json.loads((path / "patchcore.json").read_text(encoding="utf-8"))
             backbone = str(meta.get("backbone", DEFAULT_BACKBONE))
             if backbone not in extractors:
@@ -241,12 +262,22 @@ def load(services: Services) -> None:
                     backbone, services.settings.models_path, services.models.device
                 )
             models[product_id] = PatchCore.load(path, extractor=extractors[backbone])
+            checksums[product_id] = row.checksum
+            if artifacts.is_stored(row.path, row.checksum):
+                scope = row.path.rsplit("/", 2)[-2]
+                artifacts.prune_cache(services.settings, KIND, scope, {row.version})
         except (OSError, ValueError, ArtifactError, ModelNotAvailableError) as exc:
             logger.warning("anomaly model of product %s not loaded: %s", product_id, exc)
             errors.append(f"product {product_id}: {exc}")
-    services.models.swap(REGISTRY_NAME, AnomalyModels(models, extractors))
+    with _SWAP_LOCK:
+        services.models.swap(REGISTRY_NAME, AnomalyModels(models, extractors, checksums))
     if errors:
         services.models.set_error(REGISTRY_NAME, "; ".join(errors))
+
+
+def scope_of(product_id: int) -> str:
+    """The storage scope of a product's memory banks."""
+    return f"product-{product_id}"
 
 
 @dataclass
@@ -257,6 +288,8 @@ class BuildOutcome:
     artifact_id: int
     version: str
     meta: dict[str, Any]
+    checksum: str = ""
+    replaced: tuple[str, ...] = ()
 
 
 def train_config(backbone: str, params: Mapping[str, Any]) -> PatchCoreConfig:
@@ -368,9 +401,15 @@ def build_product(
     # The search validated on these same held-out images: their AUROC is then the best of several.
     evaluation["backbone_selected_here"] = choice is not None and choice.reason == "validation_auroc"
     version = utcnow().strftime("%Y%m%dT%H%M%S") + (f"-j{job_id}" if job_id is not None else "")
-    relative = f"{ARTIFACT_FOLDER}/product-{product_id}/{version}"
-    target = settings.artifacts_path / relative
+    key = artifacts.version_key(KIND, scope_of(product_id), version)
+    target = artifacts.local_dir(settings, key)
+    shutil.rmtree(target, ignore_errors=True)  # a retried job (same version name) starts clean
     result.model.save(target)
+    try:
+        published = artifacts.publish(storage, target, key)
+    except Exception:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
     meta: dict[str, Any] = {
         "calibration": result.calibration.to_dict(),
         "evaluation": evaluation,
@@ -385,6 +424,7 @@ def build_product(
         "normals_fingerprint": fingerprint,
         "preprocessing_key": options.key(),
     }
+    replaced: list[str] = []
     try:
         with services.session_factory() as session:
             for old in session.scalars(
@@ -393,11 +433,13 @@ def build_product(
                 )
             ):
                 old.is_current = False
+                replaced.append(old.version)
             artifact = Artifact(
                 kind=KIND,
                 product_id=product_id,
                 version=version,
-                path=relative,
+                path=key,
+                checksum=published.checksum,
                 is_current=True,
                 meta=meta,
                 job_id=job_id,
@@ -409,21 +451,28 @@ def build_product(
         shutil.rmtree(target, ignore_errors=True)
         raise
     report(1.0, f"{code}: done")
-    return BuildOutcome(product_id, artifact_id, version, meta), result.model
+    outcome = BuildOutcome(
+        product_id, artifact_id, version, meta, checksum=published.checksum, replaced=tuple(replaced)
+    )
+    return outcome, result.model
 
 
-def _remove_old_versions(settings: Settings, product_id: int, keep: str) -> None:
-    # Requests in flight hold the old model in memory, so its files can go once the new one is live.
-    folder = settings.artifacts_path / ARTIFACT_FOLDER / f"product-{product_id}"
-    for path in folder.iterdir() if folder.is_dir() else []:
-        if path.is_dir() and path.name != keep:
-            shutil.rmtree(path, ignore_errors=True)
+def _remove_old_versions(services: Services, outcome: BuildOutcome) -> None:
+    """Delete the product's versions older than the one just replaced (storage and cache).
+
+    Requests in flight hold the old model in memory; the version just replaced stays a while longer for
+    servers that are still fetching it. Folders of the layout before versions were stored go too.
+    """
+    keep = {outcome.version, *outcome.replaced}
+    artifacts.prune(services.storage, services.settings, KIND, scope_of(outcome.product_id), keep)
+    legacy = services.settings.artifacts_path / ARTIFACT_FOLDER / f"product-{outcome.product_id}"
+    shutil.rmtree(legacy, ignore_errors=True)
 
 
-def install(services: Services, product_id: int, model: PatchCore) -> None:
+def install(services: Services, product_id: int, model: PatchCore, checksum: str = "") -> None:
     """Swap a new model set with `model` for `product_id` into the registry."""
     with _SWAP_LOCK:
-        services.models.swap(REGISTRY_NAME, current_models(services).with_model(product_id, model))
+        services.models.swap(REGISTRY_NAME, current_models(services).with_model(product_id, model, checksum))
 
 
 def _scaled_progress(ctx: JobContext, lo: float, hi: float) -> Callable[[float, str], None]:
@@ -474,8 +523,8 @@ def run(ctx: JobContext) -> dict[str, object] | None:
             ctx.log(f"{code}: failed: {exc}")
             continue
         extractor = extractors.get(config.backbone)
-        install(services, product_id, model)
-        _remove_old_versions(services.settings, product_id, outcome.version)
+        install(services, product_id, model, outcome.checksum)
+        _remove_old_versions(services, outcome)
         evaluation = outcome.meta["evaluation"]
         ctx.log(
             f"{code}: bank {outcome.meta['bank_size']} patches, threshold "
@@ -640,7 +689,7 @@ def evaluate_product(
         registered = defect_images(session, product.id)
         session.expunge_all()
     model = PatchCore.load(
-        artifact_dir(settings, artifact), models_dir=settings.models_path, device=services.models.device
+        artifact_dir(services, artifact), models_dir=settings.models_path, device=services.models.device
     )
     if model.calibration is None:
         raise ConflictError("errors.anomaly_model_missing", product=product.name, code=product.code)

@@ -42,6 +42,14 @@ def load(services: Services) -> None:
         services.models.set_error("generators", str(exc))
 
 
+def reload(services: Services) -> None:
+    """Load the manual index versions recorded since (by a job worker or another server); no engine reload."""
+    if services.models.get(indexing.REGISTRY_NAME) is None:
+        load(services)
+    else:
+        indexing.refresh(services)
+
+
 def run(ctx: JobContext) -> dict[str, object] | None:
     """Index one manual (params.manual_id, queued by an upload), one product, or every product."""
     services: Services = ctx.services

@@ -157,8 +157,9 @@ def test_cancelled_job_keeps_the_live_model_and_writes_nothing(client: TestClien
     with pytest.raises(JobCancelled):
         anomaly_model.run(ctx)
     assert client.app.state.models.get("anomaly") is None  # type: ignore[attr-defined]
-    folder = client.app.state.settings.artifacts_path / "anomaly"  # type: ignore[attr-defined]
+    folder = client.app.state.settings.artifacts_path  # type: ignore[attr-defined]
     assert not folder.exists() or not any(folder.rglob("*.safetensors"))
+    assert not list(client.app.state.storage.list("artifacts/"))  # type: ignore[attr-defined]
 
 
 def test_backbone_choices_are_published_for_the_model_settings_api(

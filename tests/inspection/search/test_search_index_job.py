@@ -17,7 +17,6 @@ from app.deployments.jobs import artifact_states
 from app.deployments.runner import JobContext
 from app.main import create_app
 from app.ml.errors import JobCancelled
-from app.ml.search_runtime import read_current
 from tests.conftest import ADMIN_PASSWORD, WORKER_PASSWORD, bearer, make_settings, seed_users
 from tests.inspection.search.conftest import (
     CountingEmbedder,
@@ -61,7 +60,11 @@ def test_job_builds_from_an_empty_registry_and_the_server_uses_it_at_once(
         with client.app.state.session_factory() as session:  # type: ignore[attr-defined]
             artifact = session.query(Artifact).filter_by(kind="search_index", is_current=True).one()
             assert artifact.meta["defect_images"] == 8
-            assert artifact.version == read_current(settings.artifacts_path / "search")
+            assert artifact.version == engine.generation
+            # one immutable version in the object storage, with a manifest checksum
+            assert artifact.path == f"artifacts/search_index/all/{artifact.version}"
+            assert client.app.state.storage.exists(f"{artifact.path}/manifest.json")  # type: ignore[attr-defined]
+            assert len(artifact.checksum) == 64
 
 
 def test_cancelled_build_keeps_the_old_index(
@@ -71,7 +74,7 @@ def test_cancelled_build_keeps_the_old_index(
     deploy(app_client, admin)
     services = app_client.app.state.services  # type: ignore[attr-defined]
     old_engine = services.models.get("search")
-    old_generation = read_current(search_settings.artifacts_path / "search")
+    old_generation = old_engine.generation
     with services.session_factory() as session:
         job = DeploymentJob(kind="search_index", status="running", stage="starting")
         session.add(job)
@@ -99,7 +102,9 @@ def test_cancelled_build_keeps_the_old_index(
     with pytest.raises(JobCancelled):
         search_index.run(ctx)
     assert services.models.get("search") is old_engine
-    assert read_current(search_settings.artifacts_path / "search") == old_generation
+    with services.session_factory() as session:
+        current = session.query(Artifact).filter_by(kind="search_index", is_current=True).one()
+        assert current.version == old_generation
 
 
 def test_changed_embedder_setting_marks_the_index_stale(
