@@ -1,4 +1,4 @@
-"""`defectlens serve` in a process of its own (a real uvicorn server), for multi-server tests and benchmarks."""
+"""`defectlens serve` in a process of its own (real uvicorn), for multi-server tests and benchmarks."""
 
 from __future__ import annotations
 

@@ -206,7 +206,8 @@ def test_a_new_server_starts_from_the_stored_version_and_the_log(
         with third.client() as c:
             inspection = inspect(c, worker, late_photo)  # type: ignore[arg-type]
             top = _top_match(c, worker, inspection)
-            assert top is not None and top["image_id"] == late_id
+            assert top is not None
+            assert top["image_id"] == late_id
         engine = make_engine(settings_c.database_url)
         with make_session_factory(engine)() as session:
             current = session.scalars(select(Artifact).where(Artifact.is_current.is_(True))).one()
