@@ -55,7 +55,7 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
 class ServerProcess:
     """One `python -m app.cli serve` process on a free loopback port; its output goes to `log`."""
 
-    def __init__(self, settings: Settings, log: Path) -> None:
+    def __init__(self, settings: Settings, log: Path, **extra_env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -63,7 +63,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port)],
             cwd=ROOT,
-            env=settings_env(settings),
+            env=settings_env(settings, **extra_env),
             stdout=self._handle,
             stderr=subprocess.STDOUT,
         )

@@ -78,8 +78,11 @@ def servers(tmp_path: Path, shared: dict[str, Any]) -> Iterator[list[ServerProce
     first = _server_settings(tmp_path, "a", shared)
     run_migrations(first)
     _seed_users(first)
+    # A long first login delay, so "throttled on B after failing on A" does not depend on timing.
     started = [
-        ServerProcess(_server_settings(tmp_path, name, shared), tmp_path / f"server-{name}.log")
+        ServerProcess(
+            _server_settings(tmp_path, name, shared), tmp_path / f"server-{name}.log", LOGIN_DELAY_BASE_S="60"
+        )
         for name in ("a", "b")
     ]
     try:
@@ -138,6 +141,14 @@ def test_two_servers_share_builds_registrations_deletions_and_logins(servers: li
         assert b.get("/api/v1/auth/me", headers=admin).status_code == 200
         worker = _login(b, "worker1", WORKER_PASSWORD)
         assert a.get("/api/v1/auth/me", headers=worker).status_code == 200
+
+        # Failed logins on A count on B (the throttle lives in the database, not in a process).
+        wrong = {"username": "worker1", "password": "not-the-password"}
+        failures = [a.post("/api/v1/auth/login", json=wrong).status_code for _ in range(6)]
+        assert failures == [401] * 6
+        throttled = b.post("/api/v1/auth/login", json={"username": "worker1", "password": WORKER_PASSWORD})
+        assert throttled.status_code == 429
+        assert int(throttled.headers["retry-after"]) > 1
 
         # Upload and build through A.
         catalog = make_catalog(a, admin)  # type: ignore[arg-type]
