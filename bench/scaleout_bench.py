@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import re
 import statistics
 import sys
@@ -144,7 +145,9 @@ def _run(servers: list[ServerProcess], registrations: int, poll: float) -> list[
     added: list[float] = []
     removed: list[float] = []
     ids: list[int] = []
+    jitter = random.Random(0)
     for i in range(registrations):
+        time.sleep(jitter.uniform(0, poll))  # changes arrive at any point of B's poll cycle, as in real use
         photo = png(scratch_photo(200 + i) if i % 2 else hole_photo(200 + i))
         type_id = catalog.scratch_id if i % 2 else catalog.hole_id
         before = _defect_count(b) or 0
@@ -160,6 +163,7 @@ def _run(servers: list[ServerProcess], registrations: int, poll: float) -> list[
     top = b.post(f"/api/v1/inspections/{query}/search", json={}, headers=admin).json()["matches"][0]
     assert top["image_id"] == ids[-1], top
     for image_id in ids:
+        time.sleep(jitter.uniform(0, poll))
         before = _defect_count(b) or 0
         assert a.delete(f"/api/v1/images/{image_id}", headers=admin).status_code == 204
         removed.append(_until(lambda before=before: _defect_count(b) == before - 1))
@@ -180,7 +184,8 @@ def _run(servers: list[ServerProcess], registrations: int, poll: float) -> list[
         "Two `defectlens serve` processes on one MariaDB database and one SeaweedFS S3 bucket, each with its"
         f" own data and models folders (its own artifact cache); ARTIFACT_POLL_S={poll}. Times run from A's"
         " answer (the change is committed and in the change log) until B's live gallery reflects it, read"
-        " from B's /readyz every 20 ms. A registration reaches B with its vector in the log (B embeds"
+        " from B's /readyz every 20 ms; each change waits a random 0..ARTIFACT_POLL_S first, so changes land"
+        " anywhere in B's poll cycle. A registration reaches B with its vector in the log (B embeds"
         " nothing); a build reaches B as a new version B fetches from S3 and verifies.",
         "",
         "| change made on A | n | p50 ms | p95 ms | max ms |",
