@@ -359,7 +359,7 @@ class Artifact(Base):
         ForeignKey("product.id", ondelete="CASCADE"), nullable=True, index=True
     )
     version: Mapped[str] = mapped_column(String(64))
-    # The object-storage key prefix of the version (app.core.artifacts); legacy rows: a local folder.
+    # The object-storage key prefix of the version (app.core.artifact_store); legacy rows: a local folder.
     path: Mapped[str] = mapped_column(String(500))
     # SHA-256 of the version's manifest in the object storage ("" for rows written before it existed).
     checksum: Mapped[str] = mapped_column(String(64), default="", server_default="")

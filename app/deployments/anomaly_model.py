@@ -3,9 +3,9 @@
 Each active product gets a PatchCore memory bank built from its registered normal images and calibrated
 on held-out normals (and its defect images, when there are some). The artifact (safetensors bank + JSON
 config/calibration, see app.ml.patchcore) is one immutable version in the object storage under
-`artifacts/anomaly_model/product-<id>/<version>/` (app.core.artifacts: checksummed, fetched into the local
-cache by every process that loads it); an `Artifact` row records its key, checksum and the evaluation the
-admin sees. Registry name "anomaly" holds one
+`artifacts/anomaly_model/product-<id>/<version>/` (app.core.artifact_store: checksummed, fetched into the
+local cache by every process that loads it); an `Artifact` row records its key, checksum and the evaluation
+the admin sees. Registry name "anomaly" holds one
 `AnomalyModels` (product id -> PatchCore) that a finished build replaces whole.
 """
 
@@ -28,7 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.catalog import service as catalog_service
-from app.core import artifacts
+from app.core import artifact_store
 from app.core.config import Settings
 from app.core.i18n import translate
 from app.core.services import Services
@@ -215,8 +215,8 @@ def artifact_dir(services: Services, artifact: Artifact) -> Path:
     Raises:
         ArtifactError: The stored version is missing or does not match its checksum.
     """
-    if artifacts.is_stored(artifact.path, artifact.checksum):
-        return artifacts.fetch(services.storage, services.settings, artifact.path, artifact.checksum)
+    if artifact_store.is_stored(artifact.path, artifact.checksum):
+        return artifact_store.fetch(services.storage, services.settings, artifact.path, artifact.checksum)
     return services.settings.artifacts_path / artifact.path
 
 
@@ -263,9 +263,9 @@ def load(services: Services) -> None:
                 )
             models[product_id] = PatchCore.load(path, extractor=extractors[backbone])
             checksums[product_id] = row.checksum
-            if artifacts.is_stored(row.path, row.checksum):
+            if artifact_store.is_stored(row.path, row.checksum):
                 scope = row.path.rsplit("/", 2)[-2]
-                artifacts.prune_cache(services.settings, KIND, scope, {row.version})
+                artifact_store.prune_cache(services.settings, KIND, scope, {row.version})
         except (OSError, ValueError, ArtifactError, ModelNotAvailableError) as exc:
             logger.warning("anomaly model of product %s not loaded: %s", product_id, exc)
             errors.append(f"product {product_id}: {exc}")
@@ -401,12 +401,12 @@ def build_product(
     # The search validated on these same held-out images: their AUROC is then the best of several.
     evaluation["backbone_selected_here"] = choice is not None and choice.reason == "validation_auroc"
     version = utcnow().strftime("%Y%m%dT%H%M%S") + (f"-j{job_id}" if job_id is not None else "")
-    key = artifacts.version_key(KIND, scope_of(product_id), version)
-    target = artifacts.local_dir(settings, key)
+    key = artifact_store.version_key(KIND, scope_of(product_id), version)
+    target = artifact_store.local_dir(settings, key)
     shutil.rmtree(target, ignore_errors=True)  # a retried job (same version name) starts clean
     result.model.save(target)
     try:
-        published = artifacts.publish(storage, target, key)
+        published = artifact_store.publish(storage, target, key)
     except Exception:
         shutil.rmtree(target, ignore_errors=True)
         raise
@@ -464,7 +464,7 @@ def _remove_old_versions(services: Services, outcome: BuildOutcome) -> None:
     servers that are still fetching it. Folders of the layout before versions were stored go too.
     """
     keep = {outcome.version, *outcome.replaced}
-    artifacts.prune(services.storage, services.settings, KIND, scope_of(outcome.product_id), keep)
+    artifact_store.prune(services.storage, services.settings, KIND, scope_of(outcome.product_id), keep)
     legacy = services.settings.artifacts_path / ARTIFACT_FOLDER / f"product-{outcome.product_id}"
     shutil.rmtree(legacy, ignore_errors=True)
 

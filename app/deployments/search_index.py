@@ -2,7 +2,7 @@
 
 The engine lives in the model registry under "search" (`app.ml.search_runtime.SearchEngine`). Startup
 loads the embedder chosen in model settings and the current gallery version from the object storage
-(`app.core.artifacts`: fetched into the local cache, checksums verified, no embedding work), then applies
+(`app.core.artifact_store`: fetched into the local cache, checksums verified, no embedding work), then applies
 the change log past the version's `change_id`. The job rebuilds the defect and normal galleries of one
 product or all products in batches, publishes them as a new immutable version and swaps the new engine
 in; searches in flight keep the engine object they took. Registering or deleting one catalog image
@@ -27,7 +27,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.catalog import service as catalog_service
-from app.core import artifacts, changelog
+from app.core import artifact_store, changelog
 from app.core.changelog import Change, ChangeCursor
 from app.core.images import open_rgb
 from app.core.services import Services
@@ -190,7 +190,7 @@ def load(services: Services) -> None:
         embedder, loaded_name, note = old.embedder, old.embedder_name, old.note
     else:
         embedder, loaded_name, note = _load_embedder(services, name)
-    stored = current is not None and artifacts.is_stored(current.path, current.checksum)
+    stored = current is not None and artifact_store.is_stored(current.path, current.checksum)
     if (
         stored
         and current is not None
@@ -201,7 +201,7 @@ def load(services: Services) -> None:
         sync_changes(services)  # the version this server built or loaded already: nothing to fetch
         return
     if stored and current is not None:
-        directory = artifacts.fetch(services.storage, services.settings, current.path, current.checksum)
+        directory = artifact_store.fetch(services.storage, services.settings, current.path, current.checksum)
         engine = SearchEngine.load_dir(directory, embedder, loaded_name)
         engine.changes = ChangeCursor(position=current.change_id)
     else:  # nothing built yet, or a gallery built before versions were stored (galleries updated in place)
@@ -215,7 +215,7 @@ def load(services: Services) -> None:
     install_hook(services)
     if engine.generation is not None:
         keep = {engine.generation} | ({old.generation} if old is not None and old.generation else set())
-        artifacts.prune_cache(services.settings, KIND, SCOPE, keep)
+        artifact_store.prune_cache(services.settings, KIND, SCOPE, keep)
     logger.info("search engine loaded: %s", engine.describe())
 
 
@@ -691,11 +691,11 @@ def run(ctx: JobContext) -> dict[str, object] | None:
         ctx.log(f"caught up with catalog changes made during the build: +{added} / -{removed}")
     ctx.check_cancelled()
     generation = new_generation_name() + (f"-j{ctx.job_id}" if ctx.job_id is not None else "")
-    key = artifacts.version_key(KIND, SCOPE, generation)
-    directory = artifacts.local_dir(services.settings, key)
+    key = artifact_store.version_key(KIND, SCOPE, generation)
+    directory = artifact_store.local_dir(services.settings, key)
     engine.save_to(directory)
     engine.generation = generation
-    published = artifacts.publish(services.storage, directory, key)
+    published = artifact_store.publish(services.storage, directory, key)
     ctx.log(f"stored version {key} ({published.files} files, {published.size} bytes)")
     engine.changes = ChangeCursor(position=change_id)
     result = {
@@ -712,7 +712,7 @@ def run(ctx: JobContext) -> dict[str, object] | None:
         catch_up(services, engine)
         services.models.swap(ENGINE, engine)
     install_hook(services)
-    artifacts.prune(services.storage, services.settings, KIND, SCOPE, {generation, *previous})
+    artifact_store.prune(services.storage, services.settings, KIND, SCOPE, {generation, *previous})
     ctx.log(engine.describe())
     return result
 
@@ -737,7 +737,11 @@ def _copy_other_products(
 
 
 def _record_artifact(
-    ctx: JobContext, generation: str, result: dict[str, Any], published: artifacts.Published, change_id: int
+    ctx: JobContext,
+    generation: str,
+    result: dict[str, Any],
+    published: artifact_store.Published,
+    change_id: int,
 ) -> list[str]:
     """Make the stored version current; returns the versions it replaced."""
     with ctx.session_factory() as session:

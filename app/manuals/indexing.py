@@ -2,7 +2,7 @@
 
 The registry holds one immutable ManualLibrary (text engines + one ManualIndex per product). Writers
 copy the product's index, update the copy, publish it as a new immutable version in the object storage
-(`artifacts/manual_index/product-<id>/<version>/`, app.core.artifacts), commit the rows and the artifact
+(`artifacts/manual_index/product-<id>/<version>/`, app.core.artifact_store), commit the rows and the artifact
 row, then swap a new library in; a request that already took the old library keeps reading it untouched.
 Other servers load the new version when they see the artifact row (the artifact watcher).
 """
@@ -21,7 +21,7 @@ from langchain_text_splitters import RecursiveCharacterTextSplitter
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from app.core import artifacts
+from app.core import artifact_store
 from app.core.services import Services
 from app.db.base import utcnow
 from app.db.tables import Artifact, Manual, ManualChunk
@@ -118,7 +118,7 @@ def _current_versions(session: Session) -> dict[int, _Stored]:
 
 
 def _load_stored(services: Services, library: ManualLibrary, stored: _Stored) -> ManualIndex:
-    directory = artifacts.fetch(services.storage, services.settings, stored.path, stored.checksum)
+    directory = artifact_store.fetch(services.storage, services.settings, stored.path, stored.checksum)
     return ManualIndex.load(
         directory, library.embedder, tokenizer=library.tokenizer, reranker=library.reranker
     )
@@ -147,7 +147,7 @@ def load_saved_indexes(services: Services, library: ManualLibrary) -> ManualLibr
     checksums: dict[int, str] = {}
     mismatched: set[int] = set()
     for product_id, stored in current.items():
-        if not artifacts.is_stored(stored.path, stored.checksum):
+        if not artifact_store.is_stored(stored.path, stored.checksum):
             continue
         kept = library.indexes.get(product_id)
         if kept is not None and library.checksums.get(product_id) == stored.checksum:
@@ -157,7 +157,7 @@ def load_saved_indexes(services: Services, library: ManualLibrary) -> ManualLibr
             indexes[product_id] = _load_stored(services, library, stored)
             checksums[product_id] = stored.checksum
             version = stored.path.rsplit("/", 1)[-1]
-            artifacts.prune_cache(services.settings, KIND, scope_of(product_id), {version})
+            artifact_store.prune_cache(services.settings, KIND, scope_of(product_id), {version})
         except IndexMismatchError as exc:
             logger.warning("manual index of product %s must be rebuilt: %s", product_id, exc)
             mismatched.add(product_id)
@@ -187,7 +187,7 @@ def _latest(
 ) -> ManualIndex | None:
     """The product's current index: the live one, or the stored version another server wrote since."""
     stored = _current_versions(session).get(product_id)
-    if stored is None or not artifacts.is_stored(stored.path, stored.checksum):
+    if stored is None or not artifact_store.is_stored(stored.path, stored.checksum):
         return library.index_for(product_id)
     if library.checksums.get(product_id) == stored.checksum:
         return library.index_for(product_id)
@@ -335,7 +335,7 @@ def _record_artifact(
     product_id: int,
     index: ManualIndex | None,
     job_id: int | None,
-    published: artifacts.Published | None,
+    published: artifact_store.Published | None,
 ) -> None:
     """Mark the product's previous artifact rows old and record the new version (none when emptied)."""
     session.execute(
@@ -365,32 +365,34 @@ def _record_artifact(
     )
 
 
-def _publish(services: Services, product_id: int, index: ManualIndex) -> artifacts.Published | None:
+def _publish(services: Services, product_id: int, index: ManualIndex) -> artifact_store.Published | None:
     """Store the index as a new version (None when it is empty: the product then has no index)."""
     if len(index) == 0:
         return None
     version = utcnow().strftime("%Y%m%d%H%M%S%f")
-    key = artifacts.version_key(KIND, scope_of(product_id), version)
-    directory = artifacts.local_dir(services.settings, key)
+    key = artifact_store.version_key(KIND, scope_of(product_id), version)
+    directory = artifact_store.local_dir(services.settings, key)
     index.save(directory)
-    return artifacts.publish(services.storage, directory, key)
+    return artifact_store.publish(services.storage, directory, key)
 
 
-def _discard(services: Services, published: artifacts.Published | None) -> None:
+def _discard(services: Services, published: artifact_store.Published | None) -> None:
     """Delete a version that never became current (its commit failed)."""
     if published is None:
         return
     for key in list(services.storage.list(published.key + "/")):
         services.storage.delete(key)
-    shutil.rmtree(artifacts.local_dir(services.settings, published.key), ignore_errors=True)
+    shutil.rmtree(artifact_store.local_dir(services.settings, published.key), ignore_errors=True)
 
 
-def _prune(services: Services, product_id: int, published: artifacts.Published | None, replaced: str) -> None:
+def _prune(
+    services: Services, product_id: int, published: artifact_store.Published | None, replaced: str
+) -> None:
     """After a commit: drop the versions older than the one just replaced, and the pre-version folder."""
     shutil.rmtree(product_dir(services, product_id), ignore_errors=True)
     keep = {v for v in (published.key.rsplit("/", 1)[-1] if published else "", replaced) if v}
     if keep:
-        artifacts.prune(services.storage, services.settings, KIND, scope_of(product_id), keep)
+        artifact_store.prune(services.storage, services.settings, KIND, scope_of(product_id), keep)
 
 
 def _version_of(session: Session, product_id: int) -> str:
@@ -558,7 +560,7 @@ def delete_manual(session: Session, services: Services, *, manual: Manual) -> No
             index.remove_manual(manual_id)
         session.execute(delete(ManualChunk).where(ManualChunk.manual_id == manual_id))
         session.delete(manual)
-        published: artifacts.Published | None = None
+        published: artifact_store.Published | None = None
         if index is not None:
             published = _publish(services, product_id, index)
             _record_artifact(

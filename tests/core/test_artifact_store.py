@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import insert
 
 from app.cli import run_migrations
-from app.core import artifacts, changelog
+from app.core import artifact_store, changelog
 from app.core.storage import LocalStorage, ObjectStorage, make_storage
 from app.db.session import make_engine, make_session_factory
 from app.db.tables import ChangeLog
@@ -28,17 +28,17 @@ def _version(tmp_path: Path, name: str = "v") -> Path:
 
 def _roundtrip(storage: ObjectStorage, tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "reader")
-    key = artifacts.version_key("search_index", "all", "20261201T000000-aa")
-    published = artifacts.publish(storage, _version(tmp_path), key)
+    key = artifact_store.version_key("search_index", "all", "20261201T000000-aa")
+    published = artifact_store.publish(storage, _version(tmp_path), key)
     assert published.files == 2
     assert storage.exists(f"{key}/manifest.json")
-    fetched = artifacts.fetch(storage, settings, key, published.checksum)
+    fetched = artifact_store.fetch(storage, settings, key, published.checksum)
     assert fetched == settings.artifacts_path / "cache" / key
     assert (fetched / "bank.bin").read_bytes() == bytes(range(256)) * 40
     assert (fetched / "defect" / "gallery.json").read_text() == '{"n": 1}'
     # Cached: a second fetch reads nothing from the storage.
     storage.delete(f"{key}/bank.bin")
-    assert artifacts.fetch(storage, settings, key, published.checksum) == fetched
+    assert artifact_store.fetch(storage, settings, key, published.checksum) == fetched
 
 
 def test_publish_and_fetch_through_local_files(tmp_path: Path) -> None:
@@ -62,17 +62,17 @@ def test_publish_and_fetch_through_s3(tmp_path: Path, s3_server: dict[str, str])
 def test_a_tampered_object_or_manifest_is_refused_and_nothing_is_cached(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path / "objects")
     settings = make_settings(tmp_path / "reader")
-    key = artifacts.version_key("anomaly_model", "product-1", "20261201T000000")
-    published = artifacts.publish(storage, _version(tmp_path), key)
+    key = artifact_store.version_key("anomaly_model", "product-1", "20261201T000000")
+    published = artifact_store.publish(storage, _version(tmp_path), key)
     storage.put(f"{key}/bank.bin", b"not the bank", "application/octet-stream")
     with pytest.raises(ArtifactError, match=r"checksum of bank\.bin"):
-        artifacts.fetch(storage, settings, key, published.checksum)
-    assert not artifacts.local_dir(settings, key).exists()
+        artifact_store.fetch(storage, settings, key, published.checksum)
+    assert not artifact_store.local_dir(settings, key).exists()
     with pytest.raises(ArtifactError, match="manifest checksum"):
-        artifacts.fetch(storage, settings, key, "0" * 64)
+        artifact_store.fetch(storage, settings, key, "0" * 64)
     storage.delete(f"{key}/manifest.json")
     with pytest.raises(ArtifactError, match="manifest unreadable"):
-        artifacts.fetch(storage, settings, key, published.checksum)
+        artifact_store.fetch(storage, settings, key, published.checksum)
 
 
 def test_prune_keeps_the_kept_versions_and_anything_newer(tmp_path: Path) -> None:
@@ -80,11 +80,11 @@ def test_prune_keeps_the_kept_versions_and_anything_newer(tmp_path: Path) -> Non
     settings = make_settings(tmp_path)
     names = ["20261201T000001", "20261201T000002", "20261201T000003", "20261201T000004"]
     for name in names:
-        key = artifacts.version_key("manual_index", "product-3", name)
-        published = artifacts.publish(storage, _version(tmp_path, name), key)
-        artifacts.fetch(storage, settings, key, published.checksum)
+        key = artifact_store.version_key("manual_index", "product-3", name)
+        published = artifact_store.publish(storage, _version(tmp_path, name), key)
+        artifact_store.fetch(storage, settings, key, published.checksum)
     # keep 2 and 3 (current and the one it replaced); 4 is newer (someone is publishing it): untouched
-    artifacts.prune(storage, settings, "manual_index", "product-3", {names[1], names[2]})
+    artifact_store.prune(storage, settings, "manual_index", "product-3", {names[1], names[2]})
     left = {k.split("/")[3] for k in storage.list("artifacts/manual_index/product-3/")}
     assert left == set(names[1:])
     cached = {p.name for p in (settings.artifacts_path / "cache/artifacts/manual_index/product-3").iterdir()}
