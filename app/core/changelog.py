@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from app.db.tables import ChangeLog
@@ -59,6 +59,12 @@ def record(
 def last_id(session: Session) -> int:
     """The newest id in the log (0 when empty)."""
     return int(session.scalar(select(func.max(ChangeLog.id))) or 0)
+
+
+def trim(session: Session, up_to_id: int) -> int:
+    """Delete the rows up to `up_to_id` (a stored gallery version holds them all); returns how many."""
+    result = session.execute(delete(ChangeLog).where(ChangeLog.id <= up_to_id))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def encode_vector(vector: np.ndarray | None) -> str | None:

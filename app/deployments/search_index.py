@@ -713,6 +713,7 @@ def run(ctx: JobContext) -> dict[str, object] | None:
         services.models.swap(ENGINE, engine)
     install_hook(services)
     artifact_store.prune(services.storage, services.settings, KIND, SCOPE, {generation, *previous})
+    _trim_change_log(ctx, previous)
     ctx.log(engine.describe())
     return result
 
@@ -765,6 +766,21 @@ def _record_artifact(
         )
         session.commit()
     return previous
+
+
+def _trim_change_log(ctx: JobContext, replaced: Sequence[str]) -> None:
+    """Delete the log rows every version still in use already holds (those up to the replaced one's
+    `change_id`): a server still on the replaced version needs only the rows after it."""
+    with ctx.session_factory() as session:
+        ids = [
+            int((meta or {}).get("change_id") or 0)
+            for meta in session.scalars(
+                select(Artifact.meta).where(Artifact.kind == KIND, Artifact.version.in_(list(replaced)))
+            )
+        ]
+        if ids and min(ids) > 0:
+            changelog.trim(session, min(ids))
+            session.commit()
 
 
 def settings_mismatch(

@@ -5,13 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from app.catalog import service as catalog_service
 from app.cli import run_migrations
+from app.core import changelog
 from app.core.config import Settings
-from app.db.tables import Artifact, DeploymentJob, ReferenceImage
+from app.db.tables import Artifact, ChangeLog, DeploymentJob, ReferenceImage
 from app.deployments import search_index
 from app.deployments.jobs import artifact_states
 from app.deployments.runner import JobContext
@@ -25,6 +28,7 @@ from tests.inspection.search.conftest import (
     make_catalog,
     png,
     scratch_photo,
+    upload,
 )
 
 
@@ -169,3 +173,33 @@ def _states(client: TestClient) -> list:
     services = client.app.state.services  # type: ignore[attr-defined]
     with services.session_factory() as session:
         return [s for s in artifact_states(session, services) if s.kind == "search_index"]
+
+
+def test_registrations_are_logged_with_vectors_and_the_log_is_trimmed_behind_the_versions(
+    app_client: TestClient, admin: dict[str, str]
+) -> None:
+    services = app_client.app.state.services  # type: ignore[attr-defined]
+    catalog = make_catalog(app_client, admin, n=2)
+    assert deploy(app_client, admin)["status"] == "succeeded"
+
+    def log_rows() -> list[ChangeLog]:
+        with services.session_factory() as session:
+            rows = list(session.scalars(select(ChangeLog).order_by(ChangeLog.id)))
+            session.expunge_all()
+            return rows
+
+    first = upload(
+        app_client, admin, catalog.product_id, "defect", [png(scratch_photo(60))], catalog.scratch_id
+    )
+    (row,) = [r for r in log_rows() if r.entity_id == first[0]]  # the catalog's own uploads are logged too
+    assert row.kind == "image.added"
+    engine = services.models.get("search")
+    vector = changelog.decode_vector(row.payload["vector"])
+    assert vector is not None
+    assert np.allclose(vector, engine.gallery("defect").get_vectors(first)[0], atol=1e-6)
+    assert deploy(app_client, admin)["status"] == "succeeded"  # its version holds row 1
+    second = upload(
+        app_client, admin, catalog.product_id, "defect", [png(scratch_photo(61))], catalog.scratch_id
+    )
+    assert deploy(app_client, admin)["status"] == "succeeded"  # replaces the version that held row 1
+    assert [r.entity_id for r in log_rows()] == second  # row 1 is in every version still in use
