@@ -1,12 +1,12 @@
 """The `search_index` deployment: startup loading, the rebuild job, incremental updates, artifact state.
 
-The engine lives in the model registry under "search" (`app.ml.search_runtime.SearchEngine`). Startup
-loads the embedder chosen in model settings and the current gallery version from the object storage
+The engine (`app.ml.search_runtime.SearchEngine`) lives in the model registry under `search_runtime.SEARCH`.
+Startup loads the embedder chosen in model settings and the current gallery version from the object storage
 (`app.core.artifact_store`: fetched into the local cache, checksums verified, no embedding work), then applies
 the change log past the version's `change_id`. The job rebuilds the defect and normal galleries of one
 product or all products in batches, publishes them as a new immutable version and swaps the new engine
 in; searches in flight keep the engine object they took. Registering or deleting one catalog image
-updates this server's galleries at once through the "catalog.image_hooks" registry key and appends a
+updates this server's galleries at once through the catalog's image-change hooks and appends a
 change log row (with the vector) that every other server applies within a poll (`sync_changes`).
 """
 
@@ -23,28 +23,23 @@ from typing import Any
 import faiss
 import numpy as np
 from PIL import Image
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.catalog import service as catalog_service
+from app.catalog.model_choices import subscribe_image_changes
 from app.core import artifact_store, changelog
+from app.core.artifacts import ArtifactState, record_current_artifact
 from app.core.changelog import Change, ChangeCursor
 from app.core.images import open_rgb
+from app.core.jobs import JobCancelled, JobContext, JobResult
 from app.core.services import Services
-from app.db.tables import (
-    Artifact,
-    DefectType,
-    DeploymentJob,
-    ModelSetting,
-    Product,
-    ReferenceImage,
-)
-from app.deployments import anomaly_model
-from app.deployments.runner import JobContext
-from app.deployments.status import ArtifactState
-from app.ml.catalog_hooks import IMAGE_HOOKS
+from app.db.tables import Artifact, DefectType, DeploymentJob, Product, ReferenceImage
+from app.demo.manifest import demo_masks
+from app.ml.anomaly_eval import read_mask
+from app.ml.anomaly_runtime import current_models, prepare
 from app.ml.embedders import EFFICIENTNET_NAME, ImageEmbedder, load_embedder
-from app.ml.errors import JobCancelled, ModelNotAvailableError
+from app.ml.errors import ModelNotAvailableError
 from app.ml.gallery import Gallery, build_gallery
 from app.ml.identification import (
     ProductIdentification,
@@ -56,6 +51,7 @@ from app.ml.patchcore import PatchCore
 from app.ml.preprocessing import PreprocessingOptions
 from app.ml.search_runtime import (
     GALLERY_KINDS,
+    SEARCH,
     GalleryKind,
     SearchEngine,
     new_built_at,
@@ -74,7 +70,6 @@ logger = logging.getLogger(__name__)
 
 KIND = "search_index"
 AVAILABLE = True
-ENGINE = "search"
 BATCH_SIZE = 16
 # One gallery version holds every product (storage key artifacts/search_index/all/<generation>).
 SCOPE = "all"
@@ -97,17 +92,6 @@ class CatalogImage:
 def index_root(services: Services) -> Path:
     """Where search generations live (models/artifacts/search)."""
     return services.settings.artifacts_path / "search"
-
-
-def configured_embedder(session: Session) -> str:
-    """The embedder chosen in model settings (the default when the row does not exist yet)."""
-    row = session.get(ModelSetting, 1)
-    return row.embedder if row is not None and row.embedder else EFFICIENTNET_NAME
-
-
-def active_product_ids(session: Session) -> list[int]:
-    """Ids of the active products."""
-    return list(session.scalars(select(Product.id).where(Product.is_active.is_(True)).order_by(Product.id)))
 
 
 def catalog_images(session: Session, product_ids: Sequence[int]) -> list[CatalogImage]:
@@ -183,9 +167,9 @@ def load(services: Services) -> None:
     """
     faiss.omp_set_num_threads(1)  # one thread on the request path: OpenMP only adds latency to one query
     with services.session_factory() as session:
-        name = configured_embedder(session)
+        name = catalog_service.configured_embedder(session)
         current = _current_version(session)
-    old: SearchEngine | None = services.models.get(ENGINE)
+    old: SearchEngine | None = services.models.get(SEARCH)
     if old is not None and old.embedder_name == name:
         embedder, loaded_name, note = old.embedder, old.embedder_name, old.note
     else:
@@ -211,7 +195,7 @@ def load(services: Services) -> None:
         engine.note = note
     with _SYNC_LOCK:
         catch_up(services, engine)
-        services.models.swap(ENGINE, engine)
+        services.models.swap(SEARCH, engine)
     install_hook(services)
     if engine.generation is not None:
         keep = {engine.generation} | ({old.generation} if old is not None and old.generation else set())
@@ -221,7 +205,7 @@ def load(services: Services) -> None:
 
 def sync_changes(services: Services) -> int:
     """Apply the log rows the live engine has not seen yet (the watcher calls this); returns rows applied."""
-    engine: SearchEngine | None = services.models.get(ENGINE)
+    engine: SearchEngine | None = services.models.get(SEARCH)
     if engine is None:
         return 0
     with _SYNC_LOCK:
@@ -247,9 +231,8 @@ def catch_up(services: Services, engine: SearchEngine) -> int:
 
 
 def install_hook(services: Services) -> None:
-    """Subscribe the live galleries to catalog image changes (once per registry)."""
-    hooks: list[Any] = list(services.models.get(IMAGE_HOOKS) or [])
-    if any(getattr(h, "defectlens_owner", None) == KIND for h in hooks):
+    """Subscribe the live galleries to catalog image changes (once per app)."""
+    if KIND in services.image_hooks:
         return
 
     def on_images_changed(added: Sequence[ReferenceImage], removed: Sequence[ReferenceImage]) -> None:
@@ -258,8 +241,7 @@ def install_hook(services: Services) -> None:
         except Exception:  # the catalog change is committed; the admin sees "stale" and can rebuild
             logger.exception("updating the search galleries after a catalog change failed")
 
-    on_images_changed.defectlens_owner = KIND  # type: ignore[attr-defined]
-    services.models.swap(IMAGE_HOOKS, [*hooks, on_images_changed])
+    subscribe_image_changes(services, owner=KIND, hook=on_images_changed)
 
 
 # --- incremental updates -----------------------------------------------------------------------------
@@ -310,7 +292,7 @@ def apply_image_changes(
     failed (another server then embeds the image itself). Nothing is embedded while no gallery is built
     (the rebuild job will include the images).
     """
-    engine: SearchEngine | None = services.models.get(ENGINE)
+    engine: SearchEngine | None = services.models.get(SEARCH)
     images = [_catalog_image(r) for r in added]
     logged: dict[int, dict[str, Any]] = {}
     try:
@@ -460,12 +442,6 @@ def reconcile(
 # --- identification ----------------------------------------------------------------------------------
 
 
-def anomaly_model_for(services: Services, product_id: int) -> PatchCore | None:
-    """The product's calibrated anomaly model, or None (identification then uses the whole image)."""
-    model = anomaly_model.current_models(services).get(product_id)
-    return model if model is not None and model.calibration is not None else None
-
-
 def _region_of(
     services: Services,
     model: PatchCore,
@@ -478,12 +454,12 @@ def _region_of(
     As registered: from its uploaded (demo) mask if it has one, else from its anomaly map; as a query:
     always from its anomaly map (the leave-one-out calibration holds images out in that form).
     """
-    picture = anomaly_model.prepare(open_rgb(services.storage.get(image.object_key)), options)
+    picture = prepare(open_rgb(services.storage.get(image.object_key)), options)
     by_map = describe_region(model, picture)
     mask_path = masks.get(image.original_name)
     if mask_path is None:
         return by_map, by_map
-    mask = anomaly_model.read_mask(mask_path, (picture.height, picture.width))
+    mask = read_mask(mask_path, (picture.height, picture.width))
     return describe_region(model, picture, mask), by_map
 
 
@@ -502,7 +478,7 @@ def build_identification(
     rows = [i for i in images if i.product_id == product_id and i.kind == "defect" and i.id in gallery]
     if not rows:
         return None
-    services: Services = ctx.services
+    services = ctx.services
     whole = gallery.get_vectors([r.id for r in rows])
     with ctx.session_factory() as session:
         product = session.get(Product, product_id)
@@ -511,11 +487,11 @@ def build_identification(
             d.id: d.name
             for d in session.scalars(select(DefectType).where(DefectType.product_id == product_id))
         }
-    model = anomaly_model_for(services, product_id)
+    model = current_models(services.models).calibrated(product_id)
     region: np.ndarray | None = None
     region_query: np.ndarray | None = None
     if model is not None:
-        masks = anomaly_model.demo_masks(services.settings, code)
+        masks = demo_masks(services.settings, code)
         try:
             pairs = []
             for row in rows:
@@ -566,7 +542,7 @@ def _identify_into(
         if found is None or image.id not in gallery:
             continue
         region = None
-        model = anomaly_model_for(services, image.product_id)
+        model = current_models(services.models).calibrated(image.product_id)
         if found.region is not None and model is not None and model_fingerprint(model) == found.fingerprint:
             region = _region_of(services, model, image, current[image.product_id], {})[0]
             logged[image.id] = {"region": changelog.encode_vector(region), "fingerprint": found.fingerprint}
@@ -592,17 +568,17 @@ def _items(
         yield img.id, img.product_id, img.defect_type_id, picture
 
 
-def run(ctx: JobContext) -> dict[str, object] | None:
+def run(ctx: JobContext) -> JobResult | None:
     """Rebuild the galleries for ctx.product_id (or all products) and swap them into the running server."""
-    services: Services = ctx.services
+    services = ctx.services
     faiss.omp_set_num_threads(1)  # the engine this job installs serves requests (see `load`)
     with ctx.session_factory() as session:
-        name = configured_embedder(session)
-        all_products = active_product_ids(session)
+        name = catalog_service.configured_embedder(session)
+        all_products = catalog_service.active_product_ids(session)
         if ctx.product_id is not None and ctx.product_id not in all_products:
             all_products = [*all_products, ctx.product_id]
         current = catalog_service.preprocessing_options(session, all_products)
-    old: SearchEngine | None = services.models.get(ENGINE)
+    old = services.models.get(SEARCH)
     ctx.progress(0.01, "search.stages.loading_embedder")
     if old is not None and old.embedder_name == name:
         embedder, loaded_name = old.embedder, old.embedder_name
@@ -710,7 +686,7 @@ def run(ctx: JobContext) -> dict[str, object] | None:
     previous = _record_artifact(ctx, generation, result, published, change_id)
     with _SYNC_LOCK:
         catch_up(services, engine)
-        services.models.swap(ENGINE, engine)
+        services.models.swap(SEARCH, engine)
     install_hook(services)
     artifact_store.prune(services.storage, services.settings, KIND, SCOPE, {generation, *previous})
     _trim_change_log(ctx, previous)
@@ -751,18 +727,15 @@ def _record_artifact(
                 select(Artifact.version).where(Artifact.kind == KIND, Artifact.is_current.is_(True))
             )
         )
-        session.execute(update(Artifact).where(Artifact.kind == KIND).values(is_current=False))
-        session.add(
-            Artifact(
-                kind=KIND,
-                product_id=ctx.product_id,
-                version=generation,
-                path=published.key,
-                checksum=published.checksum,
-                is_current=True,
-                meta={**result, "change_id": change_id},
-                job_id=ctx.job_id,
-            )
+        record_current_artifact(
+            session,
+            kind=KIND,
+            product_id=ctx.product_id,
+            version=generation,
+            path=published.key,
+            checksum=published.checksum,
+            meta={**result, "change_id": change_id},
+            job_id=ctx.job_id,
         )
         session.commit()
     return previous
@@ -783,33 +756,16 @@ def _trim_change_log(ctx: JobContext, replaced: Sequence[str]) -> None:
             session.commit()
 
 
-def settings_mismatch(
-    session: Session, engine: SearchEngine, product_ids: Sequence[int] | None = None
-) -> bool:
-    """True when the live index was built with another embedder or other preprocessing than configured.
-
-    Cheap (no image listing), for the request path; `states` gives the full picture for admins.
-    """
-    if engine.embedder_name != configured_embedder(session):
-        return True
-    gallery = engine.gallery("defect")
-    if gallery is None:
-        return False
-    scope = list(product_ids) if product_ids is not None else sorted(gallery.count_by_product())
-    current = catalog_service.preprocessing_options(session, scope)
-    return any(gallery.preprocessing_keys.get(pid, current[pid].key()) != current[pid].key() for pid in scope)
-
-
 # --- state for the admin -----------------------------------------------------------------------------
 
 
 def states(session: Session, services: Services) -> list[ArtifactState]:
     """Per active product: current, stale (and why), missing, building or failed."""
-    engine: SearchEngine | None = services.models.get(ENGINE)
-    product_ids = active_product_ids(session)
+    engine = services.models.get(SEARCH)
+    product_ids = catalog_service.active_product_ids(session)
     if not product_ids:
         return []
-    configured = configured_embedder(session)
+    configured = catalog_service.configured_embedder(session)
     current = catalog_service.preprocessing_options(session, product_ids)
     images = catalog_images(session, product_ids)
     active_jobs = list(

@@ -18,18 +18,20 @@ from pathlib import Path
 from typing import Any
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from app.core import artifact_store
+from app.core.artifacts import current_artifacts, record_current_artifact
+from app.core.jobs import JobCancelled
 from app.core.services import Services
 from app.db.base import utcnow
-from app.db.tables import Artifact, Manual, ManualChunk
+from app.db.tables import Manual, ManualChunk
 from app.manuals.document import Limits, ManualFileError
 from app.manuals.parse_worker import ProcessLimits, parse_bounded
 from app.manuals.structure import KIND_LABELS, PART_KINDS, Structure, parse_structure
 from app.ml.chunking import SECTION_SEP, section_kind
-from app.ml.errors import JobCancelled
+from app.ml.registry import RegistryKey
 from app.ml.retriever import (
     INDEX_FILE,
     CrossEncoderReranker,
@@ -43,7 +45,6 @@ from app.ml.text_embedder import TextEmbedder, load_text_embedder
 logger = logging.getLogger(__name__)
 
 KIND = "manual_index"
-REGISTRY_NAME = "manuals"
 Progress = Callable[[float, str], None]
 
 # Index writers (upload jobs, rebuilds, deletes) run one at a time: each starts from the library the
@@ -109,12 +110,8 @@ class _Stored:
 
 
 def _current_versions(session: Session) -> dict[int, _Stored]:
-    rows = session.scalars(
-        select(Artifact)
-        .where(Artifact.kind == KIND, Artifact.is_current.is_(True), Artifact.product_id.is_not(None))
-        .order_by(Artifact.id)
-    )
-    return {int(r.product_id or 0): _Stored(int(r.product_id or 0), r.path, r.checksum) for r in rows}
+    rows = current_artifacts(session, KIND)
+    return {pid: _Stored(pid, r.path, r.checksum) for pid, r in rows.items()}
 
 
 def _load_stored(services: Services, library: ManualLibrary, stored: _Stored) -> ManualIndex:
@@ -200,19 +197,22 @@ def _latest(
 def refresh(services: Services) -> None:
     """Load the versions other processes recorded since (keeps the engines and unchanged indexes)."""
     with _WRITE_LOCK:
-        library: ManualLibrary | None = services.models.get(REGISTRY_NAME)
+        library: ManualLibrary | None = services.models.get(MANUALS)
         if library is None:
             return
-        services.models.swap(REGISTRY_NAME, load_saved_indexes(services, library))
+        services.models.swap(MANUALS, load_saved_indexes(services, library))
 
 
 def current_library(services: Services) -> ManualLibrary:
     """The library in the registry; loaded (engines + saved indexes) when the registry has none."""
-    library: ManualLibrary | None = services.models.get(REGISTRY_NAME)
+    library = services.models.get(MANUALS)
     if library is None:
         library = load_saved_indexes(services, load_engines(services))
-        services.models.swap(REGISTRY_NAME, library)
+        services.models.swap(MANUALS, library)
     return library
+
+
+MANUALS = RegistryKey[ManualLibrary]("manuals")
 
 
 @dataclass(frozen=True)
@@ -338,30 +338,23 @@ def _record_artifact(
     published: artifact_store.Published | None,
 ) -> None:
     """Mark the product's previous artifact rows old and record the new version (none when emptied)."""
-    session.execute(
-        update(Artifact)
-        .where(Artifact.kind == KIND, Artifact.product_id == product_id, Artifact.is_current.is_(True))
-        .values(is_current=False)
-    )
-    if index is None or len(index) == 0 or published is None:
-        return
-    now = utcnow()
-    session.add(
-        Artifact(
-            kind=KIND,
-            product_id=product_id,
-            version=published.key.rsplit("/", 1)[-1],
-            path=published.key,
-            checksum=published.checksum,
-            is_current=True,
-            meta={
-                "embedder_id": index.embedder.embedder_id,
-                "manual_ids": sorted(int(m) for m in index.manual_ids()),
-                "chunks": len(index),
-            },
-            job_id=job_id,
-            created_at=now,
-        )
+    emptied = index is None or len(index) == 0 or published is None
+    record_current_artifact(
+        session,
+        kind=KIND,
+        product_id=product_id,
+        version=None if emptied or published is None else published.key.rsplit("/", 1)[-1],
+        path=published.key if published is not None else "",
+        checksum=published.checksum if published is not None else "",
+        meta={}
+        if index is None
+        else {
+            "embedder_id": index.embedder.embedder_id,
+            "manual_ids": sorted(int(m) for m in index.manual_ids()),
+            "chunks": len(index),
+        },
+        job_id=job_id,
+        created_at=utcnow(),
     )
 
 
@@ -461,7 +454,7 @@ def index_manual(
                 _discard(services, published)
                 raise
             checksum = published.checksum if published else ""
-            services.models.swap(REGISTRY_NAME, library.with_index(product_id, index, checksum))
+            services.models.swap(MANUALS, library.with_index(product_id, index, checksum))
             _prune(services, product_id, published, replaced)
     except JobCancelled:
         session.rollback()
@@ -532,7 +525,7 @@ def rebuild_product(
             _discard(services, published)
             raise
         checksum = published.checksum if published else ""
-        services.models.swap(REGISTRY_NAME, library.with_index(product_id, index, checksum))
+        services.models.swap(MANUALS, library.with_index(product_id, index, checksum))
         _prune(services, product_id, published, replaced)
     return {"manuals": len(manuals) - len(failed), "failed": len(failed), "chunks": len(index)}
 
@@ -545,7 +538,7 @@ def delete_manual(session: Session, services: Services, *, manual: Manual) -> No
     """
     product_id, manual_id = manual.product_id, manual.id
     with _WRITE_LOCK:
-        library: ManualLibrary | None = services.models.get(REGISTRY_NAME)
+        library: ManualLibrary | None = services.models.get(MANUALS)
         has_saved = (
             product_id in _current_versions(session)
             or (product_dir(services, product_id) / INDEX_FILE).is_file()
@@ -574,5 +567,5 @@ def delete_manual(session: Session, services: Services, *, manual: Manual) -> No
             raise
         if library is not None and index is not None:
             checksum = published.checksum if published else ""
-            services.models.swap(REGISTRY_NAME, library.with_index(product_id, index, checksum))
+            services.models.swap(MANUALS, library.with_index(product_id, index, checksum))
             _prune(services, product_id, published, replaced)

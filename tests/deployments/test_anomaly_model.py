@@ -10,12 +10,14 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.catalog import service as catalog_service
+from app.catalog.model_choices import available_choices
 from app.catalog.schemas import ProductCreate
+from app.core.jobs import JobContext
 from app.core.services import Services
 from app.db.base import utcnow
 from app.db.tables import DeploymentJob, ModelSetting, PreprocessingSetting
 from app.deployments import anomaly_model
-from app.deployments.runner import JobContext
+from app.ml.anomaly_runtime import ANOMALY, current_models
 from app.ml.errors import JobCancelled
 from app.ml.registry import ModelRegistry
 from tests.conftest import make_settings
@@ -102,7 +104,7 @@ def test_all_products_job_builds_good_products_and_reports_the_one_with_too_few_
     assert "sparse" in message
     assert "3" in message
     assert "5" in message
-    loaded = client.app.state.models.get("anomaly")  # type: ignore[attr-defined]
+    loaded = client.app.state.models.get(ANOMALY)  # type: ignore[attr-defined]
     assert loaded.get(good) is not None
     assert loaded.get(few) is None
     states = _states(client)
@@ -160,17 +162,16 @@ def test_cancelled_job_keeps_the_live_model_and_writes_nothing(client: TestClien
     ctx._cancelled = True  # an admin pressed cancel before the first checkpoint
     with pytest.raises(JobCancelled):
         anomaly_model.run(ctx)
-    assert client.app.state.models.get("anomaly") is None  # type: ignore[attr-defined]
+    assert client.app.state.models.get(ANOMALY) is None  # type: ignore[attr-defined]
     folder = client.app.state.settings.artifacts_path  # type: ignore[attr-defined]
     assert not folder.exists() or not any(folder.rglob("*.safetensors"))
     assert not list(client.app.state.storage.list("artifacts/"))  # type: ignore[attr-defined]
 
 
-def test_backbone_choices_are_published_for_the_model_settings_api(
+def test_backbone_choices_are_offered_to_the_model_settings_api(
     client: TestClient, admin_headers: dict[str, str]
 ) -> None:
-    anomaly_model.load(client.app.state.services)  # type: ignore[attr-defined]
-    choices = client.app.state.models.get("catalog.available_choices")  # type: ignore[attr-defined]
+    choices = available_choices(client.app.state.settings)  # type: ignore[attr-defined]
     assert "efficientnet-lite0" in choices["anomaly_backbone"]
     refused = client.put(
         "/api/v1/settings/models", json={"anomaly_backbone": "wide-resnet50-2"}, headers=admin_headers
@@ -260,7 +261,7 @@ def test_auto_backbone_build_records_tiling_choice_and_cross_validated_evaluatio
     assert set(evaluation["per_type"]) == {"구멍", "긁힘"}
     assert evaluation["roc"][0] == [0.0, 0.0]
     assert evaluation["roc"][-1] == [1.0, 1.0]
-    model = state.models.get("anomaly").get(pid)
+    model = state.models.get(ANOMALY).get(pid)
     assert model.config.backbone == choice["backbone"]
     assert model.detect(Image.new("RGB", (300, 90), (128, 110, 90))).anomaly_map.shape == (90, 300)
 
@@ -302,7 +303,7 @@ def test_another_server_loads_the_stored_version_into_its_own_cache_and_refuses_
     ctx = _job(client, pid)
     _finish(client, ctx, "succeeded", anomaly_model.run(ctx))
     with state.session_factory() as session:
-        artifact = anomaly_model.current_artifacts(session)[pid]
+        artifact = anomaly_model.current_artifacts(session, anomaly_model.KIND)[pid]
         session.expunge(artifact)
     assert artifact.path == f"artifacts/anomaly_model/product-{pid}/{artifact.version}"
     # Another server: same database and storage, its own (empty) models folder.
@@ -319,9 +320,9 @@ def test_another_server_loads_the_stored_version_into_its_own_cache_and_refuses_
         metrics=state.metrics,
     )
     anomaly_model.load(other)
-    loaded = anomaly_model.current_models(other).get(pid)
+    loaded = current_models(other.models).get(pid)
     assert loaded is not None
-    assert loaded.bank_size == anomaly_model.current_models(state.services).get(pid).bank_size  # type: ignore[union-attr]
+    assert loaded.bank_size == current_models(state.models).get(pid).bank_size  # type: ignore[union-attr]
     assert (
         other_settings.artifacts_path / "cache" / artifact.path / ".verified"
     ).read_text() == artifact.checksum
@@ -340,5 +341,5 @@ def test_another_server_loads_the_stored_version_into_its_own_cache_and_refuses_
         metrics=state.metrics,
     )
     anomaly_model.load(third)
-    assert anomaly_model.current_models(third).get(pid) is None
+    assert current_models(third.models).get(pid) is None
     assert "checksum" in third.models.status()["errors"]["anomaly"]
