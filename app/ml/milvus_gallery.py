@@ -237,6 +237,13 @@ class MilvusGallery:
             # partition key, so a product-filtered search would never find them. Another server may have
             # registered an id this one has not seen yet: once shared, delete every id about to be added.
             present = [i for i in image_ids if i in self._rows]
+            known = self._stored_elsewhere(image_ids, product_ids, labels, present) if self._shared else {}
+            if known and len(known) == len(image_ids):
+                # Another server stored these very rows (its change-log entry is being applied here):
+                # remember them, write nothing.
+                for image_id, (product_id, label) in known.items():
+                    self._remember_locked(image_id, product_id, label)
+                return
             stale = image_ids if self._shared else present
             for start in range(0, len(stale), MAX_LIMIT):
                 chunk = stale[start : start + MAX_LIMIT]
@@ -259,6 +266,35 @@ class MilvusGallery:
                 self._forget_locked(image_id)
             for image_id, product_id, label in zip(image_ids, product_ids, labels, strict=True):
                 self._remember_locked(image_id, int(product_id), None if label is None else int(label))
+
+    def _stored_elsewhere(
+        self,
+        image_ids: Sequence[int],
+        product_ids: Sequence[int],
+        labels: Sequence[int | None],
+        present: Sequence[int],
+    ) -> dict[int, tuple[int, int | None]]:
+        """Ids unknown here that Milvus already holds with the same product and defect type."""
+        unknown = {
+            i: (int(p), None if lab is None else int(lab))
+            for i, p, lab in zip(image_ids, product_ids, labels, strict=True)
+            if i not in present
+        }
+        if not unknown or len(unknown) > QUERY_BATCH:
+            return {}
+        rows = self._client.query(
+            self.collection,
+            filter=f"image_id in {_id_list(unknown)}",
+            output_fields=["image_id", "product_id", "label"],
+            limit=len(unknown),
+        )
+        found: dict[int, tuple[int, int | None]] = {}
+        for row in rows:
+            label = int(row["label"])
+            stored = (int(row["product_id"]), None if label == NO_LABEL else label)
+            if unknown.get(int(row["image_id"])) == stored:
+                found[int(row["image_id"])] = stored
+        return found
 
     def remove(self, ids: Iterable[int]) -> int:
         """Remove images by id (unknown ids are ignored); returns how many were removed."""
@@ -568,6 +604,23 @@ class MilvusGallery:
                 meta["count"],
             )
         return gallery
+
+
+def drop_saved_collection(config: MilvusConfig, meta: bytes) -> bool:
+    """Drop the collection a saved ``gallery.json`` (its bytes) names; False when it is not a Milvus one."""
+    try:
+        saved = json.loads(meta)
+    except ValueError:
+        return False
+    name = saved.get("collection") if isinstance(saved, dict) and saved.get("backend") == BACKEND else None
+    if not isinstance(name, str) or not name.startswith(config.prefix + "_"):
+        return False
+    client = client_for(config)
+    if not client.has_collection(name):
+        return False
+    client.drop_collection(name)
+    logger.info("dropped Milvus collection %s of a replaced version", name)
+    return True
 
 
 def _scan_ids(client: Any, collection: str) -> Iterable[tuple[int, int, int | None]]:
