@@ -113,11 +113,12 @@ def test_milvus_galleries_give_the_same_results_as_faiss_on_the_demo_data(
     root, manifest = demo
     engine = milvus_app.app.state.models.get(SEARCH)  # type: ignore[attr-defined]
     assert all(isinstance(g, MilvusGallery) for g in engine.galleries.values())
-    # The generation on disk names the collection and holds no vectors.
-    search_root = tmp_path / "milvus" / "models" / "artifacts" / "search"
-    meta = json.loads(next(search_root.glob("*/defect/gallery.json")).read_text())
+    # The stored version names the collections and holds no vectors.
+    models = tmp_path / "milvus" / "models"
+    meta = json.loads(next(models.rglob("defect/gallery.json")).read_text())
     assert meta["backend"] == "milvus"
-    assert not list(search_root.glob("*/defect/index-*"))
+    assert meta["collection"] == engine.galleries["defect"].collection
+    assert not list(models.rglob("index-*.faiss"))
 
     products = _products(faiss_app)
     assert products == _products(milvus_app)
@@ -131,6 +132,19 @@ def test_milvus_galleries_give_the_same_results_as_faiss_on_the_demo_data(
                 _assert_same(faiss, milvus)
                 searched += 1
     assert searched >= 2 * len(manifest.products)
+
+    # Rebuilds write new collections; a version the artifact store prunes gives its collections back.
+    admin = bearer(milvus_app, "admin1", ADMIN_PASSWORD)
+    milvus = client_for(MilvusConfig(uri=engine.galleries["defect"].config.uri))
+    first = {g.collection for g in engine.galleries.values()}
+    for _ in range(2):
+        assert deploy(milvus_app, admin, timeout=300)["status"] == "succeeded"
+    latest = {g.collection for g in milvus_app.app.state.models.get(SEARCH).galleries.values()}  # type: ignore[attr-defined]
+    assert not first & latest
+    ours = {n for n in milvus.list_collections() if n.startswith(PREFIX + "_")}
+    assert latest <= ours
+    assert not first & ours  # the first build's version was pruned with its collections
+    assert len(ours) == 4  # the latest build's two and the one it replaced (kept while servers switch)
 
 
 def test_registration_and_deletion_through_the_app_change_milvus_like_faiss(
