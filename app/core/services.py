@@ -13,7 +13,8 @@ from app.core.storage import ObjectStorage
 from app.ml.registry import ModelRegistry
 
 if TYPE_CHECKING:
-    from app.core.inference import InferenceGate
+    from app.core.inference import InferenceGates
+    from app.ml.batching import ModelBatching
 
 
 @dataclass
@@ -25,5 +26,7 @@ class Services:
     models: ModelRegistry
     session_factory: sessionmaker[Session]
     metrics: Metrics
-    # The bounded queue in front of search and anomaly (None: unbounded, as in jobs and the CLI).
-    inference: InferenceGate | None = None
+    # The bounded queues in front of search and anomaly (None: unbounded, as in jobs and the CLI).
+    inference: InferenceGates | None = None
+    # Micro-batching of the request-path models (None: each call runs alone, as in jobs and the CLI).
+    batching: ModelBatching | None = None

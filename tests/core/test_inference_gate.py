@@ -94,7 +94,7 @@ def test_beyond_capacity_callers_get_503_with_retry_after(tmp_path: Path) -> Non
         holding = threading.Event()
 
         def hold() -> None:
-            with gate.slot("test"):
+            with gate.slot("search"):
                 holding.set()
                 release.wait(20)
 
@@ -151,7 +151,7 @@ def test_queued_steps_hold_no_database_connection(tmp_path: Path) -> None:
         holding = threading.Event()
 
         def hold() -> None:
-            with gate.slot("test"):
+            with gate.slot("search"):
                 holding.set()
                 release.wait(30)
 
