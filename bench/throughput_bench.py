@@ -17,6 +17,8 @@ Usage: .venv/bin/python bench/throughput_bench.py [--levels 1 4 16 32] [--durati
 from __future__ import annotations
 
 import argparse
+import io
+import itertools
 import json
 import os
 import shutil
@@ -32,6 +34,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import numpy as np
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -42,6 +46,21 @@ from app.demo.loader import demo_credentials, load_demo  # noqa: E402
 from bench.load_bench import _build  # noqa: E402
 
 STEPS = ("upload", "search", "anomaly")
+# Every upload is a photo never seen before, as on a line: a counter is written into two pixels' low bits.
+_UPLOADS = itertools.count()
+_UPLOADS_LOCK = threading.Lock()
+
+
+def _unique_png(pixels: np.ndarray) -> bytes:
+    """The photo with two pixels changed by one upload counter, as PNG (level 1; ~1 ms of client CPU)."""
+    with _UPLOADS_LOCK:
+        n = next(_UPLOADS)
+    changed = pixels.copy()
+    changed[0, 0, 0] = n % 256
+    changed[0, 1, 0] = (n // 256) % 256
+    buffer = io.BytesIO()
+    Image.fromarray(changed).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
 
 
 @dataclass
@@ -56,12 +75,24 @@ class LevelResult:
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     errors: Counter[str] = field(default_factory=Counter)
     refusals: int = 0
+    cpu_s: float = 0.0  # the server process's CPU time (all threads) during the level
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def rate(self) -> float:
         """Completed inspections per second."""
         return self.flows / self.duration_s
+
+    @property
+    def cpu_ms_per_inspection(self) -> float:
+        """Server CPU per completed inspection: what the work costs, whatever else shares the machine."""
+        return self.cpu_s * 1000 / self.flows if self.flows else float("nan")
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _free_port() -> int:
@@ -108,7 +139,7 @@ def _step(
 def _worker(
     base: str,
     headers: dict[str, str],
-    photos: list[tuple[bytes, str, int]],
+    photos: list[tuple[np.ndarray, str, int]],
     offset: int,
     deadline: float,
     result: LevelResult,
@@ -116,8 +147,9 @@ def _worker(
     with httpx.Client(base_url=base, headers=headers, timeout=120) as client:
         i = offset
         while time.monotonic() < deadline:
-            data, name, product_id = photos[i % len(photos)]
+            pixels, name, product_id = photos[i % len(photos)]
             i += 1
+            data = _unique_png(pixels)
             started = time.perf_counter()
             created = _step(
                 client,
@@ -144,6 +176,7 @@ def _worker(
 
 def _run_level(server: Server, workers: int, duration: float) -> LevelResult:
     result = LevelResult(workers=workers, duration_s=duration, load_before=os.getloadavg()[0])
+    cpu_before = _cpu_s(server.process.pid)
     deadline = time.monotonic() + duration
     threads = [
         threading.Thread(
@@ -155,6 +188,7 @@ def _run_level(server: Server, workers: int, duration: float) -> LevelResult:
         thread.start()
     for thread in threads:
         thread.join()
+    result.cpu_s = _cpu_s(server.process.pid) - cpu_before
     return result
 
 
@@ -166,7 +200,7 @@ class Server:
     process: subprocess.Popen[bytes]
     base: str
     headers: dict[str, str] = field(default_factory=dict)
-    photos: list[tuple[bytes, str, int]] = field(default_factory=list)
+    photos: list[tuple[np.ndarray, str, int]] = field(default_factory=list)
     results: list[LevelResult] = field(default_factory=list)
 
 
@@ -199,7 +233,10 @@ def _ready(server: Server, password: str, photos_by_code: list[tuple[Path, str]]
         p["code"]: p["id"]
         for p in httpx.get(f"{server.base}/api/v1/products", headers=server.headers, timeout=30).json()
     }
-    server.photos = [(path.read_bytes(), path.name, products[code]) for path, code in photos_by_code]
+    server.photos = [
+        (np.asarray(Image.open(path).convert("RGB")), path.name, products[code])
+        for path, code in photos_by_code
+    ]
 
 
 def _stop(server: Server) -> None:
@@ -260,6 +297,12 @@ def main() -> None:
     parser.add_argument(
         "--env", nargs="*", default=[], help="extra KEY=VALUE settings for this checkout's server"
     )
+    parser.add_argument(
+        "--variant",
+        nargs="*",
+        default=[],
+        help="more servers of this checkout, each NAME:KEY=VALUE[,KEY=VALUE] (e.g. batch4:BATCH_MAX=4)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base_dir = (args.work or Path(tmp) / "demo").resolve()  # the reference server runs elsewhere
@@ -269,6 +312,10 @@ def main() -> None:
         ours_env = {**common, **dict(item.split("=", 1) for item in args.env)}
         head = _git("rev-parse", "--short", "HEAD")
         servers = [_start(f"this branch ({head})", ROOT, ours_env)]
+        for variant in args.variant:
+            name, _, pairs = variant.partition(":")
+            extra = dict(pair.split("=", 1) for pair in pairs.split(",") if pair)
+            servers.append(_start(f"this branch, {name} ({pairs})", ROOT, {**ours_env, **extra}))
         reference_dir = Path(tmp) / "reference"
         reference_sha = ""
         if args.reference:
@@ -280,13 +327,13 @@ def main() -> None:
                 _ready(server, password, photos_by_code)
                 _run_level(server, 4, args.warmup)
             for i, level in enumerate(args.levels):
-                for server in servers if i % 2 == 0 else servers[::-1]:
+                for server in servers[i % len(servers) :] + servers[: i % len(servers)]:
                     result = _run_level(server, level, args.duration)
                     server.results.append(result)
                     print(
                         f"{server.name}: {level} workers {result.rate:.2f} insp/s, flow p95 "
                         f"{_pct(result.flow_ms, 0.95):.0f} ms, errors {sum(result.errors.values())}, "
-                        f"load {result.load_before:.1f}",
+                        f"CPU {result.cpu_ms_per_inspection:.0f} ms/insp, load {result.load_before:.1f}",
                         flush=True,
                     )
         finally:
@@ -301,14 +348,15 @@ def main() -> None:
 def _table(server: Server) -> list[str]:
     lines = [
         "| workers | load avg | inspections | insp/s | errors | 503 retried | inspection p50 / p95 ms "
-        "| upload p95 | search p95 | anomaly p95 |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| upload p95 | search p95 | anomaly p95 | server CPU ms / insp |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in server.results:
         steps = " | ".join(f"{_pct(r.latencies[s], 0.95):.0f}" for s in STEPS)
         lines.append(
             f"| {r.workers} | {r.load_before:.1f} | {r.flows} | {r.rate:.2f} | {sum(r.errors.values())} "
-            f"| {r.refusals} | {_pct(r.flow_ms, 0.5):.0f} / {_pct(r.flow_ms, 0.95):.0f} | {steps} |"
+            f"| {r.refusals} | {_pct(r.flow_ms, 0.5):.0f} / {_pct(r.flow_ms, 0.95):.0f} | {steps} "
+            f"| {r.cpu_ms_per_inspection:.0f} |"
         )
     return lines
 
@@ -325,28 +373,31 @@ def _report(args: argparse.Namespace, servers: list[Server], photo_count: int, s
         "",
         f"Demo data set (seed 0, 3 products; setup incl. search index and PatchCore memory banks {setup}); "
         f"{photo_count} holdout defect photos cycled by every worker; {args.duration:.0f} s per level and "
-        "server, the two servers alternating first. Each server: `defectlens serve` (uvicorn) in its own "
+        "server, the servers taking turns to go first. Each server: `defectlens serve` (uvicorn) in its own "
         "process, SQLite, local storage, packaged EfficientNet-Lite0, OMP_NUM_THREADS=1 in the environment. "
-        "An inspection = upload + search + anomaly, each retried after a 503's Retry-After.",
+        "An inspection = upload + search + anomaly, each retried after a 503's Retry-After. Every upload is "
+        "a new photo (two pixels carry an upload counter), so nothing a server remembers by checksum is "
+        "reused across inspections.",
         "",
     ]
     for server in servers:
         lines += [f"### {server.name}", "", *_table(server), ""]
-    if len(servers) == 2:
-        ours, ref = servers
+    if args.reference:
+        ours, ref = servers[0], servers[-1]
         lines += [
             "### Ratios (this branch / reference)",
             "",
-            "| workers | insp/s | inspection p95 | search p95 | anomaly p95 |",
-            "|---|---|---|---|---|",
+            "| workers | insp/s | inspection p95 | search p95 | anomaly p95 | server CPU per inspection |",
+            "|---|---|---|---|---|---|",
         ]
         for mine, theirs in zip(ours.results, ref.results, strict=True):
             p95 = _pct(mine.flow_ms, 0.95) / _pct(theirs.flow_ms, 0.95)
             steps = [_pct(mine.latencies[s], 0.95) / _pct(theirs.latencies[s], 0.95) for s in STEPS[1:]]
+            cpu = mine.cpu_ms_per_inspection / theirs.cpu_ms_per_inspection
             lines.append(
                 f"| {mine.workers} | {mine.rate / max(theirs.rate, 1e-9):.2f}x | {p95:.2f}x | "
                 + " | ".join(f"{r:.2f}x" for r in steps)
-                + " |"
+                + f" | {cpu:.2f}x |"
             )
         lines.append("")
     errors = [
