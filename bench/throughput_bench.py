@@ -204,10 +204,11 @@ class Server:
     results: list[LevelResult] = field(default_factory=list)
 
 
-def _start(name: str, code_dir: Path, env: dict[str, str]) -> Server:
+def _start(name: str, code_dir: Path, env: dict[str, str], nice: int = 0) -> Server:
     port = _free_port()
+    niced = ["nice", "-n", str(nice)] if nice else []
     process = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [*niced, sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
         env={**os.environ, **env, "PYTHONPATH": str(code_dir)},
         cwd=code_dir,
     )
@@ -298,6 +299,12 @@ def main() -> None:
         "--env", nargs="*", default=[], help="extra KEY=VALUE settings for this checkout's server"
     )
     parser.add_argument(
+        "--server-nice",
+        type=int,
+        default=0,
+        help="run the servers at this niceness (negative, as root: ahead of other work on a shared machine)",
+    )
+    parser.add_argument(
         "--variant",
         nargs="*",
         default=[],
@@ -311,17 +318,21 @@ def main() -> None:
         common = {**env, "OMP_NUM_THREADS": "1"}
         ours_env = {**common, **dict(item.split("=", 1) for item in args.env)}
         head = _git("rev-parse", "--short", "HEAD")
-        servers = [_start(f"this branch ({head})", ROOT, ours_env)]
+        servers = [_start(f"this branch ({head})", ROOT, ours_env, args.server_nice)]
         for variant in args.variant:
             name, _, pairs = variant.partition(":")
             extra = dict(pair.split("=", 1) for pair in pairs.split(",") if pair)
-            servers.append(_start(f"this branch, {name} ({pairs})", ROOT, {**ours_env, **extra}))
+            servers.append(
+                _start(f"this branch, {name} ({pairs})", ROOT, {**ours_env, **extra}, args.server_nice)
+            )
         reference_dir = Path(tmp) / "reference"
         reference_sha = ""
         if args.reference:
             reference_sha = _git("rev-parse", "--short", args.reference)
             _git("worktree", "add", "--detach", str(reference_dir), args.reference)
-            servers.append(_start(f"{args.reference} ({reference_sha})", reference_dir, common))
+            servers.append(
+                _start(f"{args.reference} ({reference_sha})", reference_dir, common, args.server_nice)
+            )
         try:
             for server in servers:
                 _ready(server, password, photos_by_code)
@@ -369,7 +380,11 @@ def _report(args: argparse.Namespace, servers: list[Server], photo_count: int, s
         f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Machine: 2-core CPU (shared with other sessions; "
         "the 1-minute load average before each level is in the tables). Command: "
         f"`python bench/throughput_bench.py --levels {' '.join(map(str, args.levels))} "
-        f"--duration {args.duration:.0f}" + (f" --env {' '.join(args.env)}" if args.env else "") + "`.",
+        f"--duration {args.duration:.0f}"
+        + (f" --env {' '.join(args.env)}" if args.env else "")
+        + (f" --variant {' '.join(args.variant)}" if args.variant else "")
+        + (f" --server-nice {args.server_nice}" if args.server_nice else "")
+        + "`.",
         "",
         f"Demo data set (seed 0, 3 products; setup incl. search index and PatchCore memory banks {setup}); "
         f"{photo_count} holdout defect photos cycled by every worker; {args.duration:.0f} s per level and "
