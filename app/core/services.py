@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -14,7 +15,11 @@ from app.ml.registry import ModelRegistry
 
 if TYPE_CHECKING:
     from app.core.inference import InferenceGates
+    from app.db.tables import ReferenceImage
     from app.ml.batching import ModelBatching
+
+# Told of catalog images added and removed (in that order), after the change is committed.
+ImageChangeHook = Callable[[Sequence["ReferenceImage"], Sequence["ReferenceImage"]], None]
 
 
 @dataclass
@@ -30,3 +35,6 @@ class Services:
     inference: InferenceGates | None = None
     # Micro-batching of the request-path models (None: each call runs alone, as in jobs and the CLI).
     batching: ModelBatching | None = None
+    # Subscribers to catalog image changes, by owner (the search engine's live galleries): see
+    # app.catalog.model_choices.
+    image_hooks: dict[str, ImageChangeHook] = field(default_factory=dict)
