@@ -579,17 +579,18 @@ def set_model_settings(
 
 @dataclass(frozen=True)
 class ProductOverview:
-    """A product with what is registered for it (the products screen)."""
+    """A product with what is registered for it (the products screen, the dashboard)."""
 
     product: Product
     normal_images: int
     defect_images: int
     defect_types: int
     manuals: int
+    manuals_indexed: int
 
 
-def product_overviews(session: Session) -> list[ProductOverview]:
-    """Every product (inactive ones too) with image, defect-type and manual counts."""
+def product_overviews(session: Session, *, include_inactive: bool = True) -> list[ProductOverview]:
+    """Products (inactive ones too by default) with image, active defect-type and manual counts."""
     images = count_images(session)
     defect_types: dict[int, int] = dict(
         session.execute(
@@ -598,18 +599,24 @@ def product_overviews(session: Session) -> list[ProductOverview]:
             .group_by(DefectType.product_id)
         ).all()
     )
-    manuals: dict[int, int] = dict(
-        session.execute(select(Manual.product_id, func.count()).group_by(Manual.product_id)).all()
-    )
+    manuals: dict[int, list[int]] = {}
+    for pid, status, count in session.execute(
+        select(Manual.product_id, Manual.status, func.count()).group_by(Manual.product_id, Manual.status)
+    ):
+        totals = manuals.setdefault(pid, [0, 0])
+        totals[0] += count
+        if status == "indexed":
+            totals[1] += count
     return [
         ProductOverview(
             product=p,
             normal_images=images.get((p.id, "normal"), 0),
             defect_images=images.get((p.id, "defect"), 0),
             defect_types=defect_types.get(p.id, 0),
-            manuals=manuals.get(p.id, 0),
+            manuals=manuals.get(p.id, [0, 0])[0],
+            manuals_indexed=manuals.get(p.id, [0, 0])[1],
         )
-        for p in list_products(session, include_inactive=True)
+        for p in list_products(session, include_inactive=include_inactive)
     ]
 
 
