@@ -29,8 +29,7 @@ from app.catalog.schemas import (
     ProductUpdate,
 )
 from app.core.dependencies import ModelsDep, SettingsDep, StorageDep
-from app.core.errors import PayloadTooLargeError
-from app.core.files import object_response
+from app.core.files import object_response, read_upload
 from app.db.session import SessionDep
 from app.ml.catalog_hooks import available_choices, image_change_hook, model_choices
 
@@ -120,18 +119,6 @@ def delete_defect_type(defect_type_id: int, session: SessionDep, admin: AdminDep
     return DefectTypeRead.model_validate(row)
 
 
-async def _read_uploads(files: list[UploadFile], limit: int) -> list[tuple[str, bytes]]:
-    out: list[tuple[str, bytes]] = []
-    for upload in files:
-        data = await upload.read(limit + 1)
-        if len(data) > limit:
-            raise PayloadTooLargeError(
-                "errors.file_too_large", name=upload.filename or "", limit_mb=limit // 2**20
-            )
-        out.append((upload.filename or "upload", data))
-    return out
-
-
 def image_read(image: object) -> ImageRead:
     """An image row with its URL."""
     read = ImageRead.model_validate(image)
@@ -152,7 +139,8 @@ async def upload_images(
     defect_type_id: Annotated[int | None, Form()] = None,
 ) -> ImageUploadResult:
     """Register images (files or ZIP archives of images); refused files are listed with reasons."""
-    payload = await _read_uploads(files, max(settings.max_upload_bytes, settings.max_zip_bytes))
+    limit = max(settings.max_upload_bytes, settings.max_zip_bytes)
+    payload = [(upload.filename or "upload", await read_upload(upload, limit=limit)) for upload in files]
     outcome = await run_in_threadpool(
         service.upload_images,
         session,

@@ -10,8 +10,8 @@ from starlette.concurrency import run_in_threadpool
 
 from app.auth.dependencies import AdminDep, CurrentUserDep, get_current_user
 from app.core.dependencies import ServicesDep, SettingsDep, StorageDep
-from app.core.errors import InvalidInputError, PayloadTooLargeError
-from app.core.files import object_response
+from app.core.errors import InvalidInputError
+from app.core.files import object_response, read_upload
 from app.core.url_fetch import UrlPolicy, fetch_url
 from app.db.session import SessionDep
 from app.inspection import analyze as analyze_service
@@ -22,14 +22,6 @@ from app.inspection.schemas import InspectionEventRead, InspectionRead
 
 # Authentication runs first for every route here, before any load-or-404 dependency.
 router = APIRouter(prefix="/api/v1", tags=["inspections"], dependencies=[Depends(get_current_user)])
-
-
-async def read_upload(file: UploadFile, limit: int) -> bytes:
-    """The uploaded bytes, refusing more than `limit` without reading it all."""
-    data = await file.read(limit + 1)
-    if len(data) > limit:
-        raise PayloadTooLargeError("errors.file_too_large", name=file.filename or "", limit_mb=limit // 2**20)
-    return data
 
 
 @router.post("/inspections", status_code=201)
@@ -46,7 +38,7 @@ async def create_inspection(
     if (file is None) == (not url):
         raise InvalidInputError("errors.inspection_file_or_url")
     if file is not None:
-        data, file_name = await read_upload(file, settings.max_upload_bytes), file.filename or "upload"
+        data, file_name = await read_upload(file, limit=settings.max_upload_bytes), file.filename or "upload"
     else:
         policy = UrlPolicy(
             allowed_hosts=settings.url_fetch_hosts,
@@ -149,7 +141,7 @@ async def analyze(
     generator: Annotated[str | None, Form()] = None,
 ) -> dict[str, Any]:
     """The whole pipeline in one call: {"inspection","search","anomaly","guidance","errors"}."""
-    data = await read_upload(file, services.settings.max_upload_bytes)
+    data = await read_upload(file, limit=services.settings.max_upload_bytes)
     return await run_in_threadpool(
         analyze_service.analyze,
         session,

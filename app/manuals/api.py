@@ -11,8 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.auth.dependencies import AdminDep, CurrentUserDep, get_current_user
 from app.core.dependencies import RunnerDep, ServicesDep, SettingsDep, StorageDep
-from app.core.errors import PayloadTooLargeError
-from app.core.files import object_response
+from app.core.files import object_response, read_upload
 from app.db.session import SessionDep
 from app.db.tables import Manual
 from app.manuals import sections, service
@@ -47,9 +46,7 @@ async def upload_manual(
 ) -> ManualRead:
     """Upload a product's PDF or DOCX manual (checked before it is stored); it is parsed and indexed in
     the background, in a process with CPU, memory and time limits (status pending -> indexed / failed)."""
-    data = await file.read(settings.max_manual_bytes + 1)
-    if len(data) > settings.max_manual_bytes:
-        raise PayloadTooLargeError("errors.manual_too_large", limit_mb=settings.max_manual_bytes // 2**20)
+    data = await read_upload(file, limit=settings.max_manual_bytes, error_key="errors.manual_too_large")
     manual = await run_in_threadpool(
         service.upload_manual,
         session,
