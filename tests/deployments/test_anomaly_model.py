@@ -9,12 +9,12 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.catalog import service as catalog_service
-from app.catalog.schemas import ProductCreate
 from app.db.base import utcnow
 from app.db.tables import DeploymentJob, ModelSetting, PreprocessingSetting
 from app.deployments import anomaly_model
 from app.deployments.runner import JobContext
 from app.ml.errors import JobCancelled
+from tests.factories import make_products
 from tests.ml.synthetic_textures import make_dataset
 
 
@@ -28,20 +28,18 @@ def _product(client: TestClient, code: str, n_normal: int, n_defect: int = 0, se
     state = client.app.state  # type: ignore[attr-defined]
     normals, _defects = make_dataset(seed, n_normal, n_defect, 96, 96)
     with state.session_factory() as session:
-        product = catalog_service.create_product(
-            session, product_in=ProductCreate(code=code, name=f"{code} 제품"), actor_id=None
-        )
+        (product_id,) = make_products(session, [(code, f"{code} 제품")])
         catalog_service.upload_images(
             session,
             state.storage,
             state.settings,
-            product_id=product.id,
+            product_id=product_id,
             kind="normal",
             defect_type_id=None,
             files=[(f"n{i}.png", _png(s.image)) for i, s in enumerate(normals)],
             actor_id=None,
         )
-        return product.id
+        return product_id
 
 
 def _job(client: TestClient, product_id: int | None) -> JobContext:
@@ -188,13 +186,11 @@ def _product_with_defects(client: TestClient, code: str, n_normal: int, n_defect
     state = client.app.state  # type: ignore[attr-defined]
     normals, defects = make_dataset(3, n_normal, n_defect, 96, 160)  # wider than tall: aspect kept
     with state.session_factory() as session:
-        product = catalog_service.create_product(
-            session, product_in=ProductCreate(code=code, name=f"{code} 제품"), actor_id=None
-        )
+        (product_id,) = make_products(session, [(code, f"{code} 제품")])
         types = {
             kind: catalog_service.create_defect_type(
                 session,
-                product_id=product.id,
+                product_id=product_id,
                 defect_in=DefectTypeCreate(code=kind, name=name),
                 actor_id=None,
             ).id
@@ -205,7 +201,7 @@ def _product_with_defects(client: TestClient, code: str, n_normal: int, n_defect
             session,
             state.storage,
             state.settings,
-            product_id=product.id,
+            product_id=product_id,
             kind="normal",
             defect_type_id=None,
             files=[(f"n{i}.png", _png(s.image)) for i, s in enumerate(normals)],
@@ -216,13 +212,13 @@ def _product_with_defects(client: TestClient, code: str, n_normal: int, n_defect
                 session,
                 state.storage,
                 state.settings,
-                product_id=product.id,
+                product_id=product_id,
                 kind="defect",
                 defect_type_id=type_id,
                 files=[(f"d{i}.png", _png(s.image)) for i, s in enumerate(defects) if s.kind == kind],
                 actor_id=None,
             )
-        return product.id
+        return product_id
 
 
 def test_auto_backbone_build_records_tiling_choice_and_cross_validated_evaluation(client: TestClient) -> None:

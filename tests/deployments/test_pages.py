@@ -18,7 +18,7 @@ from app.deployments import service as deploy_service
 from app.deployments.runner import JobContext
 from app.deployments.status import ArtifactState
 from tests.conftest import ADMIN_PASSWORD, WORKER_PASSWORD
-from tests.history.factories import make_catalog
+from tests.factories import make_catalog
 
 
 def login_page(client: TestClient, username: str, password: str) -> None:

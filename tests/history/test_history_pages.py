@@ -16,7 +16,7 @@ from app.history import dashboard as dashboard_service
 from app.inspection import service as inspection_service
 from tests.conftest import ADMIN_PASSWORD, WORKER_PASSWORD, png_bytes
 from tests.deployments.test_pages import login_page, render_template
-from tests.history.factories import make_inspection
+from tests.factories import make_inspection
 from tests.history.conftest import History
 
 
