@@ -178,8 +178,8 @@ def make_inspection(
     assert user is not None
     row = inspection_service.create_inspection(
         session,
-        storage,
-        settings,
+        storage=storage,
+        settings=settings,
         data=png_bytes(color=color),
         file_name="part.png",
         product_id=product_id,
@@ -258,7 +258,7 @@ def demo_dataset(root: Path, *, defects_per_type: int, normals_per_product: int 
 
 def register_demo(session: Session, storage: ObjectStorage, settings: Settings, root: Path) -> dict[str, int]:
     """Register the demo data under `root` through the services; the product ids by code."""
-    register_dataset(session, storage, settings, root)
+    register_dataset(session, storage=storage, settings=settings, root=root)
     return {p.code: p.id for p in session.scalars(select(Product))}
 
 

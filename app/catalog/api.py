@@ -144,8 +144,8 @@ async def upload_images(
     outcome = await run_in_threadpool(
         service.upload_images,
         session,
-        storage,
-        settings,
+        storage=storage,
+        settings=settings,
         product_id=product_id,
         kind=kind,
         defect_type_id=defect_type_id,
@@ -187,7 +187,7 @@ def list_images(
 @router.get("/images/{image_id}")
 def get_image(image_id: int, session: SessionDep, _: CurrentUserDep) -> ImageRead:
     """One image's metadata."""
-    return image_read(service.get_image(session, image_id))
+    return image_read(service.get_image(session, image_id=image_id))
 
 
 @router.get("/images/{image_id}/file")
@@ -195,7 +195,7 @@ def get_image_file(
     image_id: int, session: SessionDep, storage: StorageDep, settings: SettingsDep, _: CurrentUserDep
 ) -> Response:
     """The image bytes, or a redirect to a short-lived URL."""
-    image = service.get_image(session, image_id)
+    image = service.get_image(session, image_id=image_id)
     return object_response(
         storage, settings, key=image.object_key, content_type=image.content_type, file_name=image.file_name
     )
@@ -210,7 +210,7 @@ def get_image_thumbnail(
     size: Annotated[int, Query(ge=32, le=512)] = 256,
 ) -> Response:
     """A small JPEG of the image (cacheable: pages add the checksum to the URL)."""
-    data = service.render_thumbnail(session, storage, image_id=image_id, size=size)
+    data = service.render_thumbnail(session, storage=storage, image_id=image_id, size=size)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
 
@@ -220,7 +220,7 @@ def delete_image(
 ) -> Response:
     """Delete an image from the catalog, the object store and the galleries."""
     service.delete_image(
-        session, storage, image_id=image_id, actor_id=admin.id, on_change=image_change_hook(models)
+        session, storage=storage, image_id=image_id, actor_id=admin.id, on_change=image_change_hook(models)
     )
     return Response(status_code=204)
 
@@ -228,7 +228,7 @@ def delete_image(
 @router.get("/products/{product_id}/preprocessing")
 def get_preprocessing(product_id: int, session: SessionDep, _: CurrentUserDep) -> PreprocessingRead:
     """A product's preprocessing switches."""
-    return PreprocessingRead.model_validate(service.get_preprocessing(session, product_id))
+    return PreprocessingRead.model_validate(service.get_preprocessing(session, product_id=product_id))
 
 
 @router.put("/products/{product_id}/preprocessing")
@@ -264,7 +264,7 @@ def preview_preprocessing(
 ) -> Response:
     """A PNG of one of the product's images with the given switches applied (nothing is saved)."""
     png = service.render_preprocessing_preview(
-        session, storage, product_id=product_id, image_id=image_id, options=options
+        session, storage=storage, product_id=product_id, image_id=image_id, options=options
     )
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 

@@ -132,7 +132,7 @@ def list_defect_types(
     return list(session.scalars(query))
 
 
-def get_defect_type(session: Session, defect_type_id: int) -> DefectType:
+def get_defect_type(session: Session, *, defect_type_id: int) -> DefectType:
     """A defect type or NotFoundError."""
     defect_type = session.get(DefectType, defect_type_id)
     if defect_type is None:
@@ -169,7 +169,7 @@ def update_defect_type(
     session: Session, *, defect_type_id: int, defect_in: DefectTypeUpdate, actor_id: int | None
 ) -> DefectType:
     """Rename, describe, deactivate or reactivate a defect type."""
-    defect_type = get_defect_type(session, defect_type_id)
+    defect_type = get_defect_type(session, defect_type_id=defect_type_id)
     changes = defect_in.model_dump(exclude_unset=True, exclude_none=True)
     for key, value in changes.items():
         setattr(defect_type, key, value)
@@ -187,7 +187,7 @@ def update_defect_type(
 
 def deactivate_defect_type(session: Session, *, defect_type_id: int, actor_id: int | None) -> DefectType:
     """Soft-delete a defect type (past inspections keep their labels)."""
-    defect_type = get_defect_type(session, defect_type_id)
+    defect_type = get_defect_type(session, defect_type_id=defect_type_id)
     defect_type.is_active = False
     record_audit(
         session, user_id=actor_id, action="deactivate", entity="defect_type", entity_id=defect_type.id
@@ -286,8 +286,8 @@ def _refuse_second_registration(session: Session, inspection_id: int) -> None:
 
 def add_image(
     session: Session,
-    storage: ObjectStorage,
     *,
+    storage: ObjectStorage,
     product: Product,
     defect_type: DefectType | None,
     image: CheckedImage,
@@ -359,9 +359,9 @@ def add_image(
 
 def upload_images(
     session: Session,
+    *,
     storage: ObjectStorage,
     settings: Settings,
-    *,
     product_id: int,
     kind: str,
     defect_type_id: int | None,
@@ -377,7 +377,7 @@ def upload_images(
     if kind == "defect":
         if defect_type_id is None:
             raise InvalidInputError("errors.defect_type_required")
-        defect_type = get_defect_type(session, defect_type_id)
+        defect_type = get_defect_type(session, defect_type_id=defect_type_id)
         if defect_type.product_id != product.id:
             raise InvalidInputError("errors.defect_type_other_product")
     elif kind != "normal":
@@ -395,7 +395,7 @@ def upload_images(
             outcome.created.append(
                 add_image(
                     session,
-                    storage,
+                    storage=storage,
                     product=product,
                     defect_type=defect_type,
                     image=image,
@@ -432,7 +432,7 @@ def list_images(
     return list(rows), total
 
 
-def get_image(session: Session, image_id: int) -> ReferenceImage:
+def get_image(session: Session, *, image_id: int) -> ReferenceImage:
     """An image row or NotFoundError."""
     image = session.get(ReferenceImage, image_id)
     if image is None:
@@ -442,14 +442,14 @@ def get_image(session: Session, image_id: int) -> ReferenceImage:
 
 def delete_image(
     session: Session,
-    storage: ObjectStorage,
     *,
+    storage: ObjectStorage,
     image_id: int,
     actor_id: int | None,
     on_change: ImageChangeHook | None = None,
 ) -> None:
     """Delete the row, then the object (a failed object delete leaves a logged orphan, not a dangling row)."""
-    image = get_image(session, image_id)
+    image = get_image(session, image_id=image_id)
     key = image.object_key
     session.delete(image)
     record_audit(
@@ -482,7 +482,7 @@ def count_images(session: Session) -> dict[tuple[int, str], int]:
 # --- Preprocessing and model settings ---------------------------------------------------------------
 
 
-def get_preprocessing(session: Session, product_id: int) -> PreprocessingSetting:
+def get_preprocessing(session: Session, *, product_id: int) -> PreprocessingSetting:
     """A product's preprocessing (created with defaults if missing)."""
     get_product(session, product_id)
     row = session.get(PreprocessingSetting, product_id)
@@ -522,7 +522,7 @@ def set_preprocessing(
     session: Session, *, product_id: int, settings_in: PreprocessingRead, actor_id: int | None
 ) -> PreprocessingSetting:
     """Replace a product's preprocessing switches."""
-    row = get_preprocessing(session, product_id)
+    row = get_preprocessing(session, product_id=product_id)
     for key, value in settings_in.model_dump().items():
         setattr(row, key, value)
     record_audit(
@@ -649,7 +649,7 @@ def preview_source_image(session: Session, *, product_id: int, image_id: int | N
     """The image a preview is drawn from: the one asked for (of this product) or the product's newest."""
     get_product(session, product_id)
     if image_id is not None:
-        chosen = get_image(session, image_id)
+        chosen = get_image(session, image_id=image_id)
         if chosen.product_id != product_id:
             raise InvalidInputError("errors.admin_image_other_product")
         return chosen
@@ -666,8 +666,8 @@ def preview_source_image(session: Session, *, product_id: int, image_id: int | N
 
 def render_preprocessing_preview(
     session: Session,
-    storage: ObjectStorage,
     *,
+    storage: ObjectStorage,
     product_id: int,
     image_id: int | None,
     options: PreprocessingRead,
@@ -685,9 +685,9 @@ def render_preprocessing_preview(
     return buffer.getvalue()
 
 
-def render_thumbnail(session: Session, storage: ObjectStorage, *, image_id: int, size: int) -> bytes:
+def render_thumbnail(session: Session, *, storage: ObjectStorage, image_id: int, size: int) -> bytes:
     """A small JPEG of a registered image for grids (camera photos are far too big to show 24 at once)."""
-    image = get_image(session, image_id)
+    image = get_image(session, image_id=image_id)
     with Image.open(io.BytesIO(storage.get(image.object_key))) as source:
         source.draft("RGB", (size, size))  # JPEG decoders can skip most of the work at reduced scale
         source.thumbnail((size, size))

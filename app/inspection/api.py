@@ -51,8 +51,8 @@ async def create_inspection(
     row = await run_in_threadpool(
         service.create_inspection,
         session,
-        storage,
-        settings,
+        storage=storage,
+        settings=settings,
         data=data,
         file_name=file_name,
         product_id=product_id,
@@ -72,7 +72,7 @@ def inspection_events(
     inspection_id: int, session: SessionDep, _: CurrentUserDep
 ) -> list[InspectionEventRead]:
     """The inspection's append-only history: every step run, choice, feedback and reopening, oldest first."""
-    return service.events(session, inspection_id)
+    return service.events(session, inspection_id=inspection_id)
 
 
 @router.post("/inspections/{inspection_id}/reopen")
@@ -107,7 +107,7 @@ def inspection_file(
     return object_response(
         storage,
         settings,
-        key=pictures.file_key(session, services, row, name),
+        key=pictures.file_key(session, services=services, inspection=row, name=name),
         content_type=service.file_content_type(name),
         file_name=name,
     )
@@ -122,7 +122,7 @@ def inspection_report(
     inspection_id: int, session: SessionDep, services: ServicesDep, _: CurrentUserDep
 ) -> Response:
     """The inspection as a one-page PDF report, in the reader's language (?lang= or the language cookie)."""
-    pdf = report_service.inspection_report(session, services, inspection_id=inspection_id)
+    pdf = report_service.inspection_report(session, services=services, inspection_id=inspection_id)
     return Response(
         pdf,
         media_type="application/pdf",
@@ -145,7 +145,7 @@ async def analyze(
     return await run_in_threadpool(
         analyze_service.analyze,
         session,
-        services,
+        services=services,
         data=data,
         file_name=file.filename or "upload",
         product_id=product_id,

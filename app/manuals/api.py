@@ -50,14 +50,14 @@ async def upload_manual(
     manual = await run_in_threadpool(
         service.upload_manual,
         session,
-        storage,
-        settings,
+        storage=storage,
+        settings=settings,
         product_id=product_id,
         file_name=file.filename or "manual",
         data=data,
         actor_id=admin.id,
     )
-    job_id = service.queue_indexing(session, runner, manual=manual, actor_id=admin.id)
+    job_id = service.queue_indexing(session, runner=runner, manual=manual, actor_id=admin.id)
     return _read(manual, index_job_id=job_id)
 
 
@@ -74,7 +74,7 @@ def manual_file(
     manual_id: int, session: SessionDep, storage: StorageDep, settings: SettingsDep, _: CurrentUserDep
 ) -> Response:
     """The PDF / DOCX (or a redirect to a short-lived URL)."""
-    manual = service.get_manual(session, manual_id)
+    manual = service.get_manual(session, manual_id=manual_id)
     kind = "docx" if manual.file_name.lower().endswith(".docx") else "pdf"
     return object_response(
         storage,
@@ -89,7 +89,7 @@ def manual_file(
 def manual_structure(manual_id: int, session: SessionDep, _: CurrentUserDep) -> dict[str, Any]:
     """What was understood: defect sections, the defect type each maps to, cause / action / prevention
     text with pages, and the product's defect types without a section."""
-    return sections.manual_structure(session, service.get_manual(session, manual_id))
+    return sections.manual_structure(session, manual=service.get_manual(session, manual_id=manual_id))
 
 
 @router.put("/manuals/{manual_id}/structure/sections/{section_index}")
@@ -97,7 +97,7 @@ def remap_section(
     manual_id: int, section_index: int, body: SectionMapping, session: SessionDep, admin: AdminDep
 ) -> dict[str, Any]:
     """Map a section to another defect type (or none); kept across re-indexing, used at once."""
-    manual = service.get_manual(session, manual_id)
+    manual = service.get_manual(session, manual_id=manual_id)
     return sections.remap_section(
         session,
         manual=manual,
@@ -110,7 +110,7 @@ def remap_section(
 @router.post("/manuals/{manual_id}/reindex", status_code=202)
 def reindex_manual(manual_id: int, session: SessionDep, runner: RunnerDep, admin: AdminDep) -> ManualRead:
     """Index the manual again in the background (e.g. after a failure); its status shows the progress."""
-    manual, job_id = service.reindex_manual(session, runner, manual_id=manual_id, actor_id=admin.id)
+    manual, job_id = service.reindex_manual(session, runner=runner, manual_id=manual_id, actor_id=admin.id)
     return _read(manual, index_job_id=job_id)
 
 
@@ -119,5 +119,5 @@ def delete_manual(
     manual_id: int, session: SessionDep, storage: StorageDep, services: ServicesDep, admin: AdminDep
 ) -> Response:
     """Delete a manual, its chunks, its index entries and its stored file."""
-    service.delete_manual(session, storage, services, manual_id=manual_id, actor_id=admin.id)
+    service.delete_manual(session, storage=storage, services=services, manual_id=manual_id, actor_id=admin.id)
     return Response(status_code=204)

@@ -47,8 +47,8 @@ def anomaly_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, int], int]]:
             assert worker is not None
             inspection = inspection_service.create_inspection(
                 session,
-                services.storage,
-                settings,
+                storage=services.storage,
+                settings=settings,
                 data=(root / defect.path).read_bytes(),
                 file_name="part.png",
                 product_id=None,

@@ -31,8 +31,8 @@ def _product(client: TestClient, code: str, n_normal: int, n_defect: int = 0, se
         (product_id,) = make_products(session, [(code, f"{code} 제품")])
         catalog_service.upload_images(
             session,
-            state.storage,
-            state.settings,
+            storage=state.storage,
+            settings=state.settings,
             product_id=product_id,
             kind="normal",
             defect_type_id=None,
@@ -124,8 +124,8 @@ def test_changes_after_the_build_make_the_model_stale(client: TestClient) -> Non
     with state.session_factory() as session:
         catalog_service.upload_images(
             session,
-            state.storage,
-            state.settings,
+            storage=state.storage,
+            settings=state.settings,
             product_id=pid,
             kind="normal",
             defect_type_id=None,
@@ -199,8 +199,8 @@ def _product_with_defects(client: TestClient, code: str, n_normal: int, n_defect
         session.commit()
         catalog_service.upload_images(
             session,
-            state.storage,
-            state.settings,
+            storage=state.storage,
+            settings=state.settings,
             product_id=product_id,
             kind="normal",
             defect_type_id=None,
@@ -210,8 +210,8 @@ def _product_with_defects(client: TestClient, code: str, n_normal: int, n_defect
         for kind, type_id in types.items():
             catalog_service.upload_images(
                 session,
-                state.storage,
-                state.settings,
+                storage=state.storage,
+                settings=state.settings,
                 product_id=product_id,
                 kind="defect",
                 defect_type_id=type_id,

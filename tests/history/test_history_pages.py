@@ -208,8 +208,8 @@ def test_dashboard_numbers_match_the_database(
         for index in range(3):
             catalog_service.upload_images(
                 session,
-                storage,
-                settings,
+                storage=storage,
+                settings=settings,
                 product_id=metal,
                 kind="normal",
                 defect_type_id=None,
@@ -218,8 +218,8 @@ def test_dashboard_numbers_match_the_database(
             )
         catalog_service.upload_images(
             session,
-            storage,
-            settings,
+            storage=storage,
+            settings=settings,
             product_id=metal,
             kind="defect",
             defect_type_id=history.catalog.defects["scratch"],
