@@ -13,8 +13,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from app.core.config import Settings
+from app.core.jobs import JobContext
 from app.db.tables import Artifact
-from app.deployments.runner import JobContext
 from app.inspection import service as inspection_service
 from app.main import create_app
 from tests.browser.conftest import _free_port, screenshot

@@ -16,13 +16,13 @@ from app.core.i18n import translate
 from app.core.inference import gated
 from app.core.services import Services
 from app.db.tables import Inspection, Product, ReferenceImage, User
-from app.deployments import anomaly_model
 from app.inspection import outcome as outcome_service
 from app.inspection import service as inspection_service
 from app.inspection.anomaly import pictures
 from app.inspection.anomaly.schemas import AnomalyRead, ReferenceImageRead, RegionRead
 from app.inspection.search.service import nearest_normal_images
 from app.ml import anomaly_viz
+from app.ml.anomaly_runtime import current_models, prepare
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def _reference_image(
         candidate = session.get(ReferenceImage, image_id)
         if candidate is not None and candidate.product_id == product_id and candidate.kind == "normal":
             return candidate
-    normals = anomaly_model.normal_images(session, product_id)
+    normals = catalog_service.normal_images(session, product_id=product_id)
     return normals[0] if normals else None
 
 
@@ -80,7 +80,7 @@ def check_inspection(
     outcome_service.ensure_can_change(inspection, user)
     pid = resolve_product_id(inspection, product_id)
     product = catalog_service.get_product(session, pid)
-    model = anomaly_model.current_models(services).get(pid)
+    model = current_models(services.models).get(pid)
     if model is None or model.calibration is None:
         raise ConflictError("errors.anomaly_model_missing", product=product.name, code=product.code)
     storage = services.storage
@@ -89,7 +89,7 @@ def check_inspection(
         session, services, image=photo, product_id=pid, reference_image_id=reference_image_id
     )
     options = catalog_service.preprocessing_options(session, [pid])[pid]
-    prepared = anomaly_model.prepare(photo, options)
+    prepared = prepare(photo, options)
     output = model.detect(prepared)
     calibration = model.calibration
     amap = output.anomaly_map
@@ -200,8 +200,10 @@ def page_context(
     if chosen is not None and chosen not in {p.id for p in products}:
         # 404 for a wrong id; an inactive product named by the verdict stays selectable.
         products = [*products, catalog_service.get_product(session, chosen)]
-    normals = anomaly_model.normal_images(session, chosen)[:PICKER_SIZE] if chosen is not None else []
-    has_model = chosen is not None and anomaly_model.current_models(services).get(chosen) is not None
+    normals = (
+        catalog_service.normal_images(session, product_id=chosen)[:PICKER_SIZE] if chosen is not None else []
+    )
+    has_model = chosen is not None and current_models(services.models).get(chosen) is not None
     missing = ""
     if chosen is not None and not has_model:
         product = catalog_service.get_product(session, chosen)

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from app.db.tables import Artifact, DefectType, Inspection
+from app.ml.search_runtime import SEARCH
 from tests.conftest import make_settings
 from tests.deployments.test_pages import login_page
 from tests.factories import ADMIN_PASSWORD, DemoEnv, demo_env
@@ -94,7 +95,7 @@ def test_a_registered_defect_counts_at_once_for_search_and_in_the_figures_after_
     env: DemoEnv,
 ) -> None:
     pid = env.products["metal_plate"]
-    engine = env.client.app.state.models.get("search")  # type: ignore[attr-defined]
+    engine = env.client.app.state.models.get(SEARCH)  # type: ignore[attr-defined]
     before = engine.identification[pid].count
     code, path = next((c, p) for product, c, p in _holdout(env) if product == "metal_plate")
     created = env.client.post(
@@ -112,7 +113,7 @@ def test_a_registered_defect_counts_at_once_for_search_and_in_the_figures_after_
     assert verdict["defect_type_id"] == env.types[(pid, code)]
     job = deploy(env.client, env.admin, product_id=pid, timeout=600)
     assert job["status"] == "succeeded", job
-    rebuilt = env.client.app.state.models.get("search").identification[pid]  # type: ignore[attr-defined]
+    rebuilt = env.client.app.state.models.get(SEARCH).identification[pid]  # type: ignore[attr-defined]
     assert rebuilt.report["images"] == before + 1
     saved = json.dumps(job["result"]["identification"][str(pid)])
     assert '"images": ' + str(before + 1) in saved
