@@ -31,6 +31,7 @@ from app.catalog.schemas import (
 )
 from app.core.dependencies import ModelsDep, ServicesDep, SettingsDep, StorageDep
 from app.core.files import object_response, read_upload
+from app.core.i18n import translate_reason
 from app.db.session import SessionDep
 
 # Authentication runs first for every route here, before any load-or-404 dependency.
@@ -248,7 +249,15 @@ def get_model_choices(
 ) -> dict[str, list[ModelChoiceRead]]:
     """Every model choice per settings field, with whether this server can run it and why not."""
     return {
-        field_name: [ModelChoiceRead.model_validate(c) for c in choices]
+        field_name: [
+            ModelChoiceRead(
+                name=c.name,
+                label=translate_reason(c.label),
+                is_available=c.is_available,
+                reason=translate_reason(c.reason),
+            )
+            for c in choices
+        ]
         for field_name, choices in model_choices(settings, models.device).items()
     }
 

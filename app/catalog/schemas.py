@@ -177,7 +177,7 @@ class ModelSettingsUpdate(BaseModel):
 
 
 class ModelChoiceRead(BaseModel):
-    """One model choice with whether this server can run it and why (the engine's own words)."""
+    """One model choice with whether this server can run it and why, in the reader's language."""
 
     model_config = ConfigDict(from_attributes=True)
 

@@ -20,6 +20,7 @@ from app.catalog.schemas import (
     ProductCreate,
     ProductUpdate,
 )
+from app.core import changelog
 from app.core.archives import ArchiveLimits, is_zip, iter_zip_images
 from app.core.audit import record_audit
 from app.core.config import Settings
@@ -558,6 +559,7 @@ def set_preprocessing(
         entity_id=product_id,
         detail=settings_in.model_dump(),
     )
+    changelog.record(session, changelog.PREPROCESSING_CHANGED, product_id=product_id)
     session.commit()
     return row
 
@@ -603,6 +605,7 @@ def set_model_settings(
     record_audit(
         session, user_id=actor_id, action="update", entity="model_settings", entity_id=1, detail=changes
     )
+    changelog.record(session, changelog.MODEL_SETTINGS_CHANGED, payload=dict(changes))
     session.commit()
     return row
 

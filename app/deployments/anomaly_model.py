@@ -2,8 +2,10 @@
 
 Each active product gets a PatchCore memory bank built from its registered normal images and calibrated
 on held-out normals (and its defect images, when there are some). The artifact (safetensors bank + JSON
-config/calibration, see app.ml.patchcore) lives in `<artifacts>/anomaly/product-<id>/<version>/`; an
-`Artifact` row records it with the evaluation the admin sees. The served side (the model set under
+config/calibration, see app.ml.patchcore) is one immutable version in the object storage under
+`artifacts/anomaly_model/product-<id>/<version>/` (app.core.artifact_store: checksummed, fetched into the
+local cache by every process that loads it); an `Artifact` row records its key, checksum and the evaluation
+the admin sees. The served side (the model set under
 `anomaly_runtime.ANOMALY`, preparing photos) is `app.ml.anomaly_runtime`; `defectlens evaluate anomaly`
 is `app.deployments.anomaly_evaluate`.
 """
@@ -25,8 +27,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.catalog import service as catalog_service
+from app.core import artifact_store
 from app.core.artifacts import ArtifactState, current_artifacts, record_current_artifact
-from app.core.config import Settings
 from app.core.i18n import translate
 from app.core.jobs import JobCancelled, JobContext, JobParams, JobResult
 from app.core.services import Services
@@ -38,7 +40,7 @@ from app.ml.anomaly_eval import read_mask
 from app.ml.anomaly_report import honest_evaluation
 from app.ml.anomaly_runtime import ANOMALY, AnomalyModels, current_models, load_prepared
 from app.ml.anomaly_select import BackboneChoice, product_config, select_backbone
-from app.ml.errors import ModelNotAvailableError
+from app.ml.errors import ArtifactError, ModelNotAvailableError
 from app.ml.patchcore import (
     AUTO_BACKBONE,
     BACKBONES,
@@ -88,26 +90,68 @@ def normals_fingerprint(rows: Sequence[ReferenceImage]) -> str:
     return digest.hexdigest()
 
 
-def artifact_dir(settings: Settings, artifact: Artifact) -> Path:
-    """Folder of an artifact row's files."""
-    return settings.artifacts_path / artifact.path
+def artifact_dir(services: Services, artifact: Artifact) -> Path:
+    """Local folder of an artifact row's files: the stored version fetched into the cache (checksums
+    verified), or for a row written before versions were stored, its folder under the artifacts path.
+
+    Raises:
+        ArtifactError: The stored version is missing or does not match its checksum.
+    """
+    if artifact_store.is_stored(artifact.path, artifact.checksum):
+        return artifact_store.fetch(services.storage, services.settings, artifact.path, artifact.checksum)
+    return services.settings.artifacts_path / artifact.path
+
+
+def scope_of(product_id: int) -> str:
+    """The storage scope of a product's memory banks."""
+    return f"product-{product_id}"
 
 
 def load(services: Services) -> None:
-    """Load the built artifacts into services.models at startup (no embedding or training work)."""
+    """Load the current versions into services.models (no training); at start and when one changes.
+
+    A model whose version is already loaded is kept as it is; the others are fetched from the object
+    storage into the local cache (checksums verified) and loaded.
+    """
     with services.session_factory() as session:
         active = {p.id for p in catalog_service.list_products(session)}
-        folders = {
-            pid: artifact_dir(services.settings, a)
-            for pid, a in current_artifacts(session, KIND).items()
-            if pid in active
-        }
-    models, errors = AnomalyModels.load(
+        rows = [a for pid, a in current_artifacts(session, KIND).items() if pid in active]
+        session.expunge_all()
+    loaded = current_models(services.models)
+    kept: dict[int, PatchCore] = {}
+    checksums: dict[int, str] = {}
+    folders: dict[int, Path] = {}
+    errors: list[str] = []
+    for row in rows:
+        product_id = int(row.product_id or 0)
+        model = loaded.get(product_id)
+        if model is not None and row.checksum and loaded.checksums.get(product_id) == row.checksum:
+            kept[product_id], checksums[product_id] = model, row.checksum  # same version: no reload
+            continue
+        try:
+            folders[product_id] = artifact_dir(services, row)
+            checksums[product_id] = row.checksum
+        except ArtifactError as exc:
+            logger.warning("anomaly model of product %s not loaded: %s", product_id, exc)
+            errors.append(f"product {product_id}: {exc}")
+            continue
+        if artifact_store.is_stored(row.path, row.checksum):
+            artifact_store.prune_cache(services.settings, KIND, scope_of(product_id), {row.version})
+    fresh, load_errors = AnomalyModels.load(
         folders, models_dir=services.settings.models_path, device=services.models.device
     )
-    services.models.swap(ANOMALY, models)
-    if errors:
-        services.models.set_error(ANOMALY, "; ".join(errors))
+    models = {pid: m for pid in fresh.product_ids if (m := fresh.get(pid)) is not None}
+    with _SWAP_LOCK:
+        services.models.swap(
+            ANOMALY,
+            AnomalyModels(
+                {**kept, **models},
+                {**loaded.extractors, **fresh.extractors},
+                {pid: c for pid, c in checksums.items() if pid in kept or pid in models},
+            ),
+        )
+    if errors or load_errors:
+        services.models.set_error(ANOMALY, "; ".join([*errors, *load_errors]))
 
 
 @dataclass
@@ -118,6 +162,8 @@ class BuildOutcome:
     artifact_id: int
     version: str
     meta: dict[str, Any]
+    checksum: str = ""
+    replaced: tuple[str, ...] = ()
 
 
 def train_config(backbone: str, params: JobParams) -> PatchCoreConfig:
@@ -241,9 +287,15 @@ def build_product(
     # The search validated on these same held-out images: their AUROC is then the best of several.
     evaluation["backbone_selected_here"] = choice is not None and choice.reason == "validation_auroc"
     version = utcnow().strftime("%Y%m%dT%H%M%S") + (f"-j{job_id}" if job_id is not None else "")
-    relative = f"{ARTIFACT_FOLDER}/product-{product_id}/{version}"
-    target = settings.artifacts_path / relative
+    key = artifact_store.version_key(KIND, scope_of(product_id), version)
+    target = artifact_store.local_dir(settings, key)
+    shutil.rmtree(target, ignore_errors=True)  # a retried job (same version name) starts clean
     result.model.save(target)
+    try:
+        published = artifact_store.publish(services.storage, target, key)
+    except Exception:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
     meta: dict[str, Any] = {
         "calibration": result.calibration.to_dict(),
         "evaluation": evaluation,
@@ -260,12 +312,16 @@ def build_product(
     }
     try:
         with services.session_factory() as session:
+            replaced = [
+                a.version for a in current_artifacts(session, KIND).values() if a.product_id == product_id
+            ]
             artifact = record_current_artifact(
                 session,
                 kind=KIND,
                 product_id=product_id,
                 version=version,
-                path=relative,
+                path=key,
+                checksum=published.checksum,
                 meta=meta,
                 job_id=job_id,
             )
@@ -276,21 +332,29 @@ def build_product(
         shutil.rmtree(target, ignore_errors=True)
         raise
     report(1.0, f"{code}: done")
-    return BuildOutcome(product_id, artifact_id, version, meta), result.model
+    outcome = BuildOutcome(
+        product_id, artifact_id, version, meta, checksum=published.checksum, replaced=tuple(replaced)
+    )
+    return outcome, result.model
 
 
-def _remove_old_versions(settings: Settings, product_id: int, keep: str) -> None:
-    # Requests in flight hold the old model in memory, so its files can go once the new one is live.
-    folder = settings.artifacts_path / ARTIFACT_FOLDER / f"product-{product_id}"
-    for path in folder.iterdir() if folder.is_dir() else []:
-        if path.is_dir() and path.name != keep:
-            shutil.rmtree(path, ignore_errors=True)
+def _remove_old_versions(services: Services, outcome: BuildOutcome) -> None:
+    """Delete the product's versions older than the one just replaced (storage and cache).
+
+    Requests in flight hold the old model in memory; the version just replaced stays a while longer for
+    servers that are still fetching it. Folders of the layout before versions were stored go too.
+    """
+    keep = {outcome.version, *outcome.replaced}
+    artifact_store.prune(services.storage, services.settings, KIND, scope_of(outcome.product_id), keep)
+    legacy = services.settings.artifacts_path / ARTIFACT_FOLDER / f"product-{outcome.product_id}"
+    shutil.rmtree(legacy, ignore_errors=True)
 
 
-def install(services: Services, product_id: int, model: PatchCore) -> None:
+def install(services: Services, product_id: int, model: PatchCore, checksum: str = "") -> None:
     """Swap a new model set with `model` for `product_id` into the registry."""
     with _SWAP_LOCK:
-        services.models.swap(ANOMALY, current_models(services.models).with_model(product_id, model))
+        current = current_models(services.models)
+        services.models.swap(ANOMALY, current.with_model(product_id, model, checksum))
 
 
 def _scaled_progress(ctx: JobContext, lo: float, hi: float) -> Callable[[float, str], None]:
@@ -341,8 +405,8 @@ def run(ctx: JobContext) -> JobResult | None:
             ctx.log(f"{code}: failed: {exc}")
             continue
         extractor = extractors.get(config.backbone)
-        install(services, product_id, model)
-        _remove_old_versions(services.settings, product_id, outcome.version)
+        install(services, product_id, model, outcome.checksum)
+        _remove_old_versions(services, outcome)
         evaluation = outcome.meta["evaluation"]
         ctx.log(
             f"{code}: bank {outcome.meta['bank_size']} patches, threshold "

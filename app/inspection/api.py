@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import Response
@@ -18,7 +18,7 @@ from app.inspection import analyze as analyze_service
 from app.inspection import report as report_service
 from app.inspection import service
 from app.inspection.anomaly import pictures
-from app.inspection.schemas import InspectionEventRead, InspectionRead
+from app.inspection.schemas import AnalyzeRead, InspectionEventRead, InspectionRead
 
 # Authentication runs first for every route here, before any load-or-404 dependency.
 router = APIRouter(prefix="/api/v1", tags=["inspections"], dependencies=[Depends(get_current_user)])
@@ -139,7 +139,7 @@ async def analyze(
     product_id: Annotated[int | None, Form()] = None,
     top_k: Annotated[int, Form(ge=1, le=20)] = 5,
     generator: Annotated[str | None, Form()] = None,
-) -> dict[str, Any]:
+) -> AnalyzeRead:
     """The whole pipeline in one call: {"inspection","search","anomaly","guidance","errors"}."""
     data = await read_upload(file, limit=services.settings.max_upload_bytes)
     return await run_in_threadpool(

@@ -35,10 +35,15 @@ class AnomalyModels:
     """
 
     def __init__(
-        self, models: Mapping[int, PatchCore], extractors: Mapping[str, FeatureExtractor] | None = None
+        self,
+        models: Mapping[int, PatchCore],
+        extractors: Mapping[str, FeatureExtractor] | None = None,
+        checksums: Mapping[int, str] | None = None,
     ) -> None:
         self._models = dict(models)
         self.extractors = dict(extractors or {})
+        # product id -> checksum of the stored version loaded (a reload keeps models whose version stayed)
+        self.checksums = dict(checksums or {})
 
     @classmethod
     def load(
@@ -83,10 +88,11 @@ class AnomalyModels:
         """Products with a loaded model."""
         return sorted(self._models)
 
-    def with_model(self, product_id: int, model: PatchCore) -> AnomalyModels:
+    def with_model(self, product_id: int, model: PatchCore, checksum: str = "") -> AnomalyModels:
         """A new set with `model` for `product_id` (this one is left as it is)."""
         extractors = {**self.extractors, model.extractor.backbone: model.extractor}
-        return AnomalyModels({**self._models, product_id: model}, extractors)
+        checksums = {**self.checksums, product_id: checksum}
+        return AnomalyModels({**self._models, product_id: model}, extractors, checksums)
 
     def describe(self) -> str:
         """Short status for /readyz."""
