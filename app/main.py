@@ -67,7 +67,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load models once, create the first admin, start the job runner; stop it on shutdown."""
     settings: Settings = app.state.settings
     with app.state.session_factory() as session:
-        auth_service.ensure_admin_from_settings(session, settings)
+        auth_service.ensure_admin_from_settings(session, settings=settings)
     prepare_directories(settings)
     if settings.load_models:
         load_artifacts(app.state.services)

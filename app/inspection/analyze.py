@@ -27,8 +27,8 @@ def _problem(exc: DomainError) -> StepProblem:
 
 def analyze(
     session: Session,
-    services: Services,
     *,
+    services: Services,
     data: bytes,
     file_name: str,
     product_id: int | None,
@@ -46,8 +46,8 @@ def analyze(
         services.inference.admit("analyze")  # a full queue refuses before anything is stored
     inspection = inspection_service.create_inspection(
         session,
-        services.storage,
-        services.settings,
+        storage=services.storage,
+        settings=services.settings,
         data=data,
         file_name=file_name,
         product_id=product_id,
@@ -72,7 +72,7 @@ def analyze(
     try:
         anomaly = anomaly_service.check_inspection(
             session,
-            services,
+            services=services,
             inspection_id=inspection.id,
             product_id=product_id,
             reference_image_id=None,

@@ -24,9 +24,9 @@ _CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "json": "application/
 
 def create_inspection(
     session: Session,
+    *,
     storage: ObjectStorage,
     settings: Settings,
-    *,
     data: bytes,
     file_name: str,
     product_id: int | None,
@@ -70,7 +70,7 @@ def get_inspection(session: Session, inspection_id: int) -> Inspection:
     return row
 
 
-def events(session: Session, inspection_id: int) -> list[InspectionEventRead]:
+def events(session: Session, *, inspection_id: int) -> list[InspectionEventRead]:
     """The inspection's history, oldest first (404 for a wrong id)."""
     get_inspection(session, inspection_id)
     return [
@@ -80,7 +80,7 @@ def events(session: Session, inspection_id: int) -> list[InspectionEventRead]:
             user=(e.user.display_name or e.user.username) if e.user else None,
             data=e.data or {},
         )
-        for e in outcome_service.list_events(session, inspection_id)
+        for e in outcome_service.list_events(session, inspection_id=inspection_id)
     ]
 
 

@@ -530,7 +530,7 @@ def rebuild_product(
     return {"manuals": len(manuals) - len(failed), "failed": len(failed), "chunks": len(index)}
 
 
-def delete_manual(session: Session, services: Services, *, manual: Manual) -> None:
+def delete_manual(session: Session, *, services: Services, manual: Manual) -> None:
     """Delete the manual's row and chunk rows and drop its index entries; commits (pending changes too).
 
     The saved index is rewritten before the commit and the registry swapped after it, so a failure

@@ -50,7 +50,7 @@ def _reference_image(
     reference_image_id: int | None,
 ) -> ReferenceImage | None:
     if reference_image_id is not None:
-        row = catalog_service.get_image(session, reference_image_id)  # 404 for a wrong id
+        row = catalog_service.get_image(session, image_id=reference_image_id)  # 404 for a wrong id
         if row.product_id != product_id or row.kind != "normal":
             raise ValidationFailedError("errors.anomaly_reference_not_normal", id=reference_image_id)
         return row
@@ -67,8 +67,8 @@ def _reference_image(
 @gated("anomaly", lambda session, services, **kwargs: services)
 def check_inspection(
     session: Session,
-    services: Services,
     *,
+    services: Services,
     inspection_id: int,
     product_id: int | None,
     reference_image_id: int | None,
@@ -189,7 +189,7 @@ class AnomalyPage:
 
 
 def page_context(
-    session: Session, services: Services, *, inspection_id: int, product_id: int | None, user: User
+    session: Session, *, services: Services, inspection_id: int, product_id: int | None, user: User
 ) -> AnomalyPage:
     """The inspection, the product to check against (query, stored result, verdict, upload), its normals."""
     inspection = inspection_service.get_inspection(session, inspection_id)
