@@ -149,7 +149,7 @@ def _product_edit_page(
 @router.get("/products/{product_id}/edit")
 def product_edit_page(product_id: int, request: Request, session: SessionDep, _: AdminDep) -> Response:
     """Edit a product's name and description (the code is fixed: file names and galleries use it)."""
-    return _product_edit_page(request, service.get_product(session, product_id))
+    return _product_edit_page(request, service.get_product(session, product_id=product_id))
 
 
 @router.post("/products/{product_id}")
@@ -162,7 +162,7 @@ def product_edit_submit(
     description: Annotated[str, Form()] = "",
 ) -> Response:
     """Save a product's name and description."""
-    product = service.get_product(session, product_id)
+    product = service.get_product(session, product_id=product_id)
     form = {"name": name, "description": description}
     try:
         product_in = ProductUpdate(name=name.strip(), description=description.strip())
