@@ -73,7 +73,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     limiter = anyio.to_thread.current_default_thread_limiter()
     limiter.total_tokens = max(limiter.total_tokens, gates.thread_pool_size())
     with app.state.session_factory() as session:
-        auth_service.ensure_admin_from_settings(session, settings)
+        auth_service.ensure_admin_from_settings(session, settings=settings)
     prepare_directories(settings)
     if settings.load_models:
         load_artifacts(app.state.services)

@@ -51,7 +51,7 @@ def _reference_image(
     reference_image_id: int | None,
 ) -> ReferenceImage | None:
     if reference_image_id is not None:
-        row = catalog_service.get_image(session, reference_image_id)  # 404 for a wrong id
+        row = catalog_service.get_image(session, image_id=reference_image_id)  # 404 for a wrong id
         if row.product_id != product_id or row.kind != "normal":
             raise ValidationFailedError("errors.anomaly_reference_not_normal", id=reference_image_id)
         return row
@@ -68,8 +68,8 @@ def _reference_image(
 @gated("anomaly", lambda session, services, **kwargs: services)
 def check_inspection(
     session: Session,
-    services: Services,
     *,
+    services: Services,
     inspection_id: int,
     product_id: int | None,
     reference_image_id: int | None,
@@ -77,10 +77,10 @@ def check_inspection(
 ) -> AnomalyRead:
     """Score the photo and store the result with its anomaly map (pictures are drawn when viewed); commits."""
     started = time.perf_counter()
-    inspection = inspection_service.get_inspection(session, inspection_id)
+    inspection = inspection_service.get_inspection(session, inspection_id=inspection_id)
     outcome_service.ensure_can_change(inspection, user)
     pid = resolve_product_id(inspection, product_id)
-    product = catalog_service.get_product(session, pid)
+    product = catalog_service.get_product(session, product_id=pid)
     model = current_models(services.models).get(pid)
     if model is None or model.calibration is None:
         raise ConflictError("errors.anomaly_model_missing", product=product.name, code=product.code)
@@ -94,7 +94,7 @@ def check_inspection(
         product_id=pid,
         reference_image_id=reference_image_id,
     )
-    options = catalog_service.preprocessing_options(session, [pid])[pid]
+    options = catalog_service.preprocessing_options(session, product_ids=[pid])[pid]
     prepared = prepare(photo, options)
     output = batching(services).detect(model, prepared)
     calibration = model.calibration
@@ -156,7 +156,7 @@ def check_inspection(
     outcome_service.refresh_outcome(inspection)
     outcome_service.record_event(
         session,
-        inspection,
+        inspection=inspection,
         kind="anomaly",
         user_id=user.id,
         data={
@@ -195,24 +195,24 @@ class AnomalyPage:
 
 
 def page_context(
-    session: Session, services: Services, *, inspection_id: int, product_id: int | None, user: User
+    session: Session, *, services: Services, inspection_id: int, product_id: int | None, user: User
 ) -> AnomalyPage:
     """The inspection, the product to check against (query, stored result, verdict, upload), its normals."""
-    inspection = inspection_service.get_inspection(session, inspection_id)
+    inspection = inspection_service.get_inspection(session, inspection_id=inspection_id)
     products = catalog_service.list_products(session)
     stored = inspection.anomaly_result
     stored_product = stored.get("product_id") if stored else None
     chosen = product_id or stored_product or inspection.verdict_product_id or inspection.product_id
     if chosen is not None and chosen not in {p.id for p in products}:
         # 404 for a wrong id; an inactive product named by the verdict stays selectable.
-        products = [*products, catalog_service.get_product(session, chosen)]
+        products = [*products, catalog_service.get_product(session, product_id=chosen)]
     normals = (
         catalog_service.normal_images(session, product_id=chosen)[:PICKER_SIZE] if chosen is not None else []
     )
     has_model = chosen is not None and current_models(services.models).get(chosen) is not None
     missing = ""
     if chosen is not None and not has_model:
-        product = catalog_service.get_product(session, chosen)
+        product = catalog_service.get_product(session, product_id=chosen)
         missing = translate("errors.anomaly_model_missing", product=product.name, code=product.code)
     return AnomalyPage(
         inspection=inspection,
