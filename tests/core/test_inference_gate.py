@@ -10,11 +10,14 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 from PIL import Image
 
 from app.cli import run_migrations
 from app.core.config import Settings
+from app.core.errors import ServiceUnavailableError
 from app.core.images import open_rgb
+from app.core.inference import InferenceGates
 from tests.conftest import WORKER_PASSWORD, make_settings, png_bytes
 from tests.live import live_app
 
@@ -94,7 +97,7 @@ def test_beyond_capacity_callers_get_503_with_retry_after(tmp_path: Path) -> Non
         holding = threading.Event()
 
         def hold() -> None:
-            with gate.slot("test"):
+            with gate.slot("search"):
                 holding.set()
                 release.wait(20)
 
@@ -151,7 +154,7 @@ def test_queued_steps_hold_no_database_connection(tmp_path: Path) -> None:
         holding = threading.Event()
 
         def hold() -> None:
-            with gate.slot("test"):
+            with gate.slot("search"):
                 holding.set()
                 release.wait(30)
 
@@ -184,3 +187,27 @@ def test_queued_steps_hold_no_database_connection(tmp_path: Path) -> None:
         assert 500 not in answers
         assert 503 not in answers
         assert len(answers) == 20
+
+
+def test_each_step_has_its_own_gate_so_a_search_never_waits_behind_anomaly_checks(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path,
+        inference_concurrency=1,
+        inference_anomaly_concurrency=2,
+        inference_queue_size=0,
+        inference_queue_wait_s=5,
+    )
+    gates = InferenceGates.from_settings(settings)
+    assert (gates.gate("search").concurrency, gates.gate("anomaly").concurrency) == (1, 2)
+    # Every running and waiting place has a server thread, plus room for uploads and pages.
+    assert gates.thread_pool_size() == 3 + 40
+    with gates.slot("anomaly"), gates.slot("anomaly"):
+        # Both anomaly places taken: the next anomaly check is refused at once, /analyze too...
+        with pytest.raises(ServiceUnavailableError), gates.slot("anomaly"):
+            pass
+        with pytest.raises(ServiceUnavailableError):
+            gates.admit("analyze")
+        # ...while a search runs at once (before: one shared gate, it queued behind the checks).
+        gates.admit("search")
+        with gates.slot("search"):
+            pass
