@@ -149,7 +149,7 @@ def _product_edit_page(
 @router.get("/products/{product_id}/edit")
 def product_edit_page(product_id: int, request: Request, session: SessionDep, _: AdminDep) -> Response:
     """Edit a product's name and description (the code is fixed: file names and galleries use it)."""
-    return _product_edit_page(request, service.get_product(session, product_id))
+    return _product_edit_page(request, service.get_product(session, product_id=product_id))
 
 
 @router.post("/products/{product_id}")
@@ -162,7 +162,7 @@ def product_edit_submit(
     description: Annotated[str, Form()] = "",
 ) -> Response:
     """Save a product's name and description."""
-    product = service.get_product(session, product_id)
+    product = service.get_product(session, product_id=product_id)
     form = {"name": name, "description": description}
     try:
         product_in = ProductUpdate(name=name.strip(), description=description.strip())
@@ -284,7 +284,7 @@ def defect_type_edit_page(
     defect_type_id: int, request: Request, session: SessionDep, _: AdminDep
 ) -> Response:
     """Edit a defect type's display name and description (the code is fixed)."""
-    return _defect_type_edit_page(request, service.get_defect_type(session, defect_type_id))
+    return _defect_type_edit_page(request, service.get_defect_type(session, defect_type_id=defect_type_id))
 
 
 @router.post("/defect-types/{defect_type_id}")
@@ -297,7 +297,7 @@ def defect_type_edit_submit(
     description: Annotated[str, Form()] = "",
 ) -> Response:
     """Save a defect type's display name and description."""
-    defect_type = service.get_defect_type(session, defect_type_id)
+    defect_type = service.get_defect_type(session, defect_type_id=defect_type_id)
     form = {"name": name, "description": description}
     try:
         defect_in = DefectTypeUpdate(name=name.strip(), description=description.strip())
@@ -411,7 +411,7 @@ def delete_image_submit(
 ) -> Response:
     """Delete an image (row, stored object and gallery entry) and go back to the grid."""
     service.delete_image(
-        session, storage, image_id=image_id, actor_id=admin.id, on_change=image_change_hook(services)
+        session, storage=storage, image_id=image_id, actor_id=admin.id, on_change=image_change_hook(services)
     )
     target = urlsplit(safe_next(next, "/admin/images/normal"))
     return redirect(target.path, "deleted", **dict(parse_qsl(target.query)))

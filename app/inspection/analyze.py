@@ -27,8 +27,8 @@ def _problem(exc: DomainError) -> StepProblem:
 
 def analyze(
     session: Session,
-    services: Services,
     *,
+    services: Services,
     data: bytes,
     file_name: str,
     product_id: int | None,
@@ -46,8 +46,8 @@ def analyze(
         services.inference.admit("analyze")  # a full queue refuses before anything is stored
     inspection = inspection_service.create_inspection(
         session,
-        services.storage,
-        services.settings,
+        storage=services.storage,
+        settings=services.settings,
         data=data,
         file_name=file_name,
         product_id=product_id,
@@ -72,7 +72,7 @@ def analyze(
     try:
         anomaly = anomaly_service.check_inspection(
             session,
-            services,
+            services=services,
             inspection_id=inspection.id,
             product_id=product_id,
             reference_image_id=None,
@@ -93,7 +93,7 @@ def analyze(
         session.rollback()
         errors["guidance"] = _problem(exc)
     session.expire_all()
-    finished = inspection_service.get_inspection(session, inspection.id)
+    finished = inspection_service.get_inspection(session, inspection_id=inspection.id)
     if integrations_service.enqueue_event(session, inspection=finished, event="inspection.analyzed"):
         session.commit()
     return AnalyzeRead(

@@ -410,8 +410,8 @@ def _mark_failed(session: Session, manual_id: int, error: str) -> None:
 
 def index_manual(
     session: Session,
-    services: Services,
     *,
+    services: Services,
     manual_id: int,
     job_id: int | None = None,
     progress: Progress | None = None,
@@ -476,8 +476,8 @@ def index_manual(
 
 def rebuild_product(
     session: Session,
-    services: Services,
     *,
+    services: Services,
     product_id: int,
     job_id: int | None = None,
     progress: Progress | None = None,
@@ -530,7 +530,7 @@ def rebuild_product(
     return {"manuals": len(manuals) - len(failed), "failed": len(failed), "chunks": len(index)}
 
 
-def delete_manual(session: Session, services: Services, *, manual: Manual) -> None:
+def delete_manual(session: Session, *, services: Services, manual: Manual) -> None:
     """Delete the manual's row and chunk rows and drop its index entries; commits (pending changes too).
 
     The saved index is rewritten before the commit and the registry swapped after it, so a failure

@@ -11,7 +11,6 @@ from PIL import Image
 
 from app.catalog import service as catalog_service
 from app.catalog.model_choices import available_choices
-from app.catalog.schemas import ProductCreate
 from app.core.jobs import JobContext
 from app.core.services import Services
 from app.db.base import utcnow
@@ -21,6 +20,7 @@ from app.ml.anomaly_runtime import ANOMALY, current_models
 from app.ml.errors import JobCancelled
 from app.ml.registry import ModelRegistry
 from tests.conftest import make_settings
+from tests.factories import make_products
 from tests.ml.synthetic_textures import make_dataset
 
 
@@ -34,20 +34,18 @@ def _product(client: TestClient, code: str, n_normal: int, n_defect: int = 0, se
     state = client.app.state  # type: ignore[attr-defined]
     normals, _defects = make_dataset(seed, n_normal, n_defect, 96, 96)
     with state.session_factory() as session:
-        product = catalog_service.create_product(
-            session, product_in=ProductCreate(code=code, name=f"{code} 제품"), actor_id=None
-        )
+        (product_id,) = make_products(session, [(code, f"{code} 제품")])
         catalog_service.upload_images(
             session,
-            state.storage,
-            state.settings,
-            product_id=product.id,
+            storage=state.storage,
+            settings=state.settings,
+            product_id=product_id,
             kind="normal",
             defect_type_id=None,
             files=[(f"n{i}.png", _png(s.image)) for i, s in enumerate(normals)],
             actor_id=None,
         )
-        return product.id
+        return product_id
 
 
 def _job(client: TestClient, product_id: int | None) -> JobContext:
@@ -132,8 +130,8 @@ def test_changes_after_the_build_make_the_model_stale(client: TestClient) -> Non
     with state.session_factory() as session:
         catalog_service.upload_images(
             session,
-            state.storage,
-            state.settings,
+            storage=state.storage,
+            settings=state.settings,
             product_id=pid,
             kind="normal",
             defect_type_id=None,
@@ -194,13 +192,11 @@ def _product_with_defects(client: TestClient, code: str, n_normal: int, n_defect
     state = client.app.state  # type: ignore[attr-defined]
     normals, defects = make_dataset(3, n_normal, n_defect, 96, 160)  # wider than tall: aspect kept
     with state.session_factory() as session:
-        product = catalog_service.create_product(
-            session, product_in=ProductCreate(code=code, name=f"{code} 제품"), actor_id=None
-        )
+        (product_id,) = make_products(session, [(code, f"{code} 제품")])
         types = {
             kind: catalog_service.create_defect_type(
                 session,
-                product_id=product.id,
+                product_id=product_id,
                 defect_in=DefectTypeCreate(code=kind, name=name),
                 actor_id=None,
             ).id
@@ -209,9 +205,9 @@ def _product_with_defects(client: TestClient, code: str, n_normal: int, n_defect
         session.commit()
         catalog_service.upload_images(
             session,
-            state.storage,
-            state.settings,
-            product_id=product.id,
+            storage=state.storage,
+            settings=state.settings,
+            product_id=product_id,
             kind="normal",
             defect_type_id=None,
             files=[(f"n{i}.png", _png(s.image)) for i, s in enumerate(normals)],
@@ -220,15 +216,15 @@ def _product_with_defects(client: TestClient, code: str, n_normal: int, n_defect
         for kind, type_id in types.items():
             catalog_service.upload_images(
                 session,
-                state.storage,
-                state.settings,
-                product_id=product.id,
+                storage=state.storage,
+                settings=state.settings,
+                product_id=product_id,
                 kind="defect",
                 defect_type_id=type_id,
                 files=[(f"d{i}.png", _png(s.image)) for i, s in enumerate(defects) if s.kind == kind],
                 actor_id=None,
             )
-        return product.id
+        return product_id
 
 
 def test_auto_backbone_build_records_tiling_choice_and_cross_validated_evaluation(client: TestClient) -> None:

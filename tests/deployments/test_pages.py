@@ -18,7 +18,7 @@ from app.core.templating import templates
 from app.db.tables import Artifact, DeploymentJob
 from app.deployments import service as deploy_service
 from tests.conftest import ADMIN_PASSWORD, WORKER_PASSWORD
-from tests.history.factories import make_catalog
+from tests.factories import make_catalog
 
 
 def login_page(client: TestClient, username: str, password: str) -> None:

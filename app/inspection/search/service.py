@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -31,6 +31,7 @@ from app.inspection.search.schemas import (
     VerdictRead,
 )
 from app.ml.anomaly_runtime import current_models, prepare
+from app.ml.batching import UNBATCHED, ModelBatching
 from app.ml.gallery import GalleryHit
 from app.ml.identification import REGION, WHOLE, Identified, describe_region, model_fingerprint
 from app.ml.preprocessing import PreprocessingOptions
@@ -46,7 +47,7 @@ def _engine(services: Services) -> SearchEngine | None:
 
 
 def settings_mismatch(
-    session: Session, engine: SearchEngine, product_ids: Sequence[int] | None = None
+    session: Session, *, engine: SearchEngine, product_ids: Sequence[int] | None = None
 ) -> bool:
     """True when the live index was built with another embedder or other preprocessing than configured.
 
@@ -58,7 +59,7 @@ def settings_mismatch(
     if gallery is None:
         return False
     scope = list(product_ids) if product_ids is not None else sorted(gallery.count_by_product())
-    current = catalog_service.preprocessing_options(session, scope)
+    current = catalog_service.preprocessing_options(session, product_ids=scope)
     return any(gallery.preprocessing_keys.get(pid, current[pid].key()) != current[pid].key() for pid in scope)
 
 
@@ -75,14 +76,14 @@ def image_url(image_id: int) -> str:
     return f"/api/v1/images/{image_id}/file"
 
 
-def gallery_status(session: Session, services: Services) -> GalleryStatus:
+def gallery_status(session: Session, *, services: Services) -> GalleryStatus:
     """Embedder, image counts and overall state of the search index (upload page)."""
     engine = _engine(services)
     if engine is None:
         return GalleryStatus(embedder=None, defect_images=0, normal_images=0, built_at=None, state="missing")
     defect, normal = engine.gallery("defect"), engine.gallery("normal")
     if engine.is_built:
-        state = "stale" if settings_mismatch(session, engine) else "current"
+        state = "stale" if settings_mismatch(session, engine=engine) else "current"
     else:
         state = "stale" if engine.note else "missing"
     return GalleryStatus(
@@ -92,6 +93,11 @@ def gallery_status(session: Session, services: Services) -> GalleryStatus:
         built_at=engine.built_at,
         state=state,
     )
+
+
+def batching(services: Services) -> ModelBatching:
+    """The app's micro-batching of model calls (each call alone where the services have none)."""
+    return services.batching or UNBATCHED
 
 
 def _built_engine(services: Services) -> SearchEngine:
@@ -104,7 +110,7 @@ def _built_engine(services: Services) -> SearchEngine:
 def _query_hits(
     session: Session,
     engine: SearchEngine,
-    image: Image.Image,
+    embed: Callable[[PreprocessingOptions], np.ndarray],
     *,
     k: int,
     product_id: int | None,
@@ -112,7 +118,8 @@ def _query_hits(
 ) -> list[GalleryHit]:
     """Nearest defect images; products with different preprocessing get their own query embedding.
 
-    `vectors`, when given, receives the query embedding used for each product searched.
+    `embed` gives the query photo's vector with given preprocessing; `vectors`, when given, receives the
+    query embedding used for each product searched.
     """
     out = vectors if vectors is not None else {}
     gallery = engine.gallery("defect")
@@ -126,19 +133,19 @@ def _query_hits(
         product_ids = [pid for pid in in_gallery if pid in active]
         if not product_ids:
             raise ConflictError("errors.search_no_defect_images")
-    current = catalog_service.preprocessing_options(session, product_ids)
+    current = catalog_service.preprocessing_options(session, product_ids=product_ids)
     groups: dict[str, tuple[PreprocessingOptions, list[int]]] = {}
     for pid in product_ids:
         options = engine.options_for("defect", pid, current[pid])
         groups.setdefault(options.key(), (options, []))[1].append(pid)
     if product_id is None and len(groups) == 1 and len(product_ids) == len(in_gallery):
         options = next(iter(groups.values()))[0]
-        vector = engine.embed([image], [options])[0]
+        vector = embed(options)
         out.update(dict.fromkeys(product_ids, vector))
         return engine.search("defect", vector, k)
     hits: list[GalleryHit] = []
     for options, pids in groups.values():
-        vector = engine.embed([image], [options])[0]
+        vector = embed(options)
         for pid in pids:
             out[pid] = vector
             hits.extend(engine.search("defect", vector, k, pid))
@@ -180,7 +187,7 @@ def _identify(
     model = current_models(services.models).calibrated(product_id)
     if model is None or found.method_for(model_fingerprint(model)) != REGION:
         return found.identify(vectors[product_id])
-    options = catalog_service.preprocessing_options(session, [product_id])[product_id]
+    options = catalog_service.preprocessing_options(session, product_ids=[product_id])[product_id]
     region = describe_region(model, prepare(image, options))
     return found.identify(vectors[product_id], region, fingerprint=model_fingerprint(model))
 
@@ -222,7 +229,7 @@ def search_inspection(
 ) -> SearchRead:
     """Search the defect gallery for the inspection's photo, decide the verdict and store both; commits."""
     started = time.perf_counter()
-    inspection = inspection_service.get_inspection(session, inspection_id)
+    inspection = inspection_service.get_inspection(session, inspection_id=inspection_id)
     outcome_service.ensure_can_change(inspection, user)
     engine = _built_engine(services)
     gallery = engine.gallery("defect")
@@ -231,14 +238,22 @@ def search_inspection(
         raise ConflictError("errors.search_no_defect_images")
     scope = product_id if product_id is not None else inspection.product_id
     if scope is not None:
-        product = catalog_service.get_product(session, scope)
+        product = catalog_service.get_product(session, product_id=scope)
         if not gallery.count_by_product().get(scope):
             raise ConflictError("errors.search_product_no_images", product=product.name)
     image = inspection_service.load_rgb(
         services.storage, inspection, max_side=services.settings.max_decode_side
     )
     vectors: dict[int, np.ndarray] = {}
-    hits = _query_hits(session, engine, image, k=max(top_k, VERDICT_K), product_id=scope, vectors=vectors)
+    # Remembered by the photo's checksum: the anomaly step's reference lookup reuses the same vector.
+    hits = _query_hits(
+        session,
+        engine,
+        lambda options: batching(services).embed(engine, image, options, image_key=inspection.checksum),
+        k=max(top_k, VERDICT_K),
+        product_id=scope,
+        vectors=vectors,
+    )
     raw = compute_verdict(hits[:VERDICT_K], min_score=-math.inf, min_margin=-math.inf)
     min_score, min_margin, source = _thresholds(session, services, engine, raw.product_id)
     found = _identify(session, services, engine, image, raw.product_id, vectors)
@@ -272,7 +287,7 @@ def search_inspection(
         method=method,
     )
     matches = _matches(session, hits[:top_k])
-    is_stale = settings_mismatch(session, engine, None if scope is None else [scope])
+    is_stale = settings_mismatch(session, engine=engine, product_ids=None if scope is None else [scope])
     elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
     result = SearchRead(
         inspection_id=inspection.id,
@@ -300,7 +315,7 @@ def search_inspection(
     )
     outcome_service.record_event(
         session,
-        inspection,
+        inspection=inspection,
         kind="search",
         user_id=user.id,
         data={
@@ -324,7 +339,7 @@ def choose_match(session: Session, *, inspection_id: int, image_id: int | None, 
 
     A chosen match becomes the inspection's outcome (source "worker"); going back drops that choice.
     """
-    inspection = inspection_service.get_inspection(session, inspection_id)
+    inspection = inspection_service.get_inspection(session, inspection_id=inspection_id)
     outcome_service.ensure_can_change(inspection, user)
     result = stored_search(inspection)
     if result is None:
@@ -358,7 +373,7 @@ def choose_match(session: Session, *, inspection_id: int, image_id: int | None, 
         )
     outcome_service.record_event(
         session,
-        inspection,
+        inspection=inspection,
         kind="choose",
         user_id=user.id,
         data={
@@ -373,8 +388,8 @@ def choose_match(session: Session, *, inspection_id: int, image_id: int | None, 
 def _registration_target(
     session: Session, *, product_id: int, defect_type_id: int
 ) -> tuple[Product, DefectType]:
-    product = catalog_service.get_product(session, product_id)
-    defect_type = catalog_service.get_defect_type(session, defect_type_id)
+    product = catalog_service.get_product(session, product_id=product_id)
+    defect_type = catalog_service.get_defect_type(session, defect_type_id=defect_type_id)
     if defect_type.product_id != product.id:
         raise InvalidInputError("errors.defect_type_other_product")
     if not product.is_active:
@@ -388,7 +403,7 @@ def registration_preview(
     session: Session, *, inspection_id: int, product_id: int, defect_type_id: int
 ) -> RegisterPreview:
     """The catalog file name the photo would get if registered now."""
-    inspection = inspection_service.get_inspection(session, inspection_id)
+    inspection = inspection_service.get_inspection(session, inspection_id=inspection_id)
     product, defect_type = _registration_target(session, product_id=product_id, defect_type_id=defect_type_id)
     last = session.scalar(
         select(func.max(ReferenceImage.seq)).where(
@@ -414,7 +429,7 @@ def register_inspection(
 
     The registered type becomes the inspection's outcome (source "worker").
     """
-    inspection = inspection_service.get_inspection(session, inspection_id)
+    inspection = inspection_service.get_inspection(session, inspection_id=inspection_id)
     outcome_service.ensure_can_change(inspection, user)
     if inspection.registered_image_id is not None:
         raise ConflictError("errors.search_already_registered", id=inspection.registered_image_id)
@@ -425,7 +440,7 @@ def register_inspection(
     )
     row = catalog_service.add_image(
         session,
-        services.storage,
+        storage=services.storage,
         product=product,
         defect_type=defect_type,
         image=checked,
@@ -443,7 +458,7 @@ def register_inspection(
     )
     outcome_service.record_event(
         session,
-        inspection,
+        inspection=inspection,
         kind="register",
         user_id=user.id,
         data={"image_id": row.id, "product_id": product.id, "defect_type_id": defect_type.id},
@@ -465,24 +480,31 @@ def register_inspection(
 
 
 def nearest_normal_images(
-    session: Session, *, services: Services, image: Image.Image, product_id: int, k: int = 1
+    session: Session,
+    *,
+    services: Services,
+    image: Image.Image,
+    product_id: int,
+    k: int = 1,
+    image_key: str | None = None,
 ) -> list[int]:
     """Ids of the product's normal images most similar to `image`, best first ([] without a normal gallery).
 
-    The anomaly step uses the first as the reference image it compares against.
+    The anomaly step uses the first as the reference image it compares against. `image_key` (the photo's
+    checksum) reuses the search step's vector when the normal gallery was built with the same preprocessing.
     """
     engine = _engine(services)
     if engine is None or engine.gallery("normal") is None or k < 1:
         return []
-    current = catalog_service.preprocessing_options(session, [product_id])[product_id]
+    current = catalog_service.preprocessing_options(session, product_ids=[product_id])[product_id]
     options = engine.options_for("normal", product_id, current)
-    vector = engine.embed([image], [options])[0]
+    vector = batching(services).embed(engine, image, options, image_key=image_key)
     return [hit.image_id for hit in engine.search("normal", vector, k, product_id)]
 
 
 def get_stored_search(session: Session, *, inspection_id: int) -> SearchRead:
     """The stored search result, or 409 when the step has not run."""
-    result = stored_search(inspection_service.get_inspection(session, inspection_id))
+    result = stored_search(inspection_service.get_inspection(session, inspection_id=inspection_id))
     if result is None:
         raise ConflictError("errors.search_not_run")
     return result
