@@ -44,7 +44,7 @@ def _started(tmp: Path, root: Path, *, restart: bool = False, **overrides: Any) 
     run_migrations(settings)
     engine = make_engine(settings.database_url)
     with make_session_factory(engine)() as session:
-        register_dataset(session, make_storage(settings), settings, root)
+        register_dataset(session, storage=make_storage(settings), settings=settings, root=root)
     engine.dispose()
     with TestClient(create_app(settings)) as client:
         if not restart:
