@@ -49,6 +49,7 @@ from app.ml.patchcore import (
     AUTO_BACKBONE,
     BACKBONES,
     DEFAULT_BACKBONE,
+    PARITY_IMAGES,
     FeatureExtractor,
     PatchCore,
     PatchCoreConfig,
@@ -240,7 +241,9 @@ def load(services: Services) -> None:
                 extractors[backbone] = FeatureExtractor.load(
                     backbone, services.settings.models_path, services.models.device
                 )
-            models[product_id] = PatchCore.load(path, extractor=extractors[backbone])
+            models[product_id] = PatchCore.load(
+                path, extractor=extractors[backbone], runtime=services.settings.inference_runtime
+            )
         except (OSError, ValueError, ArtifactError, ModelNotAvailableError) as exc:
             logger.warning("anomaly model of product %s not loaded: %s", product_id, exc)
             errors.append(f"product {product_id}: {exc}")
@@ -348,6 +351,12 @@ def build_product(
         criterion="youden",
     )
     build_seconds = time.perf_counter() - started
+    # Parity on the product's own photos, defect photos first (normal ones are in the bank); the
+    # threshold was calibrated on PyTorch scores and stays valid because no verdict may change.
+    report(0.96, f"{code}: checking inference runtimes")
+    runtime_choice = result.model.select_runtime(
+        [*defect_imgs, *normal_imgs][:PARITY_IMAGES], settings.inference_runtime
+    )
     masks_by_name = demo_masks(settings, code)
     defect_masks = [
         read_mask(masks_by_name[row.original_name], out.anomaly_map.shape)
@@ -382,6 +391,7 @@ def build_product(
         "n_train": result.n_train,
         "image_size": config.image_size,
         "build_seconds": round(build_seconds, 2),
+        "runtime": runtime_choice.to_dict(),
         "normals_fingerprint": fingerprint,
         "preprocessing_key": options.key(),
     }
@@ -474,6 +484,12 @@ def run(ctx: JobContext) -> dict[str, object] | None:
             ctx.log(f"{code}: failed: {exc}")
             continue
         extractor = extractors.get(config.backbone)
+        runtime = outcome.meta["runtime"]
+        for check in runtime["checks"]:
+            if check["reason"]:
+                ctx.log(f"{code}: {translate(check['reason'], **check['params'])}")
+        chosen = translate("runtime.log.chosen", runtime=runtime["runtime"], precision=runtime["precision"])
+        ctx.log(f"{code}: {chosen}")
         install(services, product_id, model)
         _remove_old_versions(services.settings, product_id, outcome.version)
         evaluation = outcome.meta["evaluation"]
@@ -640,7 +656,10 @@ def evaluate_product(
         registered = defect_images(session, product.id)
         session.expunge_all()
     model = PatchCore.load(
-        artifact_dir(settings, artifact), models_dir=settings.models_path, device=services.models.device
+        artifact_dir(settings, artifact),
+        models_dir=settings.models_path,
+        device=services.models.device,
+        runtime=settings.inference_runtime,
     )
     if model.calibration is None:
         raise ConflictError("errors.anomaly_model_missing", product=product.name, code=product.code)

@@ -20,8 +20,8 @@ thread-safe; OpenVINO gets one infer request per thread).
 from __future__ import annotations
 
 import importlib.util
-import io
 import logging
+import tempfile
 import threading
 import time
 import warnings
@@ -54,7 +54,6 @@ REASON_PARITY = "runtime.refused.parity"
 REASON_VERDICT = "runtime.refused.verdict"
 REASON_UNAVAILABLE = "runtime.refused.unavailable"
 REASON_EXPORT = "runtime.refused.export"
-REASON_DEVICE = "runtime.refused.device"
 
 
 class RuntimeUnavailableError(Exception):
@@ -105,25 +104,30 @@ def export_onnx(module: nn.Module, example: torch.Tensor, output_names: Sequence
     Raises:
         RuntimeUnavailableError: The module cannot be exported.
     """
-    buffer = io.BytesIO()
     axes = {_INPUT: {0: "batch"}, **{name: {0: "batch"} for name in output_names}}
     try:
-        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        with (
+            tempfile.TemporaryDirectory(prefix="defectlens-export-") as folder,
+            torch.inference_mode(False),
+            torch.no_grad(),
+            warnings.catch_warnings(),
+        ):
             # Tracing warns about shapes turned into constants: intended, the spatial size is fixed.
             warnings.simplefilter("ignore")
+            target = Path(folder) / "net.onnx"
             torch.onnx.export(
                 module.eval(),
                 (example,),
-                buffer,
+                str(target),
                 input_names=[_INPUT],
                 output_names=list(output_names),
                 dynamic_axes=axes,
                 opset_version=_OPSET,
                 dynamo=False,
             )
+            return target.read_bytes()
     except Exception as exc:  # any exporter failure means: this network stays on PyTorch
         raise RuntimeUnavailableError(f"ONNX export failed: {exc}") from exc
-    return buffer.getvalue()
 
 
 def _threads() -> int:
@@ -221,7 +225,10 @@ class CompiledNet:
                 trt: dict[str, Any] = {"device_id": index, "trt_fp16_enable": precision == FP16}
                 if cache_dir is not None:
                     trt.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache_dir))
-                providers = [("TensorrtExecutionProvider", trt), ("CUDAExecutionProvider", {"device_id": index})]
+                providers = [
+                    ("TensorrtExecutionProvider", trt),
+                    ("CUDAExecutionProvider", {"device_id": index}),
+                ]
             elif "CUDAExecutionProvider" in available:
                 if precision == FP16:
                     # Without TensorRT, fp16 needs a half-precision graph; the CUDA provider runs fp32 as is.
@@ -371,7 +378,9 @@ class RuntimeChoice:
 def relative_difference(values: np.ndarray, reference: np.ndarray) -> float:
     """max |values - reference| / max(|reference|), 0 for equal arrays (the parity measure)."""
     scale = float(np.abs(reference).max()) if reference.size else 0.0
-    diff = float(np.abs(values.astype(np.float64) - reference.astype(np.float64)).max()) if values.size else 0.0
+    diff = (
+        float(np.abs(values.astype(np.float64) - reference.astype(np.float64)).max()) if values.size else 0.0
+    )
     if scale == 0.0:
         return 0.0 if diff == 0.0 else float("inf")
     return diff / scale
@@ -403,9 +412,9 @@ def choose(
         return RuntimeChoice(requested, TORCH, FP32, device_type, torch_ms, tuple(checks))
     if passed:
         best = min(passed, key=lambda c: c.ms_per_image if c.ms_per_image is not None else float("inf"))
-        if requested == AUTO and torch_ms is not None and best.ms_per_image is not None:
-            if torch_ms <= best.ms_per_image:
-                return RuntimeChoice(requested, TORCH, FP32, device_type, torch_ms, tuple(checks))
+        faster = best.ms_per_image is not None and torch_ms is not None and torch_ms > best.ms_per_image
+        if requested == AUTO and not faster:
+            return RuntimeChoice(requested, TORCH, FP32, device_type, torch_ms, tuple(checks))
         return RuntimeChoice(requested, best.runtime, best.precision, device_type, torch_ms, tuple(checks))
     refused = [c for c in checks if c.reason is not None]
     if requested == AUTO and not refused:
@@ -417,7 +426,9 @@ def choose(
     return RuntimeChoice(requested, TORCH, FP32, device_type, torch_ms, tuple(checks), reason, params)
 
 
-def refused(runtime: str, precision: str, device: str, n_images: int, exc: Exception, key: str) -> ParityCheck:
+def refused(
+    runtime: str, precision: str, device: str, n_images: int, exc: Exception, key: str
+) -> ParityCheck:
     """A check for a runtime that could not run at all."""
     return ParityCheck(
         runtime,
@@ -451,6 +462,7 @@ def _compare(
     reference: tuple[np.ndarray, Sequence[np.ndarray]],
     result: tuple[np.ndarray, Sequence[np.ndarray]],
     seconds: float,
+    n_images: int,
     *,
     threshold: float | None,
     score_floor: float,
@@ -459,7 +471,9 @@ def _compare(
     scores, maps = result
     ref64 = np.asarray(ref_scores, dtype=np.float64)
     scale = np.maximum(np.abs(ref64), max(score_floor, 1e-12))
-    score_rel = float((np.abs(np.asarray(scores, dtype=np.float64) - ref64) / scale).max()) if ref64.size else 0.0
+    score_rel = (
+        float((np.abs(np.asarray(scores, dtype=np.float64) - ref64) / scale).max()) if ref64.size else 0.0
+    )
     map_rel = 0.0
     for got, want in zip(maps, ref_maps, strict=True):
         peak = max(float(np.abs(want).max()) if want.size else 0.0, score_floor, 1e-12)
@@ -478,17 +492,16 @@ def _compare(
             "tolerance": f"{PARITY_RTOL:.0e}",
             "flips": flips,
         }
-    n = max(1, len(ref64))
     return ParityCheck(
         runtime,
         precision,
         torch.device(device).type,
         passed,
-        len(ref64),
+        n_images,
         max_score_rel=score_rel,
         max_map_rel=map_rel,
         verdict_flips=flips,
-        ms_per_image=round(1000.0 * seconds / n, 3),
+        ms_per_image=round(1000.0 * seconds / n_images, 3),
         reason=reason,
         params=params,
     )
@@ -503,6 +516,7 @@ def select_runtime(
     threshold: float | None = None,
     score_floor: float = 0.0,
     cache_dir: Path | None = None,
+    n_images: int | None = None,
 ) -> tuple[RuntimeChoice, CompiledNet | None, bytes | None]:
     """Check every candidate runtime against PyTorch on the same images and choose one.
 
@@ -516,6 +530,7 @@ def select_runtime(
         score_floor: Differences are relative to each score and map, but never to less than this (a score
             near zero, e.g. of a photo in the memory bank, is float noise; the threshold is the scale there).
         cache_dir: TensorRT engine cache.
+        n_images: Images ``evaluate`` runs (default: one per score), for the time per image.
 
     Returns:
         (choice, compiled network to use or None for PyTorch, ONNX bytes to store or None).
@@ -526,7 +541,7 @@ def select_runtime(
         return RuntimeChoice(requested, TORCH, FP32, torch.device(device).type), None, None
     evaluate(None)  # warm-up: PyTorch traces and freezes its trunk on the first call
     reference, torch_seconds = timed(lambda: evaluate(None))
-    n = max(1, len(reference[0]))
+    n = max(1, n_images if n_images is not None else len(reference[0]))
     torch_ms = round(1000.0 * torch_seconds / n, 3)
     installed = installed_runtimes()
     checks: list[ParityCheck] = []
@@ -541,10 +556,14 @@ def select_runtime(
             try:
                 onnx_bytes = export()
             except RuntimeUnavailableError as exc:
-                checks += [refused(r, p, device, n, exc, REASON_EXPORT) for r, p in todo if (r, p) not in nets]
+                checks += [
+                    refused(r, p, device, n, exc, REASON_EXPORT) for r, p in todo if (r, p) not in nets
+                ]
                 break
         try:
-            net = CompiledNet.load(onnx_bytes, runtime, device=device, precision=precision, cache_dir=cache_dir)
+            net = CompiledNet.load(
+                onnx_bytes, runtime, device=device, precision=precision, cache_dir=cache_dir
+            )
             evaluate(net)  # warm-up: the runtimes allocate and tune on the first call
             result, seconds = timed(lambda net=net: evaluate(net))  # type: ignore[misc]
         except RuntimeUnavailableError as exc:
@@ -561,6 +580,7 @@ def select_runtime(
             reference,
             result,
             seconds,
+            n,
             threshold=threshold,
             score_floor=score_floor,
         )

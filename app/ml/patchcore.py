@@ -764,7 +764,9 @@ class PatchCore:
         check = stored_check(choice, requested, str(self.extractor.device))
         if check is None:
             if requested not in (AUTO, "torch"):
-                logger.warning("%s: no %s network passed parity here; running on PyTorch", directory, requested)
+                logger.warning(
+                    "%s: no %s network passed parity here; running on PyTorch", directory, requested
+                )
             return
         path = directory / FEATURES_FILE
         try:
