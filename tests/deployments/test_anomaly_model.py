@@ -287,3 +287,45 @@ def test_normal_only_product_states_its_threshold_rule_on_the_deploy_screen(clie
     page = client.get("/admin/deploy/anomaly?lang=en")
     assert "with probability at most" in page.text
     assert "No curves" in page.text
+
+
+def test_build_checks_the_inference_runtimes_and_the_deploy_screen_shows_the_choice(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.ml import inference_runtime
+    from tests.conftest import ADMIN_PASSWORD
+    from tests.deployments.test_pages import login_page
+
+    pid = _product_with_defects(client, "runtime", n_normal=8, n_defect=4)
+    state = client.app.state  # type: ignore[attr-defined]
+    ctx = _job(client, pid)
+    _finish(client, ctx, "succeeded", anomaly_model.run(ctx))
+    runtime = _states(client)[pid].detail["runtime"]
+    assert runtime["requested"] == "auto"
+    assert {c["runtime"]: c["passed"] for c in runtime["checks"]} == {"onnx": True, "openvino": True}
+    assert all(c["max_score_rel"] <= 1e-4 and c["max_map_rel"] <= 1e-4 for c in runtime["checks"])
+    assert runtime["reason"] is None
+    # auto runs the fastest that passed (PyTorch too, if it happened to be the fastest on this machine).
+    assert state.models.get("anomaly").get(pid).runtime.split()[0] == runtime["runtime"]
+    anomaly_model.load(state.services)  # a restart loads the stored network
+    assert state.models.get("anomaly").get(pid).runtime.split()[0] == runtime["runtime"]
+    assert any("inference runtime" in line or "추론 런타임" in line for line in ctx._pending_log)
+    login_page(client, "admin1", ADMIN_PASSWORD)
+    page = client.get("/admin/deploy/anomaly?lang=en")
+    assert "Inference runtime" in page.text
+    assert 'data-runtime-check="onnx-fp32"' in page.text
+    assert "within 1e-4 relative" in page.text
+
+    # The real runtimes differ from PyTorch by ~1e-6: a tolerance of 1e-12 makes them fail the check.
+    monkeypatch.setattr(inference_runtime, "PARITY_RTOL", 1e-12)
+    monkeypatch.setattr(state.services.settings, "inference_runtime", "onnx")
+    ctx = _job(client, pid)
+    _finish(client, ctx, "succeeded", anomaly_model.run(ctx))
+    runtime = _states(client)[pid].detail["runtime"]
+    assert (runtime["requested"], runtime["runtime"], runtime["reason"]) == ("onnx", "torch", "runtime.refused.parity")
+    assert state.models.get("anomaly").get(pid).runtime == "torch"
+    assert any("onnx fp32" in line and "PyTorch" in line for line in ctx._pending_log)
+    page = client.get("/admin/deploy/anomaly?lang=en")
+    assert 'data-runtime="torch"' in page.text
+    assert "onnx fp32 was refused" in page.text
+    assert "거부" in client.get("/admin/deploy/anomaly?lang=ko").text
