@@ -322,7 +322,11 @@ def test_build_checks_the_inference_runtimes_and_the_deploy_screen_shows_the_cho
     ctx = _job(client, pid)
     _finish(client, ctx, "succeeded", anomaly_model.run(ctx))
     runtime = _states(client)[pid].detail["runtime"]
-    assert (runtime["requested"], runtime["runtime"], runtime["reason"]) == ("onnx", "torch", "runtime.refused.parity")
+    assert (runtime["requested"], runtime["runtime"], runtime["reason"]) == (
+        "onnx",
+        "torch",
+        "runtime.refused.parity",
+    )
     assert state.models.get("anomaly").get(pid).runtime == "torch"
     assert any("onnx fp32" in line and "PyTorch" in line for line in ctx._pending_log)
     page = client.get("/admin/deploy/anomaly?lang=en")

@@ -91,10 +91,15 @@ def test_runtimes_give_pytorch_scores_and_maps_on_unseen_demo_photos(
             assert (g.score > threshold) == (w.score > threshold)
         # Several photos at once through the dynamic batch axis: the same numbers.
         batched = model.detect_many(photos, batch_size=4)
-        assert max(abs(b.score - w.score) for b, w in zip(batched, want, strict=True)) <= rt.PARITY_RTOL * threshold
+        assert (
+            max(abs(b.score - w.score) for b, w in zip(batched, want, strict=True))
+            <= rt.PARITY_RTOL * threshold
+        )
 
 
-def test_tiled_grayscale_product_keeps_parity(demo: Path, extractor: FeatureExtractor, tmp_path: Path) -> None:
+def test_tiled_grayscale_product_keeps_parity(
+    demo: Path, extractor: FeatureExtractor, tmp_path: Path
+) -> None:
     config = PatchCoreConfig(work_width=480, work_height=480, tile_overlap=32, grayscale=True)
     assert config.tile_grid == (2, 2)
     photos, threshold = _build(demo, "metal_plate", extractor, config, tmp_path / "tiled")
@@ -145,7 +150,9 @@ def test_a_missing_runtime_is_refused_with_its_reason(
     assert "cannot run on this server" in translate(choice.reason, "en", **choice.params)
     auto = result.model.select_runtime([*defects[:1], *normals[:2]], "auto")
     assert auto.reason is None  # auto is not refused: it takes the fastest of what passes
-    assert auto.check_for("onnx", "fp32") is not None and auto.check_for("onnx", "fp32").passed  # type: ignore[union-attr]
+    onnx_check = auto.check_for("onnx", "fp32")
+    assert onnx_check is not None
+    assert onnx_check.passed
 
 
 def test_torch_setting_checks_nothing_and_old_artifacts_load_on_pytorch(
