@@ -110,8 +110,13 @@ class AnomalyModels:
         return AnomalyModels({**self._models, product_id: model}, extractors)
 
     def describe(self) -> str:
-        """Short status for /readyz."""
-        return f"PatchCore x{len(self._models)}"
+        """Short status for /readyz: models per runtime."""
+        runtimes: dict[str, int] = {}
+        for model in self._models.values():
+            runtimes[model.runtime] = runtimes.get(model.runtime, 0) + 1
+        return f"PatchCore x{len(self._models)}" + "".join(
+            f", {n} on {name}" for name, n in sorted(runtimes.items())
+        )
 
 
 def engine_backbone(setting: str) -> str:

@@ -517,6 +517,7 @@ def select_runtime(
     score_floor: float = 0.0,
     cache_dir: Path | None = None,
     n_images: int | None = None,
+    compile_net: Callable[[bytes, str, str], CompiledNet] | None = None,
 ) -> tuple[RuntimeChoice, CompiledNet | None, bytes | None]:
     """Check every candidate runtime against PyTorch on the same images and choose one.
 
@@ -531,6 +532,8 @@ def select_runtime(
             near zero, e.g. of a photo in the memory bank, is float noise; the threshold is the scale there).
         cache_dir: TensorRT engine cache.
         n_images: Images ``evaluate`` runs (default: one per score), for the time per image.
+        compile_net: Compiles (onnx bytes, runtime, precision), e.g. through a cache of compiled networks
+            (default ``CompiledNet.load``).
 
     Returns:
         (choice, compiled network to use or None for PyTorch, ONNX bytes to store or None).
@@ -561,9 +564,12 @@ def select_runtime(
                 ]
                 break
         try:
-            net = CompiledNet.load(
-                onnx_bytes, runtime, device=device, precision=precision, cache_dir=cache_dir
-            )
+            if compile_net is not None:
+                net = compile_net(onnx_bytes, runtime, precision)
+            else:
+                net = CompiledNet.load(
+                    onnx_bytes, runtime, device=device, precision=precision, cache_dir=cache_dir
+                )
             evaluate(net)  # warm-up: the runtimes allocate and tune on the first call
             result, seconds = timed(lambda net=net: evaluate(net))  # type: ignore[misc]
         except RuntimeUnavailableError as exc:

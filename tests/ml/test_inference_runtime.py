@@ -82,6 +82,8 @@ def test_runtimes_give_pytorch_scores_and_maps_on_unseen_demo_photos(
     for name in ("onnx", "openvino"):
         model = PatchCore.load(tmp_path / "art", extractor=extractor, runtime=name)
         assert model.runtime.startswith(name)
+        # Products storing the same network share one compiled copy through their extractor.
+        assert PatchCore.load(tmp_path / "art", extractor=extractor, runtime=name)._net is model._net
         got = model.detect_many(photos, batch_size=1)
         for g, w in zip(got, want, strict=True):
             # Scores below the threshold are compared at its scale (a normal photo's score is small).

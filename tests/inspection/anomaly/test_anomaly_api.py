@@ -218,7 +218,10 @@ def test_artifact_meta_reports_calibration_and_evaluation(anomaly_env: AnomalyEn
     assert meta["n_train"] >= 5
     assert meta["bank_size"] > 0
     files = {p.name for p in (env.settings.artifacts_path / art.path).iterdir()}
-    assert files == {"memory_bank.safetensors", "patchcore.json"}
+    # The feature network is stored with the bank because a faster runtime passed the parity check.
+    assert files == {"memory_bank.safetensors", "patchcore.json", "features.onnx"}
+    assert meta["runtime"]["checks"]
+    assert all(check["passed"] for check in meta["runtime"]["checks"])
 
 
 def test_restart_loads_the_model_without_training(
