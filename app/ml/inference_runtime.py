@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import tempfile
 import threading
 import time
@@ -241,6 +242,9 @@ class CompiledNet:
         used = session.get_providers()[0]
         if cuda and used == "CPUExecutionProvider":
             raise RuntimeUnavailableError("onnxruntime fell back to the CPU provider on a CUDA device")
+        if precision == FP16 and used != "TensorrtExecutionProvider":
+            # onnxruntime-gpu lists TensorRT even without its libraries, then falls back to CUDA in fp32.
+            raise RuntimeUnavailableError(f"fp16 needs TensorRT; the session runs on {used}")
 
         def run(batch: np.ndarray) -> list[np.ndarray]:
             outs = session.run(None, {_INPUT: np.ascontiguousarray(batch, dtype=np.float32)})
@@ -256,12 +260,17 @@ class CompiledNet:
             raise RuntimeUnavailableError("openvino is not installed") from exc
         core = ov.Core()
         model = core.read_model(model=onnx_bytes)
+        # One stream serialises every request; one stream per request the CPU can run at once lets
+        # concurrent requests run side by side, each on the threads one request gets (ONNX Runtime sessions
+        # run concurrent calls in parallel by themselves).
+        threads = _threads()
+        streams = max(1, min(4, (os.cpu_count() or 1) // threads))
         compiled = core.compile_model(
             model,
             "CPU",
             {
-                "INFERENCE_NUM_THREADS": _threads(),
-                "NUM_STREAMS": 1,
+                "INFERENCE_NUM_THREADS": streams * threads,
+                "NUM_STREAMS": streams,
                 "PERFORMANCE_HINT": "LATENCY",
                 # The CPU plugin would pick bf16 on processors that have it: scores would drift.
                 "INFERENCE_PRECISION_HINT": "f32",
