@@ -8,7 +8,8 @@ runtime in turn (interleaved, so machine noise hits all alike):
 - ``backbone``: PatchCore's feature network (trunk + local features) on the photo's tiles; PyTorch both
   eager and as the engine runs it (a frozen TorchScript trace);
 - ``detect``: PatchCore as a whole (backbone + nearest-bank search + map), the anomaly step's floor;
-- ``anomaly step``: ``check_inspection`` as the API runs it (photo read, prepare, score, regions, record);
+- ``anomaly step``: ``check_inspection`` as the API runs it (photo read, nearest normal image by the
+  embedder, prepare, score, regions, map stored, record written);
 - ``search step``: ``search_inspection`` as the API runs it (photo read, embed, gallery search, verdict).
 
 Parity: every photo's score and anomaly map, and every embedding, compared with PyTorch's (relative
@@ -217,7 +218,9 @@ def run_size(args: argparse.Namespace, label: str, size: tuple[int, int] | None)
                     )
                     p["embed"] = max(p["embed"], float(np.abs(vec - ref_vec).max()))
                     p["flips"] += int((out.score > threshold) != (reference.score > threshold))
+                # The anomaly step embeds the photo too (nearest normal image): both engines on this runtime.
                 anomaly_model.install(services, pid, model)
+                services.models.swap(search_index.ENGINE, engines[name])
                 with state.session_factory() as session:
                     bench_user = session.get(User, uid)
                     _, ms = timed_ms(
@@ -233,7 +236,6 @@ def run_size(args: argparse.Namespace, label: str, size: tuple[int, int] | None)
                         )
                     )
                     add("anomaly step", name, ms)
-                services.models.swap(search_index.ENGINE, engines[name])
                 with state.session_factory() as session:
                     bench_user = session.get(User, uid)
                     _, ms = timed_ms(
@@ -401,11 +403,18 @@ def main() -> None:
     parser.add_argument("--real-test", type=int, default=30)
     parser.add_argument("--deeppcb", type=Path, default=None, help="DeepPCB clone (optional)")
     parser.add_argument("--skip-real", action="store_true")
+    parser.add_argument("--sizes", default="256,1280x960", help="comma-separated: 256 (demo) and/or WxH")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "out" / "runtime.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started = datetime.now(UTC)
-    results = [run_size(args, "demo 256", None), run_size(args, "camera 1280x960", (1280, 960))]
+    results = []
+    for size in args.sizes.split(","):
+        if size == "256":
+            results.append(run_size(args, "demo 256", None))
+        else:
+            width, height = (int(v) for v in size.split("x"))
+            results.append(run_size(args, f"camera {size}", (width, height)))
     real = [] if args.skip_real else real_set_parity(args)
     report = {
         "date": started.strftime("%Y-%m-%d %H:%M UTC"),
