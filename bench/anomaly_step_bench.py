@@ -30,13 +30,13 @@ from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
+from app.ml.anomaly_runtime import current_models, prepare  # noqa: E402
 from app.catalog import service as catalog_service  # noqa: E402
 from app.cli import run_migrations  # noqa: E402
 from app.core.config import Settings  # noqa: E402
 from app.db.tables import Inspection, Product, User  # noqa: E402
 from app.demo.generator import generate_demo_dataset  # noqa: E402
 from app.demo.loader import register_dataset  # noqa: E402
-from app.deployments import anomaly_model  # noqa: E402
 from app.inspection import service as inspection_service  # noqa: E402
 from app.inspection.anomaly import pictures  # noqa: E402
 from app.inspection.anomaly import service as anomaly_service  # noqa: E402
@@ -77,7 +77,7 @@ def main() -> None:
         state = client.app.state  # type: ignore[attr-defined]
         services = state.services
         with state.session_factory() as session:
-            register_dataset(session, state.storage, settings, root)
+            register_dataset(session, storage=state.storage, settings=settings, root=root)
             product = session.scalar(select(Product).where(Product.code == PRODUCT))
             assert product is not None
             pid = product.id
@@ -95,7 +95,7 @@ def main() -> None:
             session.commit()
             job_id = job.id
         runner.run_inline(job_id)
-        model = anomaly_model.current_models(services).get(pid)
+        model = current_models(services.models).get(pid)
         assert model is not None, "the anomaly model was not built"
 
         folder = root / PRODUCT
@@ -111,8 +111,8 @@ def main() -> None:
                 bench_user = session.get(User, uid)
                 row = inspection_service.create_inspection(
                     session,
-                    state.storage,
-                    settings,
+                    storage=state.storage,
+                    settings=settings,
                     data=data,
                     file_name=photo_path.name,
                     product_id=pid,
@@ -120,8 +120,8 @@ def main() -> None:
                 )
                 inspection_id = row.id
             with state.session_factory() as session:
-                options = catalog_service.preprocessing_options(session, [pid])[pid]
-            prepared = anomaly_model.prepare(Image.open(io.BytesIO(data)).convert("RGB"), options)
+                options = catalog_service.preprocessing_options(session, product_ids=[pid])[pid]
+            prepared = prepare(Image.open(io.BytesIO(data)).convert("RGB"), options)
             started = time.perf_counter()
             model.detect(prepared)
             detect_ms.append((time.perf_counter() - started) * 1000)
@@ -131,7 +131,7 @@ def main() -> None:
                 started = time.perf_counter()
                 anomaly_service.check_inspection(
                     session,
-                    services,
+                    services=services,
                     inspection_id=inspection_id,
                     product_id=pid,
                     reference_image_id=None,
@@ -154,13 +154,15 @@ def main() -> None:
                 try:
                     started = time.perf_counter()
                     for name in pictures.PICTURES:
-                        pictures.draw(session, services, inspection, name, render)
+                        pictures.draw(
+                            session, services=services, inspection=inspection, name=name, render=render
+                        )
                     eager_ms.append((time.perf_counter() - started) * 1000)
                 finally:
                     anomaly_viz.to_png = original  # type: ignore[assignment]
                 started = time.perf_counter()
                 for name in ("overlay.png", "comparison.png"):
-                    pictures.draw(session, services, inspection, name, render)
+                    pictures.draw(session, services=services, inspection=inspection, name=name, render=render)
                 view_ms.append((time.perf_counter() - started) * 1000)
 
     def row(label: str, values: list[float]) -> str:

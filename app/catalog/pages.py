@@ -13,6 +13,7 @@ from app.admin.forms import error_text, form_id, redirect, render_admin
 from app.auth.dependencies import AdminDep, get_current_user
 from app.auth.pages import safe_next
 from app.catalog import service
+from app.catalog.model_choices import available_choices, image_change_hook, model_choices
 from app.catalog.schemas import (
     DefectTypeCreate,
     DefectTypeUpdate,
@@ -21,15 +22,20 @@ from app.catalog.schemas import (
     ProductCreate,
     ProductUpdate,
 )
+from app.core.artifacts import DEPLOY_LINKS
 from app.core.config import Settings
-from app.core.dependencies import ModelsDep, SettingsDep, StorageDep, get_services
+from app.core.dependencies import (
+    ModelsDep,
+    ServicesDep,
+    SettingsDep,
+    StorageDep,
+    get_artifact_states,
+    get_services,
+)
 from app.core.errors import DomainError, NotFoundError
 from app.core.i18n import translate
 from app.db.session import SessionDep
 from app.db.tables import DefectType, Product
-from app.deployments.jobs import artifact_states
-from app.deployments.status import ArtifactState
-from app.ml.catalog_hooks import image_change_hook, model_choices
 
 # Authentication runs first for every route here, before any load-or-404 dependency.
 router = APIRouter(
@@ -37,18 +43,13 @@ router = APIRouter(
 )
 
 IMAGES_PAGE_SIZE = 24
-DEPLOY_LINKS = {
-    "search_index": "/admin/deploy/search",
-    "anomaly_model": "/admin/deploy/anomaly",
-    "manual_index": "/admin/deploy/manuals",
-}
 
 
 def stale_artifacts(
     request: Request, session: SessionDep, *, product_id: int | None, kinds: set[str]
 ) -> list[dict[str, Any]]:
     """Artifacts of the product that are not current, with a translated reason and the deploy link."""
-    states: list[ArtifactState] = artifact_states(session, get_services(request))
+    states = get_artifact_states(request)(session, get_services(request))
     out = []
     for state in states:
         if state.kind not in kinds or state.state == "current":
@@ -148,7 +149,7 @@ def _product_edit_page(
 @router.get("/products/{product_id}/edit")
 def product_edit_page(product_id: int, request: Request, session: SessionDep, _: AdminDep) -> Response:
     """Edit a product's name and description (the code is fixed: file names and galleries use it)."""
-    return _product_edit_page(request, service.get_product(session, product_id))
+    return _product_edit_page(request, service.get_product(session, product_id=product_id))
 
 
 @router.post("/products/{product_id}")
@@ -161,7 +162,7 @@ def product_edit_submit(
     description: Annotated[str, Form()] = "",
 ) -> Response:
     """Save a product's name and description."""
-    product = service.get_product(session, product_id)
+    product = service.get_product(session, product_id=product_id)
     form = {"name": name, "description": description}
     try:
         product_in = ProductUpdate(name=name.strip(), description=description.strip())
@@ -283,7 +284,7 @@ def defect_type_edit_page(
     defect_type_id: int, request: Request, session: SessionDep, _: AdminDep
 ) -> Response:
     """Edit a defect type's display name and description (the code is fixed)."""
-    return _defect_type_edit_page(request, service.get_defect_type(session, defect_type_id))
+    return _defect_type_edit_page(request, service.get_defect_type(session, defect_type_id=defect_type_id))
 
 
 @router.post("/defect-types/{defect_type_id}")
@@ -296,7 +297,7 @@ def defect_type_edit_submit(
     description: Annotated[str, Form()] = "",
 ) -> Response:
     """Save a defect type's display name and description."""
-    defect_type = service.get_defect_type(session, defect_type_id)
+    defect_type = service.get_defect_type(session, defect_type_id=defect_type_id)
     form = {"name": name, "description": description}
     try:
         defect_in = DefectTypeUpdate(name=name.strip(), description=description.strip())
@@ -404,13 +405,13 @@ def delete_image_submit(
     image_id: int,
     session: SessionDep,
     storage: StorageDep,
-    models: ModelsDep,
+    services: ServicesDep,
     admin: AdminDep,
     next: Annotated[str, Form()] = "/admin/images/normal",
 ) -> Response:
     """Delete an image (row, stored object and gallery entry) and go back to the grid."""
     service.delete_image(
-        session, storage, image_id=image_id, actor_id=admin.id, on_change=image_change_hook(models)
+        session, storage=storage, image_id=image_id, actor_id=admin.id, on_change=image_change_hook(services)
     )
     target = urlsplit(safe_next(next, "/admin/images/normal"))
     return redirect(target.path, "deleted", **dict(parse_qsl(target.query)))
@@ -496,7 +497,6 @@ def _models_page(
             "choices": model_choices(settings, models.device),
             "status": models.status(),
             "error": error,
-            "deploy_links": DEPLOY_LINKS,
         },
         status_code=status_code,
     )
@@ -527,7 +527,6 @@ def models_submit(
     allowed_generators: Annotated[list[str] | None, Form()] = None,
 ) -> Response:
     """Save the choices that changed; a choice this server cannot run is refused with the reason."""
-    from app.ml.catalog_hooks import available_choices
 
     current = service.get_model_settings(session)
     changes: dict[str, Any] = {}

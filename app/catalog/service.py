@@ -20,6 +20,7 @@ from app.catalog.schemas import (
     ProductCreate,
     ProductUpdate,
 )
+from app.core import changelog
 from app.core.archives import ArchiveLimits, is_zip, iter_zip_images
 from app.core.audit import record_audit
 from app.core.config import Settings
@@ -57,7 +58,12 @@ def list_products(session: Session, *, include_inactive: bool = False) -> list[P
     return list(session.scalars(query))
 
 
-def get_product(session: Session, product_id: int) -> Product:
+def active_product_ids(session: Session) -> list[int]:
+    """Ids of the active products."""
+    return list(session.scalars(select(Product.id).where(Product.is_active.is_(True)).order_by(Product.id)))
+
+
+def get_product(session: Session, *, product_id: int) -> Product:
     """A product or NotFoundError."""
     product = session.get(Product, product_id)
     if product is None:
@@ -65,14 +71,14 @@ def get_product(session: Session, product_id: int) -> Product:
     return product
 
 
-def get_product_by_code(session: Session, code: str) -> Product | None:
+def get_product_by_code(session: Session, *, code: str) -> Product | None:
     """A product by its code, if any."""
     return session.scalar(select(Product).where(Product.code == code))
 
 
 def create_product(session: Session, *, product_in: ProductCreate, actor_id: int | None) -> Product:
     """Create a product with default preprocessing; the code must be new."""
-    if get_product_by_code(session, product_in.code) is not None:
+    if get_product_by_code(session, code=product_in.code) is not None:
         raise ConflictError("errors.product_code_taken", code=product_in.code)
     product = Product(code=product_in.code, name=product_in.name, description=product_in.description)
     session.add(product)
@@ -98,7 +104,7 @@ def update_product(
     session: Session, *, product_id: int, product_in: ProductUpdate, actor_id: int | None
 ) -> Product:
     """Rename, describe, deactivate or reactivate a product."""
-    product = get_product(session, product_id)
+    product = get_product(session, product_id=product_id)
     changes = product_in.model_dump(exclude_unset=True, exclude_none=True)
     for key, value in changes.items():
         setattr(product, key, value)
@@ -111,7 +117,7 @@ def update_product(
 
 def deactivate_product(session: Session, *, product_id: int, actor_id: int | None) -> Product:
     """Soft-delete: the product disappears from choices but its history stays readable."""
-    product = get_product(session, product_id)
+    product = get_product(session, product_id=product_id)
     product.is_active = False
     record_audit(session, user_id=actor_id, action="deactivate", entity="product", entity_id=product.id)
     session.commit()
@@ -125,14 +131,14 @@ def list_defect_types(
     session: Session, *, product_id: int, include_inactive: bool = False
 ) -> list[DefectType]:
     """A product's defect types by code."""
-    get_product(session, product_id)
+    get_product(session, product_id=product_id)
     query = select(DefectType).where(DefectType.product_id == product_id).order_by(DefectType.code)
     if not include_inactive:
         query = query.where(DefectType.is_active.is_(True))
     return list(session.scalars(query))
 
 
-def get_defect_type(session: Session, defect_type_id: int) -> DefectType:
+def get_defect_type(session: Session, *, defect_type_id: int) -> DefectType:
     """A defect type or NotFoundError."""
     defect_type = session.get(DefectType, defect_type_id)
     if defect_type is None:
@@ -144,7 +150,7 @@ def create_defect_type(
     session: Session, *, product_id: int, defect_in: DefectTypeCreate, actor_id: int | None
 ) -> DefectType:
     """Add a defect type to a product; its code is unique within the product."""
-    get_product(session, product_id)
+    get_product(session, product_id=product_id)
     exists = session.scalar(
         select(DefectType).where(DefectType.product_id == product_id, DefectType.code == defect_in.code)
     )
@@ -169,7 +175,7 @@ def update_defect_type(
     session: Session, *, defect_type_id: int, defect_in: DefectTypeUpdate, actor_id: int | None
 ) -> DefectType:
     """Rename, describe, deactivate or reactivate a defect type."""
-    defect_type = get_defect_type(session, defect_type_id)
+    defect_type = get_defect_type(session, defect_type_id=defect_type_id)
     changes = defect_in.model_dump(exclude_unset=True, exclude_none=True)
     for key, value in changes.items():
         setattr(defect_type, key, value)
@@ -187,7 +193,7 @@ def update_defect_type(
 
 def deactivate_defect_type(session: Session, *, defect_type_id: int, actor_id: int | None) -> DefectType:
     """Soft-delete a defect type (past inspections keep their labels)."""
-    defect_type = get_defect_type(session, defect_type_id)
+    defect_type = get_defect_type(session, defect_type_id=defect_type_id)
     defect_type.is_active = False
     record_audit(
         session, user_id=actor_id, action="deactivate", entity="defect_type", entity_id=defect_type.id
@@ -286,8 +292,8 @@ def _refuse_second_registration(session: Session, inspection_id: int) -> None:
 
 def add_image(
     session: Session,
-    storage: ObjectStorage,
     *,
+    storage: ObjectStorage,
     product: Product,
     defect_type: DefectType | None,
     image: CheckedImage,
@@ -359,9 +365,9 @@ def add_image(
 
 def upload_images(
     session: Session,
+    *,
     storage: ObjectStorage,
     settings: Settings,
-    *,
     product_id: int,
     kind: str,
     defect_type_id: int | None,
@@ -370,14 +376,14 @@ def upload_images(
     on_change: ImageChangeHook | None = None,
 ) -> UploadOutcome:
     """Register normal or defect images (files or ZIP archives); each file is accepted or refused whole."""
-    product = get_product(session, product_id)
+    product = get_product(session, product_id=product_id)
     if not product.is_active:
         raise ConflictError("errors.product_inactive", code=product.code)
     defect_type: DefectType | None = None
     if kind == "defect":
         if defect_type_id is None:
             raise InvalidInputError("errors.defect_type_required")
-        defect_type = get_defect_type(session, defect_type_id)
+        defect_type = get_defect_type(session, defect_type_id=defect_type_id)
         if defect_type.product_id != product.id:
             raise InvalidInputError("errors.defect_type_other_product")
     elif kind != "normal":
@@ -395,7 +401,7 @@ def upload_images(
             outcome.created.append(
                 add_image(
                     session,
-                    storage,
+                    storage=storage,
                     product=product,
                     defect_type=defect_type,
                     image=image,
@@ -419,7 +425,7 @@ def list_images(
     page_size: int,
 ) -> tuple[list[ReferenceImage], int]:
     """A page of a product's images, newest first."""
-    get_product(session, product_id)
+    get_product(session, product_id=product_id)
     query = select(ReferenceImage).where(ReferenceImage.product_id == product_id)
     if kind:
         query = query.where(ReferenceImage.kind == kind)
@@ -432,7 +438,27 @@ def list_images(
     return list(rows), total
 
 
-def get_image(session: Session, image_id: int) -> ReferenceImage:
+def normal_images(session: Session, *, product_id: int) -> list[ReferenceImage]:
+    """The product's normal images, oldest first."""
+    return _images_of_kind(session, product_id, "normal")
+
+
+def defect_images(session: Session, *, product_id: int) -> list[ReferenceImage]:
+    """The product's defect images, oldest first."""
+    return _images_of_kind(session, product_id, "defect")
+
+
+def _images_of_kind(session: Session, product_id: int, kind: str) -> list[ReferenceImage]:
+    return list(
+        session.scalars(
+            select(ReferenceImage)
+            .where(ReferenceImage.product_id == product_id, ReferenceImage.kind == kind)
+            .order_by(ReferenceImage.id)
+        )
+    )
+
+
+def get_image(session: Session, *, image_id: int) -> ReferenceImage:
     """An image row or NotFoundError."""
     image = session.get(ReferenceImage, image_id)
     if image is None:
@@ -442,14 +468,14 @@ def get_image(session: Session, image_id: int) -> ReferenceImage:
 
 def delete_image(
     session: Session,
-    storage: ObjectStorage,
     *,
+    storage: ObjectStorage,
     image_id: int,
     actor_id: int | None,
     on_change: ImageChangeHook | None = None,
 ) -> None:
     """Delete the row, then the object (a failed object delete leaves a logged orphan, not a dangling row)."""
-    image = get_image(session, image_id)
+    image = get_image(session, image_id=image_id)
     key = image.object_key
     session.delete(image)
     record_audit(
@@ -482,9 +508,9 @@ def count_images(session: Session) -> dict[tuple[int, str], int]:
 # --- Preprocessing and model settings ---------------------------------------------------------------
 
 
-def get_preprocessing(session: Session, product_id: int) -> PreprocessingSetting:
+def get_preprocessing(session: Session, *, product_id: int) -> PreprocessingSetting:
     """A product's preprocessing (created with defaults if missing)."""
-    get_product(session, product_id)
+    get_product(session, product_id=product_id)
     row = session.get(PreprocessingSetting, product_id)
     if row is None:
         row = PreprocessingSetting(product_id=product_id)
@@ -493,7 +519,7 @@ def get_preprocessing(session: Session, product_id: int) -> PreprocessingSetting
     return row
 
 
-def preprocessing_options(session: Session, product_ids: Sequence[int]) -> dict[int, PreprocessingOptions]:
+def preprocessing_options(session: Session, *, product_ids: Sequence[int]) -> dict[int, PreprocessingOptions]:
     """The preprocessing search and anomaly apply per product (all off without a row); reads only."""
     rows = {
         r.product_id: r
@@ -522,7 +548,7 @@ def set_preprocessing(
     session: Session, *, product_id: int, settings_in: PreprocessingRead, actor_id: int | None
 ) -> PreprocessingSetting:
     """Replace a product's preprocessing switches."""
-    row = get_preprocessing(session, product_id)
+    row = get_preprocessing(session, product_id=product_id)
     for key, value in settings_in.model_dump().items():
         setattr(row, key, value)
     record_audit(
@@ -533,8 +559,17 @@ def set_preprocessing(
         entity_id=product_id,
         detail=settings_in.model_dump(),
     )
+    changelog.record(session, changelog.PREPROCESSING_CHANGED, product_id=product_id)
     session.commit()
     return row
+
+
+def configured_embedder(session: Session) -> str:
+    """The image embedder chosen in model settings (the default when the row does not exist yet)."""
+    from app.ml.embedders import EFFICIENTNET_NAME  # torch: only when asked
+
+    row = session.get(ModelSetting, 1)  # read only: never create the row from a read
+    return row.embedder if row is not None and row.embedder else EFFICIENTNET_NAME
 
 
 def get_model_settings(session: Session) -> ModelSetting:
@@ -570,6 +605,7 @@ def set_model_settings(
     record_audit(
         session, user_id=actor_id, action="update", entity="model_settings", entity_id=1, detail=changes
     )
+    changelog.record(session, changelog.MODEL_SETTINGS_CHANGED, payload=dict(changes))
     session.commit()
     return row
 
@@ -579,17 +615,18 @@ def set_model_settings(
 
 @dataclass(frozen=True)
 class ProductOverview:
-    """A product with what is registered for it (the products screen)."""
+    """A product with what is registered for it (the products screen, the dashboard)."""
 
     product: Product
     normal_images: int
     defect_images: int
     defect_types: int
     manuals: int
+    manuals_indexed: int
 
 
-def product_overviews(session: Session) -> list[ProductOverview]:
-    """Every product (inactive ones too) with image, defect-type and manual counts."""
+def product_overviews(session: Session, *, include_inactive: bool = True) -> list[ProductOverview]:
+    """Products (inactive ones too by default) with image, active defect-type and manual counts."""
     images = count_images(session)
     defect_types: dict[int, int] = dict(
         session.execute(
@@ -598,18 +635,24 @@ def product_overviews(session: Session) -> list[ProductOverview]:
             .group_by(DefectType.product_id)
         ).all()
     )
-    manuals: dict[int, int] = dict(
-        session.execute(select(Manual.product_id, func.count()).group_by(Manual.product_id)).all()
-    )
+    manuals: dict[int, list[int]] = {}
+    for pid, status, count in session.execute(
+        select(Manual.product_id, Manual.status, func.count()).group_by(Manual.product_id, Manual.status)
+    ):
+        totals = manuals.setdefault(pid, [0, 0])
+        totals[0] += count
+        if status == "indexed":
+            totals[1] += count
     return [
         ProductOverview(
             product=p,
             normal_images=images.get((p.id, "normal"), 0),
             defect_images=images.get((p.id, "defect"), 0),
             defect_types=defect_types.get(p.id, 0),
-            manuals=manuals.get(p.id, 0),
+            manuals=manuals.get(p.id, [0, 0])[0],
+            manuals_indexed=manuals.get(p.id, [0, 0])[1],
         )
-        for p in list_products(session, include_inactive=True)
+        for p in list_products(session, include_inactive=include_inactive)
     ]
 
 
@@ -624,7 +667,7 @@ def defect_type_overviews(session: Session, *, product_id: int | None) -> list[t
     )
     query = select(DefectType).join(Product).order_by(Product.code, DefectType.code)
     if product_id is not None:
-        get_product(session, product_id)
+        get_product(session, product_id=product_id)
         query = query.where(DefectType.product_id == product_id)
     return [(d, counts.get(d.id, 0)) for d in session.scalars(query).unique()]
 
@@ -640,9 +683,9 @@ def preprocessing_overview(session: Session) -> list[tuple[Product, Preprocessin
 
 def preview_source_image(session: Session, *, product_id: int, image_id: int | None) -> ReferenceImage:
     """The image a preview is drawn from: the one asked for (of this product) or the product's newest."""
-    get_product(session, product_id)
+    get_product(session, product_id=product_id)
     if image_id is not None:
-        chosen = get_image(session, image_id)
+        chosen = get_image(session, image_id=image_id)
         if chosen.product_id != product_id:
             raise InvalidInputError("errors.admin_image_other_product")
         return chosen
@@ -659,8 +702,8 @@ def preview_source_image(session: Session, *, product_id: int, image_id: int | N
 
 def render_preprocessing_preview(
     session: Session,
-    storage: ObjectStorage,
     *,
+    storage: ObjectStorage,
     product_id: int,
     image_id: int | None,
     options: PreprocessingRead,
@@ -678,9 +721,9 @@ def render_preprocessing_preview(
     return buffer.getvalue()
 
 
-def render_thumbnail(session: Session, storage: ObjectStorage, *, image_id: int, size: int) -> bytes:
+def render_thumbnail(session: Session, *, storage: ObjectStorage, image_id: int, size: int) -> bytes:
     """A small JPEG of a registered image for grids (camera photos are far too big to show 24 at once)."""
-    image = get_image(session, image_id)
+    image = get_image(session, image_id=image_id)
     with Image.open(io.BytesIO(storage.get(image.object_key))) as source:
         source.draft("RGB", (size, size))  # JPEG decoders can skip most of the work at reduced scale
         source.thumbnail((size, size))

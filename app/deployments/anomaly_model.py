@@ -2,49 +2,45 @@
 
 Each active product gets a PatchCore memory bank built from its registered normal images and calibrated
 on held-out normals (and its defect images, when there are some). The artifact (safetensors bank + JSON
-config/calibration, see app.ml.patchcore) lives in `<artifacts>/anomaly/product-<id>/<version>/`; an
-`Artifact` row records it with the evaluation the admin sees. Registry name "anomaly" holds one
-`AnomalyModels` (product id -> PatchCore) that a finished build replaces whole.
+config/calibration, see app.ml.patchcore) is one immutable version in the object storage under
+`artifacts/anomaly_model/product-<id>/<version>/` (app.core.artifact_store: checksummed, fetched into the
+local cache by every process that loads it); an `Artifact` row records its key, checksum and the evaluation
+the admin sees. The served side (the model set under
+`anomaly_runtime.ANOMALY`, preparing photos) is `app.ml.anomaly_runtime`; `defectlens evaluate anomaly`
+is `app.deployments.anomaly_evaluate`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.catalog import service as catalog_service
-from app.core.config import Settings
+from app.core import artifact_store
+from app.core.artifacts import ArtifactState, current_artifacts, record_current_artifact
 from app.core.i18n import translate
+from app.core.jobs import JobCancelled, JobContext, JobParams, JobResult
 from app.core.services import Services
-from app.core.storage import ObjectStorage
 from app.db.base import utcnow
-from app.db.tables import (
-    Artifact,
-    DeploymentJob,
-    ModelSetting,
-    Product,
-    ReferenceImage,
-)
-from app.deployments.runner import JobContext
-from app.deployments.status import ArtifactState
+from app.db.tables import Artifact, DeploymentJob, ModelSetting, Product, ReferenceImage
+from app.demo.manifest import demo_masks
 from app.ml.anomaly_calibration import train_and_score
-from app.ml.anomaly_eval import evaluation_summary
+from app.ml.anomaly_eval import read_mask
 from app.ml.anomaly_report import honest_evaluation
+from app.ml.anomaly_runtime import ANOMALY, AnomalyModels, current_models, load_prepared
 from app.ml.anomaly_select import BackboneChoice, product_config, select_backbone
-from app.ml.errors import ArtifactError, JobCancelled, ModelNotAvailableError
+from app.ml.errors import ArtifactError, ModelNotAvailableError
 from app.ml.patchcore import (
     AUTO_BACKBONE,
     BACKBONES,
@@ -53,22 +49,15 @@ from app.ml.patchcore import (
     FeatureExtractor,
     PatchCore,
     PatchCoreConfig,
-    available_backbones,
 )
-from app.ml.preprocessing import PreprocessingOptions, apply_preprocessing, decode_image
 
 logger = logging.getLogger(__name__)
 
 KIND = "anomaly_model"
 AVAILABLE = True
-REGISTRY_NAME = "anomaly"
 ARTIFACT_FOLDER = "anomaly"
 # Fewer normal images than this give no usable held-out statistics (one image held out of four).
 MIN_NORMAL_IMAGES = 5
-# Photos are shrunk to this longest side before preprocessing, at build time and check time alike.
-MAX_SIDE = 1024
-# Job parameters that may override PatchCoreConfig (tests and small machines use smaller values).
-_CONFIG_PARAMS = ("image_size", "coreset_ratio", "max_bank", "num_neighbors", "batch_size")
 _SWAP_LOCK = threading.Lock()
 # ModelSetting.anomaly_backbone names <-> engine backbone ids.
 _SETTING_TO_BACKBONE = {
@@ -79,44 +68,6 @@ _SETTING_TO_BACKBONE = {
     "wide-resnet50-2": "wide_resnet50_2",
     AUTO_BACKBONE: AUTO_BACKBONE,
 }
-
-
-class AnomalyModels:
-    """The loaded product models, product id -> PatchCore; replaced whole by a build, never mutated.
-
-    Args:
-        models: Product id -> model.
-        extractors: Backbone id -> shared feature extractor (reused by the next build).
-    """
-
-    def __init__(
-        self, models: Mapping[int, PatchCore], extractors: Mapping[str, FeatureExtractor] | None = None
-    ) -> None:
-        self._models = dict(models)
-        self.extractors = dict(extractors or {})
-
-    def get(self, product_id: int) -> PatchCore | None:
-        """The product's model, or None."""
-        return self._models.get(product_id)
-
-    @property
-    def product_ids(self) -> list[int]:
-        """Products with a loaded model."""
-        return sorted(self._models)
-
-    def with_model(self, product_id: int, model: PatchCore) -> AnomalyModels:
-        """A new set with `model` for `product_id` (this one is left as it is)."""
-        extractors = {**self.extractors, model.extractor.backbone: model.extractor}
-        return AnomalyModels({**self._models, product_id: model}, extractors)
-
-    def describe(self) -> str:
-        """Short status for /readyz: models per runtime."""
-        runtimes: dict[str, int] = {}
-        for model in self._models.values():
-            runtimes[model.runtime] = runtimes.get(model.runtime, 0) + 1
-        return f"PatchCore x{len(self._models)}" + "".join(
-            f", {n} on {name}" for name, n in sorted(runtimes.items())
-        )
 
 
 def engine_backbone(setting: str) -> str:
@@ -132,34 +83,6 @@ def setting_name(backbone: str) -> str:
     return next((k for k, v in _SETTING_TO_BACKBONE.items() if v == backbone), backbone)
 
 
-def current_models(services: Services) -> AnomalyModels:
-    """The live model set (empty when nothing is loaded)."""
-    found = services.models.get(REGISTRY_NAME)
-    return found if isinstance(found, AnomalyModels) else AnomalyModels({})
-
-
-def normal_images(session: Session, product_id: int) -> list[ReferenceImage]:
-    """The product's normal images, oldest first."""
-    return list(
-        session.scalars(
-            select(ReferenceImage)
-            .where(ReferenceImage.product_id == product_id, ReferenceImage.kind == "normal")
-            .order_by(ReferenceImage.id)
-        )
-    )
-
-
-def defect_images(session: Session, product_id: int) -> list[ReferenceImage]:
-    """The product's defect images, oldest first."""
-    return list(
-        session.scalars(
-            select(ReferenceImage)
-            .where(ReferenceImage.product_id == product_id, ReferenceImage.kind == "defect")
-            .order_by(ReferenceImage.id)
-        )
-    )
-
-
 def normals_fingerprint(rows: Sequence[ReferenceImage]) -> str:
     """Hash of the normal image set (ids and content checksums); a change makes the model stale."""
     digest = hashlib.sha256()
@@ -168,93 +91,71 @@ def normals_fingerprint(rows: Sequence[ReferenceImage]) -> str:
     return digest.hexdigest()
 
 
-def prepare(image: Image.Image, options: PreprocessingOptions) -> Image.Image:
-    """The image as the product model sees it (RGB, shrunk to MAX_SIDE, preprocessed)."""
-    return apply_preprocessing(image, options, max_side=MAX_SIDE)
+def artifact_dir(services: Services, artifact: Artifact) -> Path:
+    """Local folder of an artifact row's files: the stored version fetched into the cache (checksums
+    verified), or for a row written before versions were stored, its folder under the artifacts path.
+
+    Raises:
+        ArtifactError: The stored version is missing or does not match its checksum.
+    """
+    if artifact_store.is_stored(artifact.path, artifact.checksum):
+        return artifact_store.fetch(services.storage, services.settings, artifact.path, artifact.checksum)
+    return services.settings.artifacts_path / artifact.path
 
 
-def load_prepared(storage: ObjectStorage, row: ReferenceImage, options: PreprocessingOptions) -> Image.Image:
-    """A registered image read from storage and prepared for the product model."""
-    return prepare(decode_image(storage.get(row.object_key)), options)
-
-
-def demo_masks(settings: Settings, product_code: str) -> dict[str, Path]:
-    """Ground-truth masks by image file name for a product loaded from the demo data (else empty)."""
-    found: dict[str, Path] = {}
-    for manifest_path in sorted((settings.data_path / "demo").glob("*/manifest.json")):
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        for item in manifest.get("products", []):
-            if item.get("code") != product_code:
-                continue
-            for entry in item.get("defect_images", []):
-                mask = manifest_path.parent / entry["mask_path"]
-                if mask.is_file():
-                    found[Path(entry["path"]).name] = mask
-    return found
-
-
-def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    """A 0/255 mask file as a bool array of `shape` (H, W), resized with nearest neighbour."""
-    with Image.open(path) as opened:
-        mask = opened.convert("L")
-        if mask.size != (shape[1], shape[0]):
-            mask = mask.resize((shape[1], shape[0]), Image.Resampling.NEAREST)
-        return np.asarray(mask) > 127
-
-
-def artifact_dir(settings: Settings, artifact: Artifact) -> Path:
-    """Folder of an artifact row's files."""
-    return settings.artifacts_path / artifact.path
-
-
-def current_artifacts(session: Session) -> dict[int, Artifact]:
-    """The current anomaly artifact per product id."""
-    rows = session.scalars(select(Artifact).where(Artifact.kind == KIND, Artifact.is_current.is_(True)))
-    return {row.product_id: row for row in rows if row.product_id is not None}
-
-
-def _publish_backbones(services: Services) -> None:
-    """Tell the model-settings API which anomaly backbones this server can use."""
-    choices = dict(services.models.get("catalog.available_choices") or {})
-    choices["anomaly_backbone"] = {
-        setting_name(b) for b in available_backbones(services.settings.models_path)
-    } | {AUTO_BACKBONE}
-    services.models.swap("catalog.available_choices", choices)
+def scope_of(product_id: int) -> str:
+    """The storage scope of a product's memory banks."""
+    return f"product-{product_id}"
 
 
 def load(services: Services) -> None:
-    """Load the built artifacts into services.models at startup (no embedding or training work)."""
-    _publish_backbones(services)
+    """Load the current versions into services.models (no training); at start and when one changes.
+
+    A model whose version is already loaded is kept as it is; the others are fetched from the object
+    storage into the local cache (checksums verified) and loaded.
+    """
     with services.session_factory() as session:
         active = {p.id for p in catalog_service.list_products(session)}
-        paths = [
-            (pid, artifact_dir(services.settings, a))
-            for pid, a in current_artifacts(session).items()
-            if pid in active
-        ]
-    models: dict[int, PatchCore] = {}
-    extractors: dict[str, FeatureExtractor] = {}
+        rows = [a for pid, a in current_artifacts(session, KIND).items() if pid in active]
+        session.expunge_all()
+    loaded = current_models(services.models)
+    kept: dict[int, PatchCore] = {}
+    checksums: dict[int, str] = {}
+    folders: dict[int, Path] = {}
     errors: list[str] = []
-    for product_id, path in paths:
+    for row in rows:
+        product_id = int(row.product_id or 0)
+        model = loaded.get(product_id)
+        if model is not None and row.checksum and loaded.checksums.get(product_id) == row.checksum:
+            kept[product_id], checksums[product_id] = model, row.checksum  # same version: no reload
+            continue
         try:
-            meta = json.loads((path / "patchcore.json").read_text(encoding="utf-8"))
-            backbone = str(meta.get("backbone", DEFAULT_BACKBONE))
-            if backbone not in extractors:
-                extractors[backbone] = FeatureExtractor.load(
-                    backbone, services.settings.models_path, services.models.device
-                )
-            models[product_id] = PatchCore.load(
-                path, extractor=extractors[backbone], runtime=services.settings.inference_runtime
-            )
-        except (OSError, ValueError, ArtifactError, ModelNotAvailableError) as exc:
+            folders[product_id] = artifact_dir(services, row)
+            checksums[product_id] = row.checksum
+        except ArtifactError as exc:
             logger.warning("anomaly model of product %s not loaded: %s", product_id, exc)
             errors.append(f"product {product_id}: {exc}")
-    services.models.swap(REGISTRY_NAME, AnomalyModels(models, extractors))
-    if errors:
-        services.models.set_error(REGISTRY_NAME, "; ".join(errors))
+            continue
+        if artifact_store.is_stored(row.path, row.checksum):
+            artifact_store.prune_cache(services.settings, KIND, scope_of(product_id), {row.version})
+    fresh, load_errors = AnomalyModels.load(
+        folders,
+        models_dir=services.settings.models_path,
+        device=services.models.device,
+        runtime=services.settings.inference_runtime,
+    )
+    models = {pid: m for pid in fresh.product_ids if (m := fresh.get(pid)) is not None}
+    with _SWAP_LOCK:
+        services.models.swap(
+            ANOMALY,
+            AnomalyModels(
+                {**kept, **models},
+                {**loaded.extractors, **fresh.extractors},
+                {pid: c for pid, c in checksums.items() if pid in kept or pid in models},
+            ),
+        )
+    if errors or load_errors:
+        services.models.set_error(ANOMALY, "; ".join([*errors, *load_errors]))
 
 
 @dataclass
@@ -265,12 +166,26 @@ class BuildOutcome:
     artifact_id: int
     version: str
     meta: dict[str, Any]
+    checksum: str = ""
+    replaced: tuple[str, ...] = ()
 
 
-def train_config(backbone: str, params: Mapping[str, Any]) -> PatchCoreConfig:
-    """PatchCore settings for a build: the defaults with the job's overrides."""
-    overrides = {k: params[k] for k in _CONFIG_PARAMS if k in params}
-    return PatchCoreConfig(backbone=backbone, **overrides)
+def train_config(backbone: str, params: JobParams) -> PatchCoreConfig:
+    """PatchCore settings for a build: the defaults with the job's overrides (tests use smaller ones)."""
+    config = PatchCoreConfig(backbone=backbone)
+
+    def number(name: str, default: float) -> float:
+        value = params.get(name)
+        return value if isinstance(value, int | float) and not isinstance(value, bool) else default
+
+    return replace(
+        config,
+        image_size=int(number("image_size", config.image_size)),
+        coreset_ratio=float(number("coreset_ratio", config.coreset_ratio)),
+        max_bank=int(number("max_bank", config.max_bank)),
+        num_neighbors=int(number("num_neighbors", config.num_neighbors)),
+        batch_size=int(number("batch_size", config.batch_size)),
+    )
 
 
 def build_product(
@@ -301,12 +216,12 @@ def build_product(
             progress(fraction, stage)
 
     with services.session_factory() as session:
-        product = catalog_service.get_product(session, product_id)
+        product = catalog_service.get_product(session, product_id=product_id)
         code = product.code
-        normals = normal_images(session, product_id)
-        defects = defect_images(session, product_id)
+        normals = catalog_service.normal_images(session, product_id=product_id)
+        defects = catalog_service.defect_images(session, product_id=product_id)
         defect_type_names = [row.defect_type.name if row.defect_type else None for row in defects]
-        options = catalog_service.preprocessing_options(session, [product_id])[product_id]
+        options = catalog_service.preprocessing_options(session, product_ids=[product_id])[product_id]
         fingerprint = normals_fingerprint(normals)
         session.expunge_all()
     if len(normals) < MIN_NORMAL_IMAGES:
@@ -320,7 +235,7 @@ def build_product(
     for i, row in enumerate(rows):
         if should_cancel is not None and should_cancel():
             raise JobCancelled()
-        images.append(load_prepared(storage, row, options))
+        images.append(load_prepared(storage, row.object_key, options))
         report(0.15 * (i + 1) / len(rows), f"{code}: images {i + 1}/{len(rows)}")
     normal_imgs, defect_imgs = images[: len(normals)], images[len(normals) :]
     started = time.perf_counter()
@@ -382,9 +297,15 @@ def build_product(
     # The search validated on these same held-out images: their AUROC is then the best of several.
     evaluation["backbone_selected_here"] = choice is not None and choice.reason == "validation_auroc"
     version = utcnow().strftime("%Y%m%dT%H%M%S") + (f"-j{job_id}" if job_id is not None else "")
-    relative = f"{ARTIFACT_FOLDER}/product-{product_id}/{version}"
-    target = settings.artifacts_path / relative
+    key = artifact_store.version_key(KIND, scope_of(product_id), version)
+    target = artifact_store.local_dir(settings, key)
+    shutil.rmtree(target, ignore_errors=True)  # a retried job (same version name) starts clean
     result.model.save(target)
+    try:
+        published = artifact_store.publish(services.storage, target, key)
+    except Exception:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
     meta: dict[str, Any] = {
         "calibration": result.calibration.to_dict(),
         "evaluation": evaluation,
@@ -402,43 +323,49 @@ def build_product(
     }
     try:
         with services.session_factory() as session:
-            for old in session.scalars(
-                select(Artifact).where(
-                    Artifact.kind == KIND, Artifact.product_id == product_id, Artifact.is_current.is_(True)
-                )
-            ):
-                old.is_current = False
-            artifact = Artifact(
+            replaced = [
+                a.version for a in current_artifacts(session, KIND).values() if a.product_id == product_id
+            ]
+            artifact = record_current_artifact(
+                session,
                 kind=KIND,
                 product_id=product_id,
                 version=version,
-                path=relative,
-                is_current=True,
+                path=key,
+                checksum=published.checksum,
                 meta=meta,
                 job_id=job_id,
             )
-            session.add(artifact)
             session.commit()
+            assert artifact is not None  # noqa: S101 - a version was given
             artifact_id = artifact.id
     except Exception:
         shutil.rmtree(target, ignore_errors=True)
         raise
     report(1.0, f"{code}: done")
-    return BuildOutcome(product_id, artifact_id, version, meta), result.model
+    outcome = BuildOutcome(
+        product_id, artifact_id, version, meta, checksum=published.checksum, replaced=tuple(replaced)
+    )
+    return outcome, result.model
 
 
-def _remove_old_versions(settings: Settings, product_id: int, keep: str) -> None:
-    # Requests in flight hold the old model in memory, so its files can go once the new one is live.
-    folder = settings.artifacts_path / ARTIFACT_FOLDER / f"product-{product_id}"
-    for path in folder.iterdir() if folder.is_dir() else []:
-        if path.is_dir() and path.name != keep:
-            shutil.rmtree(path, ignore_errors=True)
+def _remove_old_versions(services: Services, outcome: BuildOutcome) -> None:
+    """Delete the product's versions older than the one just replaced (storage and cache).
+
+    Requests in flight hold the old model in memory; the version just replaced stays a while longer for
+    servers that are still fetching it. Folders of the layout before versions were stored go too.
+    """
+    keep = {outcome.version, *outcome.replaced}
+    artifact_store.prune(services.storage, services.settings, KIND, scope_of(outcome.product_id), keep)
+    legacy = services.settings.artifacts_path / ARTIFACT_FOLDER / f"product-{outcome.product_id}"
+    shutil.rmtree(legacy, ignore_errors=True)
 
 
-def install(services: Services, product_id: int, model: PatchCore) -> None:
+def install(services: Services, product_id: int, model: PatchCore, checksum: str = "") -> None:
     """Swap a new model set with `model` for `product_id` into the registry."""
     with _SWAP_LOCK:
-        services.models.swap(REGISTRY_NAME, current_models(services).with_model(product_id, model))
+        current = current_models(services.models)
+        services.models.swap(ANOMALY, current.with_model(product_id, model, checksum))
 
 
 def _scaled_progress(ctx: JobContext, lo: float, hi: float) -> Callable[[float, str], None]:
@@ -448,19 +375,19 @@ def _scaled_progress(ctx: JobContext, lo: float, hi: float) -> Callable[[float, 
     return report
 
 
-def run(ctx: JobContext) -> dict[str, object] | None:
+def run(ctx: JobContext) -> JobResult | None:
     """The job: rebuild for ctx.product_id (or all products), report progress, swap into the registry."""
-    services: Services = ctx.services
+    services = ctx.services
     with ctx.session_factory() as session:
         if ctx.product_id is not None:
-            products = [catalog_service.get_product(session, ctx.product_id)]
+            products = [catalog_service.get_product(session, product_id=ctx.product_id)]
         else:
             products = catalog_service.list_products(session)
         targets = [(p.id, p.code) for p in products]
         backbone = engine_backbone(catalog_service.get_model_settings(session).anomaly_backbone)
     auto = backbone == AUTO_BACKBONE
     config = train_config(DEFAULT_BACKBONE if auto else backbone, ctx.params)
-    extractors = dict(current_models(services).extractors)
+    extractors = dict(current_models(services.models).extractors)
     extractor = extractors.get(config.backbone)
     built: list[dict[str, object]] = []
     failed: dict[str, str] = {}
@@ -495,8 +422,8 @@ def run(ctx: JobContext) -> dict[str, object] | None:
                 ctx.log(f"{code}: {translate(check['reason'], **check['params'])}")
         chosen = translate("runtime.log.chosen", runtime=runtime["runtime"], precision=runtime["precision"])
         ctx.log(f"{code}: {chosen}")
-        install(services, product_id, model)
-        _remove_old_versions(services.settings, product_id, outcome.version)
+        install(services, product_id, model, outcome.checksum)
+        _remove_old_versions(services, outcome)
         evaluation = outcome.meta["evaluation"]
         ctx.log(
             f"{code}: bank {outcome.meta['bank_size']} patches, threshold "
@@ -525,8 +452,8 @@ def _failure(job: DeploymentJob, product_id: int) -> str | None:
 def states(session: Session, services: Services) -> list[ArtifactState]:
     """Per active product: current, stale (and why), missing, building or failed."""
     products: list[Product] = catalog_service.list_products(session)
-    preprocessing = catalog_service.preprocessing_options(session, [p.id for p in products])
-    artifacts = current_artifacts(session)
+    preprocessing = catalog_service.preprocessing_options(session, product_ids=[p.id for p in products])
+    artifacts = current_artifacts(session, KIND)
     jobs = list(
         session.scalars(
             select(DeploymentJob)
@@ -537,7 +464,7 @@ def states(session: Session, services: Services) -> list[ArtifactState]:
     )
     settings_row = session.get(ModelSetting, 1)  # read only: never create the row from a status read
     model_setting = settings_row.anomaly_backbone if settings_row else setting_name(DEFAULT_BACKBONE)
-    loaded = current_models(services)
+    loaded = current_models(services.models)
     out: list[ArtifactState] = []
     for product in products:
         art = artifacts.get(product.id)
@@ -564,7 +491,7 @@ def states(session: Session, services: Services) -> list[ArtifactState]:
                 )
             )
             continue
-        normals = normal_images(session, product.id)
+        normals = catalog_service.normal_images(session, product_id=product.id)
         if art is None:
             reasons = ["anomaly.state.never_built"]
             params: dict[str, Any] = {"count": len(normals), "minimum": MIN_NORMAL_IMAGES}
@@ -584,119 +511,3 @@ def states(session: Session, services: Services) -> list[ArtifactState]:
             reasons.append("anomaly.state.not_loaded")
         out.append(ArtifactState(state="stale" if reasons else "current", reasons=reasons, **base))
     return out
-
-
-# --- `defectlens evaluate anomaly` ----------------------------------------------------------------------
-
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-
-
-def _demo_holdout(settings: Settings, product_code: str) -> tuple[list[Path], list[Path]]:
-    """Held-out demo (normal, defect) image files of a product: never registered, never in the bank."""
-    normals: list[Path] = []
-    defects: list[Path] = []
-    for manifest_path in sorted((settings.data_path / "demo").glob("*/manifest.json")):
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        for item in manifest.get("products", []):
-            if item.get("code") != product_code:
-                continue
-            root = manifest_path.parent
-            normals += [
-                root / e["path"]
-                for e in item.get("normal_images", [])
-                if isinstance(e, dict) and e.get("holdout")
-            ]
-            defects += [root / e["path"] for e in item.get("defect_images", []) if e.get("holdout")]
-    return normals, defects
-
-
-def _image_files(folder: Path | None) -> list[Path]:
-    if folder is None:
-        return []
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
-
-
-def _mask_for(name: str, masks_dir: Path | None, demo: Mapping[str, Path]) -> Path | None:
-    if masks_dir is not None:
-        stem = Path(name).stem
-        for candidate in sorted(masks_dir.glob(f"{stem}.*")):
-            if candidate.suffix.lower() in _IMAGE_SUFFIXES:
-                return candidate
-    return demo.get(name)
-
-
-def evaluate_product(
-    services: Services,
-    product_code: str,
-    *,
-    masks_dir: Path | None = None,
-    normals_dir: Path | None = None,
-    defects_dir: Path | None = None,
-) -> dict[str, Any]:
-    """Score a product's built model on its defect images and on normal images outside the bank.
-
-    Defect images: the registered ones, the demo's held-out ones and `defects_dir`. Normal images: the
-    demo's held-out ones and `normals_dir` (registered normals are in the bank and would score ~0).
-    Masks: `masks_dir/<image stem>.*`, else the demo's masks. Returns `evaluation_summary` plus
-    "product", "version" and "built" (the evaluation stored at build time).
-
-    Raises:
-        NotFoundError: Unknown product code.
-        ConflictError: The product has no built model.
-    """
-    from app.core.errors import ConflictError, NotFoundError
-
-    settings = services.settings
-    with services.session_factory() as session:
-        product = catalog_service.get_product_by_code(session, product_code)
-        if product is None:
-            raise NotFoundError("errors.product_not_found", id=product_code)
-        artifact = current_artifacts(session).get(product.id)
-        if artifact is None:
-            raise ConflictError("errors.anomaly_model_missing", product=product.name, code=product.code)
-        options = catalog_service.preprocessing_options(session, [product.id])[product.id]
-        registered = defect_images(session, product.id)
-        session.expunge_all()
-    model = PatchCore.load(
-        artifact_dir(settings, artifact),
-        models_dir=settings.models_path,
-        device=services.models.device,
-        runtime=settings.inference_runtime,
-    )
-    if model.calibration is None:
-        raise ConflictError("errors.anomaly_model_missing", product=product.name, code=product.code)
-    demo_normals, demo_defects = _demo_holdout(settings, product_code)
-    demo_mask_files = demo_masks(settings, product_code)
-
-    def prepared_file(path: Path) -> Image.Image:
-        return prepare(decode_image(path.read_bytes()), options)
-
-    normal_pictures = [prepared_file(p) for p in [*demo_normals, *_image_files(normals_dir)]]
-    defect_named: list[tuple[str, Image.Image]] = [
-        (row.original_name, load_prepared(services.storage, row, options)) for row in registered
-    ]
-    defect_named += [(p.name, prepared_file(p)) for p in [*demo_defects, *_image_files(defects_dir)]]
-    normal_out = model.detect_many(normal_pictures)
-    defect_out = model.detect_many([im for _, im in defect_named])
-    masks: list[np.ndarray | None] = []
-    for (name, _), out in zip(defect_named, defect_out, strict=True):
-        mask_path = _mask_for(name, masks_dir, demo_mask_files)
-        masks.append(read_mask(mask_path, out.anomaly_map.shape) if mask_path is not None else None)
-    summary = evaluation_summary(
-        [o.score for o in normal_out],
-        [o.score for o in defect_out],
-        model.calibration.threshold,
-        normal_maps=[o.anomaly_map for o in normal_out],
-        defect_maps=[o.anomaly_map for o in defect_out],
-        defect_masks=masks,
-    )
-    return {
-        **summary,
-        "product": product_code,
-        "version": artifact.version,
-        "n_masks": sum(m is not None for m in masks),
-        "built": (artifact.meta or {}).get("evaluation"),
-    }

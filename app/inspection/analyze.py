@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy.orm import Session
 
 from app.core.errors import DomainError
@@ -12,31 +10,32 @@ from app.core.services import Services
 from app.db.tables import User
 from app.inspection import service as inspection_service
 from app.inspection.anomaly import service as anomaly_service
+from app.inspection.anomaly.schemas import AnomalyRead
 from app.inspection.guidance import service as guidance_service
-from app.inspection.guidance.schemas import GuidanceCreate
+from app.inspection.guidance.schemas import GuidanceCreate, GuidanceRead
+from app.inspection.schemas import AnalyzeRead, AnalyzeStep, StepProblem
 from app.inspection.search import service as search_service
+from app.inspection.search.schemas import SearchRead
 from app.integrations import service as integrations_service
 
 
-def _problem(exc: DomainError) -> dict[str, Any]:
-    return {
-        "detail": translate(exc.message_key, **exc.params),
-        "code": exc.message_key,
-        "status": exc.status_code,
-    }
+def _problem(exc: DomainError) -> StepProblem:
+    return StepProblem(
+        detail=translate(exc.message_key, **exc.params), code=exc.message_key, status=exc.status_code
+    )
 
 
 def analyze(
     session: Session,
-    services: Services,
     *,
+    services: Services,
     data: bytes,
     file_name: str,
     product_id: int | None,
     top_k: int,
     generator: str | None,
     user: User,
-) -> dict[str, Any]:
+) -> AnalyzeRead:
     """Run every step; a bad photo or wrong id fails the call, a step that cannot run is reported per step.
 
     A step that cannot run (no search gallery yet, no memory bank for the product, no product known) is
@@ -47,17 +46,17 @@ def analyze(
         services.inference.admit("analyze")  # a full queue refuses before anything is stored
     inspection = inspection_service.create_inspection(
         session,
-        services.storage,
-        services.settings,
+        storage=services.storage,
+        settings=services.settings,
         data=data,
         file_name=file_name,
         product_id=product_id,
         user=user,
     )
-    errors: dict[str, dict[str, Any]] = {}
-    search: dict[str, Any] | None = None
-    anomaly: dict[str, Any] | None = None
-    guidance: dict[str, Any] | None = None
+    errors: dict[AnalyzeStep, StepProblem] = {}
+    search: SearchRead | None = None
+    anomaly: AnomalyRead | None = None
+    guidance: GuidanceRead | None = None
     try:
         search = search_service.search_inspection(
             session,
@@ -66,19 +65,19 @@ def analyze(
             top_k=top_k,
             product_id=product_id,
             user=user,
-        ).model_dump(mode="json")
+        )
     except DomainError as exc:
         session.rollback()
         errors["search"] = _problem(exc)
     try:
         anomaly = anomaly_service.check_inspection(
             session,
-            services,
+            services=services,
             inspection_id=inspection.id,
             product_id=product_id,
             reference_image_id=None,
             user=user,
-        ).model_dump(mode="json")
+        )
     except DomainError as exc:
         session.rollback()
         errors["anomaly"] = _problem(exc)
@@ -89,19 +88,18 @@ def analyze(
             inspection_id=inspection.id,
             user=user,
             body=GuidanceCreate(generator=generator),
-        ).model_dump(mode="json")
+        )
     except DomainError as exc:
         session.rollback()
         errors["guidance"] = _problem(exc)
     session.expire_all()
-    finished = inspection_service.get_inspection(session, inspection.id)
+    finished = inspection_service.get_inspection(session, inspection_id=inspection.id)
     if integrations_service.enqueue_event(session, inspection=finished, event="inspection.analyzed"):
         session.commit()
-    record = inspection_service.to_read(finished)
-    return {
-        "inspection": record.model_dump(mode="json"),
-        "search": search,
-        "anomaly": anomaly,
-        "guidance": guidance,
-        "errors": errors,
-    }
+    return AnalyzeRead(
+        inspection=inspection_service.to_read(finished),
+        search=search,
+        anomaly=anomaly,
+        guidance=guidance,
+        errors=errors,
+    )

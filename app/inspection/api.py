@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import Response
@@ -10,26 +10,18 @@ from starlette.concurrency import run_in_threadpool
 
 from app.auth.dependencies import AdminDep, CurrentUserDep, get_current_user
 from app.core.dependencies import ServicesDep, SettingsDep, StorageDep
-from app.core.errors import InvalidInputError, PayloadTooLargeError
-from app.core.files import object_response
+from app.core.errors import InvalidInputError
+from app.core.files import object_response, read_upload
 from app.core.url_fetch import UrlPolicy, fetch_url
 from app.db.session import SessionDep
 from app.inspection import analyze as analyze_service
 from app.inspection import report as report_service
 from app.inspection import service
 from app.inspection.anomaly import pictures
-from app.inspection.schemas import InspectionEventRead, InspectionRead
+from app.inspection.schemas import AnalyzeRead, InspectionEventRead, InspectionRead
 
 # Authentication runs first for every route here, before any load-or-404 dependency.
 router = APIRouter(prefix="/api/v1", tags=["inspections"], dependencies=[Depends(get_current_user)])
-
-
-async def read_upload(file: UploadFile, limit: int) -> bytes:
-    """The uploaded bytes, refusing more than `limit` without reading it all."""
-    data = await file.read(limit + 1)
-    if len(data) > limit:
-        raise PayloadTooLargeError("errors.file_too_large", name=file.filename or "", limit_mb=limit // 2**20)
-    return data
 
 
 @router.post("/inspections", status_code=201)
@@ -46,7 +38,7 @@ async def create_inspection(
     if (file is None) == (not url):
         raise InvalidInputError("errors.inspection_file_or_url")
     if file is not None:
-        data, file_name = await read_upload(file, settings.max_upload_bytes), file.filename or "upload"
+        data, file_name = await read_upload(file, limit=settings.max_upload_bytes), file.filename or "upload"
     else:
         policy = UrlPolicy(
             allowed_hosts=settings.url_fetch_hosts,
@@ -59,8 +51,8 @@ async def create_inspection(
     row = await run_in_threadpool(
         service.create_inspection,
         session,
-        storage,
-        settings,
+        storage=storage,
+        settings=settings,
         data=data,
         file_name=file_name,
         product_id=product_id,
@@ -72,7 +64,7 @@ async def create_inspection(
 @router.get("/inspections/{inspection_id}")
 def get_inspection(inspection_id: int, session: SessionDep, _: CurrentUserDep) -> InspectionRead:
     """One inspection with every step's result so far."""
-    return service.to_read(service.get_inspection(session, inspection_id))
+    return service.to_read(service.get_inspection(session, inspection_id=inspection_id))
 
 
 @router.get("/inspections/{inspection_id}/events")
@@ -80,7 +72,7 @@ def inspection_events(
     inspection_id: int, session: SessionDep, _: CurrentUserDep
 ) -> list[InspectionEventRead]:
     """The inspection's append-only history: every step run, choice, feedback and reopening, oldest first."""
-    return service.events(session, inspection_id)
+    return service.events(session, inspection_id=inspection_id)
 
 
 @router.post("/inspections/{inspection_id}/reopen")
@@ -94,7 +86,7 @@ def inspection_image(
     inspection_id: int, session: SessionDep, storage: StorageDep, settings: SettingsDep, _: CurrentUserDep
 ) -> Response:
     """The inspected photo (or a redirect to a short-lived URL)."""
-    row = service.get_inspection(session, inspection_id)
+    row = service.get_inspection(session, inspection_id=inspection_id)
     return object_response(
         storage, settings, key=row.image_key, content_type=row.content_type, file_name=row.original_name
     )
@@ -111,11 +103,11 @@ def inspection_file(
     _: CurrentUserDep,
 ) -> Response:
     """A file a step derived from the photo (heat map, mask, overlay, comparison; drawn on first request)."""
-    row = service.get_inspection(session, inspection_id)
+    row = service.get_inspection(session, inspection_id=inspection_id)
     return object_response(
         storage,
         settings,
-        key=pictures.file_key(session, services, row, name),
+        key=pictures.file_key(session, services=services, inspection=row, name=name),
         content_type=service.file_content_type(name),
         file_name=name,
     )
@@ -130,7 +122,7 @@ def inspection_report(
     inspection_id: int, session: SessionDep, services: ServicesDep, _: CurrentUserDep
 ) -> Response:
     """The inspection as a one-page PDF report, in the reader's language (?lang= or the language cookie)."""
-    pdf = report_service.inspection_report(session, services, inspection_id=inspection_id)
+    pdf = report_service.inspection_report(session, services=services, inspection_id=inspection_id)
     return Response(
         pdf,
         media_type="application/pdf",
@@ -147,13 +139,13 @@ async def analyze(
     product_id: Annotated[int | None, Form()] = None,
     top_k: Annotated[int, Form(ge=1, le=20)] = 5,
     generator: Annotated[str | None, Form()] = None,
-) -> dict[str, Any]:
+) -> AnalyzeRead:
     """The whole pipeline in one call: {"inspection","search","anomaly","guidance","errors"}."""
-    data = await read_upload(file, services.settings.max_upload_bytes)
+    data = await read_upload(file, limit=services.settings.max_upload_bytes)
     return await run_in_threadpool(
         analyze_service.analyze,
         session,
-        services,
+        services=services,
         data=data,
         file_name=file.filename or "upload",
         product_id=product_id,

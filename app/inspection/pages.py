@@ -28,7 +28,7 @@ def upload_page(
         {
             "step": 1,
             "products": catalog_service.list_products(session),
-            "gallery": search_service.gallery_status(session, services),
+            "gallery": search_service.gallery_status(session, services=services),
             "max_upload_mb": settings.max_upload_bytes // 2**20,
         },
     )

@@ -24,9 +24,9 @@ _CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "json": "application/
 
 def create_inspection(
     session: Session,
+    *,
     storage: ObjectStorage,
     settings: Settings,
-    *,
     data: bytes,
     file_name: str,
     product_id: int | None,
@@ -35,7 +35,7 @@ def create_inspection(
     """Check the photo fully, store it, and create the inspection; commits. Bad input stores nothing."""
     image = check_image(data, catalog_service.image_limits(settings), name=file_name)
     if product_id is not None:
-        catalog_service.get_product(session, product_id)  # 404 for a wrong id
+        catalog_service.get_product(session, product_id=product_id)  # 404 for a wrong id
     folder = f"inspections/{uuid.uuid4().hex}"
     row = Inspection(
         user_id=user.id,
@@ -62,7 +62,7 @@ def create_inspection(
     return row
 
 
-def get_inspection(session: Session, inspection_id: int) -> Inspection:
+def get_inspection(session: Session, *, inspection_id: int) -> Inspection:
     """The inspection, or 404."""
     row = session.get(Inspection, inspection_id)
     if row is None:
@@ -70,9 +70,9 @@ def get_inspection(session: Session, inspection_id: int) -> Inspection:
     return row
 
 
-def events(session: Session, inspection_id: int) -> list[InspectionEventRead]:
+def events(session: Session, *, inspection_id: int) -> list[InspectionEventRead]:
     """The inspection's history, oldest first (404 for a wrong id)."""
-    get_inspection(session, inspection_id)
+    get_inspection(session, inspection_id=inspection_id)
     return [
         InspectionEventRead(
             kind=e.kind,
@@ -80,13 +80,15 @@ def events(session: Session, inspection_id: int) -> list[InspectionEventRead]:
             user=(e.user.display_name or e.user.username) if e.user else None,
             data=e.data or {},
         )
-        for e in outcome_service.list_events(session, inspection_id)
+        for e in outcome_service.list_events(session, inspection_id=inspection_id)
     ]
 
 
 def reopen_inspection(session: Session, *, inspection_id: int, user: User) -> Inspection:
     """An admin unlocks a completed inspection; commits."""
-    return outcome_service.reopen(session, inspection=get_inspection(session, inspection_id), user=user)
+    return outcome_service.reopen(
+        session, inspection=get_inspection(session, inspection_id=inspection_id), user=user
+    )
 
 
 def load_image(storage: ObjectStorage, inspection: Inspection) -> bytes:

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.catalog import service as catalog_service
-from app.catalog.schemas import ProductCreate
+from app.catalog.model_choices import available_choices
+from app.core.jobs import JobContext
+from app.core.services import Services
 from app.db.base import utcnow
 from app.db.tables import DeploymentJob, ModelSetting, PreprocessingSetting
 from app.deployments import anomaly_model
-from app.deployments.runner import JobContext
+from app.ml.anomaly_runtime import ANOMALY, current_models
 from app.ml.errors import JobCancelled
+from app.ml.registry import ModelRegistry
+from tests.conftest import make_settings
+from tests.factories import make_products
 from tests.ml.synthetic_textures import make_dataset
 
 
@@ -28,20 +34,18 @@ def _product(client: TestClient, code: str, n_normal: int, n_defect: int = 0, se
     state = client.app.state  # type: ignore[attr-defined]
     normals, _defects = make_dataset(seed, n_normal, n_defect, 96, 96)
     with state.session_factory() as session:
-        product = catalog_service.create_product(
-            session, product_in=ProductCreate(code=code, name=f"{code} 제품"), actor_id=None
-        )
+        (product_id,) = make_products(session, [(code, f"{code} 제품")])
         catalog_service.upload_images(
             session,
-            state.storage,
-            state.settings,
-            product_id=product.id,
+            storage=state.storage,
+            settings=state.settings,
+            product_id=product_id,
             kind="normal",
             defect_type_id=None,
             files=[(f"n{i}.png", _png(s.image)) for i, s in enumerate(normals)],
             actor_id=None,
         )
-        return product.id
+        return product_id
 
 
 def _job(client: TestClient, product_id: int | None) -> JobContext:
@@ -98,7 +102,7 @@ def test_all_products_job_builds_good_products_and_reports_the_one_with_too_few_
     assert "sparse" in message
     assert "3" in message
     assert "5" in message
-    loaded = client.app.state.models.get("anomaly")  # type: ignore[attr-defined]
+    loaded = client.app.state.models.get(ANOMALY)  # type: ignore[attr-defined]
     assert loaded.get(good) is not None
     assert loaded.get(few) is None
     states = _states(client)
@@ -126,8 +130,8 @@ def test_changes_after_the_build_make_the_model_stale(client: TestClient) -> Non
     with state.session_factory() as session:
         catalog_service.upload_images(
             session,
-            state.storage,
-            state.settings,
+            storage=state.storage,
+            settings=state.settings,
             product_id=pid,
             kind="normal",
             defect_type_id=None,
@@ -156,16 +160,16 @@ def test_cancelled_job_keeps_the_live_model_and_writes_nothing(client: TestClien
     ctx._cancelled = True  # an admin pressed cancel before the first checkpoint
     with pytest.raises(JobCancelled):
         anomaly_model.run(ctx)
-    assert client.app.state.models.get("anomaly") is None  # type: ignore[attr-defined]
-    folder = client.app.state.settings.artifacts_path / "anomaly"  # type: ignore[attr-defined]
+    assert client.app.state.models.get(ANOMALY) is None  # type: ignore[attr-defined]
+    folder = client.app.state.settings.artifacts_path  # type: ignore[attr-defined]
     assert not folder.exists() or not any(folder.rglob("*.safetensors"))
+    assert not list(client.app.state.storage.list("artifacts/"))  # type: ignore[attr-defined]
 
 
-def test_backbone_choices_are_published_for_the_model_settings_api(
+def test_backbone_choices_are_offered_to_the_model_settings_api(
     client: TestClient, admin_headers: dict[str, str]
 ) -> None:
-    anomaly_model.load(client.app.state.services)  # type: ignore[attr-defined]
-    choices = client.app.state.models.get("catalog.available_choices")  # type: ignore[attr-defined]
+    choices = available_choices(client.app.state.settings)  # type: ignore[attr-defined]
     assert "efficientnet-lite0" in choices["anomaly_backbone"]
     refused = client.put(
         "/api/v1/settings/models", json={"anomaly_backbone": "wide-resnet50-2"}, headers=admin_headers
@@ -188,13 +192,11 @@ def _product_with_defects(client: TestClient, code: str, n_normal: int, n_defect
     state = client.app.state  # type: ignore[attr-defined]
     normals, defects = make_dataset(3, n_normal, n_defect, 96, 160)  # wider than tall: aspect kept
     with state.session_factory() as session:
-        product = catalog_service.create_product(
-            session, product_in=ProductCreate(code=code, name=f"{code} 제품"), actor_id=None
-        )
+        (product_id,) = make_products(session, [(code, f"{code} 제품")])
         types = {
             kind: catalog_service.create_defect_type(
                 session,
-                product_id=product.id,
+                product_id=product_id,
                 defect_in=DefectTypeCreate(code=kind, name=name),
                 actor_id=None,
             ).id
@@ -203,9 +205,9 @@ def _product_with_defects(client: TestClient, code: str, n_normal: int, n_defect
         session.commit()
         catalog_service.upload_images(
             session,
-            state.storage,
-            state.settings,
-            product_id=product.id,
+            storage=state.storage,
+            settings=state.settings,
+            product_id=product_id,
             kind="normal",
             defect_type_id=None,
             files=[(f"n{i}.png", _png(s.image)) for i, s in enumerate(normals)],
@@ -214,15 +216,15 @@ def _product_with_defects(client: TestClient, code: str, n_normal: int, n_defect
         for kind, type_id in types.items():
             catalog_service.upload_images(
                 session,
-                state.storage,
-                state.settings,
-                product_id=product.id,
+                storage=state.storage,
+                settings=state.settings,
+                product_id=product_id,
                 kind="defect",
                 defect_type_id=type_id,
                 files=[(f"d{i}.png", _png(s.image)) for i, s in enumerate(defects) if s.kind == kind],
                 actor_id=None,
             )
-        return product.id
+        return product_id
 
 
 def test_auto_backbone_build_records_tiling_choice_and_cross_validated_evaluation(client: TestClient) -> None:
@@ -255,7 +257,7 @@ def test_auto_backbone_build_records_tiling_choice_and_cross_validated_evaluatio
     assert set(evaluation["per_type"]) == {"구멍", "긁힘"}
     assert evaluation["roc"][0] == [0.0, 0.0]
     assert evaluation["roc"][-1] == [1.0, 1.0]
-    model = state.models.get("anomaly").get(pid)
+    model = state.models.get(ANOMALY).get(pid)
     assert model.config.backbone == choice["backbone"]
     assert model.detect(Image.new("RGB", (300, 90), (128, 110, 90))).anomaly_map.shape == (90, 300)
 
@@ -289,15 +291,68 @@ def test_normal_only_product_states_its_threshold_rule_on_the_deploy_screen(clie
     assert "No curves" in page.text
 
 
-def test_build_checks_the_inference_runtimes_and_the_deploy_screen_shows_the_choice(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch
+def test_another_server_loads_the_stored_version_into_its_own_cache_and_refuses_a_tampered_one(
+    client: TestClient, tmp_path: Path
 ) -> None:
+    state = client.app.state  # type: ignore[attr-defined]
+    pid = _product(client, "stored", n_normal=6)
+    ctx = _job(client, pid)
+    _finish(client, ctx, "succeeded", anomaly_model.run(ctx))
+    with state.session_factory() as session:
+        artifact = anomaly_model.current_artifacts(session, anomaly_model.KIND)[pid]
+        session.expunge(artifact)
+    assert artifact.path == f"artifacts/anomaly_model/product-{pid}/{artifact.version}"
+    # Another server: same database and storage, its own (empty) models folder.
+    other_settings = make_settings(
+        tmp_path / "other",
+        database_url=state.settings.database_url,
+        local_storage_dir=state.settings.local_storage_path,
+    )
+    other = Services(
+        settings=other_settings,
+        storage=state.storage,
+        models=ModelRegistry(other_settings.models_path),
+        session_factory=state.session_factory,
+        metrics=state.metrics,
+    )
+    anomaly_model.load(other)
+    loaded = current_models(other.models).get(pid)
+    assert loaded is not None
+    assert loaded.bank_size == current_models(state.models).get(pid).bank_size  # type: ignore[union-attr]
+    assert (
+        other_settings.artifacts_path / "cache" / artifact.path / ".verified"
+    ).read_text() == artifact.checksum
+    # A third server whose copy of the bank in the storage was altered loads nothing and says why.
+    state.storage.put(f"{artifact.path}/memory_bank.safetensors", b"garbage", "application/octet-stream")
+    third_settings = make_settings(
+        tmp_path / "third",
+        database_url=state.settings.database_url,
+        local_storage_dir=state.settings.local_storage_path,
+    )
+    third = Services(
+        settings=third_settings,
+        storage=state.storage,
+        models=ModelRegistry(third_settings.models_path),
+        session_factory=state.session_factory,
+        metrics=state.metrics,
+    )
+    anomaly_model.load(third)
+    assert current_models(third.models).get(pid) is None
+    assert "checksum" in third.models.status()["errors"]["anomaly"]
+
+
+def test_build_checks_the_inference_runtimes_and_the_deploy_screen_shows_the_choice(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
     from app.ml import inference_runtime
     from tests.conftest import ADMIN_PASSWORD
     from tests.deployments.test_pages import login_page
 
     pid = _product_with_defects(client, "runtime", n_normal=8, n_defect=4)
     state = client.app.state  # type: ignore[attr-defined]
+    caplog.set_level(logging.INFO, logger="app.core.jobs")
     ctx = _job(client, pid)
     _finish(client, ctx, "succeeded", anomaly_model.run(ctx))
     runtime = _states(client)[pid].detail["runtime"]
@@ -306,10 +361,15 @@ def test_build_checks_the_inference_runtimes_and_the_deploy_screen_shows_the_cho
     assert all(c["max_score_rel"] <= 1e-4 and c["max_map_rel"] <= 1e-4 for c in runtime["checks"])
     assert runtime["reason"] is None
     # auto runs the fastest that passed (PyTorch too, if it happened to be the fastest on this machine).
-    assert state.models.get("anomaly").get(pid).runtime.split()[0] == runtime["runtime"]
+    built = current_models(state.models).get(pid)
+    assert built is not None
+    assert built.runtime.split()[0] == runtime["runtime"]
+    state.models.swap(ANOMALY, None)
     anomaly_model.load(state.services)  # a restart loads the stored network
-    assert state.models.get("anomaly").get(pid).runtime.split()[0] == runtime["runtime"]
-    assert any("inference runtime" in line or "추론 런타임" in line for line in ctx._pending_log)
+    reloaded = current_models(state.models).get(pid)
+    assert reloaded is not None
+    assert reloaded.runtime.split()[0] == runtime["runtime"]
+    assert "inference runtime" in caplog.text or "추론 런타임" in caplog.text
     login_page(client, "admin1", ADMIN_PASSWORD)
     page = client.get("/admin/deploy/anomaly?lang=en")
     assert "Inference runtime" in page.text
@@ -319,6 +379,7 @@ def test_build_checks_the_inference_runtimes_and_the_deploy_screen_shows_the_cho
     # The real runtimes differ from PyTorch by ~1e-6: a tolerance of 1e-12 makes them fail the check.
     monkeypatch.setattr(inference_runtime, "PARITY_RTOL", 1e-12)
     monkeypatch.setattr(state.services.settings, "inference_runtime", "onnx")
+    caplog.clear()
     ctx = _job(client, pid)
     _finish(client, ctx, "succeeded", anomaly_model.run(ctx))
     runtime = _states(client)[pid].detail["runtime"]
@@ -327,8 +388,11 @@ def test_build_checks_the_inference_runtimes_and_the_deploy_screen_shows_the_cho
         "torch",
         "runtime.refused.parity",
     )
-    assert state.models.get("anomaly").get(pid).runtime == "torch"
-    assert any("onnx fp32" in line and "PyTorch" in line for line in ctx._pending_log)
+    refused = current_models(state.models).get(pid)
+    assert refused is not None
+    assert refused.runtime == "torch"
+    assert "onnx fp32" in caplog.text
+    assert "PyTorch" in caplog.text
     page = client.get("/admin/deploy/anomaly?lang=en")
     assert 'data-runtime="torch"' in page.text
     assert "onnx fp32 was refused" in page.text

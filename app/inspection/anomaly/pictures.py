@@ -23,9 +23,9 @@ from sqlalchemy.orm import Session
 from app.core.i18n import current_language, translate
 from app.core.services import Services
 from app.db.tables import Inspection, ReferenceImage
-from app.deployments import anomaly_model
 from app.inspection import service as inspection_service
 from app.ml import anomaly_viz
+from app.ml.anomaly_runtime import load_prepared
 from app.ml.preprocessing import PreprocessingOptions
 
 logger = logging.getLogger(__name__)
@@ -80,19 +80,23 @@ def _picture_key(inspection: Inspection, name: str, render: dict[str, Any], lang
     return f"{_folder(inspection)}/{stem}_{render['token']}{suffix}.png"
 
 
-def file_key(session: Session, services: Services, inspection: Inspection, name: str) -> str:
+def file_key(session: Session, *, services: Services, inspection: Inspection, name: str) -> str:
     """The storage key to serve for a derived file, drawing and caching an anomaly picture first if needed."""
     render = (inspection.anomaly_result or {}).get("render")
     if name not in PICTURES or not render:
         return inspection_service.file_key(inspection, name)
     key = _picture_key(inspection, name, render, current_language.get())
     if not services.storage.exists(key):
-        services.storage.put(key, draw(session, services, inspection, name, render), "image/png")
+        services.storage.put(
+            key,
+            draw(session, services=services, inspection=inspection, name=name, render=render),
+            "image/png",
+        )
     return key
 
 
 def draw(
-    session: Session, services: Services, inspection: Inspection, name: str, render: dict[str, Any]
+    session: Session, *, services: Services, inspection: Inspection, name: str, render: dict[str, Any]
 ) -> bytes:
     """Draw one picture from the stored map, the photo and (for the comparison) the reference image."""
     storage = services.storage
@@ -115,7 +119,7 @@ def draw(
     row = session.get(ReferenceImage, reference_id) if reference_id is not None else None
     if row is not None:
         options = PreprocessingOptions(**render.get("options", {}))
-        reference = anomaly_model.load_prepared(storage, row, options)
+        reference = load_prepared(storage, row.object_key, options)
     labels = (translate("anomaly.reference_label"), translate("anomaly.inspected_label"))
     return anomaly_viz.to_png(anomaly_viz.comparison(reference, overlay, labels, height=COMPARISON_HEIGHT))
 

@@ -16,13 +16,13 @@ from app.core.i18n import translate
 from app.core.inference import gated
 from app.core.services import Services
 from app.db.tables import Inspection, Product, ReferenceImage, User
-from app.deployments import anomaly_model
 from app.inspection import outcome as outcome_service
 from app.inspection import service as inspection_service
 from app.inspection.anomaly import pictures
 from app.inspection.anomaly.schemas import AnomalyRead, ReferenceImageRead, RegionRead
 from app.inspection.search.service import nearest_normal_images
 from app.ml import anomaly_viz
+from app.ml.anomaly_runtime import current_models, prepare
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def _reference_image(
     reference_image_id: int | None,
 ) -> ReferenceImage | None:
     if reference_image_id is not None:
-        row = catalog_service.get_image(session, reference_image_id)  # 404 for a wrong id
+        row = catalog_service.get_image(session, image_id=reference_image_id)  # 404 for a wrong id
         if row.product_id != product_id or row.kind != "normal":
             raise ValidationFailedError("errors.anomaly_reference_not_normal", id=reference_image_id)
         return row
@@ -60,15 +60,15 @@ def _reference_image(
         candidate = session.get(ReferenceImage, image_id)
         if candidate is not None and candidate.product_id == product_id and candidate.kind == "normal":
             return candidate
-    normals = anomaly_model.normal_images(session, product_id)
+    normals = catalog_service.normal_images(session, product_id=product_id)
     return normals[0] if normals else None
 
 
 @gated("anomaly", lambda session, services, **kwargs: services)
 def check_inspection(
     session: Session,
-    services: Services,
     *,
+    services: Services,
     inspection_id: int,
     product_id: int | None,
     reference_image_id: int | None,
@@ -76,11 +76,11 @@ def check_inspection(
 ) -> AnomalyRead:
     """Score the photo and store the result with its anomaly map (pictures are drawn when viewed); commits."""
     started = time.perf_counter()
-    inspection = inspection_service.get_inspection(session, inspection_id)
+    inspection = inspection_service.get_inspection(session, inspection_id=inspection_id)
     outcome_service.ensure_can_change(inspection, user)
     pid = resolve_product_id(inspection, product_id)
-    product = catalog_service.get_product(session, pid)
-    model = anomaly_model.current_models(services).get(pid)
+    product = catalog_service.get_product(session, product_id=pid)
+    model = current_models(services.models).get(pid)
     if model is None or model.calibration is None:
         raise ConflictError("errors.anomaly_model_missing", product=product.name, code=product.code)
     storage = services.storage
@@ -88,8 +88,8 @@ def check_inspection(
     reference = _reference_image(
         session, services, image=photo, product_id=pid, reference_image_id=reference_image_id
     )
-    options = catalog_service.preprocessing_options(session, [pid])[pid]
-    prepared = anomaly_model.prepare(photo, options)
+    options = catalog_service.preprocessing_options(session, product_ids=[pid])[pid]
+    prepared = prepare(photo, options)
     output = model.detect(prepared)
     calibration = model.calibration
     amap = output.anomaly_map
@@ -150,7 +150,7 @@ def check_inspection(
     outcome_service.refresh_outcome(inspection)
     outcome_service.record_event(
         session,
-        inspection,
+        inspection=inspection,
         kind="anomaly",
         user_id=user.id,
         data={
@@ -189,22 +189,24 @@ class AnomalyPage:
 
 
 def page_context(
-    session: Session, services: Services, *, inspection_id: int, product_id: int | None, user: User
+    session: Session, *, services: Services, inspection_id: int, product_id: int | None, user: User
 ) -> AnomalyPage:
     """The inspection, the product to check against (query, stored result, verdict, upload), its normals."""
-    inspection = inspection_service.get_inspection(session, inspection_id)
+    inspection = inspection_service.get_inspection(session, inspection_id=inspection_id)
     products = catalog_service.list_products(session)
     stored = inspection.anomaly_result
     stored_product = stored.get("product_id") if stored else None
     chosen = product_id or stored_product or inspection.verdict_product_id or inspection.product_id
     if chosen is not None and chosen not in {p.id for p in products}:
         # 404 for a wrong id; an inactive product named by the verdict stays selectable.
-        products = [*products, catalog_service.get_product(session, chosen)]
-    normals = anomaly_model.normal_images(session, chosen)[:PICKER_SIZE] if chosen is not None else []
-    has_model = chosen is not None and anomaly_model.current_models(services).get(chosen) is not None
+        products = [*products, catalog_service.get_product(session, product_id=chosen)]
+    normals = (
+        catalog_service.normal_images(session, product_id=chosen)[:PICKER_SIZE] if chosen is not None else []
+    )
+    has_model = chosen is not None and current_models(services.models).get(chosen) is not None
     missing = ""
     if chosen is not None and not has_model:
-        product = catalog_service.get_product(session, chosen)
+        product = catalog_service.get_product(session, product_id=chosen)
         missing = translate("errors.anomaly_model_missing", product=product.name, code=product.code)
     return AnomalyPage(
         inspection=inspection,

