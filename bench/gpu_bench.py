@@ -34,7 +34,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from app.demo.generator import generate_demo_dataset  # noqa: E402
-from app.deployments.anomaly_model import prepare  # noqa: E402
+from app.ml.anomaly_runtime import prepare  # noqa: E402
 from app.ml import inference_runtime as rt  # noqa: E402
 from app.ml.anomaly_calibration import train_and_score  # noqa: E402
 from app.ml.anomaly_select import product_config  # noqa: E402

@@ -22,6 +22,7 @@ difference as the build's check computes it), plus a real set: ELPV solar cells 
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import json
 import os
@@ -52,7 +53,7 @@ from app.core.config import Settings  # noqa: E402
 from app.db.tables import DeploymentJob, Product, User  # noqa: E402
 from app.demo.generator import generate_demo_dataset  # noqa: E402
 from app.demo.loader import register_dataset  # noqa: E402
-from app.deployments import anomaly_model, search_index  # noqa: E402
+from app.deployments import anomaly_model  # noqa: E402
 from app.inspection import service as inspection_service  # noqa: E402
 from app.inspection.anomaly import service as anomaly_service  # noqa: E402
 from app.inspection.search import service as search_service  # noqa: E402
@@ -60,7 +61,9 @@ from app.ml.anomaly_calibration import train_and_score  # noqa: E402
 from app.ml.embedders import EFFICIENTNET_NAME, load_embedder  # noqa: E402
 from app.ml.patchcore import FeatureExtractor, PatchCore, PatchCoreConfig  # noqa: E402
 from app.main import create_app  # noqa: E402
-from app.ml.search_runtime import SearchEngine  # noqa: E402
+from app.ml.anomaly_runtime import prepare  # noqa: E402
+from app.ml.search_runtime import SEARCH  # noqa: E402
+from app.core.artifacts import current_artifacts  # noqa: E402
 
 PRODUCT = "metal_plate"
 RUNTIMES = ("torch", "onnx", "openvino")
@@ -132,7 +135,7 @@ def run_size(args: argparse.Namespace, label: str, size: tuple[int, int] | None)
         state = client.app.state  # type: ignore[attr-defined]
         services = state.services
         with state.session_factory() as session:
-            register_dataset(session, state.storage, settings, root)
+            register_dataset(session, storage=state.storage, settings=settings, root=root)
             product = session.scalar(select(Product).where(Product.code == PRODUCT))
             assert product is not None
             pid = product.id
@@ -148,11 +151,11 @@ def run_size(args: argparse.Namespace, label: str, size: tuple[int, int] | None)
                 job_id = job.id
             state.runner.run_inline(job_id)
         with state.session_factory() as session:
-            artifact = anomaly_model.current_artifacts(session)[pid]
+            artifact = current_artifacts(session, anomaly_model.KIND)[pid]
             build_choice = (artifact.meta or {})["runtime"]
             tiling = (artifact.meta or {})["tiling"]
-            options = catalog_service.preprocessing_options(session, [pid])[pid]
-        folder = anomaly_model.artifact_dir(settings, artifact)
+            options = catalog_service.preprocessing_options(session, product_ids=[pid])[pid]
+        folder = anomaly_model.artifact_dir(services, artifact)
         extractor = FeatureExtractor.load(device="cpu")
         models = {name: PatchCore.load(folder, extractor=extractor, runtime=name) for name in RUNTIMES}
         embedders = {
@@ -162,10 +165,13 @@ def run_size(args: argparse.Namespace, label: str, size: tuple[int, int] | None)
         for name in RUNTIMES:
             assert models[name].runtime.split()[0] == name, models[name].runtime
             assert embedders[name].runtime.split()[0] == name  # type: ignore[attr-defined]
-        engines = {
-            name: SearchEngine.load(search_index.index_root(services), embedders[name], EFFICIENTNET_NAME)
-            for name in RUNTIMES
-        }
+        live = services.models.get(SEARCH)
+        assert live is not None
+        assert live.is_built
+        engines = {}
+        for name in RUNTIMES:  # the built galleries with this runtime's embedder (read-only here)
+            engines[name] = copy.copy(live)
+            engines[name].embedder = embedders[name]
         threshold = models["torch"].calibration.threshold  # type: ignore[union-attr]
 
         photos = (
@@ -179,15 +185,15 @@ def run_size(args: argparse.Namespace, label: str, size: tuple[int, int] | None)
             with state.session_factory() as session:
                 row = inspection_service.create_inspection(
                     session,
-                    state.storage,
-                    settings,
+                    storage=state.storage,
+                    settings=settings,
                     data=data,
                     file_name=photo_path.name,
                     product_id=pid,
                     user=session.get(User, uid),
                 )
                 inspection_id = row.id
-            prepared = anomaly_model.prepare(Image.open(io.BytesIO(data)).convert("RGB"), options)
+            prepared = prepare(Image.open(io.BytesIO(data)).convert("RGB"), options)
             model_torch = models["torch"]
             tiles = extractor.tiles([prepared], model_torch.config)
             reference = model_torch.detect(prepared)
@@ -220,14 +226,14 @@ def run_size(args: argparse.Namespace, label: str, size: tuple[int, int] | None)
                     p["flips"] += int((out.score > threshold) != (reference.score > threshold))
                 # The anomaly step embeds the photo too (nearest normal image): both engines on this runtime.
                 anomaly_model.install(services, pid, model)
-                services.models.swap(search_index.ENGINE, engines[name])
+                services.models.swap(SEARCH, engines[name])
                 with state.session_factory() as session:
                     bench_user = session.get(User, uid)
                     _, ms = timed_ms(
                         lambda session=session, bench_user=bench_user, inspection_id=inspection_id: (
                             anomaly_service.check_inspection(  # type: ignore[misc]
                                 session,
-                                services,
+                                services=services,
                                 inspection_id=inspection_id,
                                 product_id=pid,
                                 reference_image_id=None,
