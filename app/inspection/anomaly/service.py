@@ -20,7 +20,7 @@ from app.inspection import outcome as outcome_service
 from app.inspection import service as inspection_service
 from app.inspection.anomaly import pictures
 from app.inspection.anomaly.schemas import AnomalyRead, ReferenceImageRead, RegionRead
-from app.inspection.search.service import nearest_normal_images
+from app.inspection.search.service import batching, nearest_normal_images
 from app.ml import anomaly_viz
 from app.ml.anomaly_runtime import current_models, prepare
 
@@ -46,6 +46,7 @@ def _reference_image(
     services: Services,
     *,
     image: Image.Image,
+    image_key: str,
     product_id: int,
     reference_image_id: int | None,
 ) -> ReferenceImage | None:
@@ -55,7 +56,7 @@ def _reference_image(
             raise ValidationFailedError("errors.anomaly_reference_not_normal", id=reference_image_id)
         return row
     for image_id in nearest_normal_images(
-        session, services=services, image=image, product_id=product_id, k=1
+        session, services=services, image=image, product_id=product_id, k=1, image_key=image_key
     ):
         candidate = session.get(ReferenceImage, image_id)
         if candidate is not None and candidate.product_id == product_id and candidate.kind == "normal":
@@ -86,11 +87,16 @@ def check_inspection(
     storage = services.storage
     photo = inspection_service.load_rgb(storage, inspection, max_side=services.settings.max_decode_side)
     reference = _reference_image(
-        session, services, image=photo, product_id=pid, reference_image_id=reference_image_id
+        session,
+        services,
+        image=photo,
+        image_key=inspection.checksum,
+        product_id=pid,
+        reference_image_id=reference_image_id,
     )
     options = catalog_service.preprocessing_options(session, product_ids=[pid])[pid]
     prepared = prepare(photo, options)
-    output = model.detect(prepared)
+    output = batching(services).detect(model, prepared)
     calibration = model.calibration
     amap = output.anomaly_map
     height, width = amap.shape
