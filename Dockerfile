@@ -16,6 +16,9 @@ COPY pyproject.toml README.md ./
 COPY app ./app
 # CUDA torch from the default index; faiss-gpu replaces faiss-cpu on the GPU image.
 RUN pip install --upgrade pip && pip install ".[gpu,milvus]" && pip uninstall -y faiss-cpu && pip install --force-reinstall --no-deps faiss-gpu==1.15.1
+# onnxruntime-gpu (same module) replaces onnxruntime: CUDA execution provider for INFERENCE_RUNTIME=onnx|auto;
+# TensorRT (and with it fp16, kept only where parity holds) when TensorRT's libraries are added to the image.
+RUN pip uninstall -y onnxruntime && pip install --no-deps onnxruntime-gpu==1.31.1
 COPY alembic.ini ./
 COPY alembic ./alembic
 COPY templates ./templates

@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     load_models: bool = True
     clip_arch: str = "ViT-B-32"
+    # What runs the image embedder and PatchCore's feature network: "auto" (the fastest installed one whose
+    # scores equal PyTorch's, checked when the artifact is built or the embedder loaded), or one by name.
+    inference_runtime: Literal["auto", "torch", "onnx", "openvino"] = "auto"
     text_embedder: str = "use"
     search_min_score: float = 0.5
     search_min_margin: float = 0.02

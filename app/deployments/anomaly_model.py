@@ -45,6 +45,7 @@ from app.ml.patchcore import (
     AUTO_BACKBONE,
     BACKBONES,
     DEFAULT_BACKBONE,
+    PARITY_IMAGES,
     FeatureExtractor,
     PatchCore,
     PatchCoreConfig,
@@ -138,7 +139,10 @@ def load(services: Services) -> None:
         if artifact_store.is_stored(row.path, row.checksum):
             artifact_store.prune_cache(services.settings, KIND, scope_of(product_id), {row.version})
     fresh, load_errors = AnomalyModels.load(
-        folders, models_dir=services.settings.models_path, device=services.models.device
+        folders,
+        models_dir=services.settings.models_path,
+        device=services.models.device,
+        runtime=services.settings.inference_runtime,
     )
     models = {pid: m for pid in fresh.product_ids if (m := fresh.get(pid)) is not None}
     with _SWAP_LOCK:
@@ -267,6 +271,12 @@ def build_product(
         criterion="youden",
     )
     build_seconds = time.perf_counter() - started
+    # Parity on the product's own photos, defect photos first (normal ones are in the bank); the
+    # threshold was calibrated on PyTorch scores and stays valid because no verdict may change.
+    report(0.96, f"{code}: checking inference runtimes")
+    runtime_choice = result.model.select_runtime(
+        [*defect_imgs, *normal_imgs][:PARITY_IMAGES], settings.inference_runtime
+    )
     masks_by_name = demo_masks(settings, code)
     defect_masks = [
         read_mask(masks_by_name[row.original_name], out.anomaly_map.shape)
@@ -307,6 +317,7 @@ def build_product(
         "n_train": result.n_train,
         "image_size": config.image_size,
         "build_seconds": round(build_seconds, 2),
+        "runtime": runtime_choice.to_dict(),
         "normals_fingerprint": fingerprint,
         "preprocessing_key": options.key(),
     }
@@ -405,6 +416,12 @@ def run(ctx: JobContext) -> JobResult | None:
             ctx.log(f"{code}: failed: {exc}")
             continue
         extractor = extractors.get(config.backbone)
+        runtime = outcome.meta["runtime"]
+        for check in runtime["checks"]:
+            if check["reason"]:
+                ctx.log(f"{code}: {translate(check['reason'], **check['params'])}")
+        chosen = translate("runtime.log.chosen", runtime=runtime["runtime"], precision=runtime["precision"])
+        ctx.log(f"{code}: {chosen}")
         install(services, product_id, model, outcome.checksum)
         _remove_old_versions(services, outcome)
         evaluation = outcome.meta["evaluation"]

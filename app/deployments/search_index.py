@@ -143,6 +143,7 @@ def _load_embedder(services: Services, name: str) -> tuple[ImageEmbedder, str, s
                 models_dir=settings.models_path,
                 device=services.models.device,
                 clip_arch=settings.clip_arch,
+                runtime=settings.inference_runtime,
             ),
             name,
             "",
@@ -151,7 +152,10 @@ def _load_embedder(services: Services, name: str) -> tuple[ImageEmbedder, str, s
         if name == EFFICIENTNET_NAME:
             raise
         logger.warning("embedder %s is not available (%s); using %s", name, exc, EFFICIENTNET_NAME)
-        return load_embedder(EFFICIENTNET_NAME, models_dir=settings.models_path), EFFICIENTNET_NAME, str(exc)
+        fallback = load_embedder(
+            EFFICIENTNET_NAME, models_dir=settings.models_path, runtime=settings.inference_runtime
+        )
+        return fallback, EFFICIENTNET_NAME, str(exc)
 
 
 # --- startup -----------------------------------------------------------------------------------------

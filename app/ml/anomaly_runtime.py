@@ -16,6 +16,7 @@ from PIL import Image
 
 from app.core.storage import ObjectStorage
 from app.ml.errors import ArtifactError, ModelNotAvailableError
+from app.ml.inference_runtime import AUTO
 from app.ml.patchcore import DEFAULT_BACKBONE, FeatureExtractor, PatchCore
 from app.ml.preprocessing import PreprocessingOptions, apply_preprocessing, decode_image
 from app.ml.registry import ModelRegistry, RegistryKey
@@ -47,7 +48,7 @@ class AnomalyModels:
 
     @classmethod
     def load(
-        cls, folders: Mapping[int, Path], *, models_dir: Path, device: str = "cpu"
+        cls, folders: Mapping[int, Path], *, models_dir: Path, device: str = "cpu", runtime: str = AUTO
     ) -> tuple[AnomalyModels, list[str]]:
         """Load built artifacts (product id -> folder), sharing one extractor per backbone.
 
@@ -55,6 +56,8 @@ class AnomalyModels:
             folders: Product id -> artifact folder (see app.ml.patchcore).
             models_dir: Where backbone weights live.
             device: "cpu" or "cuda".
+            runtime: Inference runtime setting (a model runs on it only where its build's parity check
+                passed on this device type; see `PatchCore.load`).
 
         Returns:
             The model set and one message per product that could not be loaded (left out of the set).
@@ -68,7 +71,7 @@ class AnomalyModels:
                 backbone = str(meta.get("backbone", DEFAULT_BACKBONE))
                 if backbone not in extractors:
                     extractors[backbone] = FeatureExtractor.load(backbone, models_dir, device)
-                models[product_id] = PatchCore.load(path, extractor=extractors[backbone])
+                models[product_id] = PatchCore.load(path, extractor=extractors[backbone], runtime=runtime)
             except (OSError, ValueError, ArtifactError, ModelNotAvailableError) as exc:
                 logger.warning("anomaly model of product %s not loaded: %s", product_id, exc)
                 errors.append(f"product {product_id}: {exc}")
@@ -95,8 +98,13 @@ class AnomalyModels:
         return AnomalyModels({**self._models, product_id: model}, extractors, checksums)
 
     def describe(self) -> str:
-        """Short status for /readyz."""
-        return f"PatchCore x{len(self._models)}"
+        """Short status for /readyz: models per inference runtime."""
+        runtimes: dict[str, int] = {}
+        for model in self._models.values():
+            runtimes[model.runtime] = runtimes.get(model.runtime, 0) + 1
+        return f"PatchCore x{len(self._models)}" + "".join(
+            f", {n} on {name}" for name, n in sorted(runtimes.items())
+        )
 
 
 ANOMALY = RegistryKey[AnomalyModels]("anomaly")

@@ -19,8 +19,16 @@ Two families:
 detected as stale after the weights file changes: ``efficientnet-lite0`` for the packaged model, and
 ``clip-<ARCH>-<first 12 hex of the weights file's sha256>`` for CLIP.
 
-Thread safety: ``embed`` only runs the model forward under ``torch.inference_mode`` and may be called from
-several threads; torch's own intra-op thread count is left to the application.
+Inference runtime (``INFERENCE_RUNTIME``): EfficientNet-Lite0 can run on ONNX Runtime or OpenVINO. Its network
+is exported once into ``<models_dir>/runtime/`` (the file name carries the weights' hash) and each load
+checks the runtime against PyTorch on fixed probe images: embeddings and the similarity scores between them
+must agree within 1e-4 relative, else the runtime is refused and PyTorch runs. Scores being equal, the
+``embedder_id`` does not depend on the runtime and an index built with one runtime stays valid with another.
+CLIP runs on PyTorch.
+
+Thread safety: ``embed`` only runs the model forward under ``torch.inference_mode`` (or a compiled network,
+see ``app.ml.inference_runtime``) and may be called from several threads; torch's own intra-op thread count is
+left to the application.
 """
 
 from __future__ import annotations
@@ -36,9 +44,17 @@ import torch
 from PIL import Image
 
 import app.ml.torchvision_compat  # noqa: F401 - must run before open_clip imports torchvision
-from app.core.fileio import file_sha256
+from app.core.fileio import atomic_write_bytes, file_sha256
 from app.core.reasons import Reason
 from app.ml.errors import ModelNotAvailableError
+from app.ml.inference_runtime import (
+    TORCH,
+    CompiledNet,
+    RuntimeChoice,
+    RuntimeUnavailableError,
+    export_onnx,
+    select_runtime,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +67,8 @@ _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 _IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 _EFFICIENTNET_SIZE = 224
 _EFFICIENTNET_DIM = 1280
+# Similarity scores are compared at least at this scale (scores of unrelated images are near zero).
+_SCORE_FLOOR = 0.1
 
 
 @runtime_checkable
@@ -122,6 +140,33 @@ def _embed_batches(
     return np.concatenate(chunks, axis=0)
 
 
+def probe_images() -> list[Image.Image]:
+    """Fixed images the runtimes are checked on: textures, edges, flat and noisy areas, several sizes."""
+    rng = np.random.default_rng(17)
+    images = []
+    for i, (width, height) in enumerate([(224, 224), (320, 240), (256, 256), (200, 300)] * 2):
+        yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+        base = 127 + 80 * np.sin(xx / (6 + 3 * i)) * np.cos(yy / (9 + 2 * i))
+        base = base + rng.normal(0, 4 + 6 * (i % 3), (height, width))
+        if i % 2:
+            base[height // 3 : height // 3 + 6 + i, width // 4 : 3 * width // 4] = 30 + 20 * i  # a scratch
+        rgb = np.stack([base, base * (0.8 + 0.05 * i), 255 - base], axis=-1)
+        images.append(Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)))
+    return images
+
+
+class _PooledFeatures(torch.nn.Module):
+    """EfficientNet-Lite features, global-average-pooled: the network the runtimes run."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        extract = cast(Callable[[torch.Tensor], torch.Tensor], self.model.extract_features)
+        return extract(x).mean(dim=(2, 3))
+
+
 class EfficientNetEmbedder:
     """ImageNet EfficientNet-Lite0 features (global average pool of the last conv), 1280-d.
 
@@ -131,6 +176,7 @@ class EfficientNetEmbedder:
     Attributes:
         embedder_id: "efficientnet-lite0".
         dim: 1280.
+        runtime_choice: The runtime check made at load (None when PyTorch was asked for).
     """
 
     embedder_id: str = EFFICIENTNET_NAME
@@ -139,13 +185,29 @@ class EfficientNetEmbedder:
     def __init__(self, model: torch.nn.Module, device: str) -> None:
         self._model = model
         self._device = torch.device(device)
+        self._net: CompiledNet | None = None
+        self.runtime_choice: RuntimeChoice | None = None
+
+    @property
+    def runtime(self) -> str:
+        """What runs the network: ``torch`` or e.g. ``openvino fp32 CPU``."""
+        return TORCH if self._net is None else self._net.describe()
+
+    def describe(self) -> str:
+        """Name and runtime, for status pages."""
+        return f"{self.embedder_id} on {self.runtime}"
 
     @classmethod
-    def load(cls, device: str = "cpu") -> EfficientNetEmbedder:
+    def load(
+        cls, device: str = "cpu", *, runtime: str = TORCH, cache_dir: Path | None = None
+    ) -> EfficientNetEmbedder:
         """Load the packaged ImageNet weights.
 
         Args:
             device: torch device string ("cpu", "cuda", "cuda:1").
+            runtime: Inference runtime setting (``auto``, ``torch``, ``onnx``, ``openvino``); a runtime is
+                used only when it passes the parity check on the probe images.
+            cache_dir: Where the exported network is kept (exported on the first load when missing).
 
         Returns:
             A ready embedder in eval mode.
@@ -170,14 +232,76 @@ class EfficientNetEmbedder:
         model.load_state_dict(state)
         model.eval().to(torch.device(device))
         logger.info("loaded %s on %s from %s", EFFICIENTNET_NAME, device, weights)
-        return cls(model, device)
+        embedder = cls(model, device)
+        if runtime != TORCH:
+            cache = (
+                None
+                if cache_dir is None
+                else Path(cache_dir) / f"{EFFICIENTNET_NAME}-{file_sha256(weights)[:12]}.onnx"
+            )
+            embedder.select_runtime(runtime, cache)
+        return embedder
+
+    def _export(self, cache: Path | None) -> bytes:
+        """The exported network, read from ``cache`` when there, else exported (and written there)."""
+        if cache is not None and cache.is_file():
+            return cache.read_bytes()
+        example = torch.zeros(1, 3, _EFFICIENTNET_SIZE, _EFFICIENTNET_SIZE, device=self._device)
+        data = export_onnx(_PooledFeatures(self._model), example, ["embedding"])
+        if cache is not None:
+            try:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(cache, data)
+            except OSError as exc:  # a read-only models folder costs an export per load, nothing else
+                logger.warning("cannot cache the exported embedder at %s: %s", cache, exc)
+        return data
+
+    def select_runtime(self, requested: str, cache: Path | None = None) -> RuntimeChoice:
+        """Check the runtimes against PyTorch on ``probe_images`` and embed with the chosen one.
+
+        Args:
+            requested: ``auto``, ``torch``, ``onnx`` or ``openvino``.
+            cache: File of the exported network.
+
+        Returns:
+            The choice (also in ``runtime_choice``).
+        """
+        probes = probe_images()
+
+        def evaluate(net: CompiledNet | None) -> tuple[np.ndarray, list[np.ndarray]]:
+            vectors = _embed_batches(probes, 1, self.dim, self._to_tensor, self._forward_with(net))
+            return (vectors @ vectors.T).ravel(), [vectors]
+
+        def export() -> bytes:
+            try:
+                return self._export(cache)
+            except RuntimeUnavailableError:
+                raise
+            except Exception as exc:  # a corrupt cache file: the runtime is refused, PyTorch runs
+                raise RuntimeUnavailableError(str(exc)) from exc
+
+        choice, net, _ = select_runtime(
+            requested, str(self._device), export, evaluate, score_floor=_SCORE_FLOOR, n_images=len(probes)
+        )
+        self.runtime_choice, self._net = choice, net
+        logger.info("%s runtime: %s (requested %s)", EFFICIENTNET_NAME, self.runtime, requested)
+        return choice
+
+    def _forward_with(self, net: CompiledNet | None) -> Callable[[torch.Tensor], torch.Tensor]:
+        if net is None:
+            return self._forward_torch
+
+        def forward(batch: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(net.run(batch.cpu().numpy())[0])
+
+        return forward
 
     def _to_tensor(self, image: Image.Image) -> torch.Tensor:
         rgb = image.convert("RGB").resize((_EFFICIENTNET_SIZE, _EFFICIENTNET_SIZE), Image.Resampling.BICUBIC)
         array = (np.asarray(rgb, dtype=np.float32) / 255.0 - _IMAGENET_MEAN) / _IMAGENET_STD
         return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
-    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+    def _forward_torch(self, batch: torch.Tensor) -> torch.Tensor:
         extract = cast(Callable[[torch.Tensor], torch.Tensor], self._model.extract_features)
         return extract(batch.to(self._device)).mean(dim=(2, 3))
 
@@ -191,7 +315,7 @@ class EfficientNetEmbedder:
         Returns:
             float32 array (len(images), 1280) with L2-normalised rows.
         """
-        return _embed_batches(images, batch_size, self.dim, self._to_tensor, self._forward)
+        return _embed_batches(images, batch_size, self.dim, self._to_tensor, self._forward_with(self._net))
 
 
 class ClipEmbedder:
@@ -318,15 +442,22 @@ def available_embedders(models_dir: Path, clip_arch: str = DEFAULT_CLIP_ARCH) ->
 
 
 def load_embedder(
-    name: str, *, models_dir: Path, device: str = "cpu", clip_arch: str = DEFAULT_CLIP_ARCH
+    name: str,
+    *,
+    models_dir: Path,
+    device: str = "cpu",
+    clip_arch: str = DEFAULT_CLIP_ARCH,
+    runtime: str = TORCH,
 ) -> ImageEmbedder:
     """Load an embedder by its `EmbedderInfo.name`.
 
     Args:
         name: "efficientnet-lite0" or "clip".
-        models_dir: Root of locally installed models (CLIP weights under models_dir/clip/).
+        models_dir: Root of locally installed models (CLIP weights under models_dir/clip/; exported
+            networks cached under models_dir/runtime/).
         device: torch device string.
         clip_arch: open_clip architecture for name="clip".
+        runtime: Inference runtime setting for EfficientNet-Lite0 (CLIP runs on PyTorch).
 
     Returns:
         The loaded embedder.
@@ -335,7 +466,7 @@ def load_embedder(
         ModelNotAvailableError: Unknown name or missing weights.
     """
     if name == EFFICIENTNET_NAME:
-        return EfficientNetEmbedder.load(device)
+        return EfficientNetEmbedder.load(device, runtime=runtime, cache_dir=Path(models_dir) / "runtime")
     if name == CLIP_NAME:
         weights = clip_weights_path(models_dir, clip_arch)
         if weights is None:

