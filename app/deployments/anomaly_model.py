@@ -59,6 +59,9 @@ from app.ml.preprocessing import PreprocessingOptions, apply_preprocessing, deco
 logger = logging.getLogger(__name__)
 
 KIND = "anomaly_model"
+# A product's memory bank for one view (several views per inspection); meta["view"] names the view.
+VIEW_KIND = "anomaly_view"
+VIEW_ARTIFACT_FOLDER = "anomaly-views"
 AVAILABLE = True
 REGISTRY_NAME = "anomaly"
 ARTIFACT_FOLDER = "anomaly"
@@ -89,14 +92,33 @@ class AnomalyModels:
     """
 
     def __init__(
-        self, models: Mapping[int, PatchCore], extractors: Mapping[str, FeatureExtractor] | None = None
+        self,
+        models: Mapping[int, PatchCore],
+        extractors: Mapping[str, FeatureExtractor] | None = None,
+        views: Mapping[tuple[int, str], PatchCore] | None = None,
     ) -> None:
         self._models = dict(models)
         self.extractors = dict(extractors or {})
+        self._views = dict(views or {})
 
     def get(self, product_id: int) -> PatchCore | None:
         """The product's model, or None."""
         return self._models.get(product_id)
+
+    def get_view(self, product_id: int, view: str) -> PatchCore | None:
+        """The product's model for one view (a memory bank of that view's normal images), or None."""
+        return self._views.get((product_id, view))
+
+    def views_of(self, product_id: int) -> list[str]:
+        """The views of a product that have their own model."""
+        return sorted(v for pid, v in self._views if pid == product_id)
+
+    def with_views(self, product_id: int, models: Mapping[str, PatchCore]) -> AnomalyModels:
+        """A new set whose view models of `product_id` are exactly `models` (this one is left as it is)."""
+        views = {k: m for k, m in self._views.items() if k[0] != product_id}
+        views.update({(product_id, label): m for label, m in models.items()})
+        extractors = {**self.extractors, **{m.extractor.backbone: m.extractor for m in models.values()}}
+        return AnomalyModels(self._models, extractors, views)
 
     @property
     def product_ids(self) -> list[int]:
@@ -106,11 +128,12 @@ class AnomalyModels:
     def with_model(self, product_id: int, model: PatchCore) -> AnomalyModels:
         """A new set with `model` for `product_id` (this one is left as it is)."""
         extractors = {**self.extractors, model.extractor.backbone: model.extractor}
-        return AnomalyModels({**self._models, product_id: model}, extractors)
+        return AnomalyModels({**self._models, product_id: model}, extractors, self._views)
 
     def describe(self) -> str:
         """Short status for /readyz."""
-        return f"PatchCore x{len(self._models)}"
+        views = f" (+{len(self._views)} per view)" if self._views else ""
+        return f"PatchCore x{len(self._models)}{views}"
 
 
 def engine_backbone(setting: str) -> str:
@@ -141,6 +164,18 @@ def normal_images(session: Session, product_id: int) -> list[ReferenceImage]:
             .order_by(ReferenceImage.id)
         )
     )
+
+
+def view_images(session: Session, product_id: int, kind: str) -> dict[str | None, list[ReferenceImage]]:
+    """The product's images of one kind by view label (None: images without a view), oldest first."""
+    out: dict[str | None, list[ReferenceImage]] = {}
+    for row in session.scalars(
+        select(ReferenceImage)
+        .where(ReferenceImage.product_id == product_id, ReferenceImage.kind == kind)
+        .order_by(ReferenceImage.id)
+    ):
+        out.setdefault(row.view, []).append(row)
+    return out
 
 
 def defect_images(session: Session, product_id: int) -> list[ReferenceImage]:
@@ -210,6 +245,16 @@ def current_artifacts(session: Session) -> dict[int, Artifact]:
     return {row.product_id: row for row in rows if row.product_id is not None}
 
 
+def current_view_artifacts(session: Session) -> dict[tuple[int, str], Artifact]:
+    """The current per-view anomaly artifact per (product id, view)."""
+    rows = session.scalars(select(Artifact).where(Artifact.kind == VIEW_KIND, Artifact.is_current.is_(True)))
+    return {
+        (row.product_id, str((row.meta or {}).get("view"))): row
+        for row in rows
+        if row.product_id is not None and (row.meta or {}).get("view")
+    }
+
+
 def _publish_backbones(services: Services) -> None:
     """Tell the model-settings API which anomaly backbones this server can use."""
     choices = dict(services.models.get("catalog.available_choices") or {})
@@ -224,15 +269,21 @@ def load(services: Services) -> None:
     _publish_backbones(services)
     with services.session_factory() as session:
         active = {p.id for p in catalog_service.list_products(session)}
-        paths = [
-            (pid, artifact_dir(services.settings, a))
+        paths: list[tuple[tuple[int, str | None], Path]] = [
+            ((pid, None), artifact_dir(services.settings, a))
             for pid, a in current_artifacts(session).items()
             if pid in active
         ]
+        paths += [
+            (key, artifact_dir(services.settings, a))
+            for key, a in current_view_artifacts(session).items()
+            if key[0] in active
+        ]
     models: dict[int, PatchCore] = {}
+    view_models: dict[tuple[int, str], PatchCore] = {}
     extractors: dict[str, FeatureExtractor] = {}
     errors: list[str] = []
-    for product_id, path in paths:
+    for (product_id, view), path in paths:
         try:
             meta = json.loads((path / "patchcore.json").read_text(encoding="utf-8"))
             backbone = str(meta.get("backbone", DEFAULT_BACKBONE))
@@ -240,11 +291,15 @@ def load(services: Services) -> None:
                 extractors[backbone] = FeatureExtractor.load(
                     backbone, services.settings.models_path, services.models.device
                 )
-            models[product_id] = PatchCore.load(path, extractor=extractors[backbone])
+            model = PatchCore.load(path, extractor=extractors[backbone])
+            if view is None:
+                models[product_id] = model
+            else:
+                view_models[(product_id, view)] = model
         except (OSError, ValueError, ArtifactError, ModelNotAvailableError) as exc:
-            logger.warning("anomaly model of product %s not loaded: %s", product_id, exc)
-            errors.append(f"product {product_id}: {exc}")
-    services.models.swap(REGISTRY_NAME, AnomalyModels(models, extractors))
+            logger.warning("anomaly model of product %s (view %s) not loaded: %s", product_id, view, exc)
+            errors.append(f"product {product_id}{f' view {view}' if view else ''}: {exc}")
+    services.models.swap(REGISTRY_NAME, AnomalyModels(models, extractors, view_models))
     if errors:
         services.models.set_error(REGISTRY_NAME, "; ".join(errors))
 
@@ -276,11 +331,15 @@ def build_product(
     should_cancel: Callable[[], bool] | None = None,
     auto_backbone: bool = False,
     extractors: dict[str, FeatureExtractor] | None = None,
+    view: str | None = None,
 ) -> tuple[BuildOutcome, PatchCore]:
     """Train, calibrate, evaluate and save one product's model and record its Artifact row (commits).
 
     The working resolution and tiling come from the product's normal images (``product_config``); with
     ``auto_backbone`` the backbone is the available one with the best validation AUROC on this product.
+    With ``view`` the bank holds that view's normal images only (calibrated on that view's defects); the
+    product's view-less bank holds its normal images without a view label, or all of its normal images
+    when those are fewer than MIN_NORMAL_IMAGES (so a view without a bank of its own has a fallback).
 
     Raises:
         ValueError: Too few normal images (the message is translated).
@@ -294,12 +353,23 @@ def build_product(
 
     with services.session_factory() as session:
         product = catalog_service.get_product(session, product_id)
-        code = product.code
-        normals = normal_images(session, product_id)
-        defects = defect_images(session, product_id)
+        code = product.code if view is None else f"{product.code}/{view}"
+        all_normals = normal_images(session, product_id)
+        by_view = view_images(session, product_id, "normal")
+        if view is None:
+            unlabelled = by_view.get(None, [])
+            pooled = len(unlabelled) < MIN_NORMAL_IMAGES and len(unlabelled) < len(all_normals)
+            normals = all_normals if pooled else unlabelled
+            defects = defect_images(session, product_id)
+            # every normal image counts: a change to any view's images makes the product's models stale
+            fingerprint = normals_fingerprint(all_normals)
+        else:
+            pooled = False
+            normals = by_view.get(view, [])
+            defects = view_images(session, product_id, "defect").get(view, [])
+            fingerprint = normals_fingerprint(normals)
         defect_type_names = [row.defect_type.name if row.defect_type else None for row in defects]
         options = catalog_service.preprocessing_options(session, [product_id])[product_id]
-        fingerprint = normals_fingerprint(normals)
         session.expunge_all()
     if len(normals) < MIN_NORMAL_IMAGES:
         raise ValueError(
@@ -368,7 +438,10 @@ def build_product(
     # The search validated on these same held-out images: their AUROC is then the best of several.
     evaluation["backbone_selected_here"] = choice is not None and choice.reason == "validation_auroc"
     version = utcnow().strftime("%Y%m%dT%H%M%S") + (f"-j{job_id}" if job_id is not None else "")
-    relative = f"{ARTIFACT_FOLDER}/product-{product_id}/{version}"
+    if view is None:
+        relative = f"{ARTIFACT_FOLDER}/product-{product_id}/{version}"
+    else:
+        relative = f"{VIEW_ARTIFACT_FOLDER}/product-{product_id}/{view}/{version}"
     target = settings.artifacts_path / relative
     result.model.save(target)
     meta: dict[str, Any] = {
@@ -384,17 +457,23 @@ def build_product(
         "build_seconds": round(build_seconds, 2),
         "normals_fingerprint": fingerprint,
         "preprocessing_key": options.key(),
+        "view": view,
+        # the view-less bank: "unlabelled" normal images, or "all" views pooled when those are too few
+        "normals_scope": "view" if view is not None else ("all" if pooled else "unlabelled"),
+        "n_normals": len(normals),
     }
+    kind = KIND if view is None else VIEW_KIND
     try:
         with services.session_factory() as session:
             for old in session.scalars(
                 select(Artifact).where(
-                    Artifact.kind == KIND, Artifact.product_id == product_id, Artifact.is_current.is_(True)
+                    Artifact.kind == kind, Artifact.product_id == product_id, Artifact.is_current.is_(True)
                 )
             ):
-                old.is_current = False
+                if (old.meta or {}).get("view") == view:
+                    old.is_current = False
             artifact = Artifact(
-                kind=KIND,
+                kind=kind,
                 product_id=product_id,
                 version=version,
                 path=relative,
@@ -426,6 +505,38 @@ def install(services: Services, product_id: int, model: PatchCore) -> None:
         services.models.swap(REGISTRY_NAME, current_models(services).with_model(product_id, model))
 
 
+def install_views(services: Services, product_id: int, models: Mapping[str, PatchCore]) -> None:
+    """Swap a new model set whose per-view models of `product_id` are exactly `models` into the registry."""
+    with _SWAP_LOCK:
+        services.models.swap(REGISTRY_NAME, current_models(services).with_views(product_id, models))
+
+
+def _retire_views(services: Services, product_id: int, *, keep: Mapping[str, object]) -> None:
+    """Per-view artifacts of the product other than those just built stop being current; old files go."""
+    with services.session_factory() as session:
+        for row in session.scalars(
+            select(Artifact).where(
+                Artifact.kind == VIEW_KIND, Artifact.product_id == product_id, Artifact.is_current.is_(True)
+            )
+        ):
+            if row.id not in keep.values():
+                row.is_current = False
+        session.commit()
+        keep_paths = {
+            services.settings.artifacts_path / row.path
+            for row in session.scalars(
+                select(Artifact).where(
+                    Artifact.kind == VIEW_KIND, Artifact.product_id == product_id, Artifact.is_current.is_(True)
+                )
+            )
+        }
+    folder = services.settings.artifacts_path / VIEW_ARTIFACT_FOLDER / f"product-{product_id}"
+    for view_dir in folder.iterdir() if folder.is_dir() else []:
+        for path in view_dir.iterdir() if view_dir.is_dir() else []:
+            if path.is_dir() and path not in keep_paths:
+                shutil.rmtree(path, ignore_errors=True)
+
+
 def _scaled_progress(ctx: JobContext, lo: float, hi: float) -> Callable[[float, str], None]:
     def report(fraction: float, stage: str) -> None:
         ctx.progress(lo + (hi - lo) * fraction, stage)
@@ -451,6 +562,14 @@ def run(ctx: JobContext) -> dict[str, object] | None:
     failed: dict[str, str] = {}
     for i, (product_id, code) in enumerate(targets):
         lo, hi = i / max(1, len(targets)), (i + 1) / max(1, len(targets))
+        with ctx.session_factory() as session:
+            view_counts = {
+                label: len(rows)
+                for label, rows in view_images(session, product_id, "normal").items()
+                if label is not None
+            }
+        own_views = sorted(label for label, n in view_counts.items() if n >= MIN_NORMAL_IMAGES)
+        step = (hi - lo) / (1 + len(own_views))
         ctx.log(f"{code}: building the anomaly model")
         try:
             outcome, model = build_product(
@@ -459,11 +578,29 @@ def run(ctx: JobContext) -> dict[str, object] | None:
                 config=config,
                 extractor=extractor,
                 job_id=ctx.job_id,
-                progress=_scaled_progress(ctx, lo, hi),
+                progress=_scaled_progress(ctx, lo, lo + step),
                 should_cancel=ctx.should_cancel,
                 auto_backbone=auto,
                 extractors=extractors,
             )
+            view_models: dict[str, PatchCore] = {}
+            view_built: dict[str, object] = {}
+            for j, label in enumerate(own_views):
+                ctx.log(f"{code}: building the anomaly model of view {label}")
+                start = lo + step * (1 + j)
+                view_outcome, view_models[label] = build_product(
+                    services,
+                    product_id,
+                    config=config,
+                    extractor=extractors.get(config.backbone, extractor),
+                    job_id=ctx.job_id,
+                    progress=_scaled_progress(ctx, start, start + step),
+                    should_cancel=ctx.should_cancel,
+                    auto_backbone=auto,
+                    extractors=extractors,
+                    view=label,
+                )
+                view_built[label] = view_outcome.artifact_id
         except JobCancelled:
             raise
         except Exception as exc:  # one product's failure must not stop the others
@@ -475,14 +612,25 @@ def run(ctx: JobContext) -> dict[str, object] | None:
             continue
         extractor = extractors.get(config.backbone)
         install(services, product_id, model)
+        _retire_views(services, product_id, keep=view_built)
+        install_views(services, product_id, view_models)
         _remove_old_versions(services.settings, product_id, outcome.version)
         evaluation = outcome.meta["evaluation"]
+        fallback = sorted(set(view_counts) - set(own_views))
         ctx.log(
             f"{code}: bank {outcome.meta['bank_size']} patches, threshold "
             f"{outcome.meta['calibration']['threshold']:.4f}, image AUROC {evaluation['image_auroc']}"
+            + (f"; views with their own bank: {', '.join(own_views)}" if own_views else "")
+            + (f"; views checked with the product bank (too few normals): {', '.join(fallback)}" if fallback else "")
         )
         built.append(
-            {"product_id": product_id, "artifact_id": outcome.artifact_id, "version": outcome.version}
+            {
+                "product_id": product_id,
+                "artifact_id": outcome.artifact_id,
+                "version": outcome.version,
+                "views": view_built,
+                "fallback_views": fallback,
+            }
         )
     if targets and not built:
         raise RuntimeError("; ".join(failed.values()))

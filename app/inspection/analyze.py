@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -33,6 +34,8 @@ def analyze(
     data: bytes,
     file_name: str,
     product_id: int | None,
+    views: Sequence[str] | None = None,
+    more: Sequence[inspection_service.UploadedPhoto] = (),
     top_k: int,
     generator: str | None,
     user: User,
@@ -53,6 +56,8 @@ def analyze(
         file_name=file_name,
         product_id=product_id,
         user=user,
+        views=views,
+        more=more,
     )
     errors: dict[str, dict[str, Any]] = {}
     search: dict[str, Any] | None = None
@@ -104,4 +109,6 @@ def analyze(
         "anomaly": anomaly,
         "guidance": guidance,
         "errors": errors,
+        # several views: each view's photo, search and anomaly answer (empty for one unlabelled photo)
+        "views": record.model_dump(mode="json")["views"],
     }

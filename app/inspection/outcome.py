@@ -173,7 +173,9 @@ def refresh_outcome(
     inspection.outcome_defect_type_id = outcome.defect_type_id
     inspection.outcome_confidence = round(outcome.confidence, 6)
     inspection.outcome_source = outcome.source
-    inspection.outcome_basis = outcome.basis
+    combination = (inspection.anomaly_result or {}).get("combination")
+    # Several views: the basis names the rule and the view (and region) that decided.
+    inspection.outcome_basis = {**outcome.basis, "views": combination} if combination else outcome.basis
     if worker is None:
         inspection.outcome_by = None
         inspection.outcome_at = None
