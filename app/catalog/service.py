@@ -35,8 +35,8 @@ from app.db.tables import (
     Product,
     ReferenceImage,
 )
-from app.ml.preprocessing import PreprocessingOptions, apply_preprocessing
 from app.inspection import views as views_service
+from app.ml.preprocessing import PreprocessingOptions, apply_preprocessing
 
 logger = logging.getLogger(__name__)
 

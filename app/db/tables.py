@@ -308,7 +308,10 @@ class Inspection(Base):
     outcome_user: Mapped[User | None] = relationship(foreign_keys=[outcome_by], lazy="select")
     # Several views: one row per labelled photo, the first being the inspection's own photo (none: one view).
     views: Mapped[list[InspectionView]] = relationship(
-        order_by="InspectionView.position", lazy="selectin", cascade="all, delete-orphan", passive_deletes=True
+        order_by="InspectionView.position",
+        lazy="selectin",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
     )
 
     __table_args__ = (
@@ -337,7 +340,10 @@ class InspectionView(Base):
     anomaly_score: Mapped[float | None] = mapped_column(Float, nullable=True)
     is_anomaly: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
 
-    __table_args__ = (UniqueConstraint("inspection_id", "view"), UniqueConstraint("inspection_id", "position"))
+    __table_args__ = (
+        UniqueConstraint("inspection_id", "view"),
+        UniqueConstraint("inspection_id", "position"),
+    )
 
 
 class InspectionEvent(Base):

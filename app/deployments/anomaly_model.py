@@ -526,7 +526,9 @@ def _retire_views(services: Services, product_id: int, *, keep: Mapping[str, obj
             services.settings.artifacts_path / row.path
             for row in session.scalars(
                 select(Artifact).where(
-                    Artifact.kind == VIEW_KIND, Artifact.product_id == product_id, Artifact.is_current.is_(True)
+                    Artifact.kind == VIEW_KIND,
+                    Artifact.product_id == product_id,
+                    Artifact.is_current.is_(True),
                 )
             )
         }
@@ -621,7 +623,11 @@ def run(ctx: JobContext) -> dict[str, object] | None:
             f"{code}: bank {outcome.meta['bank_size']} patches, threshold "
             f"{outcome.meta['calibration']['threshold']:.4f}, image AUROC {evaluation['image_auroc']}"
             + (f"; views with their own bank: {', '.join(own_views)}" if own_views else "")
-            + (f"; views checked with the product bank (too few normals): {', '.join(fallback)}" if fallback else "")
+            + (
+                f"; views checked with the product bank (too few normals): {', '.join(fallback)}"
+                if fallback
+                else ""
+            )
         )
         built.append(
             {

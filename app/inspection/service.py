@@ -209,6 +209,32 @@ def view_read(inspection: Inspection, view: InspectionView) -> InspectionViewRea
     )
 
 
+def view_cards(inspection: Inspection) -> list[dict[str, Any]]:
+    """What the pages show of each view, side by side: photo or overlay, answer, the bank that gave it."""
+    cards = []
+    for view in inspection.views:
+        result = view.anomaly_result or {}
+        verdict = (view.search_result or {}).get("verdict") or {}
+        defect = verdict.get("defect_type") if isinstance(verdict.get("defect_type"), dict) else {}
+        overlay = result.get("overlay_url")
+        cards.append(
+            {
+                "label": view.view,
+                "image_url": view_image_url(inspection.id, view.view),
+                "overlay_url": overlay
+                if isinstance(overlay, str) and overlay.startswith("/api/v1/")
+                else None,
+                "is_anomaly": view.is_anomaly,
+                "score": result.get("score"),
+                "threshold": result.get("threshold"),
+                "bank": result.get("bank") if result.get("bank") in ("view", "product") else None,
+                "defect_type": str((defect or {}).get("name") or ""),
+                "regions": len(result.get("regions") or []),
+            }
+        )
+    return cards
+
+
 def file_key(inspection: Photo, name: str) -> str:
     """The object key of a file derived from the inspection (e.g. "heatmap.png"), beside its photo."""
     if not _FILE_NAME.match(name):

@@ -45,7 +45,9 @@ def check_labels(
 ) -> list[str]:
     """The views of one upload, checked before anything is stored (422 with a translated reason)."""
     if file_count > settings.max_inspection_views:
-        raise ValidationFailedError("views.errors.too_many", count=file_count, limit=settings.max_inspection_views)
+        raise ValidationFailedError(
+            "views.errors.too_many", count=file_count, limit=settings.max_inspection_views
+        )
     if len(labels) != file_count:
         raise ValidationFailedError("views.errors.count_mismatch", views=len(labels), files=file_count)
     seen: set[str] = set()
@@ -103,7 +105,7 @@ class Combined:
     views: list[str]
 
     def to_dict(self) -> dict[str, Any]:
-        """The stored and returned form (`combination` of the anomaly result, `views` of the outcome basis)."""
+        """The stored and returned form (`combination` of the anomaly result, `views` of the basis)."""
         region = max(self.deciding.regions, key=lambda r: float(r.get("score", 0.0)), default=None)
         return {
             "rule": self.rule,

@@ -1,4 +1,4 @@
-"""Several views per inspection: uploading labelled photos, reading them back, and refusing bad input whole."""
+"""Several views per inspection: uploading labelled photos, reading them back, refusing bad input whole."""
 
 from __future__ import annotations
 
@@ -50,7 +50,8 @@ def test_several_views_are_stored_and_served_each(
         served = client.get(view["image_url"], headers=worker_headers)
         assert served.status_code == 200
         assert served.content == data
-        assert view["anomaly"] is None and view["bank"] is None
+        assert view["anomaly"] is None
+        assert view["bank"] is None
     assert len(_stored_files(settings)) == 3
     missing = client.get(f"/api/v1/inspections/{body['id']}/views/back/image", headers=worker_headers)
     assert missing.status_code == 404

@@ -92,9 +92,7 @@ def file_key(session: Session, services: Services, inspection: Photo, name: str)
     return key
 
 
-def draw(
-    session: Session, services: Services, inspection: Photo, name: str, render: dict[str, Any]
-) -> bytes:
+def draw(session: Session, services: Services, inspection: Photo, name: str, render: dict[str, Any]) -> bytes:
     """Draw one picture from the stored map, the photo and (for the comparison) the reference image."""
     storage = services.storage
     with np.load(io.BytesIO(storage.get(map_key(inspection, render["token"])))) as stored:

@@ -104,7 +104,12 @@ def _check_photo(
     assert calibration is not None  # noqa: S101 - callers check it
     image = inspection_service.load_rgb(services.storage, photo, max_side=services.settings.max_decode_side)
     reference = _reference_image(
-        session, services, image=image, product_id=product_id, reference_image_id=reference_image_id, view=view
+        session,
+        services,
+        image=image,
+        product_id=product_id,
+        reference_image_id=reference_image_id,
+        view=view,
     )
     options = catalog_service.preprocessing_options(session, [product_id])[product_id]
     output = model.detect(anomaly_model.prepare(image, options))
@@ -192,9 +197,7 @@ def _check_views(
     plan = _view_models(services, product, list(inspection.views))
     reference_row = catalog_service.get_image(session, reference_image_id) if reference_image_id else None
     # A chosen reference serves the view it shows (or the first view when it has no view label).
-    reference_view = (
-        (reference_row.view or inspection.views[0].view) if reference_row is not None else None
-    )
+    reference_view = (reference_row.view or inspection.views[0].view) if reference_row is not None else None
     checked: list[_Checked] = []
     try:
         for view, model, bank in plan:
@@ -329,7 +332,10 @@ def check_inspection(
     result = checked.result.model_copy(update={"elapsed_ms": elapsed_ms})
     is_first_check = inspection.anomaly_result is None
     previous_render = (inspection.anomaly_result or {}).get("render")
-    inspection.anomaly_result = {**result.model_dump(mode="json", exclude=_SINGLE_VIEW_EXTRAS), "render": render}
+    inspection.anomaly_result = {
+        **result.model_dump(mode="json", exclude=_SINGLE_VIEW_EXTRAS),
+        "render": render,
+    }
     inspection.anomaly_score = result.score
     inspection.is_anomaly = result.is_anomaly
     outcome_service.advance_status(inspection, "anomaly_checked")
