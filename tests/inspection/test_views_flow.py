@@ -4,7 +4,9 @@ PatchCore, SQLite and local storage; the banks are built by the real `anomaly_mo
 
 from __future__ import annotations
 
+import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pypdf import PdfReader
 from sqlalchemy import select
 
 from app.cli import run_migrations
@@ -21,6 +24,7 @@ from app.demo.loader import register_dataset
 from app.deployments import anomaly_model
 from app.main import create_app
 from tests.conftest import ADMIN_PASSWORD, WORKER_PASSWORD, bearer, make_settings, seed_users
+from tests.integrations.test_sinks import Receiver
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -57,7 +61,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     """metal_plate photographed from the top (its usual normals, no view label) and from the side (photos that
     look like the demo fabric, registered as metal_plate normals of view `side`); search gallery built."""
     tmp = tmp_path_factory.mktemp("views")
-    settings = make_settings(tmp)
+    settings = make_settings(tmp, sink_poll_s=0.2, sink_max_attempts=2)
     run_migrations(settings)
     root = settings.data_path / "demo" / "seed-0"
     generate_demo_dataset(root, seed=0, size=128, normals_per_product=8, defects_per_type=2)
@@ -228,3 +232,45 @@ def test_a_restarted_server_loads_the_view_banks(env: Env) -> None:
         loaded = anomaly_model.current_models(services)
         assert loaded.views_of(env.products["metal_plate"]) == ["side"]
         assert loaded.get(env.products["metal_plate"]) is not None
+
+
+def test_the_report_shows_every_view_and_what_decided(env: Env) -> None:
+    body = _analyze(env, [("top", _plate_defect(env)), ("side", _side_normal(env))])
+    inspection_id = body["inspection"]["id"]
+    response = env.client.get(f"/api/v1/inspections/{inspection_id}/report.pdf", headers=env.worker)
+    assert response.status_code == 200, response.text
+    reader = PdfReader(io.BytesIO(response.content))
+    assert len(reader.pages) == 1
+    text = re.sub(r"\s+", "", reader.pages[0].extract_text())
+    # one picture per view, captioned with its label, answer and bank; the rule and deciding view named
+    assert len(reader.pages[0].images) >= 2
+    assert "top·이상" in text
+    assert "side·정상" in text
+    assert "한시점이라도이상이면불량" in text
+    assert "결정한시점:top" in text
+
+
+def test_result_sinks_receive_the_views(env: Env) -> None:
+    receiver = Receiver()
+    try:
+        made = env.client.post(
+            "/api/v1/sinks",
+            json={"name": "MES views", "kind": "webhook", "url": receiver.url},
+            headers=env.admin,
+        )
+        assert made.status_code == 201, made.text
+        try:
+            body = _analyze(env, [("top", _plate_defect(env)), ("side", _side_normal(env))])
+            _headers, message, _raw = receiver.next(timeout=20)
+        finally:
+            env.client.delete(f"/api/v1/sinks/{made.json()['id']}", headers=env.admin)
+    finally:
+        receiver.server.shutdown()
+    assert message["inspection"]["id"] == body["inspection"]["id"]
+    assert [v["view"] for v in message["views"]] == ["top", "side"]
+    assert [v["bank"] for v in message["views"]] == ["product", "view"]
+    assert [v["is_anomaly"] for v in message["views"]] == [True, False]
+    assert message["combination"]["deciding_view"] == "top"
+    assert message["links"]["views"]["side"].endswith(
+        f"/api/v1/inspections/{body['inspection']['id']}/views/side/image"
+    )
