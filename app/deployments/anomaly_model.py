@@ -660,6 +660,7 @@ def states(session: Session, services: Services) -> list[ArtifactState]:
     products: list[Product] = catalog_service.list_products(session)
     preprocessing = catalog_service.preprocessing_options(session, [p.id for p in products])
     artifacts = current_artifacts(session)
+    view_artifacts = current_view_artifacts(session)
     jobs = list(
         session.scalars(
             select(DeploymentJob)
@@ -681,6 +682,16 @@ def states(session: Session, services: Services) -> list[ArtifactState]:
             "version": art.version if art else None,
             "detail": dict(art.meta) if art else {},
         }
+        # several views per inspection: the product's banks of its own views, beside the view-less one
+        base["detail"]["view_banks"] = [
+            {
+                "view": view,
+                "bank_size": (a.meta or {}).get("bank_size"),
+                "n_normals": (a.meta or {}).get("n_normals"),
+            }
+            for (pid, view), a in sorted(view_artifacts.items())
+            if pid == product.id
+        ]
         mine = [j for j in jobs if _covers(j, product.id)]
         if any(j.status in ("queued", "running") for j in mine):
             out.append(ArtifactState(state="building", **base))

@@ -274,3 +274,11 @@ def test_result_sinks_receive_the_views(env: Env) -> None:
     assert message["links"]["views"]["side"].endswith(
         f"/api/v1/inspections/{body['inspection']['id']}/views/side/image"
     )
+
+
+def test_the_admin_deploy_page_lists_the_view_banks(env: Env) -> None:
+    page = env.client.get("/admin/deploy/anomaly", headers=env.admin)
+    assert page.status_code == 200
+    row = page.text.split('data-product="metal_plate"', 1)[1].split("</tr>", 1)[0]
+    assert 'data-testid="view-banks"' in row
+    assert "시점별 모델: side" in row
