@@ -119,6 +119,8 @@ def test_worker_uploads_two_views_and_sees_them_side_by_side(
     page.click("#upload-submit")
     page.wait_for_url("**/inspect/*/search**", timeout=30_000)
     inspection_id = int(page.url.split("/inspect/")[1].split("/")[0])
+    # the search step shows both photos already
+    assert page.locator("[data-testid=views] .view-card").count() == 2
 
     # the anomaly step checks both views on entry and shows them side by side, the deciding one marked
     page.goto(f"{base}/inspect/{inspection_id}/anomaly?product_id={plate_id}")
