@@ -450,6 +450,18 @@ def list_images(
     return list(rows), total
 
 
+def images_by_view(session: Session, *, product_id: int, kind: str) -> dict[str | None, list[ReferenceImage]]:
+    """The product's images of one kind by view label (None: images without a view), oldest first."""
+    out: dict[str | None, list[ReferenceImage]] = {}
+    for row in session.scalars(
+        select(ReferenceImage)
+        .where(ReferenceImage.product_id == product_id, ReferenceImage.kind == kind)
+        .order_by(ReferenceImage.id)
+    ):
+        out.setdefault(row.view, []).append(row)
+    return out
+
+
 def get_image(session: Session, image_id: int) -> ReferenceImage:
     """An image row or NotFoundError."""
     image = session.get(ReferenceImage, image_id)

@@ -166,18 +166,6 @@ def normal_images(session: Session, product_id: int) -> list[ReferenceImage]:
     )
 
 
-def view_images(session: Session, product_id: int, kind: str) -> dict[str | None, list[ReferenceImage]]:
-    """The product's images of one kind by view label (None: images without a view), oldest first."""
-    out: dict[str | None, list[ReferenceImage]] = {}
-    for row in session.scalars(
-        select(ReferenceImage)
-        .where(ReferenceImage.product_id == product_id, ReferenceImage.kind == kind)
-        .order_by(ReferenceImage.id)
-    ):
-        out.setdefault(row.view, []).append(row)
-    return out
-
-
 def defect_images(session: Session, product_id: int) -> list[ReferenceImage]:
     """The product's defect images, oldest first."""
     return list(
@@ -355,7 +343,7 @@ def build_product(
         product = catalog_service.get_product(session, product_id)
         code = product.code if view is None else f"{product.code}/{view}"
         all_normals = normal_images(session, product_id)
-        by_view = view_images(session, product_id, "normal")
+        by_view = catalog_service.images_by_view(session, product_id=product_id, kind="normal")
         if view is None:
             unlabelled = by_view.get(None, [])
             pooled = len(unlabelled) < MIN_NORMAL_IMAGES and len(unlabelled) < len(all_normals)
@@ -366,7 +354,9 @@ def build_product(
         else:
             pooled = False
             normals = by_view.get(view, [])
-            defects = view_images(session, product_id, "defect").get(view, [])
+            defects = catalog_service.images_by_view(session, product_id=product_id, kind="defect").get(
+                view, []
+            )
             fingerprint = normals_fingerprint(normals)
         defect_type_names = [row.defect_type.name if row.defect_type else None for row in defects]
         options = catalog_service.preprocessing_options(session, [product_id])[product_id]
@@ -567,7 +557,9 @@ def run(ctx: JobContext) -> dict[str, object] | None:
         with ctx.session_factory() as session:
             view_counts = {
                 label: len(rows)
-                for label, rows in view_images(session, product_id, "normal").items()
+                for label, rows in catalog_service.images_by_view(
+                    session, product_id=product_id, kind="normal"
+                ).items()
                 if label is not None
             }
         own_views = sorted(label for label, n in view_counts.items() if n >= MIN_NORMAL_IMAGES)

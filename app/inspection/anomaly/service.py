@@ -62,7 +62,11 @@ def _reference_image(
             raise ValidationFailedError("errors.anomaly_reference_not_normal", id=reference_image_id)
         return row
     # A view compares with a normal image of the same view when the product has some.
-    of_view = anomaly_model.view_images(session, product_id, "normal").get(view, []) if view else []
+    of_view = (
+        catalog_service.images_by_view(session, product_id=product_id, kind="normal").get(view, [])
+        if view
+        else []
+    )
     for image_id in nearest_normal_images(
         session, services=services, image=image, product_id=product_id, k=8 if of_view else 1
     ):
