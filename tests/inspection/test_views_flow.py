@@ -282,3 +282,30 @@ def test_the_admin_deploy_page_lists_the_view_banks(env: Env) -> None:
     row = page.text.split('data-product="metal_plate"', 1)[1].split("</tr>", 1)[0]
     assert 'data-testid="view-banks"' in row
     assert "시점별 모델: side" in row
+
+
+def test_a_view_left_with_too_few_normals_falls_back_after_the_next_build(env: Env) -> None:
+    # runs last: the side bank goes away
+    plate = env.products["metal_plate"]
+    side = [
+        i["id"]
+        for i in env.client.get(
+            f"/api/v1/products/{plate}/images?kind=normal&page_size=100", headers=env.admin
+        ).json()["items"]
+        if i["view"] == "side"
+    ]
+    for image_id in side[: len(side) - 2]:
+        assert env.client.delete(f"/api/v1/images/{image_id}", headers=env.admin).status_code in (200, 204)
+    job = _deploy(env.client, env.admin, "anomaly_model", plate)
+    assert job["status"] == "succeeded"
+    with env.client.app.state.session_factory() as session:  # type: ignore[attr-defined]
+        current = select(Artifact).where(
+            Artifact.kind == anomaly_model.VIEW_KIND, Artifact.is_current.is_(True)
+        )
+        current_views = list(session.scalars(current))
+    assert current_views == []
+    services = env.client.app.state.services  # type: ignore[attr-defined]
+    assert anomaly_model.current_models(services).views_of(plate) == []
+    body = _analyze(env, [("top", _plate_defect(env)), ("side", _side_normal(env))])
+    assert [v["bank"] for v in body["views"]] == ["product", "product"]
+    assert all(v["anomaly"]["is_fallback"] for v in body["views"])
