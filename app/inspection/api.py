@@ -55,8 +55,7 @@ async def create_inspection(
     url: Annotated[str | None, Form(max_length=2048)] = None,
     product_id: Annotated[int | None, Form()] = None,
 ) -> InspectionRead:
-    """Upload a photo to inspect (or several labelled views: `files` with `views`), or name its URL on a
-    listed host; everything is checked before anything is stored."""
+    """Upload a photo, several labelled views (`files` + `views`) or a URL on a listed host; checked first."""
     has_files = file is not None or bool(files)
     if has_files == bool(url):
         raise InvalidInputError("errors.inspection_file_or_url")
