@@ -182,6 +182,17 @@ def test_the_bank_of_the_view_is_what_makes_a_side_photo_normal(env: Env) -> Non
     assert (views["top"]["bank"], views["top"]["is_anomaly"]) == ("product", True)
 
 
+def test_the_defect_type_is_read_from_the_view_that_decided(env: Env) -> None:
+    # the normal side photo comes first: the inspection's own search answer is the side view's, but the
+    # outcome identifies the defect from the top view, which decided
+    body = _analyze(env, [("side", _side_normal(env)), ("top", _plate_defect(env))])
+    views = {v["view"]: v for v in body["views"]}
+    basis = body["inspection"]["outcome"]["basis"]
+    assert basis["views"]["deciding_view"] == "top"
+    assert basis["identification"]["score"] == pytest.approx(views["top"]["verdict"]["score"])
+    assert body["search"]["verdict"]["score"] == pytest.approx(views["side"]["verdict"]["score"])
+
+
 def test_an_admin_changes_the_rule_and_the_same_photos_answer_differently(env: Env) -> None:
     body = _analyze(env, [("top", _plate_defect(env)), ("side", _side_normal(env))])
     inspection_id = body["inspection"]["id"]
