@@ -94,7 +94,7 @@ def _cmd_evaluate_anomaly(args: argparse.Namespace) -> int:
     from app.core.services import Services
     from app.core.storage import make_storage
     from app.db.session import make_engine, make_session_factory
-    from app.deployments.anomaly_model import evaluate_product
+    from app.deployments.anomaly_evaluate import evaluate_product
     from app.ml.registry import ModelRegistry, resolve_device
 
     settings = get_settings()

@@ -28,7 +28,7 @@ from app.core.storage import make_storage
 from app.db.session import make_engine, make_session_factory
 from app.deployments import api as deployments_api
 from app.deployments import pages as deployments_pages
-from app.deployments.jobs import load_artifacts, make_runner, reload_kind
+from app.deployments.jobs import artifact_states, load_artifacts, make_runner, reload_kind
 from app.deployments.watcher import ArtifactWatcher
 from app.history import api as history_api
 from app.history import pages as history_pages
@@ -38,6 +38,7 @@ from app.inspection.anomaly import api as anomaly_api
 from app.inspection.anomaly import pages as anomaly_pages
 from app.inspection.guidance import api as guidance_api
 from app.inspection.guidance import pages as guidance_pages
+from app.inspection.guidance.service import load_generators
 from app.inspection.search import api as search_api
 from app.inspection.search import pages as search_pages
 from app.integrations import api as integrations_api
@@ -51,6 +52,15 @@ from app.ml.loading import prepare_directories
 logger = logging.getLogger(__name__)
 
 
+def _load_generators(services: Services) -> None:
+    """Load the answer generators once (a local LLM too); a failure leaves the extractive one to answer."""
+    try:
+        load_generators(services)
+    except Exception as exc:  # a broken LLM must not keep the server from starting
+        logger.exception("loading generators failed")
+        services.models.set_error("generators", str(exc))
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load models once, create the first admin, start the job runner; stop it on shutdown."""
@@ -60,6 +70,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     prepare_directories(settings)
     if settings.load_models:
         load_artifacts(app.state.services)
+        _load_generators(app.state.services)
     app.state.models.is_loaded = True
     app.state.metrics.models_loaded.set(1)
     app.state.runner.start()
@@ -128,6 +139,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         inference=InferenceGate.from_settings(settings, app.state.metrics),
     )
     app.state.runner = make_runner(app.state.services)
+    # Pages of other domains read artifact states through this (they do not import app.deployments).
+    app.state.artifact_states = artifact_states
     app.state.runner.on_finished.append(
         lambda kind, status: app.state.metrics.jobs.labels(kind, status).inc()
     )

@@ -30,13 +30,13 @@ from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
+from app.ml.anomaly_runtime import current_models, prepare  # noqa: E402
 from app.catalog import service as catalog_service  # noqa: E402
 from app.cli import run_migrations  # noqa: E402
 from app.core.config import Settings  # noqa: E402
 from app.db.tables import Inspection, Product, User  # noqa: E402
 from app.demo.generator import generate_demo_dataset  # noqa: E402
 from app.demo.loader import register_dataset  # noqa: E402
-from app.deployments import anomaly_model  # noqa: E402
 from app.inspection import service as inspection_service  # noqa: E402
 from app.inspection.anomaly import pictures  # noqa: E402
 from app.inspection.anomaly import service as anomaly_service  # noqa: E402
@@ -95,7 +95,7 @@ def main() -> None:
             session.commit()
             job_id = job.id
         runner.run_inline(job_id)
-        model = anomaly_model.current_models(services).get(pid)
+        model = current_models(services.models).get(pid)
         assert model is not None, "the anomaly model was not built"
 
         folder = root / PRODUCT
@@ -121,7 +121,7 @@ def main() -> None:
                 inspection_id = row.id
             with state.session_factory() as session:
                 options = catalog_service.preprocessing_options(session, [pid])[pid]
-            prepared = anomaly_model.prepare(Image.open(io.BytesIO(data)).convert("RGB"), options)
+            prepared = prepare(Image.open(io.BytesIO(data)).convert("RGB"), options)
             started = time.perf_counter()
             model.detect(prepared)
             detect_ms.append((time.perf_counter() - started) * 1000)

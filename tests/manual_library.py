@@ -11,7 +11,7 @@ from pathlib import Path
 
 from app.core.services import Services
 from app.demo.generator import DemoManifest, generate_demo_dataset
-from app.manuals.indexing import REGISTRY_NAME, ManualLibrary
+from app.manuals.indexing import MANUALS, ManualLibrary
 from app.ml.retriever import KoreanTokenizer
 from app.ml.text_embedder import UseTextEmbedder
 
@@ -25,7 +25,7 @@ def install_library(services: Services) -> ManualLibrary:
     """Put an empty library with the shared real engines into the app's registry."""
     embedder, tokenizer = _engines()
     library = ManualLibrary(embedder=embedder, tokenizer=tokenizer)
-    services.models.swap(REGISTRY_NAME, library)
+    services.models.swap(MANUALS, library)
     return library
 
 

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from app.auth.dependencies import AdminDep, CurrentUserDep, get_current_user
 from app.catalog import service
 from app.catalog.dependencies import DefectTypeDep, ProductDep
+from app.catalog.model_choices import available_choices, image_change_hook, model_choices
 from app.catalog.schemas import (
     DefectTypeCreate,
     DefectTypeRead,
@@ -28,11 +29,10 @@ from app.catalog.schemas import (
     ProductRead,
     ProductUpdate,
 )
-from app.core.dependencies import ModelsDep, SettingsDep, StorageDep
+from app.core.dependencies import ModelsDep, ServicesDep, SettingsDep, StorageDep
 from app.core.errors import PayloadTooLargeError
 from app.core.files import object_response
 from app.db.session import SessionDep
-from app.ml.catalog_hooks import available_choices, image_change_hook, model_choices
 
 # Authentication runs first for every route here, before any load-or-404 dependency.
 router = APIRouter(prefix="/api/v1", tags=["catalog"], dependencies=[Depends(get_current_user)])
@@ -145,7 +145,7 @@ async def upload_images(
     session: SessionDep,
     storage: StorageDep,
     settings: SettingsDep,
-    models: ModelsDep,
+    services: ServicesDep,
     admin: AdminDep,
     kind: Annotated[Literal["normal", "defect"], Form()],
     files: Annotated[list[UploadFile], File()],
@@ -165,7 +165,7 @@ async def upload_images(
         view=view or None,
         files=payload,
         actor_id=admin.id,
-        on_change=image_change_hook(models),
+        on_change=image_change_hook(services),
     )
     return ImageUploadResult(
         created=[
@@ -232,11 +232,11 @@ def get_image_thumbnail(
 
 @router.delete("/images/{image_id}", status_code=204)
 def delete_image(
-    image_id: int, session: SessionDep, storage: StorageDep, models: ModelsDep, admin: AdminDep
+    image_id: int, session: SessionDep, storage: StorageDep, services: ServicesDep, admin: AdminDep
 ) -> Response:
     """Delete an image from the catalog, the object store and the galleries."""
     service.delete_image(
-        session, storage, image_id=image_id, actor_id=admin.id, on_change=image_change_hook(models)
+        session, storage, image_id=image_id, actor_id=admin.id, on_change=image_change_hook(services)
     )
     return Response(status_code=204)
 

@@ -13,6 +13,7 @@ from app.admin.forms import error_text, form_id, redirect, render_admin
 from app.auth.dependencies import AdminDep, get_current_user
 from app.auth.pages import safe_next
 from app.catalog import service
+from app.catalog.model_choices import available_choices, image_change_hook, model_choices
 from app.catalog.schemas import (
     DefectTypeCreate,
     DefectTypeUpdate,
@@ -21,16 +22,21 @@ from app.catalog.schemas import (
     ProductCreate,
     ProductUpdate,
 )
+from app.core.artifacts import DEPLOY_LINKS
 from app.core.config import Settings
-from app.core.dependencies import ModelsDep, SettingsDep, StorageDep, get_services
+from app.core.dependencies import (
+    ModelsDep,
+    ServicesDep,
+    SettingsDep,
+    StorageDep,
+    get_artifact_states,
+    get_services,
+)
 from app.core.errors import DomainError, NotFoundError
 from app.core.i18n import translate
 from app.db.session import SessionDep
 from app.db.tables import DefectType, Product
-from app.deployments.jobs import artifact_states
-from app.deployments.status import ArtifactState
 from app.inspection import views as views_service
-from app.ml.catalog_hooks import image_change_hook, model_choices
 
 # Authentication runs first for every route here, before any load-or-404 dependency.
 router = APIRouter(
@@ -38,18 +44,13 @@ router = APIRouter(
 )
 
 IMAGES_PAGE_SIZE = 24
-DEPLOY_LINKS = {
-    "search_index": "/admin/deploy/search",
-    "anomaly_model": "/admin/deploy/anomaly",
-    "manual_index": "/admin/deploy/manuals",
-}
 
 
 def stale_artifacts(
     request: Request, session: SessionDep, *, product_id: int | None, kinds: set[str]
 ) -> list[dict[str, Any]]:
     """Artifacts of the product that are not current, with a translated reason and the deploy link."""
-    states: list[ArtifactState] = artifact_states(session, get_services(request))
+    states = get_artifact_states(request)(session, get_services(request))
     out = []
     for state in states:
         if state.kind not in kinds or state.state == "current":
@@ -419,13 +420,13 @@ def delete_image_submit(
     image_id: int,
     session: SessionDep,
     storage: StorageDep,
-    models: ModelsDep,
+    services: ServicesDep,
     admin: AdminDep,
     next: Annotated[str, Form()] = "/admin/images/normal",
 ) -> Response:
     """Delete an image (row, stored object and gallery entry) and go back to the grid."""
     service.delete_image(
-        session, storage, image_id=image_id, actor_id=admin.id, on_change=image_change_hook(models)
+        session, storage, image_id=image_id, actor_id=admin.id, on_change=image_change_hook(services)
     )
     target = urlsplit(safe_next(next, "/admin/images/normal"))
     return redirect(target.path, "deleted", **dict(parse_qsl(target.query)))
@@ -511,7 +512,6 @@ def _models_page(
             "choices": model_choices(settings, models.device),
             "status": models.status(),
             "error": error,
-            "deploy_links": DEPLOY_LINKS,
         },
         status_code=status_code,
     )
@@ -542,7 +542,6 @@ def models_submit(
     allowed_generators: Annotated[list[str] | None, Form()] = None,
 ) -> Response:
     """Save the choices that changed; a choice this server cannot run is refused with the reason."""
-    from app.ml.catalog_hooks import available_choices
 
     current = service.get_model_settings(session)
     changes: dict[str, Any] = {}

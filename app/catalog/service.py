@@ -58,6 +58,11 @@ def list_products(session: Session, *, include_inactive: bool = False) -> list[P
     return list(session.scalars(query))
 
 
+def active_product_ids(session: Session) -> list[int]:
+    """Ids of the active products."""
+    return list(session.scalars(select(Product.id).where(Product.is_active.is_(True)).order_by(Product.id)))
+
+
 def get_product(session: Session, product_id: int) -> Product:
     """A product or NotFoundError."""
     product = session.get(Product, product_id)
@@ -462,6 +467,26 @@ def images_by_view(session: Session, *, product_id: int, kind: str) -> dict[str 
     return out
 
 
+def normal_images(session: Session, *, product_id: int) -> list[ReferenceImage]:
+    """The product's normal images, oldest first."""
+    return _images_of_kind(session, product_id, "normal")
+
+
+def defect_images(session: Session, *, product_id: int) -> list[ReferenceImage]:
+    """The product's defect images, oldest first."""
+    return _images_of_kind(session, product_id, "defect")
+
+
+def _images_of_kind(session: Session, product_id: int, kind: str) -> list[ReferenceImage]:
+    return list(
+        session.scalars(
+            select(ReferenceImage)
+            .where(ReferenceImage.product_id == product_id, ReferenceImage.kind == kind)
+            .order_by(ReferenceImage.id)
+        )
+    )
+
+
 def get_image(session: Session, image_id: int) -> ReferenceImage:
     """An image row or NotFoundError."""
     image = session.get(ReferenceImage, image_id)
@@ -565,6 +590,14 @@ def set_preprocessing(
     )
     session.commit()
     return row
+
+
+def configured_embedder(session: Session) -> str:
+    """The image embedder chosen in model settings (the default when the row does not exist yet)."""
+    from app.ml.embedders import EFFICIENTNET_NAME  # torch: only when asked
+
+    row = session.get(ModelSetting, 1)  # read only: never create the row from a read
+    return row.embedder if row is not None and row.embedder else EFFICIENTNET_NAME
 
 
 def get_model_settings(session: Session) -> ModelSetting:

@@ -1,4 +1,4 @@
-"""Annotated dependencies shared by all domains: settings, storage, models, job runner."""
+"""Annotated dependencies shared by all domains: settings, storage, models, job runner, artifact states."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.core.artifacts import ArtifactStateReader
 from app.core.config import Settings
+from app.core.jobs import JobRunner
 from app.core.services import Services
 from app.core.storage import ObjectStorage
-from app.deployments.runner import JobRunner
 from app.ml.registry import ModelRegistry
 
 
@@ -43,8 +44,15 @@ def get_services(request: Request) -> Services:
     return services
 
 
+def get_artifact_states(request: Request) -> ArtifactStateReader:
+    """Every deployment kind's artifact state reader (wired in by the application: app.main)."""
+    reader: ArtifactStateReader = request.app.state.artifact_states
+    return reader
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 StorageDep = Annotated[ObjectStorage, Depends(get_storage)]
 ModelsDep = Annotated[ModelRegistry, Depends(get_models)]
 RunnerDep = Annotated[JobRunner, Depends(get_runner)]
 ServicesDep = Annotated[Services, Depends(get_services)]
+ArtifactStatesDep = Annotated[ArtifactStateReader, Depends(get_artifact_states)]

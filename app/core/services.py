@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -14,6 +15,10 @@ from app.ml.registry import ModelRegistry
 
 if TYPE_CHECKING:
     from app.core.inference import InferenceGate
+    from app.db.tables import ReferenceImage
+
+# Told of catalog images added and removed (in that order), after the change is committed.
+ImageChangeHook = Callable[[Sequence["ReferenceImage"], Sequence["ReferenceImage"]], None]
 
 
 @dataclass
@@ -27,3 +32,6 @@ class Services:
     metrics: Metrics
     # The bounded queue in front of search and anomaly (None: unbounded, as in jobs and the CLI).
     inference: InferenceGate | None = None
+    # Subscribers to catalog image changes, by owner (the search engine's live galleries): see
+    # app.catalog.model_choices.
+    image_hooks: dict[str, ImageChangeHook] = field(default_factory=dict)

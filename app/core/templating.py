@@ -10,6 +10,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from app.core.artifacts import DEPLOY_LINKS, DEPLOYMENT_KINDS
 from app.core.config import BASE_DIR
 from app.core.i18n import LANGUAGES, current_language, translate
 
@@ -22,6 +23,10 @@ def _format_dt(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
 
 
 templates.env.filters["dt"] = _format_dt
+# The one table of deployment kinds (kind, deploy screen, menu label): templates keep no copy of it.
+templates.env.globals["deployment_kinds"] = DEPLOYMENT_KINDS
+templates.env.globals["deploy_links"] = DEPLOY_LINKS
+templates.env.globals["deploy_nav"] = [(f"deploy_{k.slug}", k.deploy_link) for k in DEPLOYMENT_KINDS]
 
 
 def render(

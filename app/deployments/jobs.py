@@ -7,11 +7,11 @@ from types import ModuleType
 
 from sqlalchemy.orm import Session
 
+from app.core.artifacts import ArtifactState
+from app.core.jobs import JobRunner
 from app.core.services import Services
 from app.db.tables import DeploymentJob
 from app.deployments import anomaly_model, manual_index, search_index
-from app.deployments.runner import JobRunner
-from app.deployments.status import ArtifactState
 
 logger = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.catalog import service as catalog_service
+from app.core.artifacts import ArtifactState
+from app.core.jobs import JobContext, JobResult
 from app.core.services import Services
 from app.db.tables import Artifact, DeploymentJob, Manual
-from app.deployments.runner import JobContext
-from app.deployments.status import ArtifactState
 from app.manuals import indexing
 
 logger = logging.getLogger(__name__)
@@ -21,39 +21,33 @@ AVAILABLE = True
 
 
 def load(services: Services) -> None:
-    """Load the text embedder (and a reranker if present), the saved manual indexes and the generators.
+    """Load the text embedder (and a reranker if present) and the saved manual indexes.
 
     Reads files only: nothing is embedded here. A saved index built with another text embedder is
-    left out and reported stale until a rebuild.
+    left out and reported stale until a rebuild. The generators are loaded by the application's start-up.
     """
-    from app.inspection.guidance.service import load_generators
-
     with services.session_factory() as session:
         # A manual left "indexing" by a stopped server is indexed by nothing now (its job is failed on
         # restart): show it as pending so the admin sees it needs indexing.
         session.execute(update(Manual).where(Manual.status == "indexing").values(status="pending", error=""))
         session.commit()
     library = indexing.load_saved_indexes(services, indexing.load_engines(services))
-    services.models.swap(indexing.REGISTRY_NAME, library)
-    try:
-        load_generators(services)
-    except Exception as exc:  # a broken LLM must not cost the manuals; extractive stays available
-        logger.exception("loading generators failed")
-        services.models.set_error("generators", str(exc))
+    services.models.swap(indexing.MANUALS, library)
 
 
-def run(ctx: JobContext) -> dict[str, object] | None:
+def run(ctx: JobContext) -> JobResult | None:
     """Index one manual (params.manual_id, queued by an upload), one product, or every product."""
-    services: Services = ctx.services
-    manual_id = ctx.params.get("manual_id")
+    services = ctx.services
+    raw_id = ctx.params.get("manual_id")
+    manual_id = int(raw_id) if isinstance(raw_id, int | str) else None
     with ctx.session_factory() as session:
         if manual_id is not None:
             ctx.log(f"indexing manual {manual_id}")
             chunks = indexing.index_manual(
-                session, services, manual_id=int(manual_id), job_id=ctx.job_id, progress=ctx.progress
+                session, services, manual_id=manual_id, job_id=ctx.job_id, progress=ctx.progress
             )
             ctx.log(f"manual {manual_id}: {chunks} chunks")
-            return {"manual_id": int(manual_id), "chunks": chunks}
+            return {"manual_id": manual_id, "chunks": chunks}
         if ctx.product_id is not None:
             product_ids = [ctx.product_id]
         else:
@@ -88,7 +82,7 @@ def _scaled(ctx: JobContext, *, base: float, share: float, label: str) -> indexi
 
 def states(session: Session, services: Services) -> list[ArtifactState]:
     """Per active product: current, stale (manual not indexed, text embedder changed), missing, building."""
-    library: indexing.ManualLibrary | None = services.models.get(indexing.REGISTRY_NAME)
+    library = services.models.get(indexing.MANUALS)
     active_jobs = list(
         session.scalars(
             select(DeploymentJob).where(

@@ -6,7 +6,7 @@ The server publishes `defectlens.run_job(job_id)` to the queue `{JOB_QUEUE_PREFI
 after the job ended (`acks_late`), requeued when the worker process dies (`reject_on_worker_lost`), and a
 worker takes one message at a time (prefetch 1). Progress, stage, log and result stay in the database, so
 pages and SSE do not change; the job row's owner and heartbeat decide when another worker may take a dead
-worker's job over (see runner.py).
+worker's job over (see app/core/jobs.py).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 from celery import Celery, Task
 
 from app.core.config import Settings
-from app.deployments.runner import JobRunner
+from app.core.jobs import JobRunner
 
 logger = logging.getLogger(__name__)
 

@@ -1,10 +1,11 @@
 """The `search_index` deployment: startup loading, the rebuild job, incremental updates, artifact state.
 
-The engine lives in the model registry under "search" (`app.ml.search_runtime.SearchEngine`). Startup
-loads the embedder chosen in model settings and the galleries last built (no embedding work). The job
-rebuilds the defect and normal galleries of one product or all products in batches and swaps the new
-engine in; searches in flight keep the engine object they took. Registering or deleting one catalog
-image updates the live galleries at once through the "catalog.image_hooks" registry key.
+The engine (`app.ml.search_runtime.SearchEngine`) lives in the model registry under `search_runtime.SEARCH`.
+Startup loads the embedder chosen in model settings and the galleries last built (no embedding work).
+The job rebuilds the defect and normal galleries of one product or all products in batches and swaps the
+new engine in; searches in flight keep the engine object they took. Registering or deleting one catalog
+image updates the live galleries at once through the catalog's image-change hooks
+(app.catalog.model_choices).
 """
 
 from __future__ import annotations
@@ -19,26 +20,21 @@ from typing import Any
 import faiss
 import numpy as np
 from PIL import Image
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.catalog import service as catalog_service
+from app.catalog.model_choices import subscribe_image_changes
+from app.core.artifacts import ArtifactState, record_current_artifact
 from app.core.images import open_rgb
+from app.core.jobs import JobCancelled, JobContext, JobResult
 from app.core.services import Services
-from app.db.tables import (
-    Artifact,
-    DefectType,
-    DeploymentJob,
-    ModelSetting,
-    Product,
-    ReferenceImage,
-)
-from app.deployments import anomaly_model
-from app.deployments.runner import JobContext
-from app.deployments.status import ArtifactState
-from app.ml.catalog_hooks import IMAGE_HOOKS
+from app.db.tables import DefectType, DeploymentJob, Product, ReferenceImage
+from app.demo.manifest import demo_masks
+from app.ml.anomaly_eval import read_mask
+from app.ml.anomaly_runtime import current_models, prepare
 from app.ml.embedders import EFFICIENTNET_NAME, ImageEmbedder, load_embedder
-from app.ml.errors import JobCancelled, ModelNotAvailableError
+from app.ml.errors import ModelNotAvailableError
 from app.ml.gallery import Gallery, build_gallery
 from app.ml.identification import (
     ProductIdentification,
@@ -48,7 +44,7 @@ from app.ml.identification import (
 )
 from app.ml.patchcore import PatchCore
 from app.ml.preprocessing import PreprocessingOptions
-from app.ml.search_runtime import GALLERY_KINDS, GalleryKind, SearchEngine, new_built_at, preprocess
+from app.ml.search_runtime import GALLERY_KINDS, SEARCH, GalleryKind, SearchEngine, new_built_at, preprocess
 from app.ml.verdict import (
     DEFAULT_MIN_MARGIN,
     DEFAULT_MIN_SCORE,
@@ -61,7 +57,6 @@ logger = logging.getLogger(__name__)
 
 KIND = "search_index"
 AVAILABLE = True
-ENGINE = "search"
 BATCH_SIZE = 16
 
 
@@ -80,17 +75,6 @@ class CatalogImage:
 def index_root(services: Services) -> Path:
     """Where search generations live (models/artifacts/search)."""
     return services.settings.artifacts_path / "search"
-
-
-def configured_embedder(session: Session) -> str:
-    """The embedder chosen in model settings (the default when the row does not exist yet)."""
-    row = session.get(ModelSetting, 1)
-    return row.embedder if row is not None and row.embedder else EFFICIENTNET_NAME
-
-
-def active_product_ids(session: Session) -> list[int]:
-    """Ids of the active products."""
-    return list(session.scalars(select(Product.id).where(Product.is_active.is_(True)).order_by(Product.id)))
 
 
 def catalog_images(session: Session, product_ids: Sequence[int]) -> list[CatalogImage]:
@@ -144,20 +128,19 @@ def load(services: Services) -> None:
     """Load the configured embedder and the last built galleries into services.models (no embedding)."""
     faiss.omp_set_num_threads(1)  # one thread on the request path: OpenMP only adds latency to one query
     with services.session_factory() as session:
-        name = configured_embedder(session)
+        name = catalog_service.configured_embedder(session)
     embedder, loaded_name, note = _load_embedder(services, name)
     engine = SearchEngine.load(index_root(services), embedder, loaded_name)
     if note:
         engine.note = note
-    services.models.swap(ENGINE, engine)
+    services.models.swap(SEARCH, engine)
     install_hook(services)
     logger.info("search engine loaded: %s", engine.describe())
 
 
 def install_hook(services: Services) -> None:
-    """Subscribe the live galleries to catalog image changes (once per registry)."""
-    hooks: list[Any] = list(services.models.get(IMAGE_HOOKS) or [])
-    if any(getattr(h, "defectlens_owner", None) == KIND for h in hooks):
+    """Subscribe the live galleries to catalog image changes (once per app)."""
+    if KIND in services.image_hooks:
         return
 
     def on_images_changed(added: Sequence[ReferenceImage], removed: Sequence[ReferenceImage]) -> None:
@@ -166,8 +149,7 @@ def install_hook(services: Services) -> None:
         except Exception:  # the catalog change is committed; the admin sees "stale" and can rebuild
             logger.exception("updating the search galleries after a catalog change failed")
 
-    on_images_changed.defectlens_owner = KIND  # type: ignore[attr-defined]
-    services.models.swap(IMAGE_HOOKS, [*hooks, on_images_changed])
+    subscribe_image_changes(services, owner=KIND, hook=on_images_changed)
 
 
 # --- incremental updates -----------------------------------------------------------------------------
@@ -207,7 +189,7 @@ def apply_image_changes(
     One embedding per added image, never a rebuild. Nothing happens while no gallery is built (the
     rebuild job will include the images).
     """
-    engine: SearchEngine | None = services.models.get(ENGINE)
+    engine = services.models.get(SEARCH)
     if engine is None or not engine.is_built:
         return 0
     if removed:
@@ -267,12 +249,6 @@ def reconcile(
 # --- identification ----------------------------------------------------------------------------------
 
 
-def anomaly_model_for(services: Services, product_id: int) -> PatchCore | None:
-    """The product's calibrated anomaly model, or None (identification then uses the whole image)."""
-    model = anomaly_model.current_models(services).get(product_id)
-    return model if model is not None and model.calibration is not None else None
-
-
 def _region_of(
     services: Services,
     model: PatchCore,
@@ -285,12 +261,12 @@ def _region_of(
     As registered: from its uploaded (demo) mask if it has one, else from its anomaly map; as a query:
     always from its anomaly map (the leave-one-out calibration holds images out in that form).
     """
-    picture = anomaly_model.prepare(open_rgb(services.storage.get(image.object_key)), options)
+    picture = prepare(open_rgb(services.storage.get(image.object_key)), options)
     by_map = describe_region(model, picture)
     mask_path = masks.get(image.original_name)
     if mask_path is None:
         return by_map, by_map
-    mask = anomaly_model.read_mask(mask_path, (picture.height, picture.width))
+    mask = read_mask(mask_path, (picture.height, picture.width))
     return describe_region(model, picture, mask), by_map
 
 
@@ -309,7 +285,7 @@ def build_identification(
     rows = [i for i in images if i.product_id == product_id and i.kind == "defect" and i.id in gallery]
     if not rows:
         return None
-    services: Services = ctx.services
+    services = ctx.services
     whole = gallery.get_vectors([r.id for r in rows])
     with ctx.session_factory() as session:
         product = session.get(Product, product_id)
@@ -318,11 +294,11 @@ def build_identification(
             d.id: d.name
             for d in session.scalars(select(DefectType).where(DefectType.product_id == product_id))
         }
-    model = anomaly_model_for(services, product_id)
+    model = current_models(services.models).calibrated(product_id)
     region: np.ndarray | None = None
     region_query: np.ndarray | None = None
     if model is not None:
-        masks = anomaly_model.demo_masks(services.settings, code)
+        masks = demo_masks(services.settings, code)
         try:
             pairs = []
             for row in rows:
@@ -371,7 +347,7 @@ def _identify_into(
         if found is None or image.id not in gallery:
             continue
         region = None
-        model = anomaly_model_for(services, image.product_id)
+        model = current_models(services.models).calibrated(image.product_id)
         if found.region is not None and model is not None and model_fingerprint(model) == found.fingerprint:
             region = _region_of(services, model, image, current[image.product_id], {})[0]
         found.add(image.id, image.defect_type_id, gallery.get_vectors([image.id])[0], region)
@@ -395,17 +371,17 @@ def _items(
         yield img.id, img.product_id, img.defect_type_id, picture
 
 
-def run(ctx: JobContext) -> dict[str, object] | None:
+def run(ctx: JobContext) -> JobResult | None:
     """Rebuild the galleries for ctx.product_id (or all products) and swap them into the running server."""
-    services: Services = ctx.services
+    services = ctx.services
     faiss.omp_set_num_threads(1)  # the engine this job installs serves requests (see `load`)
     with ctx.session_factory() as session:
-        name = configured_embedder(session)
-        all_products = active_product_ids(session)
+        name = catalog_service.configured_embedder(session)
+        all_products = catalog_service.active_product_ids(session)
         if ctx.product_id is not None and ctx.product_id not in all_products:
             all_products = [*all_products, ctx.product_id]
         current = catalog_service.preprocessing_options(session, all_products)
-    old: SearchEngine | None = services.models.get(ENGINE)
+    old = services.models.get(SEARCH)
     ctx.progress(0.01, "search.stages.loading_embedder")
     if old is not None and old.embedder_name == name:
         embedder, loaded_name = old.embedder, old.embedder_name
@@ -486,7 +462,7 @@ def run(ctx: JobContext) -> dict[str, object] | None:
     ctx.progress(0.96, "search.stages.saving")
     ctx.check_cancelled()
     generation = engine.save_new_generation(index_root(services))
-    services.models.swap(ENGINE, engine)
+    services.models.swap(SEARCH, engine)
     install_hook(services)
     # Images registered while we were embedding went to the old engine: add them to the new one too.
     added, removed = reconcile(services, engine, scope, exclude=frozenset(skipped))
@@ -528,36 +504,16 @@ def _copy_other_products(
 
 def _record_artifact(ctx: JobContext, generation: str, result: dict[str, Any]) -> None:
     with ctx.session_factory() as session:
-        session.execute(update(Artifact).where(Artifact.kind == KIND).values(is_current=False))
-        session.add(
-            Artifact(
-                kind=KIND,
-                product_id=ctx.product_id,
-                version=generation,
-                path=str(index_root(ctx.services) / generation),
-                is_current=True,
-                meta=result,
-                job_id=ctx.job_id,
-            )
+        record_current_artifact(
+            session,
+            kind=KIND,
+            product_id=ctx.product_id,
+            version=generation,
+            path=str(index_root(ctx.services) / generation),
+            meta=result,
+            job_id=ctx.job_id,
         )
         session.commit()
-
-
-def settings_mismatch(
-    session: Session, engine: SearchEngine, product_ids: Sequence[int] | None = None
-) -> bool:
-    """True when the live index was built with another embedder or other preprocessing than configured.
-
-    Cheap (no image listing), for the request path; `states` gives the full picture for admins.
-    """
-    if engine.embedder_name != configured_embedder(session):
-        return True
-    gallery = engine.gallery("defect")
-    if gallery is None:
-        return False
-    scope = list(product_ids) if product_ids is not None else sorted(gallery.count_by_product())
-    current = catalog_service.preprocessing_options(session, scope)
-    return any(gallery.preprocessing_keys.get(pid, current[pid].key()) != current[pid].key() for pid in scope)
 
 
 # --- state for the admin -----------------------------------------------------------------------------
@@ -565,11 +521,11 @@ def settings_mismatch(
 
 def states(session: Session, services: Services) -> list[ArtifactState]:
     """Per active product: current, stale (and why), missing, building or failed."""
-    engine: SearchEngine | None = services.models.get(ENGINE)
-    product_ids = active_product_ids(session)
+    engine = services.models.get(SEARCH)
+    product_ids = catalog_service.active_product_ids(session)
     if not product_ids:
         return []
-    configured = configured_embedder(session)
+    configured = catalog_service.configured_embedder(session)
     current = catalog_service.preprocessing_options(session, product_ids)
     images = catalog_images(session, product_ids)
     active_jobs = list(

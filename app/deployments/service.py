@@ -8,12 +8,12 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.core.artifacts import DEPLOYMENT_KINDS, ArtifactState
 from app.core.audit import record_audit
 from app.core.errors import ConflictError, NotFoundError
+from app.core.jobs import JobRunner
 from app.db.base import utcnow
 from app.db.tables import Artifact, DeploymentJob, Manual, Product, ReferenceImage
-from app.deployments.runner import JobRunner
-from app.deployments.status import ArtifactState
 
 ACTIVE = ("queued", "running")
 
@@ -94,9 +94,9 @@ def cancel_job(session: Session, *, job_id: int, actor_id: int | None) -> Deploy
 
 # --- Deploy screens ------------------------------------------------------------------------------------
 
-# URL slug of each deploy screen -> job kind (the admin nav's URLs are fixed).
-SCREEN_KINDS = {"search": "search_index", "anomaly": "anomaly_model", "manuals": "manual_index"}
-KIND_SCREENS = {kind: slug for slug, kind in SCREEN_KINDS.items()}
+# URL slug of each deploy screen <-> job kind, from the one table of deployment kinds.
+SCREEN_KINDS = {k.slug: k.kind for k in DEPLOYMENT_KINDS}
+KIND_SCREENS = {k.kind: k.slug for k in DEPLOYMENT_KINDS}
 
 
 def kind_for_screen(slug: str) -> str:

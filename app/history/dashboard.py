@@ -9,13 +9,13 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from app.catalog import service as catalog_service
+from app.core.artifacts import DEPLOYMENT_KINDS, ArtifactState
 from app.db.tables import DefectType, DeploymentJob, Inspection, Manual, Product
 from app.deployments import service as deployment_service
-from app.deployments.status import ArtifactState
 from app.history import service as history_service
 from app.history.schemas import InspectionListItem, InspectionStats
 
-ARTIFACT_KINDS = ("search_index", "anomaly_model", "manual_index")
+ARTIFACT_KINDS = tuple(k.kind for k in DEPLOYMENT_KINDS)
 
 
 @dataclass

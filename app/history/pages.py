@@ -11,12 +11,11 @@ from fastapi.responses import Response
 
 from app.auth.dependencies import AdminDep, CurrentUserDep, get_current_user
 from app.catalog import service as catalog_service
-from app.core.dependencies import ServicesDep
+from app.core.dependencies import ArtifactStatesDep, ServicesDep
 from app.core.errors import InvalidInputError
 from app.core.templating import render
 from app.db.session import SessionDep
 from app.db.tables import INSPECTION_STATUSES, OUTCOME_LABELS, DefectType, Product
-from app.deployments.jobs import artifact_states
 from app.history import dashboard as dashboard_service
 from app.history import service
 from app.inspection import service as inspection_service
@@ -90,7 +89,13 @@ def _choices(session: SessionDep) -> dict[str, object]:
 
 
 @router.get("/admin")
-def dashboard_page(request: Request, session: SessionDep, services: ServicesDep, _: AdminDep) -> Response:
+def dashboard_page(
+    request: Request,
+    session: SessionDep,
+    services: ServicesDep,
+    artifact_states: ArtifactStatesDep,
+    _: AdminDep,
+) -> Response:
     """통합 대시보드: products and their artifacts, inspections, defects per type, latest activity."""
     view = dashboard_service.dashboard(session, states=artifact_states(session, services))
     return render(request, "admin/dashboard/dashboard_view.html", {"active": "dashboard", "view": view})

@@ -16,17 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from app.core.artifacts import record_current_artifact
+from app.core.jobs import JobCancelled
 from app.core.services import Services
 from app.db.base import utcnow
-from app.db.tables import Artifact, Manual, ManualChunk
+from app.db.tables import Manual, ManualChunk
 from app.manuals.document import Limits, ManualFileError
 from app.manuals.parse_worker import ProcessLimits, parse_bounded
 from app.manuals.structure import KIND_LABELS, PART_KINDS, Structure, parse_structure
 from app.ml.chunking import SECTION_SEP, section_kind
-from app.ml.errors import JobCancelled
+from app.ml.registry import RegistryKey
 from app.ml.retriever import (
     INDEX_FILE,
     CrossEncoderReranker,
@@ -40,7 +42,6 @@ from app.ml.text_embedder import TextEmbedder, load_text_embedder
 logger = logging.getLogger(__name__)
 
 KIND = "manual_index"
-REGISTRY_NAME = "manuals"
 Progress = Callable[[float, str], None]
 
 # Index writers (upload jobs, rebuilds, deletes) run one at a time: each starts from the library the
@@ -122,11 +123,14 @@ def load_saved_indexes(services: Services, library: ManualLibrary) -> ManualLibr
 
 def current_library(services: Services) -> ManualLibrary:
     """The library in the registry; loaded (engines + saved indexes) when the registry has none."""
-    library: ManualLibrary | None = services.models.get(REGISTRY_NAME)
+    library = services.models.get(MANUALS)
     if library is None:
         library = load_saved_indexes(services, load_engines(services))
-        services.models.swap(REGISTRY_NAME, library)
+        services.models.swap(MANUALS, library)
     return library
+
+
+MANUALS = RegistryKey[ManualLibrary]("manuals")
 
 
 @dataclass(frozen=True)
@@ -246,29 +250,23 @@ def _record_artifact(
     session: Session, services: Services, *, product_id: int, index: ManualIndex | None, job_id: int | None
 ) -> None:
     """Mark the product's previous artifact rows old and record the new index (none when emptied)."""
-    session.execute(
-        update(Artifact)
-        .where(Artifact.kind == KIND, Artifact.product_id == product_id, Artifact.is_current.is_(True))
-        .values(is_current=False)
-    )
-    if index is None or len(index) == 0:
-        return
+    emptied = index is None or len(index) == 0
     now = utcnow()
-    session.add(
-        Artifact(
-            kind=KIND,
-            product_id=product_id,
-            version=now.strftime("%Y%m%d%H%M%S%f"),
-            path=str(product_dir(services, product_id)),
-            is_current=True,
-            meta={
-                "embedder_id": index.embedder.embedder_id,
-                "manual_ids": sorted(int(m) for m in index.manual_ids()),
-                "chunks": len(index),
-            },
-            job_id=job_id,
-            created_at=now,
-        )
+    record_current_artifact(
+        session,
+        kind=KIND,
+        product_id=product_id,
+        version=None if emptied else now.strftime("%Y%m%d%H%M%S%f"),
+        path=str(product_dir(services, product_id)),
+        meta={}
+        if index is None
+        else {
+            "embedder_id": index.embedder.embedder_id,
+            "manual_ids": sorted(int(m) for m in index.manual_ids()),
+            "chunks": len(index),
+        },
+        job_id=job_id,
+        created_at=now,
     )
 
 
@@ -337,7 +335,7 @@ def index_manual(
                 session.rollback()
                 _restore(services, product_id, existing)
                 raise
-            services.models.swap(REGISTRY_NAME, library.with_index(product_id, index))
+            services.models.swap(MANUALS, library.with_index(product_id, index))
     except JobCancelled:
         session.rollback()
         row = session.get(Manual, manual_id)
@@ -412,7 +410,7 @@ def rebuild_product(
             session.rollback()
             _restore(services, product_id, existing)
             raise
-        services.models.swap(REGISTRY_NAME, library.with_index(product_id, index))
+        services.models.swap(MANUALS, library.with_index(product_id, index))
     return {"manuals": len(manuals) - len(failed), "failed": len(failed), "chunks": len(index)}
 
 
@@ -424,7 +422,7 @@ def delete_manual(session: Session, services: Services, *, manual: Manual) -> No
     """
     product_id, manual_id = manual.product_id, manual.id
     with _WRITE_LOCK:
-        library: ManualLibrary | None = services.models.get(REGISTRY_NAME)
+        library = services.models.get(MANUALS)
         if library is None and (product_dir(services, product_id) / INDEX_FILE).is_file():
             library = current_library(services)
         existing = library.index_for(product_id) if library is not None else None
@@ -445,4 +443,4 @@ def delete_manual(session: Session, services: Services, *, manual: Manual) -> No
                 _restore(services, product_id, existing)
             raise
         if library is not None and index is not None:
-            services.models.swap(REGISTRY_NAME, library.with_index(product_id, index))
+            services.models.swap(MANUALS, library.with_index(product_id, index))

@@ -21,10 +21,10 @@ from app.core.errors import (
     PayloadTooLargeError,
     UnsupportedMediaError,
 )
+from app.core.jobs import JobRunner
 from app.core.services import Services
 from app.core.storage import ObjectStorage
 from app.db.tables import DeploymentJob, Manual, ManualChunk
-from app.deployments.runner import JobRunner
 from app.manuals import indexing
 from app.manuals.document import DOCX_MEDIA_TYPE, Limits, ManualFileError, check_upload
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from scipy.stats import rankdata
 
 
@@ -250,3 +252,20 @@ def evaluation_summary(
         "n_normal": len(normal_scores),
         "n_defect": len(defect_scores),
     }
+
+
+def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """A 0/255 mask file as a bool array of `shape` (H, W), resized with nearest neighbour.
+
+    Args:
+        path: The mask image file.
+        shape: (height, width) of the anomaly map it is compared with.
+
+    Returns:
+        True where the mask marks a defect.
+    """
+    with Image.open(path) as opened:
+        mask = opened.convert("L")
+        if mask.size != (shape[1], shape[0]):
+            mask = mask.resize((shape[1], shape[0]), Image.Resampling.NEAREST)
+        return np.asarray(mask) > 127

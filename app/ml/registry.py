@@ -1,13 +1,22 @@
-"""ModelRegistry: the engines loaded once at startup, swapped atomically when a deployment finishes."""
+"""ModelRegistry: the engines loaded once at startup, swapped atomically when a deployment finishes.
+
+Each engine sits under a `RegistryKey` that carries its type, declared beside the engine
+(`search_runtime.SEARCH`, `anomaly_runtime.ANOMALY`, ...), so `models.get(SEARCH)` is a
+`SearchEngine | None` without a cast at the call site. Only engines live here: catalog hooks and model
+choices are the catalog's (app/catalog/model_choices.py).
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Generic, TypedDict, TypeVar, cast
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 
 def resolve_device(preference: str) -> str:
@@ -26,8 +35,33 @@ def resolve_device(preference: str) -> str:
     return "cpu"
 
 
+class RegistryKey(Generic[T_co]):
+    """The name of one engine in the registry, typed with the engine it holds.
+
+    Args:
+        name: The engine's name (shown on /readyz and the admin pages).
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"RegistryKey({self.name!r})"
+
+
+class RegistryStatus(TypedDict):
+    """What /readyz and the admin pages show about the engines."""
+
+    device: str
+    loaded: bool
+    engines: dict[str, str]
+    errors: dict[str, str]
+
+
 class ModelRegistry:
-    """Holds every loaded engine by name.
+    """Holds every loaded engine by key.
 
     Engines are replaced whole (`swap`), never mutated in place by a rebuild, so a request that already
     took an engine keeps using it while a deployment installs the next one.
@@ -41,37 +75,38 @@ class ModelRegistry:
         self.models_dir = models_dir
         self.device = device
         self._lock = threading.RLock()
-        self._engines: dict[str, Any] = {}
+        self._engines: dict[str, object] = {}
         self._errors: dict[str, str] = {}
         self.is_loaded = False
 
-    def get(self, name: str) -> Any | None:
-        """The engine under `name`, or None."""
+    def get(self, key: RegistryKey[T]) -> T | None:
+        """The engine under `key`, or None."""
         with self._lock:
-            return self._engines.get(name)
+            # `swap` only ever stores a T under a RegistryKey[T]: the one place the type is asserted.
+            return cast("T | None", self._engines.get(key.name))
 
-    def swap(self, name: str, engine: Any | None) -> Any | None:
-        """Install `engine` under `name` (None removes it) and return the previous one."""
+    def swap(self, key: RegistryKey[T], engine: T | None) -> T | None:
+        """Install `engine` under `key` (None removes it) and return the previous one."""
         with self._lock:
-            previous = self._engines.get(name)
+            previous = cast("T | None", self._engines.get(key.name))
             if engine is None:
-                self._engines.pop(name, None)
+                self._engines.pop(key.name, None)
             else:
-                self._engines[name] = engine
-            self._errors.pop(name, None)
+                self._engines[key.name] = engine
+            self._errors.pop(key.name, None)
             return previous
 
-    def set_error(self, name: str, message: str) -> None:
-        """Remember why an engine could not be loaded (shown on /readyz and admin pages)."""
+    def set_error(self, name: str | RegistryKey[object], message: str) -> None:
+        """Remember why an engine (or a deployment kind's artifacts) could not be loaded."""
         with self._lock:
-            self._errors[name] = message
+            self._errors[name if isinstance(name, str) else name.name] = message
 
     def names(self) -> list[str]:
         """Names of the loaded engines."""
         with self._lock:
             return sorted(self._engines)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> RegistryStatus:
         """Loaded engines and load errors, for /readyz and the admin pages."""
         with self._lock:
             return {
@@ -82,7 +117,7 @@ class ModelRegistry:
             }
 
 
-def _describe(engine: Any) -> str:
+def _describe(engine: object) -> str:
     describe = getattr(engine, "describe", None)
     if callable(describe):
         return str(describe())

@@ -41,6 +41,7 @@ from app.ml.errors import ArtifactError
 from app.ml.gallery import Gallery, GalleryHit
 from app.ml.identification import ProductIdentification
 from app.ml.preprocessing import PreprocessingOptions, apply_preprocessing
+from app.ml.registry import RegistryKey
 from app.ml.verdict import Thresholds
 
 logger = logging.getLogger(__name__)
@@ -281,3 +282,6 @@ def read_current(root: Path) -> str | None:
 def new_built_at() -> str:
     """The build time stamp recorded in a new generation."""
     return _now()
+
+
+SEARCH = RegistryKey[SearchEngine]("search")

@@ -67,7 +67,7 @@
     errorEl.textContent = (body && body.detail) ? body.detail : ("HTTP " + status);
     if (status === 409 && root.dataset.isAdmin === "true") {
       const link = document.createElement("a");
-      link.href = "/admin/deploy/anomaly";
+      link.href = root.dataset.deployLink;
       link.textContent = " " + root.dataset.tDeployLink;
       link.className = "deploy-link";
       errorEl.appendChild(document.createElement("br"));

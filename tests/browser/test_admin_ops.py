@@ -15,8 +15,8 @@ from fastapi import FastAPI
 from app.auth import service as auth_service
 from app.auth.schemas import UserCreate
 from app.core.config import Settings
+from app.core.jobs import JobContext
 from app.db.tables import Artifact
-from app.deployments.runner import JobContext
 from app.inspection import service as inspection_service
 from app.main import create_app
 from tests.browser.conftest import _free_port, screenshot

@@ -9,11 +9,13 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.catalog import service as catalog_service
+from app.catalog.model_choices import available_choices
 from app.catalog.schemas import ProductCreate
+from app.core.jobs import JobContext
 from app.db.base import utcnow
 from app.db.tables import DeploymentJob, ModelSetting, PreprocessingSetting
 from app.deployments import anomaly_model
-from app.deployments.runner import JobContext
+from app.ml.anomaly_runtime import ANOMALY
 from app.ml.errors import JobCancelled
 from tests.ml.synthetic_textures import make_dataset
 
@@ -98,7 +100,7 @@ def test_all_products_job_builds_good_products_and_reports_the_one_with_too_few_
     assert "sparse" in message
     assert "3" in message
     assert "5" in message
-    loaded = client.app.state.models.get("anomaly")  # type: ignore[attr-defined]
+    loaded = client.app.state.models.get(ANOMALY)  # type: ignore[attr-defined]
     assert loaded.get(good) is not None
     assert loaded.get(few) is None
     states = _states(client)
@@ -156,16 +158,15 @@ def test_cancelled_job_keeps_the_live_model_and_writes_nothing(client: TestClien
     ctx._cancelled = True  # an admin pressed cancel before the first checkpoint
     with pytest.raises(JobCancelled):
         anomaly_model.run(ctx)
-    assert client.app.state.models.get("anomaly") is None  # type: ignore[attr-defined]
+    assert client.app.state.models.get(ANOMALY) is None  # type: ignore[attr-defined]
     folder = client.app.state.settings.artifacts_path / "anomaly"  # type: ignore[attr-defined]
     assert not folder.exists() or not any(folder.rglob("*.safetensors"))
 
 
-def test_backbone_choices_are_published_for_the_model_settings_api(
+def test_backbone_choices_are_offered_to_the_model_settings_api(
     client: TestClient, admin_headers: dict[str, str]
 ) -> None:
-    anomaly_model.load(client.app.state.services)  # type: ignore[attr-defined]
-    choices = client.app.state.models.get("catalog.available_choices")  # type: ignore[attr-defined]
+    choices = available_choices(client.app.state.settings)  # type: ignore[attr-defined]
     assert "efficientnet-lite0" in choices["anomaly_backbone"]
     refused = client.put(
         "/api/v1/settings/models", json={"anomaly_backbone": "wide-resnet50-2"}, headers=admin_headers
@@ -255,7 +256,7 @@ def test_auto_backbone_build_records_tiling_choice_and_cross_validated_evaluatio
     assert set(evaluation["per_type"]) == {"구멍", "긁힘"}
     assert evaluation["roc"][0] == [0.0, 0.0]
     assert evaluation["roc"][-1] == [1.0, 1.0]
-    model = state.models.get("anomaly").get(pid)
+    model = state.models.get(ANOMALY).get(pid)
     assert model.config.backbone == choice["backbone"]
     assert model.detect(Image.new("RGB", (300, 90), (128, 110, 90))).anomaly_map.shape == (90, 300)
 

@@ -10,10 +10,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from app.core.config import Settings
 from app.core.services import Services
 from app.db.tables import Manual, ManualChunk
 from app.deployments import manual_index
+from app.inspection.guidance.service import GENERATORS
+from app.main import create_app
 from app.manuals import indexing
+from app.manuals.indexing import MANUALS
 from app.ml.errors import JobCancelled
 from app.ml.registry import ModelRegistry
 from app.ml.retriever import RetrievalQuery
@@ -78,7 +82,7 @@ def test_job_reindexes_every_product_and_states_become_current(
     done = client.get(f"/api/v1/deployments/{job.json()['id']}", headers=admin_headers).json()
     assert done["status"] == "succeeded", done
     assert done["progress"] == 1.0
-    library = services.models.get("manuals")
+    library = services.models.get(MANUALS)
     assert library.index_for(first) is not None
     assert library.index_for(second) is not None
 
@@ -119,7 +123,7 @@ def test_restart_loads_saved_indexes_without_embedding_and_detects_an_embedder_c
     library = install_library(services)
     pid = _product_with_manual(client, admin_headers, demo_root)
     assert client.app.state.runner.wait_idle(120)  # type: ignore[attr-defined]
-    built = services.models.get("manuals").index_for(pid)
+    built = services.models.get(MANUALS).index_for(pid)
 
     # A fresh process: empty registry, same files on disk.
     counting = _CountingEmbedder(library.embedder)
@@ -141,7 +145,7 @@ def test_restart_loads_saved_indexes_without_embedding_and_detects_an_embedder_c
         services, indexing.ManualLibrary(embedder=other, tokenizer=library.tokenizer)
     )
     assert mismatched.index_for(pid) is None
-    services.models.swap("manuals", mismatched)
+    services.models.swap(MANUALS, mismatched)
     with services.session_factory() as session:
         state = next(s for s in manual_index.states(session, services) if s.product_id == pid)
     assert state.state == "stale"
@@ -155,7 +159,7 @@ def test_cancelled_rebuild_leaves_the_live_index_and_rows_unchanged(
     install_library(services)
     pid = _product_with_manual(client, admin_headers, demo_root)
     assert client.app.state.runner.wait_idle(120)  # type: ignore[attr-defined]
-    live = services.models.get("manuals")
+    live = services.models.get(MANUALS)
 
     def cancel_at_save(fraction: float, stage: str) -> None:
         if stage == "embed":
@@ -165,12 +169,12 @@ def test_cancelled_rebuild_leaves_the_live_index_and_rows_unchanged(
         before = len(list(session.scalars(select(ManualChunk))))
         with pytest.raises(JobCancelled):
             indexing.rebuild_product(session, services, product_id=pid, progress=cancel_at_save)
-    assert services.models.get("manuals") is live
+    assert services.models.get(MANUALS) is live
     with services.session_factory() as session:
         assert len(list(session.scalars(select(ManualChunk)))) == before
 
 
-def test_startup_load_puts_saved_indexes_and_generators_in_the_registry(
+def test_startup_load_puts_saved_indexes_in_the_registry(
     client: TestClient, admin_headers: dict[str, str], demo_root: Path
 ) -> None:
     services: Services = client.app.state.services  # type: ignore[attr-defined]
@@ -192,8 +196,16 @@ def test_startup_load_puts_saved_indexes_and_generators_in_the_registry(
     manual_index.load(restarted)
     with services.session_factory() as session:
         assert session.scalars(select(Manual)).one().status == "pending"
-    library = restarted.models.get("manuals")
+    library = restarted.models.get(MANUALS)
     assert library.embedder.embedder_id == "use-multilingual-v3"
-    assert len(library.index_for(pid)) == len(services.models.get("manuals").index_for(pid))
-    assert "extractive" in restarted.models.get("generators")
+    assert len(library.index_for(pid)) == len(services.models.get(MANUALS).index_for(pid))
+    assert restarted.models.get(GENERATORS) is None  # the application's start-up loads them, not this
     assert "1 products" in restarted.models.status()["engines"]["manuals"]
+
+
+def test_application_start_up_loads_the_generators(settings: Settings) -> None:
+    with TestClient(create_app(settings.model_copy(update={"load_models": True}))) as started:
+        generators = started.app.state.models.get(GENERATORS)  # type: ignore[attr-defined]
+        assert generators is not None
+        assert "extractive" in generators
+        assert started.app.state.models.get(MANUALS) is not None  # type: ignore[attr-defined]

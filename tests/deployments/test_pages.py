@@ -11,12 +11,12 @@ from functools import partial
 
 from fastapi.testclient import TestClient
 
+from app.core.artifacts import ArtifactState
 from app.core.i18n import LANGUAGES, translate
+from app.core.jobs import JobContext
 from app.core.templating import templates
 from app.db.tables import Artifact, DeploymentJob
 from app.deployments import service as deploy_service
-from app.deployments.runner import JobContext
-from app.deployments.status import ArtifactState
 from tests.conftest import ADMIN_PASSWORD, WORKER_PASSWORD
 from tests.history.factories import make_catalog
 

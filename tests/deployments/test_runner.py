@@ -9,8 +9,8 @@ import time
 from fastapi.testclient import TestClient
 
 from app.core.config import Settings
+from app.core.jobs import JobContext
 from app.db.tables import DeploymentJob
-from app.deployments.runner import JobContext
 from app.main import create_app
 from tests.conftest import seed_users
 

@@ -9,9 +9,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from app.catalog import service as catalog_service
+from app.core.artifacts import ArtifactState
 from app.core.config import Settings
 from app.db.tables import Inspection, Manual
-from app.deployments.status import ArtifactState
 from app.history import dashboard as dashboard_service
 from app.inspection import service as inspection_service
 from tests.conftest import ADMIN_PASSWORD, WORKER_PASSWORD, png_bytes

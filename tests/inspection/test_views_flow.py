@@ -23,6 +23,7 @@ from app.demo.generator import generate_demo_dataset
 from app.demo.loader import register_dataset
 from app.deployments import anomaly_model
 from app.main import create_app
+from app.ml.anomaly_runtime import current_models
 from tests.conftest import ADMIN_PASSWORD, WORKER_PASSWORD, bearer, make_settings, seed_users
 from tests.integrations.test_sinks import Receiver
 
@@ -240,7 +241,7 @@ def test_a_restarted_server_loads_the_view_banks(env: Env) -> None:
     settings = env.client.app.state.settings.model_copy(update={"load_models": True})  # type: ignore[attr-defined]
     with TestClient(create_app(settings)) as again:
         services = again.app.state.services  # type: ignore[attr-defined]
-        loaded = anomaly_model.current_models(services)
+        loaded = current_models(services.models)
         assert loaded.views_of(env.products["metal_plate"]) == ["side"]
         assert loaded.get(env.products["metal_plate"]) is not None
 
@@ -316,7 +317,7 @@ def test_a_view_left_with_too_few_normals_falls_back_after_the_next_build(env: E
         current_views = list(session.scalars(current))
     assert current_views == []
     services = env.client.app.state.services  # type: ignore[attr-defined]
-    assert anomaly_model.current_models(services).views_of(plate) == []
+    assert current_models(services.models).views_of(plate) == []
     body = _analyze(env, [("top", _plate_defect(env)), ("side", _side_normal(env))])
     assert [v["bank"] for v in body["views"]] == ["product", "product"]
     assert all(v["anomaly"]["is_fallback"] for v in body["views"])

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from app.db.tables import Artifact, DeploymentJob, Manual, ManualChunk
 from app.manuals import indexing
+from app.manuals.indexing import MANUALS
 from app.ml.retriever import RetrievalQuery
 from tests.manual_library import demo_dataset, install_library
 
@@ -73,7 +74,7 @@ def test_upload_is_indexed_in_the_background_and_retrievable(
         assert artifact is not None
         assert artifact.meta["manual_ids"] == [body["id"]]
 
-    index = services.models.get("manuals").index_for(pid)
+    index = services.models.get(MANUALS).index_for(pid)
     sections = index.retrieve_sections(RetrievalQuery(product_id=pid, defect_code="dent", defect_name="찍힘"))
     assert sections["cause"], sections
     assert all("찍힘" in hit.chunk.section for hit in sections["cause"] + sections["action"])
@@ -87,12 +88,12 @@ def test_delete_removes_chunks_and_index_entries(
     install_library(services)
     pid, body = _upload(client, admin_headers, demo_root)
     assert client.app.state.runner.wait_idle(120)  # type: ignore[attr-defined]
-    assert services.models.get("manuals").index_for(pid) is not None
+    assert services.models.get(MANUALS).index_for(pid) is not None
 
     assert client.delete(f"/api/v1/manuals/{body['id']}", headers=admin_headers).status_code == 204
     with services.session_factory() as session:
         assert session.scalars(select(ManualChunk)).first() is None
-    assert services.models.get("manuals").index_for(pid) is None
+    assert services.models.get(MANUALS).index_for(pid) is None
     assert not (Path(services.settings.manual_store_path) / f"product_{pid}").exists()
     assert client.get(f"/api/v1/products/{pid}/manuals", headers=admin_headers).json() == []
 
@@ -104,7 +105,7 @@ def test_a_second_manual_is_added_beside_the_first_and_readers_keep_their_index(
     install_library(services)
     pid, _ = _upload(client, admin_headers, demo_root)
     assert client.app.state.runner.wait_idle(120)  # type: ignore[attr-defined]
-    before = services.models.get("manuals").index_for(pid)
+    before = services.models.get(MANUALS).index_for(pid)
     size_before = len(before)
     pdf = (demo_root / demo_dataset(demo_root).products[1].manual_pdf).read_bytes()
     client.post(
@@ -113,7 +114,7 @@ def test_a_second_manual_is_added_beside_the_first_and_readers_keep_their_index(
         headers=admin_headers,
     )
     assert client.app.state.runner.wait_idle(120)  # type: ignore[attr-defined]
-    after = services.models.get("manuals").index_for(pid)
+    after = services.models.get(MANUALS).index_for(pid)
     assert len(before) == size_before  # the index a request held was not mutated
     assert len(after.manual_ids()) == 2
     assert len(after) > size_before

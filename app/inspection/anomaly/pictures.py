@@ -23,10 +23,10 @@ from sqlalchemy.orm import Session
 from app.core.i18n import current_language, translate
 from app.core.services import Services
 from app.db.tables import ReferenceImage
-from app.deployments import anomaly_model
 from app.inspection import service as inspection_service
 from app.inspection.service import Photo
 from app.ml import anomaly_viz
+from app.ml.anomaly_runtime import load_prepared
 from app.ml.preprocessing import PreprocessingOptions
 
 logger = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def draw(session: Session, services: Services, inspection: Photo, name: str, ren
     row = session.get(ReferenceImage, reference_id) if reference_id is not None else None
     if row is not None:
         options = PreprocessingOptions(**render.get("options", {}))
-        reference = anomaly_model.load_prepared(storage, row, options)
+        reference = load_prepared(storage, row.object_key, options)
     labels = (translate("anomaly.reference_label"), translate("anomaly.inspected_label"))
     return anomaly_viz.to_png(anomaly_viz.comparison(reference, overlay, labels, height=COMPARISON_HEIGHT))
 

@@ -18,7 +18,6 @@ from app.core.i18n import translate
 from app.core.inference import gated
 from app.core.services import Services
 from app.db.tables import Inspection, InspectionView, Product, ReferenceImage, User
-from app.deployments import anomaly_model
 from app.inspection import outcome as outcome_service
 from app.inspection import service as inspection_service
 from app.inspection import views as views_service
@@ -26,6 +25,7 @@ from app.inspection.anomaly import pictures
 from app.inspection.anomaly.schemas import AnomalyRead, ReferenceImageRead, RegionRead
 from app.inspection.search.service import nearest_normal_images
 from app.ml import anomaly_viz
+from app.ml.anomaly_runtime import current_models, prepare
 from app.ml.patchcore import PatchCore
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def _reference_image(
             return candidate
     if of_view:
         return of_view[0]
-    normals = anomaly_model.normal_images(session, product_id)
+    normals = catalog_service.normal_images(session, product_id=product_id)
     return normals[0] if normals else None
 
 
@@ -116,7 +116,7 @@ def _check_photo(
         view=view,
     )
     options = catalog_service.preprocessing_options(session, [product_id])[product_id]
-    output = model.detect(anomaly_model.prepare(image, options))
+    output = model.detect(prepare(image, options))
     amap = output.anomaly_map
     height, width = amap.shape
     min_area = max(16, round(_MIN_REGION_SHARE * width * height))
@@ -174,7 +174,7 @@ def _view_models(
     services: Services, product: Product, views: list[InspectionView]
 ) -> list[tuple[InspectionView, PatchCore, str]]:
     """Each view's model: the product's bank for that view, else its view-less bank (409 when neither)."""
-    models = anomaly_model.current_models(services)
+    models = current_models(services.models)
     fallback = models.get(product.id)
     out = []
     for view in views:
@@ -318,7 +318,7 @@ def check_inspection(
             user=user,
             started=started,
         )
-    model = anomaly_model.current_models(services).get(pid)
+    model = current_models(services.models).get(pid)
     if model is None or model.calibration is None:
         raise ConflictError("errors.anomaly_model_missing", product=product.name, code=product.code)
     checked = _check_photo(
@@ -397,8 +397,10 @@ def page_context(
     if chosen is not None and chosen not in {p.id for p in products}:
         # 404 for a wrong id; an inactive product named by the verdict stays selectable.
         products = [*products, catalog_service.get_product(session, chosen)]
-    normals = anomaly_model.normal_images(session, chosen)[:PICKER_SIZE] if chosen is not None else []
-    loaded = anomaly_model.current_models(services)
+    normals = (
+        catalog_service.normal_images(session, product_id=chosen)[:PICKER_SIZE] if chosen is not None else []
+    )
+    loaded = current_models(services.models)
     has_model = chosen is not None and (
         loaded.get(chosen) is not None or (bool(inspection.views) and bool(loaded.views_of(chosen)))
     )

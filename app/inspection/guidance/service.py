@@ -40,8 +40,7 @@ from app.inspection.guidance.presentation import marked_segments
 from app.inspection.guidance.schemas import GeneratorRead, GuidanceCreate, GuidanceRead
 from app.inspection.service import get_inspection, load_image
 from app.integrations import service as integrations_service
-from app.manuals.indexing import REGISTRY_NAME as MANUALS
-from app.manuals.indexing import ManualLibrary
+from app.manuals.indexing import MANUALS
 from app.manuals.sections import find_section
 from app.ml.generators import (
     ExtractiveGenerator,
@@ -59,11 +58,12 @@ from app.ml.generators import (
     result_from_text,
 )
 from app.ml.grounding import ground_result
+from app.ml.registry import RegistryKey
 from app.ml.retriever import RetrievalQuery, sections_to_passages
 
 logger = logging.getLogger(__name__)
 
-GENERATORS = "generators"
+GENERATORS = RegistryKey[dict[str, Generator]]("generators")
 EXTRACTIVE = "extractive"
 _PASSAGES_PER_SECTION = 2
 
@@ -116,7 +116,7 @@ def load_generators(services: Services) -> dict[str, Generator]:
 
 def _loaded(services: Services) -> dict[str, Generator]:
     """The loaded generators; without a startup load (e.g. load_models off) the ones that load instantly."""
-    loaded: dict[str, Generator] | None = services.models.get(GENERATORS)
+    loaded = services.models.get(GENERATORS)
     if loaded is None:
         loaded = {EXTRACTIVE: ExtractiveGenerator()}
         for info in generator_infos(services):
@@ -330,7 +330,7 @@ def prepare_guidance(
     }
     started = time.perf_counter()
     passages = []
-    library: ManualLibrary | None = services.models.get(MANUALS)
+    library = services.models.get(MANUALS)
     index = library.index_for(product.id) if library is not None else None
     notes: dict[str, str] = {}
     if not manuals:

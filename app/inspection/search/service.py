@@ -13,12 +13,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.catalog import service as catalog_service
+from app.catalog.model_choices import image_change_hook
 from app.core.errors import ConflictError, InvalidInputError, NotFoundError
 from app.core.images import check_image
 from app.core.inference import gated
 from app.core.services import Services
 from app.db.tables import DefectType, Inspection, ModelSetting, Product, ReferenceImage, User
-from app.deployments import anomaly_model, search_index
 from app.inspection import outcome as outcome_service
 from app.inspection import service as inspection_service
 from app.inspection.search.schemas import (
@@ -30,11 +30,11 @@ from app.inspection.search.schemas import (
     SearchRead,
     VerdictRead,
 )
-from app.ml.catalog_hooks import image_change_hook
+from app.ml.anomaly_runtime import current_models, prepare
 from app.ml.gallery import GalleryHit
 from app.ml.identification import REGION, WHOLE, Identified, describe_region, model_fingerprint
 from app.ml.preprocessing import PreprocessingOptions
-from app.ml.search_runtime import SearchEngine
+from app.ml.search_runtime import SEARCH, SearchEngine
 from app.ml.verdict import compute_verdict
 
 # The verdict always votes over this many hits, whatever TOP-K the worker displays (calibration used 10).
@@ -42,8 +42,24 @@ VERDICT_K = 10
 
 
 def _engine(services: Services) -> SearchEngine | None:
-    engine: SearchEngine | None = services.models.get(search_index.ENGINE)
-    return engine
+    return services.models.get(SEARCH)
+
+
+def settings_mismatch(
+    session: Session, engine: SearchEngine, product_ids: Sequence[int] | None = None
+) -> bool:
+    """True when the live index was built with another embedder or other preprocessing than configured.
+
+    Cheap (no image listing), for the request path; `states` gives the full picture for admins.
+    """
+    if engine.embedder_name != catalog_service.configured_embedder(session):
+        return True
+    gallery = engine.gallery("defect")
+    if gallery is None:
+        return False
+    scope = list(product_ids) if product_ids is not None else sorted(gallery.count_by_product())
+    current = catalog_service.preprocessing_options(session, scope)
+    return any(gallery.preprocessing_keys.get(pid, current[pid].key()) != current[pid].key() for pid in scope)
 
 
 def _named(row: Product | DefectType) -> NamedRef:
@@ -66,7 +82,7 @@ def gallery_status(session: Session, services: Services) -> GalleryStatus:
         return GalleryStatus(embedder=None, defect_images=0, normal_images=0, built_at=None, state="missing")
     defect, normal = engine.gallery("defect"), engine.gallery("normal")
     if engine.is_built:
-        state = "stale" if search_index.settings_mismatch(session, engine) else "current"
+        state = "stale" if settings_mismatch(session, engine) else "current"
     else:
         state = "stale" if engine.note else "missing"
     return GalleryStatus(
@@ -106,7 +122,7 @@ def _query_hits(
         product_ids = [product_id]
     else:
         # a deactivated product's images stay in the gallery until the next rebuild: never answer with them
-        active = set(search_index.active_product_ids(session))
+        active = set(catalog_service.active_product_ids(session))
         product_ids = [pid for pid in in_gallery if pid in active]
         if not product_ids:
             raise ConflictError("errors.search_no_defect_images")
@@ -161,11 +177,11 @@ def _identify(
     found = engine.identification.get(product_id)
     if found is None or found.count == 0 or WHOLE not in found.calibrations:
         return None
-    model = search_index.anomaly_model_for(services, product_id)
+    model = current_models(services.models).calibrated(product_id)
     if model is None or found.method_for(model_fingerprint(model)) != REGION:
         return found.identify(vectors[product_id])
     options = catalog_service.preprocessing_options(session, [product_id])[product_id]
-    region = describe_region(model, anomaly_model.prepare(image, options))
+    region = describe_region(model, prepare(image, options))
     return found.identify(vectors[product_id], region, fingerprint=model_fingerprint(model))
 
 
@@ -242,7 +258,7 @@ def _search_photo(
         method=method,
     )
     matches = _matches(session, hits[:top_k])
-    is_stale = search_index.settings_mismatch(session, engine, None if scope is None else [scope])
+    is_stale = settings_mismatch(session, engine, None if scope is None else [scope])
     elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
     result = SearchRead(
         inspection_id=inspection_id,
@@ -463,7 +479,7 @@ def register_inspection(
         data={"image_id": row.id, "product_id": product.id, "defect_type_id": defect_type.id},
     )
     session.commit()
-    notify = image_change_hook(services.models)
+    notify = image_change_hook(services)
     if notify is not None:
         notify([row], [])
     engine = _engine(services)

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from app.db.tables import Artifact, Inspection, ReferenceImage
 from app.main import create_app
+from app.ml.anomaly_runtime import ANOMALY
 from app.ml.patchcore import PatchCore
 from tests.conftest import WORKER_PASSWORD, bearer, png_bytes
 from tests.inspection.anomaly.conftest import AnomalyEnv
@@ -235,7 +236,7 @@ def test_restart_loads_the_model_without_training(
         artifacts_before = session.scalar(select(func.count()).select_from(Artifact))
     with TestClient(create_app(restarted_settings)) as client:
         state = client.app.state  # type: ignore[attr-defined]
-        assert state.models.get("anomaly").get(env.products["metal_plate"]) is not None
+        assert state.models.get(ANOMALY).get(env.products["metal_plate"]) is not None
         assert "anomaly" not in state.models.status()["errors"]
         headers = bearer(client, "worker1", WORKER_PASSWORD)
         photo = demo_file(env, str(holdout(env, "metal_plate", "defect")[0]["path"]))
@@ -258,11 +259,11 @@ def test_rebuild_swaps_into_the_running_server(anomaly_env: AnomalyEnv) -> None:
 
     env = anomaly_env
     registry = env.client.app.state.models  # type: ignore[attr-defined]
-    before = registry.get("anomaly")
+    before = registry.get(ANOMALY)
     old_model = before.get(env.products["metal_plate"])
     job = run_job(env.client, env.admin, env.products["metal_plate"])
     assert job.status == "succeeded", job.error
-    after = registry.get("anomaly")
+    after = registry.get(ANOMALY)
     assert after is not before
     assert before.get(env.products["metal_plate"]) is old_model  # the old set was not mutated
     assert after.get(env.products["metal_plate"]) is not old_model

@@ -20,6 +20,7 @@ from app.db.tables import Artifact, DefectType, Inspection, Product
 from app.demo.generator import generate_demo_dataset
 from app.demo.loader import register_dataset
 from app.main import create_app
+from app.ml.search_runtime import SEARCH
 from tests.conftest import ADMIN_PASSWORD, WORKER_PASSWORD, bearer, make_settings, seed_users
 from tests.deployments.test_pages import login_page
 from tests.inspection.anomaly.conftest import run_job
@@ -121,7 +122,7 @@ def test_a_registered_defect_counts_at_once_for_search_and_in_the_figures_after_
     env: Env,
 ) -> None:
     pid = env.products["metal_plate"]
-    engine = env.client.app.state.models.get("search")  # type: ignore[attr-defined]
+    engine = env.client.app.state.models.get(SEARCH)  # type: ignore[attr-defined]
     before = engine.identification[pid].count
     code, path = next((c, p) for product, c, p in env.holdout if product == "metal_plate")
     created = env.client.post(
@@ -139,7 +140,7 @@ def test_a_registered_defect_counts_at_once_for_search_and_in_the_figures_after_
     assert verdict["defect_type_id"] == env.types[(pid, code)]
     job = deploy(env.client, env.admin, product_id=pid, timeout=600)
     assert job["status"] == "succeeded", job
-    rebuilt = env.client.app.state.models.get("search").identification[pid]  # type: ignore[attr-defined]
+    rebuilt = env.client.app.state.models.get(SEARCH).identification[pid]  # type: ignore[attr-defined]
     assert rebuilt.report["images"] == before + 1
     saved = json.dumps(job["result"]["identification"][str(pid)])
     assert '"images": ' + str(before + 1) in saved

@@ -9,7 +9,7 @@ from app.core.config import Settings
 from app.deployments.jobs import artifact_states
 from app.inspection.search.service import nearest_normal_images
 from app.main import create_app
-from app.ml.search_runtime import SearchEngine
+from app.ml.search_runtime import SEARCH, SearchEngine
 from tests.conftest import ADMIN_PASSWORD, bearer
 from tests.inspection.search.conftest import (
     CountingEmbedder,
@@ -248,7 +248,7 @@ def test_restart_loads_the_gallery_without_embedding(
     embedded = embedder.images_embedded
     with TestClient(create_app(search_settings)) as restarted:
         assert embedder.images_embedded == embedded
-        engine = restarted.app.state.models.get("search")  # type: ignore[attr-defined]
+        engine = restarted.app.state.models.get(SEARCH)  # type: ignore[attr-defined]
         assert isinstance(engine, SearchEngine)
         assert engine.is_built
         assert engine.gallery("defect").count == 9  # type: ignore[union-attr]
@@ -299,10 +299,10 @@ def test_product_rebuild_keeps_other_products_and_swaps_the_engine(
     first = make_catalog(app_client, admin)
     second = make_catalog(app_client, admin, code="second", n=2)
     deploy(app_client, admin)
-    before = app_client.app.state.models.get("search")  # type: ignore[attr-defined]
+    before = app_client.app.state.models.get(SEARCH)  # type: ignore[attr-defined]
     job = deploy(app_client, admin, product_id=second.product_id)
     assert job["result"]["products"] == 1
-    after = app_client.app.state.models.get("search")  # type: ignore[attr-defined]
+    after = app_client.app.state.models.get(SEARCH)  # type: ignore[attr-defined]
     assert after is not before
     assert after.gallery("defect").count_by_product() == {first.product_id: 8, second.product_id: 4}
     # the old engine object still answers (a search in flight keeps it)

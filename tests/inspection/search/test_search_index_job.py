@@ -11,13 +11,13 @@ from fastapi.testclient import TestClient
 from app.catalog import service as catalog_service
 from app.cli import run_migrations
 from app.core.config import Settings
+from app.core.jobs import JobContext
 from app.db.tables import Artifact, DeploymentJob, ReferenceImage
 from app.deployments import search_index
 from app.deployments.jobs import artifact_states
-from app.deployments.runner import JobContext
 from app.main import create_app
 from app.ml.errors import JobCancelled
-from app.ml.search_runtime import read_current
+from app.ml.search_runtime import SEARCH, read_current
 from tests.conftest import ADMIN_PASSWORD, WORKER_PASSWORD, bearer, make_settings, seed_users
 from tests.inspection.search.conftest import (
     CountingEmbedder,
@@ -39,7 +39,7 @@ def test_job_builds_from_an_empty_registry_and_the_server_uses_it_at_once(
         admin = bearer(client, "admin1", ADMIN_PASSWORD)
         worker = bearer(client, "worker1", WORKER_PASSWORD)
         catalog = make_catalog(client, admin)
-        assert client.app.state.models.get("search") is None  # type: ignore[attr-defined]
+        assert client.app.state.models.get(SEARCH) is None  # type: ignore[attr-defined]
         job = deploy(client, admin)
         assert job["status"] == "succeeded", job
         assert job["progress"] == 1.0
@@ -56,7 +56,7 @@ def test_job_builds_from_an_empty_registry_and_the_server_uses_it_at_once(
             headers=admin,
         ).json()["created"]
         assert embedder.images_embedded == before + 1
-        engine = client.app.state.models.get("search")  # type: ignore[attr-defined]
+        engine = client.app.state.models.get(SEARCH)  # type: ignore[attr-defined]
         assert new_ids[0]["id"] in engine.gallery("defect")
         with client.app.state.session_factory() as session:  # type: ignore[attr-defined]
             artifact = session.query(Artifact).filter_by(kind="search_index", is_current=True).one()
@@ -70,7 +70,7 @@ def test_cancelled_build_keeps_the_old_index(
     make_catalog(app_client, admin)
     deploy(app_client, admin)
     services = app_client.app.state.services  # type: ignore[attr-defined]
-    old_engine = services.models.get("search")
+    old_engine = services.models.get(SEARCH)
     old_generation = read_current(search_settings.artifacts_path / "search")
     with services.session_factory() as session:
         job = DeploymentJob(kind="search_index", status="running", stage="starting")
@@ -98,7 +98,7 @@ def test_cancelled_build_keeps_the_old_index(
     monkeypatch.setattr(search_index, "catalog_images", list_then_cancel)
     with pytest.raises(JobCancelled):
         search_index.run(ctx)
-    assert services.models.get("search") is old_engine
+    assert services.models.get(SEARCH) is old_engine
     assert read_current(search_settings.artifacts_path / "search") == old_generation
 
 
@@ -126,7 +126,7 @@ def test_images_changed_behind_the_hook_are_reported_and_fixed_by_a_rebuild(
     catalog = make_catalog(app_client, admin)
     deploy(app_client, admin)
     services = app_client.app.state.services  # type: ignore[attr-defined]
-    services.models.swap("catalog.image_hooks", [])  # e.g. an upload made by another process
+    services.image_hooks.clear()  # e.g. an upload made by another process
     app_client.delete(f"/api/v1/images/{catalog.images['hole'][0]}", headers=admin)
     with services.session_factory() as session:
         state = next(s for s in artifact_states(session, services) if s.kind == "search_index")

@@ -1,7 +1,8 @@
-"""The job runner: executes deployment jobs and keeps their state in the database.
+"""The job runner: executes background jobs (deployments) and keeps their state in the database.
 
-Two ways to run: in threads of the server process (the embedded default), or, with a broker, on
-`defectlens worker` processes that consume a queue (see app/deployments/queue.py). Either way each job row
+Infrastructure, not a domain: domains submit jobs through it and register handlers that take a typed
+`JobContext`. Two ways to run: in threads of the server process (the embedded default), or, with a broker,
+on `defectlens worker` processes that consume a queue (see app/deployments/queue.py). Either way each job row
 records its owner process and a heartbeat: a job whose owner died is failed on the next start of a server
 (thread mode) or taken over by another worker when the broker redelivers it (queue mode), at most
 `max_attempts` times; a job whose owner is alive is never touched by someone else's restart.
@@ -19,17 +20,38 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol, TypeAlias
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.errors import JobQueueUnavailableError
+from app.core.services import Services
 from app.db.base import utcnow
 from app.db.tables import DeploymentJob
+
+# Engines raise it from deep inside a build, and they import no database code: it is defined beside them
+# and re-exported here, where handlers and the runner meet it.
 from app.ml.errors import JobCancelled
 
+__all__ = [
+    "JobBroker",
+    "JobCancelled",
+    "JobContext",
+    "JobHandler",
+    "JobParams",
+    "JobResult",
+    "JobRunner",
+    "JsonValue",
+    "process_owner",
+]
+
 logger = logging.getLogger(__name__)
+
+# What a job's parameters and result are: JSON, as the job row stores them.
+JsonValue: TypeAlias = "str | int | float | bool | list[JsonValue] | dict[str, JsonValue] | None"
+JobParams: TypeAlias = dict[str, JsonValue]
+JobResult: TypeAlias = dict[str, object]
 
 _LOG_LIMIT = 200_000  # characters of log kept per job
 _FLUSH_INTERVAL_S = 0.5
@@ -42,9 +64,9 @@ class JobContext:
     job_id: int
     kind: str
     product_id: int | None
-    params: dict[str, Any]
+    params: JobParams
     session_factory: sessionmaker[Session]
-    services: Any
+    services: Services
     _last_flush: float = field(default=0.0, repr=False)
     _progress: float = field(default=0.0, repr=False)
     _stage: str = field(default="", repr=False)
@@ -93,7 +115,7 @@ class JobContext:
             session.commit()
 
 
-JobHandler = Callable[[JobContext], dict[str, Any] | None]
+JobHandler = Callable[[JobContext], JobResult | None]
 RunOutcome = Literal["done", "busy"]
 
 
@@ -138,7 +160,7 @@ class JobRunner:
         self,
         session_factory: sessionmaker[Session],
         *,
-        services: Any = None,
+        services: Services,
         workers: int = 1,
         role: str = "server",
         broker: JobBroker | None = None,

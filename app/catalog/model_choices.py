@@ -1,16 +1,18 @@
-"""The bridge from catalog changes to engines: image-change hooks and which model choices this server has."""
+"""The bridge from catalog changes to engines: image-change hooks and which model choices this server has.
+
+Neither lives in the model registry (it holds engines only): the hooks are kept on `Services`, and the
+choices are computed from the engines' own checks when asked.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from app.core.config import Settings
-from app.ml.registry import ModelRegistry
-
-IMAGE_HOOKS = "catalog.image_hooks"
+from app.core.services import ImageChangeHook, Services
+from app.db.tables import ReferenceImage
 
 # Fields of the model settings, as the settings API names them.
 EMBEDDER = "embedder"
@@ -18,13 +20,18 @@ ANOMALY_BACKBONE = "anomaly_backbone"
 GENERATOR = "default_generator"
 
 
-def image_change_hook(models: ModelRegistry) -> Callable[[Sequence[Any], Sequence[Any]], None] | None:
+def subscribe_image_changes(services: Services, *, owner: str, hook: ImageChangeHook) -> None:
+    """Have `hook` told of every image added or removed (one hook per owner: a second one replaces it)."""
+    services.image_hooks[owner] = hook
+
+
+def image_change_hook(services: Services) -> ImageChangeHook | None:
     """A callback that forwards added/removed images to every subscribed engine, or None if none is."""
-    hooks: list[Callable[[Sequence[Any], Sequence[Any]], None]] | None = models.get(IMAGE_HOOKS)
+    hooks = list(services.image_hooks.values())
     if not hooks:
         return None
 
-    def notify(added: Sequence[Any], removed: Sequence[Any]) -> None:
+    def notify(added: Sequence[ReferenceImage], removed: Sequence[ReferenceImage]) -> None:
         for hook in hooks:
             hook(added, removed)
 
