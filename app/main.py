@@ -28,6 +28,7 @@ from app.core.storage import make_storage
 from app.db.session import make_engine, make_session_factory
 from app.deployments import api as deployments_api
 from app.deployments import pages as deployments_pages
+from app.deployments import search_index
 from app.deployments.jobs import artifact_states, load_artifacts, make_runner, reload_kind
 from app.deployments.watcher import ArtifactWatcher
 from app.history import api as history_api
@@ -66,7 +67,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load models once, create the first admin, start the job runner; stop it on shutdown."""
     settings: Settings = app.state.settings
     with app.state.session_factory() as session:
-        auth_service.ensure_admin_from_settings(session, settings)
+        auth_service.ensure_admin_from_settings(session, settings=settings)
     prepare_directories(settings)
     if settings.load_models:
         load_artifacts(app.state.services)
@@ -75,12 +76,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.metrics.models_loaded.set(1)
     app.state.runner.start()
     watcher: ArtifactWatcher | None = None
-    if settings.job_broker_url and settings.load_models:
-        # Jobs run on worker processes: load what they build as soon as it is recorded.
+    if settings.load_models:
+        # Job workers and other servers build artifacts and change the catalog: load what they record.
         watcher = ArtifactWatcher(
             app.state.session_factory,
             lambda kind: reload_kind(app.state.services, kind),
             poll_s=settings.artifact_poll_s,
+            sync=lambda: search_index.sync_changes(app.state.services),
         )
         watcher.start()
     dispatcher = SinkDispatcher(

@@ -77,7 +77,7 @@ def main() -> None:
         state = client.app.state  # type: ignore[attr-defined]
         services = state.services
         with state.session_factory() as session:
-            register_dataset(session, state.storage, settings, root)
+            register_dataset(session, storage=state.storage, settings=settings, root=root)
             product = session.scalar(select(Product).where(Product.code == PRODUCT))
             assert product is not None
             pid = product.id
@@ -111,8 +111,8 @@ def main() -> None:
                 bench_user = session.get(User, uid)
                 row = inspection_service.create_inspection(
                     session,
-                    state.storage,
-                    settings,
+                    storage=state.storage,
+                    settings=settings,
                     data=data,
                     file_name=photo_path.name,
                     product_id=pid,
@@ -131,7 +131,7 @@ def main() -> None:
                 started = time.perf_counter()
                 anomaly_service.check_inspection(
                     session,
-                    services,
+                    services=services,
                     inspection_id=inspection_id,
                     product_id=pid,
                     reference_image_id=None,
@@ -154,13 +154,15 @@ def main() -> None:
                 try:
                     started = time.perf_counter()
                     for name in pictures.PICTURES:
-                        pictures.draw(session, services, inspection, name, render)
+                        pictures.draw(
+                            session, services=services, inspection=inspection, name=name, render=render
+                        )
                     eager_ms.append((time.perf_counter() - started) * 1000)
                 finally:
                     anomaly_viz.to_png = original  # type: ignore[assignment]
                 started = time.perf_counter()
                 for name in ("overlay.png", "comparison.png"):
-                    pictures.draw(session, services, inspection, name, render)
+                    pictures.draw(session, services=services, inspection=inspection, name=name, render=render)
                 view_ms.append((time.perf_counter() - started) * 1000)
 
     def row(label: str, values: list[float]) -> str:

@@ -50,7 +50,8 @@ from app.ml.anomaly_calibration import train_and_score
 from app.ml.chunking import SECTION_KINDS, chunk_pages
 from app.ml.embedders import EfficientNetEmbedder, ImageEmbedder
 from app.ml.gallery import Gallery
-from app.ml.generators import ExtractiveGenerator, GuidanceRequest
+from app.ml.guidance.extractive import ExtractiveGenerator
+from app.ml.guidance.types import GuidanceRequest
 from app.ml.identification import (
     ProductIdentification,
     build_product_identification,

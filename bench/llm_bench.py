@@ -30,18 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.ml.chunking import SECTION_KINDS, chunk_pages, section_kind, split_section
-from app.ml.generators import (
-    ExtractiveGenerator,
-    GeneratorError,
-    GuidanceRequest,
-    GuidanceResult,
-    OpenAICompatibleGenerator,
-    Passage,
-    fallback_result,
-    inspection_facts,
-    result_from_text,
-)
 from app.ml.grounding import check_answer, claims, ground_result, is_supported_claim, sentences
+from app.ml.guidance.extractive import ExtractiveGenerator
+from app.ml.guidance.fallback import fallback_result
+from app.ml.guidance.openai_http import OpenAICompatibleGenerator
+from app.ml.guidance.prompt import inspection_facts, result_from_text
+from app.ml.guidance.types import GeneratorError, GuidanceRequest, GuidanceResult, Passage
 from app.ml.llm_server import LlamaServer, packaged_gguf
 from app.ml.pdf_text import parse_pdf
 from app.ml.retriever import IndexedChunk, KoreanTokenizer, ManualIndex, RetrievalQuery, sections_to_passages

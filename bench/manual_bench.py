@@ -89,7 +89,8 @@ def score_structure(manual: CorpusManual, understood: Understood) -> Score:
 
 def score_answers(manual: CorpusManual, understood: Understood, score: Score, engines: Any) -> None:
     """End to end: index the chunks, retrieve as the guidance service does, write the extractive answer."""
-    from app.ml.generators import ExtractiveGenerator, GuidanceRequest
+    from app.ml.guidance.extractive import ExtractiveGenerator
+    from app.ml.guidance.types import GuidanceRequest
     from app.ml.retriever import IndexedChunk, ManualIndex, RetrievalQuery, sections_to_passages
 
     embedder, tokenizer = engines

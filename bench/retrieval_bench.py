@@ -29,14 +29,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from app.ml.chunking import SECTION_KINDS, chunk_pages, split_section
-from app.ml.generators import (
-    ExtractiveGenerator,
-    Generator,
-    GuidanceRequest,
-    OpenAICompatibleGenerator,
-    TransformersGenerator,
-    generate_with_fallback,
-)
+from app.ml.guidance.extractive import ExtractiveGenerator
+from app.ml.guidance.fallback import generate_with_fallback
+from app.ml.guidance.local_llm import TransformersGenerator
+from app.ml.guidance.openai_http import OpenAICompatibleGenerator
+from app.ml.guidance.types import Generator, GuidanceRequest
 from app.ml.manual_samples import SAMPLE_DEFECTS, ManualStyle, build_sample_manual
 from app.ml.pdf_text import parse_pdf
 from app.ml.retriever import (

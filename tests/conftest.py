@@ -1,28 +1,29 @@
-"""Shared fixtures: settings in a temporary data directory, a migrated database, the app, logins."""
+"""Shared fixtures: settings in a temporary data directory, a migrated database, the app, logins (the data
+they seed is made in tests/factories.py)."""
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
 
 os.environ.setdefault("LOG_JSON", "false")
 
 import app.ml.torchvision_compat  # noqa: F401 - before anything imports torchvision
-from app.auth import service as auth_service
-from app.auth.schemas import UserCreate
 from app.cli import run_migrations
 from app.core.config import Settings
 from app.main import create_app
 from tests import services
 
-ADMIN_PASSWORD = "admin-pass-123"
-WORKER_PASSWORD = "worker-pass-123"
+# Re-exported: many tests import these from here; they are made in tests/factories.py.
+from tests.factories import ADMIN_PASSWORD as ADMIN_PASSWORD
+from tests.factories import WORKER_PASSWORD as WORKER_PASSWORD
+from tests.factories import bearer as bearer
+from tests.factories import png_bytes as png_bytes
+from tests.factories import seed_users as seed_users
 
 
 def make_settings(tmp: Path, **overrides: object) -> Settings:
@@ -60,37 +61,12 @@ def settings(tmp_path: Path) -> Settings:
     return s
 
 
-def seed_users(app_settings: Settings, client: TestClient) -> None:
-    """Create one admin and one worker through the service."""
-    with client.app.state.session_factory() as session:  # type: ignore[attr-defined]
-        auth_service.create_user(
-            session,
-            user_in=UserCreate(username="admin1", password=ADMIN_PASSWORD, role="admin"),
-            settings=app_settings,
-            actor_id=None,
-        )
-        auth_service.create_user(
-            session,
-            user_in=UserCreate(username="worker1", password=WORKER_PASSWORD, role="worker"),
-            settings=app_settings,
-            actor_id=None,
-        )
-
-
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
     """The app with an admin (admin1) and a worker (worker1); not logged in."""
     with TestClient(create_app(settings)) as test_client:
         seed_users(settings, test_client)
         yield test_client
-
-
-def bearer(client: TestClient, username: str, password: str) -> dict[str, str]:
-    """Log in over the API and return the Authorization header."""
-    response = client.post("/api/v1/auth/login", json={"username": username, "password": password})
-    assert response.status_code == 200, response.text
-    client.cookies.clear()  # keep the client cookie-free: bearer calls only
-    return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
 
 @pytest.fixture
@@ -103,12 +79,3 @@ def admin_headers(client: TestClient) -> dict[str, str]:
 def worker_headers(client: TestClient) -> dict[str, str]:
     """Bearer header of worker1."""
     return bearer(client, "worker1", WORKER_PASSWORD)
-
-
-def png_bytes(
-    size: tuple[int, int] = (64, 64), color: tuple[int, int, int] = (120, 130, 140), fmt: str = "PNG"
-) -> bytes:
-    """A small real image."""
-    buffer = io.BytesIO()
-    Image.new("RGB", size, color).save(buffer, format=fmt)
-    return buffer.getvalue()

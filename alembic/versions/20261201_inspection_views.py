@@ -1,7 +1,7 @@
 """Several views per inspection: inspection_view rows, product view rule and labels, reference image view
 
 Revision ID: 0011
-Revises: 0006
+Revises: 0013
 Create Date: 2026-12-01 17:00:00
 """
 
@@ -13,7 +13,7 @@ import app.db.base
 from alembic import op
 
 revision: str = "0011"
-down_revision: str | None = "0006"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -63,7 +63,7 @@ def logout(request: Request, session: SessionDep, _: CurrentUserDep) -> Response
     """Revoke the current token and clear the cookie."""
     token, _from_cookie = request_token(request)
     if token:
-        service.logout(session, token)
+        service.logout(session, token=token)
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response

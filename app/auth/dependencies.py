@@ -69,7 +69,7 @@ def get_current_user(request: Request, session: SessionDep, settings: SettingsDe
     token, _ = request_token(request)
     if token is None:
         raise NotAuthenticatedError("errors.not_authenticated")
-    user = service.resolve_token(session, token, idle_timeout_s=settings.session_idle_timeout_s)
+    user = service.resolve_token(session, token=token, idle_timeout_s=settings.session_idle_timeout_s)
     if user is None:
         raise NotAuthenticatedError("errors.session_expired")
     request.state.user = user

@@ -85,7 +85,7 @@ def logout_submit(request: Request, session: SessionDep) -> Response:
     """Revoke the session and return to the login page."""
     token, _ = request_token(request)
     if token:
-        service.logout(session, token)
+        service.logout(session, token=token)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response

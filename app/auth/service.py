@@ -197,7 +197,7 @@ def _issue_token(session: Session, *, user: User, kind: str, ttl_s: int, name: s
 _TOUCH_INTERVAL = timedelta(seconds=60)
 
 
-def resolve_token(session: Session, token: str, *, idle_timeout_s: int | None = None) -> User | None:
+def resolve_token(session: Session, *, token: str, idle_timeout_s: int | None = None) -> User | None:
     """The active user of a token, or None if it is unknown, revoked, expired or (a browser session)
     unused for longer than `idle_timeout_s`; records when it was last used."""
     row = session.scalar(select(AuthToken).where(AuthToken.token_hash == token_digest(token)))
@@ -222,7 +222,7 @@ def _revoke_token(session: Session, token: str) -> None:
         row.revoked_at = utcnow()
 
 
-def logout(session: Session, token: str) -> None:
+def logout(session: Session, *, token: str) -> None:
     """Revoke the token (idempotent)."""
     _revoke_token(session, token)
     session.commit()
@@ -260,7 +260,7 @@ def list_users(session: Session) -> list[User]:
     return list(session.scalars(select(User).order_by(User.username)))
 
 
-def get_user(session: Session, user_id: int) -> User:
+def get_user(session: Session, *, user_id: int) -> User:
     """A user or NotFoundError."""
     user = session.get(User, user_id)
     if user is None:
@@ -272,7 +272,7 @@ def update_user(
     session: Session, *, user_id: int, user_in: UserUpdate, settings: Settings, actor_id: int | None
 ) -> User:
     """Change role, active flag, name or password; never leaves the system without an active admin."""
-    user = get_user(session, user_id)
+    user = get_user(session, user_id=user_id)
     demotes = (user_in.role == "worker" or user_in.is_active is False) and user.role == "admin"
     if demotes and _active_admin_count(session, excluding=user.id) == 0:
         raise ConflictError("errors.last_admin")
@@ -314,7 +314,7 @@ def _active_admin_count(session: Session, *, excluding: int) -> int:
     )
 
 
-def ensure_admin_from_settings(session: Session, settings: Settings) -> User | None:
+def ensure_admin_from_settings(session: Session, *, settings: Settings) -> User | None:
     """Create the first admin from ADMIN_USERNAME / ADMIN_PASSWORD when no such user exists yet."""
     username = settings.admin_username.strip()
     password = settings.admin_password.get_secret_value()

@@ -30,8 +30,8 @@ from app.catalog.schemas import (
     ProductUpdate,
 )
 from app.core.dependencies import ModelsDep, ServicesDep, SettingsDep, StorageDep
-from app.core.errors import PayloadTooLargeError
-from app.core.files import object_response
+from app.core.files import object_response, read_upload
+from app.core.i18n import translate_reason
 from app.db.session import SessionDep
 
 # Authentication runs first for every route here, before any load-or-404 dependency.
@@ -120,18 +120,6 @@ def delete_defect_type(defect_type_id: int, session: SessionDep, admin: AdminDep
     return DefectTypeRead.model_validate(row)
 
 
-async def _read_uploads(files: list[UploadFile], limit: int) -> list[tuple[str, bytes]]:
-    out: list[tuple[str, bytes]] = []
-    for upload in files:
-        data = await upload.read(limit + 1)
-        if len(data) > limit:
-            raise PayloadTooLargeError(
-                "errors.file_too_large", name=upload.filename or "", limit_mb=limit // 2**20
-            )
-        out.append((upload.filename or "upload", data))
-    return out
-
-
 def image_read(image: object) -> ImageRead:
     """An image row with its URL."""
     read = ImageRead.model_validate(image)
@@ -153,12 +141,13 @@ async def upload_images(
     view: Annotated[str | None, Form(max_length=64)] = None,
 ) -> ImageUploadResult:
     """Register images (files or ZIP archives of images); refused files are listed with reasons."""
-    payload = await _read_uploads(files, max(settings.max_upload_bytes, settings.max_zip_bytes))
+    limit = max(settings.max_upload_bytes, settings.max_zip_bytes)
+    payload = [(upload.filename or "upload", await read_upload(upload, limit=limit)) for upload in files]
     outcome = await run_in_threadpool(
         service.upload_images,
         session,
-        storage,
-        settings,
+        storage=storage,
+        settings=settings,
         product_id=product_id,
         kind=kind,
         defect_type_id=defect_type_id,
@@ -203,7 +192,7 @@ def list_images(
 @router.get("/images/{image_id}")
 def get_image(image_id: int, session: SessionDep, _: CurrentUserDep) -> ImageRead:
     """One image's metadata."""
-    return image_read(service.get_image(session, image_id))
+    return image_read(service.get_image(session, image_id=image_id))
 
 
 @router.get("/images/{image_id}/file")
@@ -211,7 +200,7 @@ def get_image_file(
     image_id: int, session: SessionDep, storage: StorageDep, settings: SettingsDep, _: CurrentUserDep
 ) -> Response:
     """The image bytes, or a redirect to a short-lived URL."""
-    image = service.get_image(session, image_id)
+    image = service.get_image(session, image_id=image_id)
     return object_response(
         storage, settings, key=image.object_key, content_type=image.content_type, file_name=image.file_name
     )
@@ -226,7 +215,7 @@ def get_image_thumbnail(
     size: Annotated[int, Query(ge=32, le=512)] = 256,
 ) -> Response:
     """A small JPEG of the image (cacheable: pages add the checksum to the URL)."""
-    data = service.render_thumbnail(session, storage, image_id=image_id, size=size)
+    data = service.render_thumbnail(session, storage=storage, image_id=image_id, size=size)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
 
@@ -236,7 +225,7 @@ def delete_image(
 ) -> Response:
     """Delete an image from the catalog, the object store and the galleries."""
     service.delete_image(
-        session, storage, image_id=image_id, actor_id=admin.id, on_change=image_change_hook(services)
+        session, storage=storage, image_id=image_id, actor_id=admin.id, on_change=image_change_hook(services)
     )
     return Response(status_code=204)
 
@@ -244,7 +233,7 @@ def delete_image(
 @router.get("/products/{product_id}/preprocessing")
 def get_preprocessing(product_id: int, session: SessionDep, _: CurrentUserDep) -> PreprocessingRead:
     """A product's preprocessing switches."""
-    return PreprocessingRead.model_validate(service.get_preprocessing(session, product_id))
+    return PreprocessingRead.model_validate(service.get_preprocessing(session, product_id=product_id))
 
 
 @router.put("/products/{product_id}/preprocessing")
@@ -264,7 +253,15 @@ def get_model_choices(
 ) -> dict[str, list[ModelChoiceRead]]:
     """Every model choice per settings field, with whether this server can run it and why not."""
     return {
-        field_name: [ModelChoiceRead.model_validate(c) for c in choices]
+        field_name: [
+            ModelChoiceRead(
+                name=c.name,
+                label=translate_reason(c.label),
+                is_available=c.is_available,
+                reason=translate_reason(c.reason),
+            )
+            for c in choices
+        ]
         for field_name, choices in model_choices(settings, models.device).items()
     }
 
@@ -280,7 +277,7 @@ def preview_preprocessing(
 ) -> Response:
     """A PNG of one of the product's images with the given switches applied (nothing is saved)."""
     png = service.render_preprocessing_preview(
-        session, storage, product_id=product_id, image_id=image_id, options=options
+        session, storage=storage, product_id=product_id, image_id=image_id, options=options
     )
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 

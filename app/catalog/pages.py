@@ -299,7 +299,7 @@ def defect_type_edit_page(
     defect_type_id: int, request: Request, session: SessionDep, _: AdminDep
 ) -> Response:
     """Edit a defect type's display name and description (the code is fixed)."""
-    return _defect_type_edit_page(request, service.get_defect_type(session, defect_type_id))
+    return _defect_type_edit_page(request, service.get_defect_type(session, defect_type_id=defect_type_id))
 
 
 @router.post("/defect-types/{defect_type_id}")
@@ -312,7 +312,7 @@ def defect_type_edit_submit(
     description: Annotated[str, Form()] = "",
 ) -> Response:
     """Save a defect type's display name and description."""
-    defect_type = service.get_defect_type(session, defect_type_id)
+    defect_type = service.get_defect_type(session, defect_type_id=defect_type_id)
     form = {"name": name, "description": description}
     try:
         defect_in = DefectTypeUpdate(name=name.strip(), description=description.strip())
@@ -426,7 +426,7 @@ def delete_image_submit(
 ) -> Response:
     """Delete an image (row, stored object and gallery entry) and go back to the grid."""
     service.delete_image(
-        session, storage, image_id=image_id, actor_id=admin.id, on_change=image_change_hook(services)
+        session, storage=storage, image_id=image_id, actor_id=admin.id, on_change=image_change_hook(services)
     )
     target = urlsplit(safe_next(next, "/admin/images/normal"))
     return redirect(target.path, "deleted", **dict(parse_qsl(target.query)))

@@ -150,22 +150,6 @@ class ImagePage(BaseModel):
     total: int
 
 
-class ManualRead(BaseModel):
-    """An uploaded manual and its indexing status."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    id: int
-    product_id: int
-    file_name: str
-    size_bytes: int
-    page_count: int
-    status: str
-    error: str
-    created_at: datetime
-    indexed_at: datetime | None
-
-
 class PreprocessingRead(BaseModel):
     """Per-product preprocessing switches."""
 
@@ -203,7 +187,7 @@ class ModelSettingsUpdate(BaseModel):
 
 
 class ModelChoiceRead(BaseModel):
-    """One model choice with whether this server can run it and why (the engine's own words)."""
+    """One model choice with whether this server can run it and why, in the reader's language."""
 
     model_config = ConfigDict(from_attributes=True)
 

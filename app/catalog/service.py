@@ -20,6 +20,7 @@ from app.catalog.schemas import (
     ProductCreate,
     ProductUpdate,
 )
+from app.core import changelog
 from app.core.archives import ArchiveLimits, is_zip, iter_zip_images
 from app.core.audit import record_audit
 from app.core.config import Settings
@@ -146,7 +147,7 @@ def list_defect_types(
     return list(session.scalars(query))
 
 
-def get_defect_type(session: Session, defect_type_id: int) -> DefectType:
+def get_defect_type(session: Session, *, defect_type_id: int) -> DefectType:
     """A defect type or NotFoundError."""
     defect_type = session.get(DefectType, defect_type_id)
     if defect_type is None:
@@ -183,7 +184,7 @@ def update_defect_type(
     session: Session, *, defect_type_id: int, defect_in: DefectTypeUpdate, actor_id: int | None
 ) -> DefectType:
     """Rename, describe, deactivate or reactivate a defect type."""
-    defect_type = get_defect_type(session, defect_type_id)
+    defect_type = get_defect_type(session, defect_type_id=defect_type_id)
     changes = defect_in.model_dump(exclude_unset=True, exclude_none=True)
     for key, value in changes.items():
         setattr(defect_type, key, value)
@@ -201,7 +202,7 @@ def update_defect_type(
 
 def deactivate_defect_type(session: Session, *, defect_type_id: int, actor_id: int | None) -> DefectType:
     """Soft-delete a defect type (past inspections keep their labels)."""
-    defect_type = get_defect_type(session, defect_type_id)
+    defect_type = get_defect_type(session, defect_type_id=defect_type_id)
     defect_type.is_active = False
     record_audit(
         session, user_id=actor_id, action="deactivate", entity="defect_type", entity_id=defect_type.id
@@ -300,8 +301,8 @@ def _refuse_second_registration(session: Session, inspection_id: int) -> None:
 
 def add_image(
     session: Session,
-    storage: ObjectStorage,
     *,
+    storage: ObjectStorage,
     product: Product,
     defect_type: DefectType | None,
     image: CheckedImage,
@@ -375,9 +376,9 @@ def add_image(
 
 def upload_images(
     session: Session,
+    *,
     storage: ObjectStorage,
     settings: Settings,
-    *,
     product_id: int,
     kind: str,
     defect_type_id: int | None,
@@ -399,7 +400,7 @@ def upload_images(
     if kind == "defect":
         if defect_type_id is None:
             raise InvalidInputError("errors.defect_type_required")
-        defect_type = get_defect_type(session, defect_type_id)
+        defect_type = get_defect_type(session, defect_type_id=defect_type_id)
         if defect_type.product_id != product.id:
             raise InvalidInputError("errors.defect_type_other_product")
     elif kind != "normal":
@@ -417,7 +418,7 @@ def upload_images(
             outcome.created.append(
                 add_image(
                     session,
-                    storage,
+                    storage=storage,
                     product=product,
                     defect_type=defect_type,
                     image=image,
@@ -487,7 +488,7 @@ def _images_of_kind(session: Session, product_id: int, kind: str) -> list[Refere
     )
 
 
-def get_image(session: Session, image_id: int) -> ReferenceImage:
+def get_image(session: Session, *, image_id: int) -> ReferenceImage:
     """An image row or NotFoundError."""
     image = session.get(ReferenceImage, image_id)
     if image is None:
@@ -497,14 +498,14 @@ def get_image(session: Session, image_id: int) -> ReferenceImage:
 
 def delete_image(
     session: Session,
-    storage: ObjectStorage,
     *,
+    storage: ObjectStorage,
     image_id: int,
     actor_id: int | None,
     on_change: ImageChangeHook | None = None,
 ) -> None:
     """Delete the row, then the object (a failed object delete leaves a logged orphan, not a dangling row)."""
-    image = get_image(session, image_id)
+    image = get_image(session, image_id=image_id)
     key = image.object_key
     session.delete(image)
     record_audit(
@@ -537,7 +538,7 @@ def count_images(session: Session) -> dict[tuple[int, str], int]:
 # --- Preprocessing and model settings ---------------------------------------------------------------
 
 
-def get_preprocessing(session: Session, product_id: int) -> PreprocessingSetting:
+def get_preprocessing(session: Session, *, product_id: int) -> PreprocessingSetting:
     """A product's preprocessing (created with defaults if missing)."""
     get_product(session, product_id)
     row = session.get(PreprocessingSetting, product_id)
@@ -577,7 +578,7 @@ def set_preprocessing(
     session: Session, *, product_id: int, settings_in: PreprocessingRead, actor_id: int | None
 ) -> PreprocessingSetting:
     """Replace a product's preprocessing switches."""
-    row = get_preprocessing(session, product_id)
+    row = get_preprocessing(session, product_id=product_id)
     for key, value in settings_in.model_dump().items():
         setattr(row, key, value)
     record_audit(
@@ -588,6 +589,7 @@ def set_preprocessing(
         entity_id=product_id,
         detail=settings_in.model_dump(),
     )
+    changelog.record(session, changelog.PREPROCESSING_CHANGED, product_id=product_id)
     session.commit()
     return row
 
@@ -633,6 +635,7 @@ def set_model_settings(
     record_audit(
         session, user_id=actor_id, action="update", entity="model_settings", entity_id=1, detail=changes
     )
+    changelog.record(session, changelog.MODEL_SETTINGS_CHANGED, payload=dict(changes))
     session.commit()
     return row
 
@@ -642,17 +645,18 @@ def set_model_settings(
 
 @dataclass(frozen=True)
 class ProductOverview:
-    """A product with what is registered for it (the products screen)."""
+    """A product with what is registered for it (the products screen, the dashboard)."""
 
     product: Product
     normal_images: int
     defect_images: int
     defect_types: int
     manuals: int
+    manuals_indexed: int
 
 
-def product_overviews(session: Session) -> list[ProductOverview]:
-    """Every product (inactive ones too) with image, defect-type and manual counts."""
+def product_overviews(session: Session, *, include_inactive: bool = True) -> list[ProductOverview]:
+    """Products (inactive ones too by default) with image, active defect-type and manual counts."""
     images = count_images(session)
     defect_types: dict[int, int] = dict(
         session.execute(
@@ -661,18 +665,24 @@ def product_overviews(session: Session) -> list[ProductOverview]:
             .group_by(DefectType.product_id)
         ).all()
     )
-    manuals: dict[int, int] = dict(
-        session.execute(select(Manual.product_id, func.count()).group_by(Manual.product_id)).all()
-    )
+    manuals: dict[int, list[int]] = {}
+    for pid, status, count in session.execute(
+        select(Manual.product_id, Manual.status, func.count()).group_by(Manual.product_id, Manual.status)
+    ):
+        totals = manuals.setdefault(pid, [0, 0])
+        totals[0] += count
+        if status == "indexed":
+            totals[1] += count
     return [
         ProductOverview(
             product=p,
             normal_images=images.get((p.id, "normal"), 0),
             defect_images=images.get((p.id, "defect"), 0),
             defect_types=defect_types.get(p.id, 0),
-            manuals=manuals.get(p.id, 0),
+            manuals=manuals.get(p.id, [0, 0])[0],
+            manuals_indexed=manuals.get(p.id, [0, 0])[1],
         )
-        for p in list_products(session, include_inactive=True)
+        for p in list_products(session, include_inactive=include_inactive)
     ]
 
 
@@ -705,7 +715,7 @@ def preview_source_image(session: Session, *, product_id: int, image_id: int | N
     """The image a preview is drawn from: the one asked for (of this product) or the product's newest."""
     get_product(session, product_id)
     if image_id is not None:
-        chosen = get_image(session, image_id)
+        chosen = get_image(session, image_id=image_id)
         if chosen.product_id != product_id:
             raise InvalidInputError("errors.admin_image_other_product")
         return chosen
@@ -722,8 +732,8 @@ def preview_source_image(session: Session, *, product_id: int, image_id: int | N
 
 def render_preprocessing_preview(
     session: Session,
-    storage: ObjectStorage,
     *,
+    storage: ObjectStorage,
     product_id: int,
     image_id: int | None,
     options: PreprocessingRead,
@@ -741,9 +751,9 @@ def render_preprocessing_preview(
     return buffer.getvalue()
 
 
-def render_thumbnail(session: Session, storage: ObjectStorage, *, image_id: int, size: int) -> bytes:
+def render_thumbnail(session: Session, *, storage: ObjectStorage, image_id: int, size: int) -> bytes:
     """A small JPEG of a registered image for grids (camera photos are far too big to show 24 at once)."""
-    image = get_image(session, image_id)
+    image = get_image(session, image_id=image_id)
     with Image.open(io.BytesIO(storage.get(image.object_key))) as source:
         source.draft("RGB", (size, size))  # JPEG decoders can skip most of the work at reduced scale
         source.thumbnail((size, size))

@@ -82,13 +82,15 @@ def record_current_artifact(
     product_id: int | None,
     version: str | None,
     path: str = "",
+    checksum: str = "",
     meta: Mapping[str, object] | None = None,
     job_id: int | None = None,
     created_at: datetime | None = None,
 ) -> Artifact | None:
     """Make a new build the current artifact of its kind (for its product when the kind is per product).
 
-    The previous current row(s) are kept as history. With `version` None nothing replaces them (the
+    `path` and `checksum` name the version in the object storage (app.core.artifact_store). The previous
+    current row(s) are kept as history. With `version` None nothing replaces them (the
     product's artifact is gone, e.g. its last manual was deleted). Adds to the session; the caller commits.
     """
     retired = update(Artifact).where(Artifact.kind == kind, Artifact.is_current.is_(True))
@@ -102,6 +104,7 @@ def record_current_artifact(
         product_id=product_id,
         version=version,
         path=path,
+        checksum=checksum,
         is_current=True,
         meta=dict(meta or {}),
         job_id=job_id,

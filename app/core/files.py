@@ -1,14 +1,25 @@
-"""Serving stored objects to browsers: a short-lived presigned URL, or the bytes through the app."""
+"""Files over HTTP: reading an upload within a size limit, and serving stored objects to browsers (a
+short-lived presigned URL, or the bytes through the app)."""
 
 from __future__ import annotations
 
 from urllib.parse import quote
 
+from fastapi import UploadFile
 from fastapi.responses import RedirectResponse, Response
 
 from app.core.config import Settings
-from app.core.errors import NotFoundError
+from app.core.errors import NotFoundError, PayloadTooLargeError
 from app.core.storage import ObjectNotFoundError, ObjectStorage
+
+
+async def read_upload(file: UploadFile, *, limit: int, error_key: str = "errors.file_too_large") -> bytes:
+    """The uploaded bytes, refusing more than `limit` (413, `error_key` with the file's name and the
+    limit in MB) without reading it all."""
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLargeError(error_key, name=file.filename or "", limit_mb=limit // 2**20)
+    return data
 
 
 def object_response(

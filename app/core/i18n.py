@@ -10,6 +10,8 @@ from typing import Any
 
 from starlette.requests import HTTPConnection
 
+from app.core.reasons import Reason
+
 LANGUAGES = ("ko", "en")
 DEFAULT_LANGUAGE = "ko"
 LANG_COOKIE = "dl_lang"
@@ -69,3 +71,8 @@ def negotiate_language(conn: HTTPConnection, default: str = DEFAULT_LANGUAGE) ->
         if code in LANGUAGES:
             return code
     return default
+
+
+def translate_reason(reason: Reason, lang: str | None = None) -> str:
+    """A key-and-parameters reason (app.core.reasons) in `lang`."""
+    return translate(reason.key, lang, **reason.params)

@@ -402,7 +402,10 @@ class Artifact(Base):
         ForeignKey("product.id", ondelete="CASCADE"), nullable=True, index=True
     )
     version: Mapped[str] = mapped_column(String(64))
+    # The object-storage key prefix of the version (app.core.artifact_store); legacy rows: a local folder.
     path: Mapped[str] = mapped_column(String(500))
+    # SHA-256 of the version's manifest in the object storage ("" for rows written before it existed).
+    checksum: Mapped[str] = mapped_column(String(64), default="", server_default="")
     is_current: Mapped[bool] = mapped_column(Boolean, default=True)
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     job_id: Mapped[int | None] = mapped_column(
@@ -411,6 +414,25 @@ class Artifact(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (Index("ix_artifact_kind_product", "kind", "product_id"),)
+
+
+class ChangeLog(Base):
+    """An ordered log of catalog changes that every server applies to its live engines (scale-out).
+
+    Servers poll the rows past the last id they applied; a gallery snapshot records the last id it includes.
+    """
+
+    __tablename__ = "change_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    # image.added, image.removed, preprocessing.changed, model_settings.changed
+    kind: Mapped[str] = mapped_column(String(32))
+    product_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    entity_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The server process that wrote the row (diagnostics).
+    origin: Mapped[str] = mapped_column(String(200), default="")
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
 class AuditLog(Base):

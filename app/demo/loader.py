@@ -54,7 +54,9 @@ def _ensure_user(
         )
 
 
-def register_dataset(session: Any, storage: ObjectStorage, settings: Settings, root: Path) -> dict[str, int]:
+def register_dataset(
+    session: Any, *, storage: ObjectStorage, settings: Settings, root: Path
+) -> dict[str, int]:
     """Register every product of a generated data set (idempotent: existing products are skipped)."""
     manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
     counts = {"products": 0, "normal": 0, "defect": 0, "manuals": 0}
@@ -83,8 +85,8 @@ def register_dataset(session: Any, storage: ObjectStorage, settings: Settings, r
         files = [(Path(p).name, (root / p).read_bytes()) for p in normals]
         outcome = catalog_service.upload_images(
             session,
-            storage,
-            settings,
+            storage=storage,
+            settings=settings,
             product_id=product.id,
             kind="normal",
             defect_type_id=None,
@@ -99,8 +101,8 @@ def register_dataset(session: Any, storage: ObjectStorage, settings: Settings, r
                 continue
             outcome = catalog_service.upload_images(
                 session,
-                storage,
-                settings,
+                storage=storage,
+                settings=settings,
                 product_id=product.id,
                 kind="defect",
                 defect_type_id=defect_type.id,
@@ -112,8 +114,8 @@ def register_dataset(session: Any, storage: ObjectStorage, settings: Settings, r
             pdf = root / item["manual_pdf"]
             manual_service.upload_manual(
                 session,
-                storage,
-                settings,
+                storage=storage,
+                settings=settings,
                 product_id=product.id,
                 file_name=pdf.name,
                 data=pdf.read_bytes(),
@@ -147,7 +149,7 @@ def load_demo(settings: Settings, *, seed: int = 0, build: bool = True) -> str:
             creds = demo_credentials(settings)
             _ensure_user(session, settings, "admin", creds["admin"], "admin")
             _ensure_user(session, settings, "worker", creds["worker"], "worker")
-            counts = register_dataset(session, storage, settings, root)
+            counts = register_dataset(session, storage=storage, settings=settings, root=root)
         if build and (counts["products"] or not _artifacts_exist(settings)):
             services = Services(
                 settings=settings,

@@ -73,7 +73,7 @@ def evaluate_product(
         registered = catalog_service.defect_images(session, product_id=product.id)
         session.expunge_all()
     model = PatchCore.load(
-        artifact_dir(settings, artifact), models_dir=settings.models_path, device=services.models.device
+        artifact_dir(services, artifact), models_dir=settings.models_path, device=services.models.device
     )
     if model.calibration is None:
         raise ConflictError("errors.anomaly_model_missing", product=product.name, code=product.code)

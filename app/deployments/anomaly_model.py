@@ -2,8 +2,10 @@
 
 Each active product gets a PatchCore memory bank built from its registered normal images and calibrated
 on held-out normals (and its defect images, when there are some). The artifact (safetensors bank + JSON
-config/calibration, see app.ml.patchcore) lives in `<artifacts>/anomaly/product-<id>/<version>/`; an
-`Artifact` row records it with the evaluation the admin sees. The served side (the model set under
+config/calibration, see app.ml.patchcore) is one immutable version in the object storage under
+`artifacts/anomaly_model/product-<id>/<version>/` (app.core.artifact_store: checksummed, fetched into the
+local cache by every process that loads it); an `Artifact` row records its key, checksum and the evaluation
+the admin sees. The served side (the model set under
 `anomaly_runtime.ANOMALY`, preparing photos) is `app.ml.anomaly_runtime`; `defectlens evaluate anomaly`
 is `app.deployments.anomaly_evaluate`.
 """
@@ -25,8 +27,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.catalog import service as catalog_service
+from app.core import artifact_store
 from app.core.artifacts import ArtifactState, current_artifacts, record_current_artifact
-from app.core.config import Settings
 from app.core.i18n import translate
 from app.core.jobs import JobCancelled, JobContext, JobParams, JobResult
 from app.core.services import Services
@@ -38,7 +40,7 @@ from app.ml.anomaly_eval import read_mask
 from app.ml.anomaly_report import honest_evaluation
 from app.ml.anomaly_runtime import ANOMALY, AnomalyModels, current_models, load_prepared
 from app.ml.anomaly_select import BackboneChoice, product_config, select_backbone
-from app.ml.errors import ModelNotAvailableError
+from app.ml.errors import ArtifactError, ModelNotAvailableError
 from app.ml.patchcore import (
     AUTO_BACKBONE,
     BACKBONES,
@@ -52,9 +54,8 @@ logger = logging.getLogger(__name__)
 
 KIND = "anomaly_model"
 # A product's memory bank for one view (several views per inspection); meta["view"] names the view. Not a job
-# kind of its own: the anomaly_model job builds these beside the product's bank.
+# kind of its own: the anomaly_model job builds these beside the product's bank, stored under their own scope.
 VIEW_KIND = "anomaly_view"
-VIEW_ARTIFACT_FOLDER = "anomaly-views"
 AVAILABLE = True
 ARTIFACT_FOLDER = "anomaly"
 # Fewer normal images than this give no usable held-out statistics (one image held out of four).
@@ -92,9 +93,26 @@ def normals_fingerprint(rows: Sequence[ReferenceImage]) -> str:
     return digest.hexdigest()
 
 
-def artifact_dir(settings: Settings, artifact: Artifact) -> Path:
-    """Folder of an artifact row's files."""
-    return settings.artifacts_path / artifact.path
+def artifact_dir(services: Services, artifact: Artifact) -> Path:
+    """Local folder of an artifact row's files: the stored version fetched into the cache (checksums
+    verified), or for a row written before versions were stored, its folder under the artifacts path.
+
+    Raises:
+        ArtifactError: The stored version is missing or does not match its checksum.
+    """
+    if artifact_store.is_stored(artifact.path, artifact.checksum):
+        return artifact_store.fetch(services.storage, services.settings, artifact.path, artifact.checksum)
+    return services.settings.artifacts_path / artifact.path
+
+
+def scope_of(product_id: int) -> str:
+    """The storage scope of a product's memory banks."""
+    return f"product-{product_id}"
+
+
+def view_scope_of(product_id: int, view: str) -> str:
+    """The storage scope of a product's memory banks of one view."""
+    return f"product-{product_id}-view-{view}"
 
 
 def current_view_artifacts(session: Session) -> dict[tuple[int, str], Artifact]:
@@ -114,6 +132,7 @@ def _record_view_artifact(
     view: str,
     version: str,
     path: str,
+    checksum: str,
     meta: dict[str, Any],
     job_id: int | None,
 ) -> Artifact:
@@ -134,6 +153,7 @@ def _record_view_artifact(
         product_id=product_id,
         version=version,
         path=path,
+        checksum=checksum,
         is_current=True,
         meta=meta,
         job_id=job_id,
@@ -142,29 +162,73 @@ def _record_view_artifact(
     return row
 
 
+def _view_folders(services: Services, active: set[int]) -> tuple[dict[tuple[int, str], Path], list[str]]:
+    """The current per-view banks fetched into the local cache (reloaded whenever the models are)."""
+    with services.session_factory() as session:
+        rows = [(key, a) for key, a in current_view_artifacts(session).items() if key[0] in active]
+        session.expunge_all()
+    folders: dict[tuple[int, str], Path] = {}
+    errors: list[str] = []
+    for key, row in rows:
+        try:
+            folders[key] = artifact_dir(services, row)
+        except ArtifactError as exc:
+            logger.warning("anomaly model of product %s view %s not loaded: %s", key[0], key[1], exc)
+            errors.append(f"product {key[0]} view {key[1]}: {exc}")
+    return folders, errors
+
+
 def load(services: Services) -> None:
-    """Load the built artifacts into services.models at startup (no embedding or training work)."""
+    """Load the current versions into services.models (no training); at start and when one changes.
+
+    A model whose version is already loaded is kept as it is; the others are fetched from the object
+    storage into the local cache (checksums verified) and loaded.
+    """
     with services.session_factory() as session:
         active = {p.id for p in catalog_service.list_products(session)}
-        folders = {
-            pid: artifact_dir(services.settings, a)
-            for pid, a in current_artifacts(session, KIND).items()
-            if pid in active
-        }
-        view_folders = {
-            key: artifact_dir(services.settings, a)
-            for key, a in current_view_artifacts(session).items()
-            if key[0] in active
-        }
-    models, errors = AnomalyModels.load(
+        rows = [a for pid, a in current_artifacts(session, KIND).items() if pid in active]
+        session.expunge_all()
+    loaded = current_models(services.models)
+    kept: dict[int, PatchCore] = {}
+    checksums: dict[int, str] = {}
+    folders: dict[int, Path] = {}
+    errors: list[str] = []
+    for row in rows:
+        product_id = int(row.product_id or 0)
+        model = loaded.get(product_id)
+        if model is not None and row.checksum and loaded.checksums.get(product_id) == row.checksum:
+            kept[product_id], checksums[product_id] = model, row.checksum  # same version: no reload
+            continue
+        try:
+            folders[product_id] = artifact_dir(services, row)
+            checksums[product_id] = row.checksum
+        except ArtifactError as exc:
+            logger.warning("anomaly model of product %s not loaded: %s", product_id, exc)
+            errors.append(f"product {product_id}: {exc}")
+            continue
+        if artifact_store.is_stored(row.path, row.checksum):
+            artifact_store.prune_cache(services.settings, KIND, scope_of(product_id), {row.version})
+    view_folders, view_errors = _view_folders(services, active)
+    errors += view_errors
+    fresh, load_errors = AnomalyModels.load(
         folders,
         models_dir=services.settings.models_path,
         device=services.models.device,
         view_folders=view_folders,
     )
-    services.models.swap(ANOMALY, models)
-    if errors:
-        services.models.set_error(ANOMALY, "; ".join(errors))
+    models = {pid: m for pid in fresh.product_ids if (m := fresh.get(pid)) is not None}
+    with _SWAP_LOCK:
+        services.models.swap(
+            ANOMALY,
+            AnomalyModels(
+                {**kept, **models},
+                {**loaded.extractors, **fresh.extractors},
+                {pid: c for pid, c in checksums.items() if pid in kept or pid in models},
+                views=fresh.views,
+            ),
+        )
+    if errors or load_errors:
+        services.models.set_error(ANOMALY, "; ".join([*errors, *load_errors]))
 
 
 @dataclass
@@ -175,6 +239,8 @@ class BuildOutcome:
     artifact_id: int
     version: str
     meta: dict[str, Any]
+    checksum: str = ""
+    replaced: tuple[str, ...] = ()
 
 
 def train_config(backbone: str, params: JobParams) -> PatchCoreConfig:
@@ -315,12 +381,16 @@ def build_product(
     # The search validated on these same held-out images: their AUROC is then the best of several.
     evaluation["backbone_selected_here"] = choice is not None and choice.reason == "validation_auroc"
     version = utcnow().strftime("%Y%m%dT%H%M%S") + (f"-j{job_id}" if job_id is not None else "")
-    if view is None:
-        relative = f"{ARTIFACT_FOLDER}/product-{product_id}/{version}"
-    else:
-        relative = f"{VIEW_ARTIFACT_FOLDER}/product-{product_id}/{view}/{version}"
-    target = settings.artifacts_path / relative
+    scope = scope_of(product_id) if view is None else view_scope_of(product_id, view)
+    key = artifact_store.version_key(KIND, scope, version)
+    target = artifact_store.local_dir(settings, key)
+    shutil.rmtree(target, ignore_errors=True)  # a retried job (same version name) starts clean
     result.model.save(target)
+    try:
+        published = artifact_store.publish(services.storage, target, key)
+    except Exception:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
     meta: dict[str, Any] = {
         "calibration": result.calibration.to_dict(),
         "evaluation": evaluation,
@@ -342,22 +412,29 @@ def build_product(
     try:
         with services.session_factory() as session:
             if view is None:
+                replaced = [
+                    a.version for a in current_artifacts(session, KIND).values() if a.product_id == product_id
+                ]
                 artifact = record_current_artifact(
                     session,
                     kind=KIND,
                     product_id=product_id,
                     version=version,
-                    path=relative,
+                    path=key,
+                    checksum=published.checksum,
                     meta=meta,
                     job_id=job_id,
                 )
             else:
+                old = current_view_artifacts(session).get((product_id, view))
+                replaced = [old.version] if old is not None else []
                 artifact = _record_view_artifact(
                     session,
                     product_id=product_id,
                     view=view,
                     version=version,
-                    path=relative,
+                    path=key,
+                    checksum=published.checksum,
                     meta=meta,
                     job_id=job_id,
                 )
@@ -368,21 +445,29 @@ def build_product(
         shutil.rmtree(target, ignore_errors=True)
         raise
     report(1.0, f"{code}: done")
-    return BuildOutcome(product_id, artifact_id, version, meta), result.model
+    outcome = BuildOutcome(
+        product_id, artifact_id, version, meta, checksum=published.checksum, replaced=tuple(replaced)
+    )
+    return outcome, result.model
 
 
-def _remove_old_versions(settings: Settings, product_id: int, keep: str) -> None:
-    # Requests in flight hold the old model in memory, so its files can go once the new one is live.
-    folder = settings.artifacts_path / ARTIFACT_FOLDER / f"product-{product_id}"
-    for path in folder.iterdir() if folder.is_dir() else []:
-        if path.is_dir() and path.name != keep:
-            shutil.rmtree(path, ignore_errors=True)
+def _remove_old_versions(services: Services, outcome: BuildOutcome) -> None:
+    """Delete the product's versions older than the one just replaced (storage and cache).
+
+    Requests in flight hold the old model in memory; the version just replaced stays a while longer for
+    servers that are still fetching it. Folders of the layout before versions were stored go too.
+    """
+    keep = {outcome.version, *outcome.replaced}
+    artifact_store.prune(services.storage, services.settings, KIND, scope_of(outcome.product_id), keep)
+    legacy = services.settings.artifacts_path / ARTIFACT_FOLDER / f"product-{outcome.product_id}"
+    shutil.rmtree(legacy, ignore_errors=True)
 
 
-def install(services: Services, product_id: int, model: PatchCore) -> None:
+def install(services: Services, product_id: int, model: PatchCore, checksum: str = "") -> None:
     """Swap a new model set with `model` for `product_id` into the registry."""
     with _SWAP_LOCK:
-        services.models.swap(ANOMALY, current_models(services.models).with_model(product_id, model))
+        current = current_models(services.models)
+        services.models.swap(ANOMALY, current.with_model(product_id, model, checksum))
 
 
 def install_views(services: Services, product_id: int, models: Mapping[str, PatchCore]) -> None:
@@ -391,32 +476,16 @@ def install_views(services: Services, product_id: int, models: Mapping[str, Patc
         services.models.swap(ANOMALY, current_models(services.models).with_views(product_id, models))
 
 
-def _retire_views(services: Services, product_id: int, *, keep: Mapping[str, object]) -> None:
-    """Per-view artifacts of the product other than those just built stop being current; old files go."""
+def _retire_views(services: Services, product_id: int, *, built: Mapping[str, BuildOutcome]) -> None:
+    """Per-view banks of the product not built this time stop being current; old versions of the built go."""
     with services.session_factory() as session:
-        for row in session.scalars(
-            select(Artifact).where(
-                Artifact.kind == VIEW_KIND, Artifact.product_id == product_id, Artifact.is_current.is_(True)
-            )
-        ):
-            if row.id not in keep.values():
+        for (pid, view), row in current_view_artifacts(session).items():
+            if pid == product_id and view not in built:
                 row.is_current = False
         session.commit()
-        keep_paths = {
-            services.settings.artifacts_path / row.path
-            for row in session.scalars(
-                select(Artifact).where(
-                    Artifact.kind == VIEW_KIND,
-                    Artifact.product_id == product_id,
-                    Artifact.is_current.is_(True),
-                )
-            )
-        }
-    folder = services.settings.artifacts_path / VIEW_ARTIFACT_FOLDER / f"product-{product_id}"
-    for view_dir in folder.iterdir() if folder.is_dir() else []:
-        for path in view_dir.iterdir() if view_dir.is_dir() else []:
-            if path.is_dir() and path not in keep_paths:
-                shutil.rmtree(path, ignore_errors=True)
+    for view, outcome in built.items():
+        keep = {outcome.version, *outcome.replaced}
+        artifact_store.prune(services.storage, services.settings, KIND, view_scope_of(product_id, view), keep)
 
 
 def _scaled_progress(ctx: JobContext, lo: float, hi: float) -> Callable[[float, str], None]:
@@ -468,11 +537,11 @@ def run(ctx: JobContext) -> JobResult | None:
                 extractors=extractors,
             )
             view_models: dict[str, PatchCore] = {}
-            view_built: dict[str, object] = {}
+            view_built: dict[str, BuildOutcome] = {}
             for j, label in enumerate(own_views):
                 ctx.log(f"{code}: building the anomaly model of view {label}")
                 start = lo + step * (1 + j)
-                view_outcome, view_models[label] = build_product(
+                view_built[label], view_models[label] = build_product(
                     services,
                     product_id,
                     config=config,
@@ -484,7 +553,6 @@ def run(ctx: JobContext) -> JobResult | None:
                     extractors=extractors,
                     view=label,
                 )
-                view_built[label] = view_outcome.artifact_id
         except JobCancelled:
             raise
         except Exception as exc:  # one product's failure must not stop the others
@@ -495,10 +563,10 @@ def run(ctx: JobContext) -> JobResult | None:
             ctx.log(f"{code}: failed: {exc}")
             continue
         extractor = extractors.get(config.backbone)
-        install(services, product_id, model)
-        _retire_views(services, product_id, keep=view_built)
+        install(services, product_id, model, outcome.checksum)
+        _retire_views(services, product_id, built=view_built)
         install_views(services, product_id, view_models)
-        _remove_old_versions(services.settings, product_id, outcome.version)
+        _remove_old_versions(services, outcome)
         evaluation = outcome.meta["evaluation"]
         fallback = sorted(set(view_counts) - set(own_views))
         ctx.log(
@@ -516,7 +584,7 @@ def run(ctx: JobContext) -> JobResult | None:
                 "product_id": product_id,
                 "artifact_id": outcome.artifact_id,
                 "version": outcome.version,
-                "views": view_built,
+                "views": {label: o.artifact_id for label, o in view_built.items()},
                 "fallback_views": fallback,
             }
         )

@@ -64,7 +64,7 @@ def reload_kind(services: Services, kind: str) -> None:
     if module is None:
         return
     try:
-        module.load(services)
+        getattr(module, "reload", module.load)(services)
     except Exception as exc:
         logger.exception("reloading %s artifacts failed", kind)
         services.models.set_error(kind, str(exc))

@@ -35,6 +35,14 @@ def load(services: Services) -> None:
     services.models.swap(indexing.MANUALS, library)
 
 
+def reload(services: Services) -> None:
+    """Load the manual index versions recorded since (by a job worker or another server); no engine reload."""
+    if services.models.get(indexing.MANUALS) is None:
+        load(services)
+    else:
+        indexing.refresh(services)
+
+
 def run(ctx: JobContext) -> JobResult | None:
     """Index one manual (params.manual_id, queued by an upload), one product, or every product."""
     services = ctx.services

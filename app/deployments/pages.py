@@ -12,17 +12,20 @@ from app.core.dependencies import RunnerDep, ServicesDep
 from app.core.errors import DomainError, InvalidInputError
 from app.core.i18n import translate
 from app.core.services import Services
-from app.core.templating import render
+from app.core.templating import render, templates
 from app.db.session import SessionDep
 from app.db.tables import JOB_KINDS
 from app.deployments import service
 from app.deployments.jobs import artifact_states
 from app.deployments.schemas import DeploymentRead
+from app.deployments.summary import job_summary
 
 # Authentication runs first for every route here, before any load-or-404 dependency.
 router = APIRouter(tags=["pages"], include_in_schema=False, dependencies=[Depends(get_current_user)])
 
 PAGE_SIZE = 10
+# Job tables (the deploy screens and the admin dashboard) show each finished job's summary, translated.
+templates.env.globals["job_summary"] = job_summary
 
 
 def _job_json(job: object) -> dict[str, object]:

@@ -1,16 +1,19 @@
 """The `search_index` deployment: startup loading, the rebuild job, incremental updates, artifact state.
 
 The engine (`app.ml.search_runtime.SearchEngine`) lives in the model registry under `search_runtime.SEARCH`.
-Startup loads the embedder chosen in model settings and the galleries last built (no embedding work).
-The job rebuilds the defect and normal galleries of one product or all products in batches and swaps the
-new engine in; searches in flight keep the engine object they took. Registering or deleting one catalog
-image updates the live galleries at once through the catalog's image-change hooks
-(app.catalog.model_choices).
+Startup loads the embedder chosen in model settings and the current gallery version from the object storage
+(`app.core.artifact_store`: fetched into the local cache, checksums verified, no embedding work), then applies
+the change log past the version's `change_id`. The job rebuilds the defect and normal galleries of one
+product or all products in batches, publishes them as a new immutable version and swaps the new engine
+in; searches in flight keep the engine object they took. Registering or deleting one catalog image
+updates this server's galleries at once through the catalog's image-change hooks and appends a
+change log row (with the vector) that every other server applies within a poll (`sync_changes`).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,11 +28,13 @@ from sqlalchemy.orm import Session
 
 from app.catalog import service as catalog_service
 from app.catalog.model_choices import subscribe_image_changes
+from app.core import artifact_store, changelog
 from app.core.artifacts import ArtifactState, record_current_artifact
+from app.core.changelog import Change, ChangeCursor
 from app.core.images import open_rgb
 from app.core.jobs import JobCancelled, JobContext, JobResult
 from app.core.services import Services
-from app.db.tables import DefectType, DeploymentJob, Product, ReferenceImage
+from app.db.tables import Artifact, DefectType, DeploymentJob, Product, ReferenceImage
 from app.demo.manifest import demo_masks
 from app.ml.anomaly_eval import read_mask
 from app.ml.anomaly_runtime import current_models, prepare
@@ -44,7 +49,15 @@ from app.ml.identification import (
 )
 from app.ml.patchcore import PatchCore
 from app.ml.preprocessing import PreprocessingOptions
-from app.ml.search_runtime import GALLERY_KINDS, SEARCH, GalleryKind, SearchEngine, new_built_at, preprocess
+from app.ml.search_runtime import (
+    GALLERY_KINDS,
+    SEARCH,
+    GalleryKind,
+    SearchEngine,
+    new_built_at,
+    new_generation_name,
+    preprocess,
+)
 from app.ml.verdict import (
     DEFAULT_MIN_MARGIN,
     DEFAULT_MIN_SCORE,
@@ -58,6 +71,10 @@ logger = logging.getLogger(__name__)
 KIND = "search_index"
 AVAILABLE = True
 BATCH_SIZE = 16
+# One gallery version holds every product (storage key artifacts/search_index/all/<generation>).
+SCOPE = "all"
+# Loading a version and applying the change log never run at once (the watcher thread, startup, a job).
+_SYNC_LOCK = threading.RLock()
 
 
 @dataclass(frozen=True)
@@ -124,18 +141,93 @@ def _load_embedder(services: Services, name: str) -> tuple[ImageEmbedder, str, s
 # --- startup -----------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Current:
+    path: str
+    checksum: str
+    change_id: int
+
+
+def _current_version(session: Session) -> _Current | None:
+    row = session.scalar(
+        select(Artifact)
+        .where(Artifact.kind == KIND, Artifact.is_current.is_(True))
+        .order_by(Artifact.id.desc())
+    )
+    if row is None:
+        return None
+    return _Current(row.path, row.checksum, int((row.meta or {}).get("change_id") or 0))
+
+
 def load(services: Services) -> None:
-    """Load the configured embedder and the last built galleries into services.models (no embedding)."""
+    """Load the configured embedder and the current gallery version into services.models (no embedding).
+
+    Reloading (another process recorded a newer version) keeps the loaded embedder when it is the
+    configured one, and the live engine until the new one is ready.
+    """
     faiss.omp_set_num_threads(1)  # one thread on the request path: OpenMP only adds latency to one query
     with services.session_factory() as session:
         name = catalog_service.configured_embedder(session)
-    embedder, loaded_name, note = _load_embedder(services, name)
-    engine = SearchEngine.load(index_root(services), embedder, loaded_name)
+        current = _current_version(session)
+    old: SearchEngine | None = services.models.get(SEARCH)
+    if old is not None and old.embedder_name == name:
+        embedder, loaded_name, note = old.embedder, old.embedder_name, old.note
+    else:
+        embedder, loaded_name, note = _load_embedder(services, name)
+    stored = current is not None and artifact_store.is_stored(current.path, current.checksum)
+    if (
+        stored
+        and current is not None
+        and old is not None
+        and old.embedder_name == name
+        and old.generation == current.path.rsplit("/", 1)[-1]
+    ):
+        sync_changes(services)  # the version this server built or loaded already: nothing to fetch
+        return
+    if stored and current is not None:
+        directory = artifact_store.fetch(services.storage, services.settings, current.path, current.checksum)
+        engine = SearchEngine.load_dir(directory, embedder, loaded_name)
+        engine.changes = ChangeCursor(position=current.change_id)
+    else:  # nothing built yet, or a gallery built before versions were stored (galleries updated in place)
+        engine = SearchEngine.load(index_root(services), embedder, loaded_name)
+        engine.changes = ChangeCursor(position=0)
     if note:
         engine.note = note
-    services.models.swap(SEARCH, engine)
+    with _SYNC_LOCK:
+        catch_up(services, engine)
+        services.models.swap(SEARCH, engine)
     install_hook(services)
+    if engine.generation is not None:
+        keep = {engine.generation} | ({old.generation} if old is not None and old.generation else set())
+        artifact_store.prune_cache(services.settings, KIND, SCOPE, keep)
     logger.info("search engine loaded: %s", engine.describe())
+
+
+def sync_changes(services: Services) -> int:
+    """Apply the log rows the live engine has not seen yet (the watcher calls this); returns rows applied."""
+    engine: SearchEngine | None = services.models.get(SEARCH)
+    if engine is None:
+        return 0
+    with _SYNC_LOCK:
+        return catch_up(services, engine)
+
+
+def catch_up(services: Services, engine: SearchEngine) -> int:
+    """Apply every change log row past the engine's cursor, in order; returns how many changed the engine."""
+    with _SYNC_LOCK:
+        if engine.changes is None:
+            with services.session_factory() as session:
+                engine.changes = ChangeCursor(position=changelog.last_id(session))
+            return 0
+        applied = 0
+        while True:
+            with services.session_factory() as session:
+                changes = engine.changes.poll(session)
+            if not changes:
+                return applied
+            applied += apply_logged_changes(services, engine, changes)
+            if len(changes) < changelog.BATCH:
+                return applied
 
 
 def install_hook(services: Services) -> None:
@@ -160,7 +252,9 @@ def _embed_into(
     engine: SearchEngine,
     images: Sequence[CatalogImage],
     current: dict[int, PreprocessingOptions],
-) -> None:
+) -> dict[int, dict[str, Any]]:
+    """Embed images into the engine's galleries; returns per image id what the change log carries."""
+    logged: dict[int, dict[str, Any]] = {}
     for kind in GALLERY_KINDS:
         batch = [img for img in images if img.kind == kind]
         if not batch or engine.gallery(kind) is None:
@@ -179,6 +273,13 @@ def _embed_into(
             labels=[img.defect_type_id if kind == "defect" else None for img in batch],
             preprocessing_keys={img.product_id: opt.key() for img, opt in zip(batch, options, strict=True)},
         )
+        for img, opt, vector in zip(batch, options, vectors, strict=True):
+            logged[img.id] = {
+                "embedder_id": engine.embedder.embedder_id,
+                "preprocessing_key": opt.key(),
+                "vector": changelog.encode_vector(vector),
+            }
+    return logged
 
 
 def apply_image_changes(
@@ -186,29 +287,121 @@ def apply_image_changes(
 ) -> int:
     """Embed added images into, and drop removed ones from, the live galleries; returns images embedded.
 
-    One embedding per added image, never a rebuild. Nothing happens while no gallery is built (the
-    rebuild job will include the images).
+    One embedding per added image, never a rebuild; the change log gets one row per image (with its
+    vector, so other servers do not embed it again), also when no gallery is built here or embedding
+    failed (another server then embeds the image itself). Nothing is embedded while no gallery is built
+    (the rebuild job will include the images).
     """
-    engine = services.models.get(SEARCH)
-    if engine is None or not engine.is_built:
-        return 0
-    if removed:
-        engine.remove([r.id for r in removed])
+    engine: SearchEngine | None = services.models.get(SEARCH)
     images = [_catalog_image(r) for r in added]
-    if images:
-        with services.session_factory() as session:
-            current = catalog_service.preprocessing_options(session, sorted({i.product_id for i in images}))
-        _embed_into(services, engine, images, current)
-        _identify_into(services, engine, [i for i in images if i.kind == "defect"], current)
-    touched = {"defect" if r.kind == "defect" else "normal" for r in [*added, *removed]}
-    if touched:
-        products = sorted({r.product_id for r in [*added, *removed] if r.kind == "defect"})
-        engine.save_in_place(
-            index_root(services),
-            [k for k in GALLERY_KINDS if k in touched],
-            identification=[p for p in products if p in engine.identification],
+    logged: dict[int, dict[str, Any]] = {}
+    try:
+        if engine is None or not engine.is_built:
+            return 0
+        if removed:
+            engine.remove([r.id for r in removed])
+        if images:
+            with services.session_factory() as session:
+                current = catalog_service.preprocessing_options(
+                    session, sorted({i.product_id for i in images})
+                )
+            logged = _embed_into(services, engine, images, current)
+            regions = _identify_into(services, engine, [i for i in images if i.kind == "defect"], current)
+            for image_id, extra in regions.items():
+                logged.setdefault(image_id, {}).update(extra)
+        return len(images)
+    finally:
+        _log_image_changes(services, images, removed, logged)
+
+
+def _log_image_changes(
+    services: Services,
+    images: Sequence[CatalogImage],
+    removed: Sequence[ReferenceImage],
+    logged: dict[int, dict[str, Any]],
+) -> None:
+    with services.session_factory() as session:
+        for img in images:
+            payload = {"kind": img.kind, "defect_type_id": img.defect_type_id, **logged.get(img.id, {})}
+            changelog.record(
+                session, changelog.IMAGE_ADDED, product_id=img.product_id, entity_id=img.id, payload=payload
+            )
+        for row in removed:
+            changelog.record(session, changelog.IMAGE_REMOVED, product_id=row.product_id, entity_id=row.id)
+        session.commit()
+
+
+def apply_logged_changes(services: Services, engine: SearchEngine, changes: Sequence[Change]) -> int:
+    """Apply change log rows to `engine` in order (O(1) each); returns how many changed it.
+
+    Idempotent: an image already in its gallery is not added again, one already gone not removed. An added
+    image that no longer exists is skipped (its removal is in the log too). A row without a usable vector
+    (the writer had no gallery, or another embedder) is embedded here.
+    """
+    if not engine.is_built:
+        return 0
+    added_ids = changelog.ids_of(changes, changelog.IMAGE_ADDED)
+    with services.session_factory() as session:
+        rows = (
+            {r.id: r for r in session.scalars(select(ReferenceImage).where(ReferenceImage.id.in_(added_ids)))}
+            if added_ids
+            else {}
         )
-    return len(images)
+        to_embed = []
+        for change in changes:
+            if change.kind != changelog.IMAGE_ADDED or change.entity_id not in rows:
+                continue
+            image = _catalog_image(rows[change.entity_id])
+            gallery = engine.gallery(image.kind)
+            if gallery is None or image.id in gallery:
+                continue
+            vector = changelog.decode_vector(change.payload.get("vector"))
+            if vector is None or change.payload.get("embedder_id") != engine.embedder.embedder_id:
+                to_embed.append(image)
+        current = (
+            catalog_service.preprocessing_options(session, sorted({i.product_id for i in to_embed}))
+            if to_embed
+            else {}
+        )
+    applied = 0
+    embed_ids = {i.id for i in to_embed}
+    for change in changes:
+        if change.kind == changelog.IMAGE_REMOVED and change.entity_id is not None:
+            applied += 1 if engine.remove([change.entity_id]) else 0
+        elif (
+            change.kind == changelog.IMAGE_ADDED
+            and change.entity_id in rows
+            and change.entity_id not in embed_ids
+        ):
+            applied += _add_logged(engine, _catalog_image(rows[change.entity_id]), change.payload)
+    if to_embed:
+        _embed_into(services, engine, to_embed, current)
+        _identify_into(services, engine, [i for i in to_embed if i.kind == "defect"], current)
+        applied += len(to_embed)
+    return applied
+
+
+def _add_logged(engine: SearchEngine, image: CatalogImage, payload: dict[str, Any]) -> int:
+    gallery = engine.gallery(image.kind)
+    vector = changelog.decode_vector(payload.get("vector"))
+    if gallery is None or vector is None or image.id in gallery:
+        return 0
+    key = str(payload.get("preprocessing_key") or "")
+    engine.add(
+        image.kind,
+        ids=[image.id],
+        vectors=vector[None, :],
+        product_ids=[image.product_id],
+        labels=[image.defect_type_id if image.kind == "defect" else None],
+        preprocessing_keys={image.product_id: key} if key else {},
+    )
+    found = engine.identification.get(image.product_id) if image.kind == "defect" else None
+    if found is not None and image.id not in found.image_ids:
+        region = changelog.decode_vector(payload.get("region"))
+        if region is not None and payload.get("fingerprint") != found.fingerprint:
+            region = None
+        found.add(image.id, image.defect_type_id, gallery.get_vectors([image.id])[0], region)
+    return 1
 
 
 def reconcile(
@@ -334,14 +527,16 @@ def _identify_into(
     engine: SearchEngine,
     images: Sequence[CatalogImage],
     current: dict[int, PreprocessingOptions],
-) -> None:
+) -> dict[int, dict[str, Any]]:
     """Add new defect images to their product's identification data (one description each, no rebuild).
 
     Products built without identification data get it at the next build; so does the leave-one-out report.
+    Returns the region descriptors computed, per image id, for the change log.
     """
     gallery = engine.gallery("defect")
+    logged: dict[int, dict[str, Any]] = {}
     if gallery is None:
-        return
+        return logged
     for image in images:
         found = engine.identification.get(image.product_id)
         if found is None or image.id not in gallery:
@@ -350,7 +545,9 @@ def _identify_into(
         model = current_models(services.models).calibrated(image.product_id)
         if found.region is not None and model is not None and model_fingerprint(model) == found.fingerprint:
             region = _region_of(services, model, image, current[image.product_id], {})[0]
+            logged[image.id] = {"region": changelog.encode_vector(region), "fingerprint": found.fingerprint}
         found.add(image.id, image.defect_type_id, gallery.get_vectors([image.id])[0], region)
+    return logged
 
 
 # --- the job -----------------------------------------------------------------------------------------
@@ -461,14 +658,22 @@ def run(ctx: JobContext) -> JobResult | None:
     )
     ctx.progress(0.96, "search.stages.saving")
     ctx.check_cancelled()
-    generation = engine.save_new_generation(index_root(services))
-    services.models.swap(SEARCH, engine)
-    install_hook(services)
-    # Images registered while we were embedding went to the old engine: add them to the new one too.
+    # Images registered while we were embedding went to the old engine: add them to the new one too. The
+    # version includes every change logged up to `change_id` (later ones are applied from the log).
+    with ctx.session_factory() as session:
+        change_id = changelog.last_id(session)
     added, removed = reconcile(services, engine, scope, exclude=frozenset(skipped))
     if added or removed:
         ctx.log(f"caught up with catalog changes made during the build: +{added} / -{removed}")
-        engine.save_in_place(index_root(services))
+    ctx.check_cancelled()
+    generation = new_generation_name() + (f"-j{ctx.job_id}" if ctx.job_id is not None else "")
+    key = artifact_store.version_key(KIND, SCOPE, generation)
+    directory = artifact_store.local_dir(services.settings, key)
+    engine.save_to(directory)
+    engine.generation = generation
+    published = artifact_store.publish(services.storage, directory, key)
+    ctx.log(f"stored version {key} ({published.files} files, {published.size} bytes)")
+    engine.changes = ChangeCursor(position=change_id)
     result = {
         "generation": generation,
         "embedder": embedder.embedder_id,
@@ -478,7 +683,13 @@ def run(ctx: JobContext) -> JobResult | None:
         "skipped_images": skipped,
         "identification": reports,
     }
-    _record_artifact(ctx, generation, result)
+    previous = _record_artifact(ctx, generation, result, published, change_id)
+    with _SYNC_LOCK:
+        catch_up(services, engine)
+        services.models.swap(SEARCH, engine)
+    install_hook(services)
+    artifact_store.prune(services.storage, services.settings, KIND, SCOPE, {generation, *previous})
+    _trim_change_log(ctx, previous)
     ctx.log(engine.describe())
     return result
 
@@ -502,18 +713,47 @@ def _copy_other_products(
             gallery.set_preprocessing_key(pid, key)
 
 
-def _record_artifact(ctx: JobContext, generation: str, result: dict[str, Any]) -> None:
+def _record_artifact(
+    ctx: JobContext,
+    generation: str,
+    result: dict[str, Any],
+    published: artifact_store.Published,
+    change_id: int,
+) -> list[str]:
+    """Make the stored version current; returns the versions it replaced."""
     with ctx.session_factory() as session:
+        previous = list(
+            session.scalars(
+                select(Artifact.version).where(Artifact.kind == KIND, Artifact.is_current.is_(True))
+            )
+        )
         record_current_artifact(
             session,
             kind=KIND,
             product_id=ctx.product_id,
             version=generation,
-            path=str(index_root(ctx.services) / generation),
-            meta=result,
+            path=published.key,
+            checksum=published.checksum,
+            meta={**result, "change_id": change_id},
             job_id=ctx.job_id,
         )
         session.commit()
+    return previous
+
+
+def _trim_change_log(ctx: JobContext, replaced: Sequence[str]) -> None:
+    """Delete the log rows every version still in use already holds (those up to the replaced one's
+    `change_id`): a server still on the replaced version needs only the rows after it."""
+    with ctx.session_factory() as session:
+        ids = [
+            int((meta or {}).get("change_id") or 0)
+            for meta in session.scalars(
+                select(Artifact.meta).where(Artifact.kind == KIND, Artifact.version.in_(list(replaced)))
+            )
+        ]
+        if ids and min(ids) > 0:
+            changelog.trim(session, min(ids))
+            session.commit()
 
 
 # --- state for the admin -----------------------------------------------------------------------------

@@ -1,8 +1,10 @@
-"""Picks up artifacts that another process built (a job worker, or another server) and loads them.
+"""Picks up what another process changed (a job worker, or another server) and loads it.
 
-With job workers, a finished job's artifact is recorded in the `artifact` table by the worker, not by this
-server. The watcher polls the current artifacts' versions every ARTIFACT_POLL_S seconds and reloads a kind
-whose set changed; requests in flight keep the engine they started with (the registry swaps references).
+A finished job's artifact is recorded in the `artifact` table by whichever process ran it (a worker, or any
+server). The watcher polls the current artifacts' versions every ARTIFACT_POLL_S seconds and reloads a kind
+whose set changed (fetching the new version from the object storage); requests in flight keep the engine
+they started with (the registry swaps references). After that look it calls `sync`, which applies the change
+log (registrations and deletions made on other servers) to the live galleries.
 """
 
 from __future__ import annotations
@@ -35,10 +37,16 @@ class ArtifactWatcher:
     """A daemon thread that calls `reload(kind)` when that kind's current artifacts change."""
 
     def __init__(
-        self, session_factory: sessionmaker[Session], reload: Callable[[str], None], *, poll_s: float
+        self,
+        session_factory: sessionmaker[Session],
+        reload: Callable[[str], None],
+        *,
+        poll_s: float,
+        sync: Callable[[], object] | None = None,
     ) -> None:
         self.session_factory = session_factory
         self.reload = reload
+        self.sync = sync
         self.poll_s = poll_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -74,3 +82,8 @@ class ArtifactWatcher:
                 self.check_once()
             except Exception:  # the database may be briefly away; look again next time
                 logger.warning("artifact watcher could not check for new artifacts", exc_info=True)
+            if self.sync is not None:
+                try:
+                    self.sync()
+                except Exception:
+                    logger.warning("applying the change log failed; trying again next time", exc_info=True)

@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from app.catalog import service as catalog_service
+from app.catalog.service import ProductOverview
 from app.core.artifacts import DEPLOYMENT_KINDS, ArtifactState
-from app.db.tables import DefectType, DeploymentJob, Inspection, Manual, Product
+from app.db.tables import DeploymentJob, Inspection
 from app.deployments import service as deployment_service
 from app.history import service as history_service
 from app.history.schemas import InspectionListItem, InspectionStats
 
 ARTIFACT_KINDS = tuple(k.kind for k in DEPLOYMENT_KINDS)
-
-
-@dataclass
-class ProductOverview:
-    """One product's row: registered data and whether what was built from it is current."""
-
-    product: Product
-    normal_images: int
-    defect_images: int
-    defect_types: int
-    manuals: int
-    manuals_indexed: int
-    artifacts: dict[str, ArtifactState | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -38,6 +26,7 @@ class Dashboard:
     totals: dict[str, int]
     average_score: float | None
     products: list[ProductOverview]
+    artifacts: dict[int, dict[str, ArtifactState | None]]  # by product id, then kind
     defects_30d: InspectionStats
     recent: list[InspectionListItem]
     jobs: list[DeploymentJob]
@@ -52,37 +41,15 @@ def artifact_matrix(states: list[ArtifactState]) -> dict[int | None, dict[str, A
     return matrix
 
 
-def product_overviews(session: Session, *, states: list[ArtifactState]) -> list[ProductOverview]:
-    """Per active product: image, defect type and manual counts, and each artifact's state."""
-    images = catalog_service.count_images(session)
-    defect_types = dict(
-        session.execute(
-            select(DefectType.product_id, func.count())
-            .where(DefectType.is_active.is_(True))
-            .group_by(DefectType.product_id)
-        ).all()
-    )
-    manuals: dict[int, list[int]] = {}
-    for pid, status, count in session.execute(
-        select(Manual.product_id, Manual.status, func.count()).group_by(Manual.product_id, Manual.status)
-    ):
-        totals = manuals.setdefault(pid, [0, 0])
-        totals[0] += count
-        if status == "indexed":
-            totals[1] += count
+def artifacts_by_product(
+    products: list[ProductOverview], *, states: list[ArtifactState]
+) -> dict[int, dict[str, ArtifactState | None]]:
+    """Each listed product's state of every artifact kind (None where there is none)."""
     matrix = artifact_matrix(states)
-    return [
-        ProductOverview(
-            product=p,
-            normal_images=images.get((p.id, "normal"), 0),
-            defect_images=images.get((p.id, "defect"), 0),
-            defect_types=defect_types.get(p.id, 0),
-            manuals=manuals.get(p.id, [0, 0])[0],
-            manuals_indexed=manuals.get(p.id, [0, 0])[1],
-            artifacts={kind: matrix.get(p.id, {}).get(kind) for kind in ARTIFACT_KINDS},
-        )
-        for p in catalog_service.list_products(session)
-    ]
+    return {
+        row.product.id: {kind: matrix.get(row.product.id, {}).get(kind) for kind in ARTIFACT_KINDS}
+        for row in products
+    }
 
 
 def dashboard(session: Session, *, states: list[ArtifactState]) -> Dashboard:
@@ -100,7 +67,7 @@ def dashboard(session: Session, *, states: list[ArtifactState]) -> Dashboard:
             select(Inspection.outcome_label, func.count()).group_by(Inspection.outcome_label)
         ).all()
     )
-    products = product_overviews(session, states=states)
+    products = catalog_service.product_overviews(session, include_inactive=False)
     end = history_service.today()
     stats = history_service.inspection_stats(
         session,
@@ -123,6 +90,7 @@ def dashboard(session: Session, *, states: list[ArtifactState]) -> Dashboard:
         },
         average_score=round(float(average), 2) if average is not None else None,
         products=products,
+        artifacts=artifacts_by_product(products, states=states),
         defects_30d=stats,
         recent=recent,
         jobs=jobs,

@@ -139,7 +139,7 @@ def history_detail_page(
 ) -> Response:
     """One inspection with every step's result, its images and the worker's record."""
     inspection = inspection_service.get_inspection(session, inspection_id)
-    products, defects = service.names_for(session, [inspection])
+    products, defects = service.names_for(session, rows=[inspection])
     item = service.to_item(inspection, products, defects)
     return render(
         request,
@@ -149,8 +149,8 @@ def history_detail_page(
             "inspection": inspection,
             "detail": service.detail_view(inspection),
             "generator_label": generator_label,
-            "feedback_user": service.user_of(session, inspection.feedback_by),
-            "events": inspection_service.events(session, inspection.id),
+            "feedback_user": service.user_of(session, user_id=inspection.feedback_by),
+            "events": inspection_service.events(session, inspection_id=inspection.id),
             "can_reopen": user.role == "admin" and inspection.status == "completed",
             "chosen_product": session.get(Product, inspection.product_id) if inspection.product_id else None,
         },

@@ -106,7 +106,9 @@ def _where(query: Select[Any], flt: HistoryFilter) -> Select[Any]:
     return query
 
 
-def names_for(session: Session, rows: list[Inspection]) -> tuple[dict[int, Product], dict[int, DefectType]]:
+def names_for(
+    session: Session, *, rows: list[Inspection]
+) -> tuple[dict[int, Product], dict[int, DefectType]]:
     """The products and defect types the rows refer to, by id."""
     product_ids = {
         pid
@@ -182,7 +184,7 @@ def list_inspections(session: Session, *, flt: HistoryFilter, page: int, page_si
             .limit(page_size)
         ).unique()
     )
-    products, defects = names_for(session, rows)
+    products, defects = names_for(session, rows=rows)
     return InspectionPage(
         items=[to_item(r, products, defects) for r in rows], total=total, page=page, page_size=page_size
     )
@@ -353,7 +355,7 @@ def generator_names(session: Session) -> list[str]:
     )
 
 
-def user_of(session: Session, user_id: int | None) -> User | None:
+def user_of(session: Session, *, user_id: int | None) -> User | None:
     """A user by id (the worker who gave feedback), or None."""
     return session.get(User, user_id) if user_id is not None else None
 

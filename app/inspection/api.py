@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import Response
@@ -10,8 +10,8 @@ from starlette.concurrency import run_in_threadpool
 
 from app.auth.dependencies import AdminDep, CurrentUserDep, get_current_user
 from app.core.dependencies import ServicesDep, SettingsDep, StorageDep
-from app.core.errors import InvalidInputError, PayloadTooLargeError, ValidationFailedError
-from app.core.files import object_response
+from app.core.errors import InvalidInputError, ValidationFailedError
+from app.core.files import object_response, read_upload
 from app.core.url_fetch import UrlPolicy, fetch_url
 from app.db.session import SessionDep
 from app.inspection import analyze as analyze_service
@@ -19,28 +19,20 @@ from app.inspection import report as report_service
 from app.inspection import service
 from app.inspection import views as views_service
 from app.inspection.anomaly import pictures
-from app.inspection.schemas import InspectionEventRead, InspectionRead
+from app.inspection.schemas import AnalyzeRead, InspectionEventRead, InspectionRead
 
 # Authentication runs first for every route here, before any load-or-404 dependency.
 router = APIRouter(prefix="/api/v1", tags=["inspections"], dependencies=[Depends(get_current_user)])
 
 
-async def read_upload(file: UploadFile, limit: int) -> bytes:
-    """The uploaded bytes, refusing more than `limit` without reading it all."""
-    data = await file.read(limit + 1)
-    if len(data) > limit:
-        raise PayloadTooLargeError("errors.file_too_large", name=file.filename or "", limit_mb=limit // 2**20)
-    return data
-
-
 async def read_uploads(
-    file: UploadFile | None, files: list[UploadFile] | None, limit: int, max_views: int
+    file: UploadFile | None, files: list[UploadFile] | None, *, limit: int, max_views: int
 ) -> list[service.UploadedPhoto]:
     """`file` then every `files` part, each refused over `limit`; too many views refused before reading."""
     parts = ([file] if file is not None else []) + list(files or [])
     if len(parts) > max_views:
         raise ValidationFailedError("views.errors.too_many", count=len(parts), limit=max_views)
-    return [service.UploadedPhoto(await read_upload(p, limit), p.filename or "upload") for p in parts]
+    return [service.UploadedPhoto(await read_upload(p, limit=limit), p.filename or "upload") for p in parts]
 
 
 @router.post("/inspections", status_code=201)
@@ -62,7 +54,9 @@ async def create_inspection(
     labels = views_service.parse_labels(views)
     more: list[service.UploadedPhoto] = []
     if has_files:
-        uploads = await read_uploads(file, files, settings.max_upload_bytes, settings.max_inspection_views)
+        uploads = await read_uploads(
+            file, files, limit=settings.max_upload_bytes, max_views=settings.max_inspection_views
+        )
         data, file_name, more = uploads[0].data, uploads[0].file_name, uploads[1:]
     else:
         policy = UrlPolicy(
@@ -76,8 +70,8 @@ async def create_inspection(
     row = await run_in_threadpool(
         service.create_inspection,
         session,
-        storage,
-        settings,
+        storage=storage,
+        settings=settings,
         data=data,
         file_name=file_name,
         product_id=product_id,
@@ -99,7 +93,7 @@ def inspection_events(
     inspection_id: int, session: SessionDep, _: CurrentUserDep
 ) -> list[InspectionEventRead]:
     """The inspection's append-only history: every step run, choice, feedback and reopening, oldest first."""
-    return service.events(session, inspection_id)
+    return service.events(session, inspection_id=inspection_id)
 
 
 @router.post("/inspections/{inspection_id}/reopen")
@@ -134,7 +128,7 @@ def inspection_file(
     return object_response(
         storage,
         settings,
-        key=pictures.file_key(session, services, row, name),
+        key=pictures.file_key(session, services=services, inspection=row, name=name),
         content_type=service.file_content_type(name),
         file_name=name,
     )
@@ -150,7 +144,7 @@ def inspection_view_image(
     _: CurrentUserDep,
 ) -> Response:
     """One view's photo of a several-view inspection (or a redirect to a short-lived URL)."""
-    _row, photo = service.get_view(session, inspection_id, view)
+    _row, photo = service.get_view(session, inspection_id=inspection_id, label=view)
     return object_response(
         storage, settings, key=photo.image_key, content_type=photo.content_type, file_name=photo.original_name
     )
@@ -168,11 +162,11 @@ def inspection_view_file(
     _: CurrentUserDep,
 ) -> Response:
     """A file derived from one view's photo (heat map, mask, overlay, comparison; drawn on first request)."""
-    _row, photo = service.get_view(session, inspection_id, view)
+    _row, photo = service.get_view(session, inspection_id=inspection_id, label=view)
     return object_response(
         storage,
         settings,
-        key=pictures.file_key(session, services, photo, name),
+        key=pictures.file_key(session, services=services, inspection=photo, name=name),
         content_type=service.file_content_type(name),
         file_name=name,
     )
@@ -187,7 +181,7 @@ def inspection_report(
     inspection_id: int, session: SessionDep, services: ServicesDep, _: CurrentUserDep
 ) -> Response:
     """The inspection as a one-page PDF report, in the reader's language (?lang= or the language cookie)."""
-    pdf = report_service.inspection_report(session, services, inspection_id=inspection_id)
+    pdf = report_service.inspection_report(session, services=services, inspection_id=inspection_id)
     return Response(
         pdf,
         media_type="application/pdf",
@@ -206,7 +200,7 @@ async def analyze(
     product_id: Annotated[int | None, Form()] = None,
     top_k: Annotated[int, Form(ge=1, le=20)] = 5,
     generator: Annotated[str | None, Form()] = None,
-) -> dict[str, Any]:
+) -> AnalyzeRead:
     """The whole pipeline in one call: {"inspection","search","anomaly","guidance","errors","views"}.
 
     Several labelled views: `files` with `views` (one label per file, in order); each view is searched and
@@ -215,11 +209,13 @@ async def analyze(
     settings = services.settings
     if file is None and not files:
         raise ValidationFailedError("views.errors.no_file")
-    uploads = await read_uploads(file, files, settings.max_upload_bytes, settings.max_inspection_views)
+    uploads = await read_uploads(
+        file, files, limit=settings.max_upload_bytes, max_views=settings.max_inspection_views
+    )
     return await run_in_threadpool(
         analyze_service.analyze,
         session,
-        services,
+        services=services,
         data=uploads[0].data,
         file_name=uploads[0].file_name,
         views=views_service.parse_labels(views),

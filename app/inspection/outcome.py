@@ -71,7 +71,7 @@ def record_event(
     )
 
 
-def list_events(session: Session, inspection_id: int) -> list[InspectionEvent]:
+def list_events(session: Session, *, inspection_id: int) -> list[InspectionEvent]:
     """The inspection's history, oldest first."""
     return list(
         session.scalars(

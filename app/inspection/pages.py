@@ -29,7 +29,7 @@ def upload_page(
         {
             "step": 1,
             "products": products,
-            "gallery": search_service.gallery_status(session, services),
+            "gallery": search_service.gallery_status(session, services=services),
             "max_upload_mb": settings.max_upload_bytes // 2**20,
             "max_views": settings.max_inspection_views,
             "view_suggestions": sorted({v for p in products for v in (p.views or [])}),

@@ -121,7 +121,7 @@ def _picture(storage: ObjectStorage, key: str) -> bytes | None:
 def _overlay(session: Session, services: Services, inspection: inspection_service.Photo) -> bytes | None:
     """The anomaly overlay (drawn from the stored map and cached if nobody looked at it yet), or None."""
     try:
-        key = pictures.file_key(session, services, inspection, "overlay.png")
+        key = pictures.file_key(session, services=services, inspection=inspection, name="overlay.png")
     except (StorageError, KeyError, TypeError, ValueError, OSError):
         logger.warning("no anomaly overlay for inspection %s", inspection.id, exc_info=True)
         return None
@@ -279,7 +279,7 @@ def _guidance_blocks(inspection: Inspection, lang: str) -> tuple[list[Block], bo
 
 
 def report_content(
-    session: Session, services: Services, *, inspection_id: int, lang: str | None = None
+    session: Session, *, services: Services, inspection_id: int, lang: str | None = None
 ) -> ReportContent:
     """Read the inspection (404 if missing), its pictures, record and events, in the reader's language."""
     lang = lang or current_language.get()
@@ -305,7 +305,7 @@ def report_content(
         )
     elif not inspection.action_taken:
         record_lines.append(_t(lang, "report.no_record"))
-    events = outcome_service.list_events(session, inspection.id)
+    events = outcome_service.list_events(session, inspection_id=inspection.id)
     if events:
         last = events[-1]
         record_lines.append(
@@ -562,7 +562,7 @@ def render_report(content: ReportContent) -> bytes:
 
 
 def inspection_report(
-    session: Session, services: Services, *, inspection_id: int, lang: str | None = None
+    session: Session, *, services: Services, inspection_id: int, lang: str | None = None
 ) -> bytes:
     """The inspection's one-page PDF report in the reader's language (404 for a missing inspection)."""
-    return render_report(report_content(session, services, inspection_id=inspection_id, lang=lang))
+    return render_report(report_content(session, services=services, inspection_id=inspection_id, lang=lang))

@@ -7,6 +7,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from app.inspection.anomaly.schemas import AnomalyRead
+from app.inspection.guidance.schemas import GuidanceRead
+from app.inspection.search.schemas import SearchRead
+
 
 class OutcomeRef(BaseModel):
     """A product or defect type named by the outcome."""
@@ -94,4 +98,27 @@ class InspectionRead(BaseModel):
     registered_image_id: int | None = None
     outcome: OutcomeRead
     # several views per inspection (empty for a single photo without a view label)
+    views: list[InspectionViewRead] = []
+
+
+class StepProblem(BaseModel):
+    """Why one step of /analyze could not run: the translated text, its key and the HTTP status it maps to."""
+
+    detail: str
+    code: str
+    status: int
+
+
+AnalyzeStep = Literal["search", "anomaly", "guidance"]
+
+
+class AnalyzeRead(BaseModel):
+    """/analyze: the record after every step, each step's answer (null when it could not run) and why not."""
+
+    inspection: InspectionRead
+    search: SearchRead | None
+    anomaly: AnomalyRead | None
+    guidance: GuidanceRead | None
+    errors: dict[AnalyzeStep, StepProblem]
+    # several views: each view's photo, search and anomaly answer (empty for one unlabelled photo)
     views: list[InspectionViewRead] = []

@@ -49,9 +49,9 @@ class UploadedPhoto:
 
 def create_inspection(
     session: Session,
+    *,
     storage: ObjectStorage,
     settings: Settings,
-    *,
     data: bytes,
     file_name: str,
     product_id: int | None,
@@ -139,7 +139,7 @@ def get_inspection(session: Session, inspection_id: int) -> Inspection:
     return row
 
 
-def events(session: Session, inspection_id: int) -> list[InspectionEventRead]:
+def events(session: Session, *, inspection_id: int) -> list[InspectionEventRead]:
     """The inspection's history, oldest first (404 for a wrong id)."""
     get_inspection(session, inspection_id)
     return [
@@ -149,7 +149,7 @@ def events(session: Session, inspection_id: int) -> list[InspectionEventRead]:
             user=(e.user.display_name or e.user.username) if e.user else None,
             data=e.data or {},
         )
-        for e in outcome_service.list_events(session, inspection_id)
+        for e in outcome_service.list_events(session, inspection_id=inspection_id)
     ]
 
 
@@ -168,7 +168,7 @@ def load_rgb(storage: ObjectStorage, inspection: Photo, *, max_side: int = 2048)
     return open_rgb(storage.get(inspection.image_key), max_side=max_side)
 
 
-def get_view(session: Session, inspection_id: int, label: str) -> tuple[Inspection, InspectionView]:
+def get_view(session: Session, *, inspection_id: int, label: str) -> tuple[Inspection, InspectionView]:
     """The inspection and its view with this label, or 404."""
     inspection = get_inspection(session, inspection_id)
     view = views_service.by_label(inspection.views, label)

@@ -65,7 +65,7 @@ def list_sinks(session: Session) -> list[SinkRead]:
     return [_read(s, counts) for s in session.scalars(select(ResultSink).order_by(ResultSink.id))]
 
 
-def get_sink(session: Session, sink_id: int) -> ResultSink:
+def get_sink(session: Session, *, sink_id: int) -> ResultSink:
     """A sink or NotFoundError."""
     sink = session.get(ResultSink, sink_id)
     if sink is None:
@@ -93,7 +93,7 @@ def create_sink(session: Session, *, sink_in: SinkCreate, actor_id: int | None) 
 
 def update_sink(session: Session, *, sink_id: int, sink_in: SinkUpdate, actor_id: int | None) -> SinkRead:
     """Rename or switch a sink on or off."""
-    sink = get_sink(session, sink_id)
+    sink = get_sink(session, sink_id=sink_id)
     if sink_in.name is not None:
         sink.name = sink_in.name.strip()
     if sink_in.is_active is not None:
@@ -105,7 +105,7 @@ def update_sink(session: Session, *, sink_id: int, sink_in: SinkUpdate, actor_id
 
 def delete_sink(session: Session, *, sink_id: int, actor_id: int | None) -> None:
     """Remove a sink and its messages."""
-    sink = get_sink(session, sink_id)
+    sink = get_sink(session, sink_id=sink_id)
     session.execute(delete(SinkDelivery).where(SinkDelivery.sink_id == sink.id))
     session.delete(sink)
     record_audit(session, user_id=actor_id, action="delete", entity="sink", entity_id=sink_id, detail={})
@@ -214,7 +214,7 @@ def retry_delivery(session: Session, *, delivery_id: int, actor_id: int | None) 
 
 def test_sink(session: Session, *, sink_id: int, base_url: str) -> SinkTestResult:
     """Send a test message now and say what happened (nothing is queued)."""
-    sink = get_sink(session, sink_id)
+    sink = get_sink(session, sink_id=sink_id)
     payload = payload_for({"id": 0, "status": "test", "outcome": {"label": "test"}}, "sink.test")
     try:
         senders.send(sink.kind, sink.config or {}, with_links(payload, base_url), f"test-{sink.id}")

@@ -280,7 +280,7 @@ class FolderWatcher:
             try:
                 analyze(
                     session,
-                    self.services,
+                    services=self.services,
                     data=data,
                     file_name=photo.name,
                     product_id=folder.product_id,

@@ -11,8 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.auth.dependencies import AdminDep, CurrentUserDep, get_current_user
 from app.core.dependencies import RunnerDep, ServicesDep, SettingsDep, StorageDep
-from app.core.errors import PayloadTooLargeError
-from app.core.files import object_response
+from app.core.files import object_response, read_upload
 from app.db.session import SessionDep
 from app.db.tables import Manual
 from app.manuals import sections, service
@@ -47,20 +46,18 @@ async def upload_manual(
 ) -> ManualRead:
     """Upload a product's PDF or DOCX manual (checked before it is stored); it is parsed and indexed in
     the background, in a process with CPU, memory and time limits (status pending -> indexed / failed)."""
-    data = await file.read(settings.max_manual_bytes + 1)
-    if len(data) > settings.max_manual_bytes:
-        raise PayloadTooLargeError("errors.manual_too_large", limit_mb=settings.max_manual_bytes // 2**20)
+    data = await read_upload(file, limit=settings.max_manual_bytes, error_key="errors.manual_too_large")
     manual = await run_in_threadpool(
         service.upload_manual,
         session,
-        storage,
-        settings,
+        storage=storage,
+        settings=settings,
         product_id=product_id,
         file_name=file.filename or "manual",
         data=data,
         actor_id=admin.id,
     )
-    job_id = service.queue_indexing(session, runner, manual=manual, actor_id=admin.id)
+    job_id = service.queue_indexing(session, runner=runner, manual=manual, actor_id=admin.id)
     return _read(manual, index_job_id=job_id)
 
 
@@ -77,7 +74,7 @@ def manual_file(
     manual_id: int, session: SessionDep, storage: StorageDep, settings: SettingsDep, _: CurrentUserDep
 ) -> Response:
     """The PDF / DOCX (or a redirect to a short-lived URL)."""
-    manual = service.get_manual(session, manual_id)
+    manual = service.get_manual(session, manual_id=manual_id)
     kind = "docx" if manual.file_name.lower().endswith(".docx") else "pdf"
     return object_response(
         storage,
@@ -92,7 +89,7 @@ def manual_file(
 def manual_structure(manual_id: int, session: SessionDep, _: CurrentUserDep) -> dict[str, Any]:
     """What was understood: defect sections, the defect type each maps to, cause / action / prevention
     text with pages, and the product's defect types without a section."""
-    return sections.manual_structure(session, service.get_manual(session, manual_id))
+    return sections.manual_structure(session, manual=service.get_manual(session, manual_id=manual_id))
 
 
 @router.put("/manuals/{manual_id}/structure/sections/{section_index}")
@@ -100,7 +97,7 @@ def remap_section(
     manual_id: int, section_index: int, body: SectionMapping, session: SessionDep, admin: AdminDep
 ) -> dict[str, Any]:
     """Map a section to another defect type (or none); kept across re-indexing, used at once."""
-    manual = service.get_manual(session, manual_id)
+    manual = service.get_manual(session, manual_id=manual_id)
     return sections.remap_section(
         session,
         manual=manual,
@@ -113,7 +110,7 @@ def remap_section(
 @router.post("/manuals/{manual_id}/reindex", status_code=202)
 def reindex_manual(manual_id: int, session: SessionDep, runner: RunnerDep, admin: AdminDep) -> ManualRead:
     """Index the manual again in the background (e.g. after a failure); its status shows the progress."""
-    manual, job_id = service.reindex_manual(session, runner, manual_id=manual_id, actor_id=admin.id)
+    manual, job_id = service.reindex_manual(session, runner=runner, manual_id=manual_id, actor_id=admin.id)
     return _read(manual, index_job_id=job_id)
 
 
@@ -122,5 +119,5 @@ def delete_manual(
     manual_id: int, session: SessionDep, storage: StorageDep, services: ServicesDep, admin: AdminDep
 ) -> Response:
     """Delete a manual, its chunks, its index entries and its stored file."""
-    service.delete_manual(session, storage, services, manual_id=manual_id, actor_id=admin.id)
+    service.delete_manual(session, storage=storage, services=services, manual_id=manual_id, actor_id=admin.id)
     return Response(status_code=204)

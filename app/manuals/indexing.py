@@ -1,8 +1,10 @@
 """Manual indexing: PDF -> chunks (DB rows) -> the product's ManualIndex in the registry "manuals".
 
 The registry holds one immutable ManualLibrary (text engines + one ManualIndex per product). Writers
-copy the product's index, update the copy, save it under manual_store/, commit the rows, then swap a
-new library in; a request that already took the old library keeps reading it untouched.
+copy the product's index, update the copy, publish it as a new immutable version in the object storage
+(`artifacts/manual_index/product-<id>/<version>/`, app.core.artifact_store), commit the rows and the artifact
+row, then swap a new library in; a request that already took the old library keeps reading it untouched.
+Other servers load the new version when they see the artifact row (the artifact watcher).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from langchain_text_splitters import RecursiveCharacterTextSplitter
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from app.core.artifacts import record_current_artifact
+from app.core import artifact_store
+from app.core.artifacts import current_artifacts, record_current_artifact
 from app.core.jobs import JobCancelled
 from app.core.services import Services
 from app.db.base import utcnow
@@ -59,19 +62,25 @@ class ManualLibrary:
     indexes: Mapping[int, ManualIndex] = field(default_factory=dict)
     # Products whose saved index was built with another text embedder (rebuild needed).
     mismatched: frozenset[int] = frozenset()
+    # product id -> checksum of the stored version its index was loaded from or published as.
+    checksums: Mapping[int, str] = field(default_factory=dict)
 
     def index_for(self, product_id: int) -> ManualIndex | None:
         """The product's index, or None when it has no indexed manual."""
         return self.indexes.get(product_id)
 
-    def with_index(self, product_id: int, index: ManualIndex | None) -> ManualLibrary:
+    def with_index(self, product_id: int, index: ManualIndex | None, checksum: str = "") -> ManualLibrary:
         """A new library with the product's index replaced (None or empty removes it)."""
         indexes = dict(self.indexes)
+        checksums = dict(self.checksums)
+        checksums.pop(product_id, None)
         if index is None or len(index) == 0:
             indexes.pop(product_id, None)
         else:
             indexes[product_id] = index
-        return replace(self, indexes=indexes, mismatched=self.mismatched - {product_id})
+            if checksum:
+                checksums[product_id] = checksum
+        return replace(self, indexes=indexes, mismatched=self.mismatched - {product_id}, checksums=checksums)
 
     def empty_index(self) -> ManualIndex:
         """A new index using this library's engines."""
@@ -84,8 +93,32 @@ class ManualLibrary:
 
 
 def product_dir(services: Services, product_id: int) -> Path:
-    """Where a product's index is saved."""
+    """Where a product's index was saved before versions were stored (read when no stored version exists)."""
     return services.settings.manual_store_path / f"product_{product_id}"
+
+
+def scope_of(product_id: int) -> str:
+    """The storage scope of a product's manual index versions."""
+    return f"product-{product_id}"
+
+
+@dataclass(frozen=True)
+class _Stored:
+    product_id: int
+    path: str
+    checksum: str
+
+
+def _current_versions(session: Session) -> dict[int, _Stored]:
+    rows = current_artifacts(session, KIND)
+    return {pid: _Stored(pid, r.path, r.checksum) for pid, r in rows.items()}
+
+
+def _load_stored(services: Services, library: ManualLibrary, stored: _Stored) -> ManualIndex:
+    directory = artifact_store.fetch(services.storage, services.settings, stored.path, stored.checksum)
+    return ManualIndex.load(
+        directory, library.embedder, tokenizer=library.tokenizer, reranker=library.reranker
+    )
 
 
 def load_engines(services: Services) -> ManualLibrary:
@@ -99,10 +132,33 @@ def load_engines(services: Services) -> ManualLibrary:
 
 
 def load_saved_indexes(services: Services, library: ManualLibrary) -> ManualLibrary:
-    """Add every index saved under manual_store/ to ``library`` (reads files only, embeds nothing)."""
+    """``library`` with every product's current index (reads files only, embeds nothing).
+
+    A product's current version comes from the object storage (fetched into the local cache, checksums
+    verified); an index already loaded from that same version is kept as it is. Products without a stored
+    version fall back to a folder saved under manual_store/ before versions were stored.
+    """
+    with services.session_factory() as session:
+        current = _current_versions(session)
+    indexes: dict[int, ManualIndex] = {}
+    checksums: dict[int, str] = {}
+    mismatched: set[int] = set()
+    for product_id, stored in current.items():
+        if not artifact_store.is_stored(stored.path, stored.checksum):
+            continue
+        kept = library.indexes.get(product_id)
+        if kept is not None and library.checksums.get(product_id) == stored.checksum:
+            indexes[product_id], checksums[product_id] = kept, stored.checksum
+            continue
+        try:
+            indexes[product_id] = _load_stored(services, library, stored)
+            checksums[product_id] = stored.checksum
+            version = stored.path.rsplit("/", 1)[-1]
+            artifact_store.prune_cache(services.settings, KIND, scope_of(product_id), {version})
+        except IndexMismatchError as exc:
+            logger.warning("manual index of product %s must be rebuilt: %s", product_id, exc)
+            mismatched.add(product_id)
     root = services.settings.manual_store_path
-    indexes: dict[int, ManualIndex] = dict(library.indexes)
-    mismatched: set[int] = set(library.mismatched)
     if root.is_dir():
         for directory in sorted(root.glob("product_*")):
             if not (directory / INDEX_FILE).is_file():
@@ -111,6 +167,8 @@ def load_saved_indexes(services: Services, library: ManualLibrary) -> ManualLibr
                 product_id = int(directory.name.removeprefix("product_"))
             except ValueError:
                 continue
+            if product_id in checksums or product_id in mismatched:
+                continue
             try:
                 indexes[product_id] = ManualIndex.load(
                     directory, library.embedder, tokenizer=library.tokenizer, reranker=library.reranker
@@ -118,7 +176,31 @@ def load_saved_indexes(services: Services, library: ManualLibrary) -> ManualLibr
             except IndexMismatchError as exc:
                 logger.warning("manual index of product %s must be rebuilt: %s", product_id, exc)
                 mismatched.add(product_id)
-    return replace(library, indexes=indexes, mismatched=frozenset(mismatched))
+    return replace(library, indexes=indexes, mismatched=frozenset(mismatched), checksums=checksums)
+
+
+def _latest(
+    services: Services, session: Session, library: ManualLibrary, product_id: int
+) -> ManualIndex | None:
+    """The product's current index: the live one, or the stored version another server wrote since."""
+    stored = _current_versions(session).get(product_id)
+    if stored is None or not artifact_store.is_stored(stored.path, stored.checksum):
+        return library.index_for(product_id)
+    if library.checksums.get(product_id) == stored.checksum:
+        return library.index_for(product_id)
+    try:
+        return _load_stored(services, library, stored)
+    except IndexMismatchError:
+        return None
+
+
+def refresh(services: Services) -> None:
+    """Load the versions other processes recorded since (keeps the engines and unchanged indexes)."""
+    with _WRITE_LOCK:
+        library: ManualLibrary | None = services.models.get(MANUALS)
+        if library is None:
+            return
+        services.models.swap(MANUALS, load_saved_indexes(services, library))
 
 
 def current_library(services: Services) -> ManualLibrary:
@@ -247,17 +329,23 @@ def _write_chunks(session: Session, manual: Manual, pieces: Iterable[tuple[int, 
 
 
 def _record_artifact(
-    session: Session, services: Services, *, product_id: int, index: ManualIndex | None, job_id: int | None
+    session: Session,
+    services: Services,
+    *,
+    product_id: int,
+    index: ManualIndex | None,
+    job_id: int | None,
+    published: artifact_store.Published | None,
 ) -> None:
-    """Mark the product's previous artifact rows old and record the new index (none when emptied)."""
-    emptied = index is None or len(index) == 0
-    now = utcnow()
+    """Mark the product's previous artifact rows old and record the new version (none when emptied)."""
+    emptied = index is None or len(index) == 0 or published is None
     record_current_artifact(
         session,
         kind=KIND,
         product_id=product_id,
-        version=None if emptied else now.strftime("%Y%m%d%H%M%S%f"),
-        path=str(product_dir(services, product_id)),
+        version=None if emptied or published is None else published.key.rsplit("/", 1)[-1],
+        path=published.key if published is not None else "",
+        checksum=published.checksum if published is not None else "",
         meta={}
         if index is None
         else {
@@ -266,16 +354,43 @@ def _record_artifact(
             "chunks": len(index),
         },
         job_id=job_id,
-        created_at=now,
+        created_at=utcnow(),
     )
 
 
-def _save(services: Services, product_id: int, index: ManualIndex) -> None:
-    directory = product_dir(services, product_id)
+def _publish(services: Services, product_id: int, index: ManualIndex) -> artifact_store.Published | None:
+    """Store the index as a new version (None when it is empty: the product then has no index)."""
     if len(index) == 0:
-        shutil.rmtree(directory, ignore_errors=True)
-    else:
-        index.save(directory)
+        return None
+    version = utcnow().strftime("%Y%m%d%H%M%S%f")
+    key = artifact_store.version_key(KIND, scope_of(product_id), version)
+    directory = artifact_store.local_dir(services.settings, key)
+    index.save(directory)
+    return artifact_store.publish(services.storage, directory, key)
+
+
+def _discard(services: Services, published: artifact_store.Published | None) -> None:
+    """Delete a version that never became current (its commit failed)."""
+    if published is None:
+        return
+    for key in list(services.storage.list(published.key + "/")):
+        services.storage.delete(key)
+    shutil.rmtree(artifact_store.local_dir(services.settings, published.key), ignore_errors=True)
+
+
+def _prune(
+    services: Services, product_id: int, published: artifact_store.Published | None, replaced: str
+) -> None:
+    """After a commit: drop the versions older than the one just replaced, and the pre-version folder."""
+    shutil.rmtree(product_dir(services, product_id), ignore_errors=True)
+    keep = {v for v in (published.key.rsplit("/", 1)[-1] if published else "", replaced) if v}
+    if keep:
+        artifact_store.prune(services.storage, services.settings, KIND, scope_of(product_id), keep)
+
+
+def _version_of(session: Session, product_id: int) -> str:
+    stored = _current_versions(session).get(product_id)
+    return stored.path.rsplit("/", 1)[-1] if stored is not None and stored.checksum else ""
 
 
 def _set_indexed(manual: Manual, parsed: ParsedManual) -> None:
@@ -321,21 +436,26 @@ def index_manual(
         report(0.3, "embed")
         with _WRITE_LOCK:
             library = current_library(services)
-            existing = library.index_for(product_id)
+            existing = _latest(services, session, library, product_id)
+            replaced = _version_of(session, product_id)
             index = existing.copy() if existing is not None else library.empty_index()
             index.add_manual(manual.id, _index_chunks(manual, pieces))
             report(0.9, "save")
-            _save(services, product_id, index)
+            published = _publish(services, product_id, index)
             try:
                 _write_chunks(session, manual, pieces)
                 _set_indexed(manual, parsed)
-                _record_artifact(session, services, product_id=product_id, index=index, job_id=job_id)
+                _record_artifact(
+                    session, services, product_id=product_id, index=index, job_id=job_id, published=published
+                )
                 session.commit()
             except BaseException:
                 session.rollback()
-                _restore(services, product_id, existing)
+                _discard(services, published)
                 raise
-            services.models.swap(MANUALS, library.with_index(product_id, index))
+            checksum = published.checksum if published else ""
+            services.models.swap(MANUALS, library.with_index(product_id, index, checksum))
+            _prune(services, product_id, published, replaced)
     except JobCancelled:
         session.rollback()
         row = session.get(Manual, manual_id)
@@ -352,14 +472,6 @@ def index_manual(
         _mark_failed(session, manual_id, failure_text(exc))
         raise
     return len(pieces)
-
-
-def _restore(services: Services, product_id: int, index: ManualIndex | None) -> None:
-    """Put the live index back on disk after a failed commit."""
-    if index is None:
-        shutil.rmtree(product_dir(services, product_id), ignore_errors=True)
-    else:
-        _save(services, product_id, index)
 
 
 def rebuild_product(
@@ -388,14 +500,14 @@ def rebuild_product(
             failed[manual.id] = failure_text(exc)
     with _WRITE_LOCK:
         library = current_library(services)
-        existing = library.index_for(product_id)
+        replaced = _version_of(session, product_id)
         index = library.empty_index()
         for i, manual in enumerate(manuals):
             report(0.4 + 0.5 * i / max(1, len(manuals)), "embed")
             if manual.id in parsed:
                 index.add_manual(manual.id, _index_chunks(manual, parsed[manual.id].pieces))
         report(0.95, "save")
-        _save(services, product_id, index)
+        published = _publish(services, product_id, index)
         try:
             for manual in manuals:
                 if manual.id in failed:
@@ -404,17 +516,21 @@ def rebuild_product(
                 else:
                     _write_chunks(session, manual, parsed[manual.id].pieces)
                     _set_indexed(manual, parsed[manual.id])
-            _record_artifact(session, services, product_id=product_id, index=index, job_id=job_id)
+            _record_artifact(
+                session, services, product_id=product_id, index=index, job_id=job_id, published=published
+            )
             session.commit()
         except BaseException:
             session.rollback()
-            _restore(services, product_id, existing)
+            _discard(services, published)
             raise
-        services.models.swap(MANUALS, library.with_index(product_id, index))
+        checksum = published.checksum if published else ""
+        services.models.swap(MANUALS, library.with_index(product_id, index, checksum))
+        _prune(services, product_id, published, replaced)
     return {"manuals": len(manuals) - len(failed), "failed": len(failed), "chunks": len(index)}
 
 
-def delete_manual(session: Session, services: Services, *, manual: Manual) -> None:
+def delete_manual(session: Session, *, services: Services, manual: Manual) -> None:
     """Delete the manual's row and chunk rows and drop its index entries; commits (pending changes too).
 
     The saved index is rewritten before the commit and the registry swapped after it, so a failure
@@ -422,25 +538,34 @@ def delete_manual(session: Session, services: Services, *, manual: Manual) -> No
     """
     product_id, manual_id = manual.product_id, manual.id
     with _WRITE_LOCK:
-        library = services.models.get(MANUALS)
-        if library is None and (product_dir(services, product_id) / INDEX_FILE).is_file():
+        library: ManualLibrary | None = services.models.get(MANUALS)
+        has_saved = (
+            product_id in _current_versions(session)
+            or (product_dir(services, product_id) / INDEX_FILE).is_file()
+        )
+        if library is None and has_saved:
             library = current_library(services)
-        existing = library.index_for(product_id) if library is not None else None
+        existing = _latest(services, session, library, product_id) if library is not None else None
+        replaced = _version_of(session, product_id) if library is not None else ""
         index: ManualIndex | None = None
         if existing is not None and str(manual_id) in existing.manual_ids():
             index = existing.copy()
             index.remove_manual(manual_id)
         session.execute(delete(ManualChunk).where(ManualChunk.manual_id == manual_id))
         session.delete(manual)
+        published: artifact_store.Published | None = None
         if index is not None:
-            _save(services, product_id, index)
-            _record_artifact(session, services, product_id=product_id, index=index, job_id=None)
+            published = _publish(services, product_id, index)
+            _record_artifact(
+                session, services, product_id=product_id, index=index, job_id=None, published=published
+            )
         try:
             session.commit()
         except Exception:
             session.rollback()
-            if index is not None:
-                _restore(services, product_id, existing)
+            _discard(services, published)
             raise
         if library is not None and index is not None:
-            services.models.swap(MANUALS, library.with_index(product_id, index))
+            checksum = published.checksum if published else ""
+            services.models.swap(MANUALS, library.with_index(product_id, index, checksum))
+            _prune(services, product_id, published, replaced)

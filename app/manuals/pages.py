@@ -70,7 +70,7 @@ def delete_manual_submit(
     filter_product_id: Annotated[str, Form()] = "",
 ) -> Response:
     """Delete a manual (its chunks, index entries and stored PDF go with it)."""
-    service.delete_manual(session, storage, services, manual_id=manual_id, actor_id=admin.id)
+    service.delete_manual(session, storage=storage, services=services, manual_id=manual_id, actor_id=admin.id)
     shown = form_id(filter_product_id)
     return redirect("/admin/manuals", "deleted", product_id=shown)
 
@@ -78,7 +78,7 @@ def delete_manual_submit(
 @router.get("/manuals/{manual_id}/structure")
 def structure_page(request: Request, manual_id: int, session: SessionDep, _: AdminDep) -> Response:
     """What was understood in one manual; each section's defect type can be changed, the manual re-indexed."""
-    manual = service.get_manual(session, manual_id)
+    manual = service.get_manual(session, manual_id=manual_id)
     return render_admin(
         request,
         "admin/manuals/manual_structure.html",
@@ -86,7 +86,7 @@ def structure_page(request: Request, manual_id: int, session: SessionDep, _: Adm
             "active": "manuals",
             "manual": manual,
             "error": sections.error_text(manual.error),
-            "structure": sections.manual_structure(session, manual),
+            "structure": sections.manual_structure(session, manual=manual),
             "defect_types": catalog_service.list_defect_types(session, product_id=manual.product_id),
             "part_kinds": PART_KINDS,
         },
@@ -102,7 +102,7 @@ def remap_submit(
     defect_type_id: Annotated[str, Form()] = "",
 ) -> Response:
     """Link a section to a defect type (empty: to none); kept across re-indexing."""
-    manual = service.get_manual(session, manual_id)
+    manual = service.get_manual(session, manual_id=manual_id)
     sections.remap_section(
         session,
         manual=manual,
@@ -116,5 +116,5 @@ def remap_submit(
 @router.post("/manuals/{manual_id}/reindex")
 def reindex_submit(manual_id: int, session: SessionDep, runner: RunnerDep, admin: AdminDep) -> Response:
     """Index the manual again in the background (its admin choices are kept)."""
-    service.reindex_manual(session, runner, manual_id=manual_id, actor_id=admin.id)
+    service.reindex_manual(session, runner=runner, manual_id=manual_id, actor_id=admin.id)
     return redirect(f"/admin/manuals/{manual_id}/structure", "saved")

@@ -37,7 +37,7 @@ def _labels(session: Session, product_id: int) -> list[DefectType]:
 
 
 def mapped_sections(
-    session: Session, manual: Manual, defect_types: list[DefectType] | None = None
+    session: Session, *, manual: Manual, defect_types: list[DefectType] | None = None
 ) -> list[dict[str, Any]]:
     """The manual's sections, each with defect_type_id / match_score / mapped_by."""
     sections = (manual.structure or {}).get("sections") or []
@@ -46,11 +46,11 @@ def mapped_sections(
     return map_sections(sections, labels, manual.section_map or {})
 
 
-def manual_structure(session: Session, manual: Manual) -> dict[str, Any]:
+def manual_structure(session: Session, *, manual: Manual) -> dict[str, Any]:
     """What the API and the admin screen show: sections with parts and pages, unmapped defect types."""
     types = _labels(session, manual.product_id)
     by_id = {d.id: d for d in types}
-    sections = mapped_sections(session, manual, types)
+    sections = mapped_sections(session, manual=manual, defect_types=types)
     mapped = {s["defect_type_id"] for s in sections if s["defect_type_id"] is not None}
     out_sections = []
     for i, s in enumerate(sections):
@@ -121,7 +121,7 @@ def remap_section(
         detail={"section": sections[section_index].get("title", ""), "defect_type_id": defect_type_id},
     )
     session.commit()
-    return manual_structure(session, manual)
+    return manual_structure(session, manual=manual)
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ def find_section(session: Session, *, product_id: int, defect_type_id: int | Non
     titles: list[str] = []
     found: tuple[str, int] | None = None
     for manual in manuals:
-        for s in mapped_sections(session, manual, types):
+        for s in mapped_sections(session, manual=manual, defect_types=types):
             titles.append(str(s.get("title", "")))
             if found is None and defect_type_id is not None and s.get("defect_type_id") == defect_type_id:
                 found = (str(s.get("title", "")), manual.id)

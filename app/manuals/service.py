@@ -49,9 +49,9 @@ def _safe_name(name: str) -> str:
 
 def upload_manual(
     session: Session,
+    *,
     storage: ObjectStorage,
     settings: Settings,
-    *,
     product_id: int,
     file_name: str,
     data: bytes,
@@ -115,7 +115,7 @@ def list_manuals(session: Session, *, product_id: int) -> list[Manual]:
     )
 
 
-def get_manual(session: Session, manual_id: int) -> Manual:
+def get_manual(session: Session, *, manual_id: int) -> Manual:
     """A manual or NotFoundError."""
     manual = session.get(Manual, manual_id)
     if manual is None:
@@ -124,7 +124,7 @@ def get_manual(session: Session, manual_id: int) -> Manual:
 
 
 def queue_indexing(
-    session: Session, runner: JobRunner, *, manual: Manual, actor_id: int | None
+    session: Session, *, runner: JobRunner, manual: Manual, actor_id: int | None
 ) -> int | None:
     """Queue a `manual_index` job for one manual (runs in the background); returns the job id.
 
@@ -148,10 +148,10 @@ def queue_indexing(
 
 
 def reindex_manual(
-    session: Session, runner: JobRunner, *, manual_id: int, actor_id: int | None
+    session: Session, *, runner: JobRunner, manual_id: int, actor_id: int | None
 ) -> tuple[Manual, int]:
     """Queue the manual for indexing again; 409 while it is being indexed or this server cannot index."""
-    manual = get_manual(session, manual_id)
+    manual = get_manual(session, manual_id=manual_id)
     busy = session.scalar(
         select(DeploymentJob.id).where(
             DeploymentJob.kind == indexing.KIND,
@@ -162,7 +162,7 @@ def reindex_manual(
     if busy is not None or manual.status == "indexing":
         raise ConflictError("errors.job_already_running", id=busy or 0)
     manual.status, manual.error = "pending", ""
-    job_id = queue_indexing(session, runner, manual=manual, actor_id=actor_id)
+    job_id = queue_indexing(session, runner=runner, manual=manual, actor_id=actor_id)
     if job_id is None:
         raise ConflictError("errors.job_kind_unavailable", kind=indexing.KIND)
     return manual, job_id
@@ -179,13 +179,13 @@ def chunk_counts(session: Session, *, product_id: int) -> dict[int, int]:
 
 
 def delete_manual(
-    session: Session, storage: ObjectStorage, services: Services, *, manual_id: int, actor_id: int | None
+    session: Session, *, storage: ObjectStorage, services: Services, manual_id: int, actor_id: int | None
 ) -> None:
     """Delete the manual, its chunks and its index entries, then its object."""
-    manual = get_manual(session, manual_id)
+    manual = get_manual(session, manual_id=manual_id)
     key = manual.object_key
     record_audit(session, user_id=actor_id, action="delete", entity="manual", entity_id=manual_id)
-    indexing.delete_manual(session, services, manual=manual)
+    indexing.delete_manual(session, services=services, manual=manual)
     try:
         storage.delete(key)
     except Exception:

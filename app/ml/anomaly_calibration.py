@@ -1,6 +1,6 @@
 """Per-product PatchCore thresholds from held-out normal images (and defect images when there are some).
 
-Procedure (``train_product_model``):
+Procedure (``train_and_score``):
 
 1. Shuffle the normal images (seeded) and hold out ``holdout_fraction`` of them (at least one).
 2. Build a PatchCore bank from the rest and score the held-out normals and every defect image. Held-out
@@ -50,7 +50,6 @@ __all__ = [
     "calibrate",
     "split_normals",
     "train_and_score",
-    "train_product_model",
 ]
 
 
@@ -150,61 +149,6 @@ class TrainResult:
     n_train: int
 
 
-def train_product_model(
-    normal_images: Sequence[Image.Image],
-    defect_images: Sequence[Image.Image] = (),
-    config: PatchCoreConfig | None = None,
-    progress: ProgressFn | None = None,
-    should_cancel: CancelFn | None = None,
-    *,
-    extractor: FeatureExtractor | None = None,
-    models_dir: Path | None = None,
-    device: str | torch.device | None = None,
-    holdout_fraction: float = 0.2,
-    k_std: float = 3.0,
-    refit_on_all: bool = True,
-    preprocessing_key: str = "",
-) -> tuple[PatchCore, Calibration]:
-    """Split, fit, score held-out images, calibrate and (by default) refit on all normal images.
-
-    Args:
-        normal_images: Defect-free images of the product (at least 2).
-        defect_images: Known defect images of the product (optional; improve the threshold).
-        config: PatchCore settings.
-        progress: Called with (fraction 0..1, message).
-        should_cancel: Polled throughout; True stops the job.
-        extractor: Shared feature extractor (loaded from ``models_dir``/``device`` when omitted).
-        models_dir: Model folder for torchvision backbones.
-        device: Torch device.
-        holdout_fraction: Share of normal images held out for calibration.
-        k_std: Standard deviations above the held-out mean (normals-only rule).
-        refit_on_all: Rebuild the final bank from all normal images (see module docstring).
-        preprocessing_key: Stored with the model.
-
-    Returns:
-        (model with ``calibration`` set, calibration).
-
-    Raises:
-        ValueError: Fewer than 2 normal images.
-        JobCancelled: ``should_cancel`` returned True.
-    """
-    result = train_and_score(
-        normal_images,
-        defect_images,
-        config,
-        progress,
-        should_cancel,
-        extractor=extractor,
-        models_dir=models_dir,
-        device=device,
-        holdout_fraction=holdout_fraction,
-        k_std=k_std,
-        refit_on_all=refit_on_all,
-        preprocessing_key=preprocessing_key,
-    )
-    return result.model, result.calibration
-
-
 def train_and_score(
     normal_images: Sequence[Image.Image],
     defect_images: Sequence[Image.Image] = (),
@@ -221,7 +165,7 @@ def train_and_score(
     preprocessing_key: str = "",
     criterion: str = "f1",
 ) -> TrainResult:
-    """Like ``train_product_model``, also returning the held-out outputs (for evaluation reports).
+    """Split, fit, score held-out images, calibrate and (by default) refit on all normal images.
 
     Args:
         normal_images: Defect-free images of the product (at least 2).
@@ -239,7 +183,7 @@ def train_and_score(
         criterion: Threshold rule with defect images, ``"f1"`` or ``"youden"`` (see ``calibrate``).
 
     Returns:
-        The model, its calibration and the held-out outputs of the split model.
+        The model (with ``calibration`` set), its calibration and the held-out outputs of the split model.
 
     Raises:
         ValueError: Fewer than 2 normal images.

@@ -39,10 +39,14 @@ class AnomalyModels:
         self,
         models: Mapping[int, PatchCore],
         extractors: Mapping[str, FeatureExtractor] | None = None,
+        checksums: Mapping[int, str] | None = None,
+        *,
         views: Mapping[tuple[int, str], PatchCore] | None = None,
     ) -> None:
         self._models = dict(models)
         self.extractors = dict(extractors or {})
+        # product id -> checksum of the stored version loaded (a reload keeps models whose version stayed)
+        self.checksums = dict(checksums or {})
         self._views = dict(views or {})
 
     @classmethod
@@ -85,7 +89,7 @@ class AnomalyModels:
             except (OSError, ValueError, ArtifactError, ModelNotAvailableError) as exc:
                 logger.warning("anomaly model of product %s (view %s) not loaded: %s", product_id, view, exc)
                 errors.append(f"product {product_id}{f' view {view}' if view else ''}: {exc}")
-        return cls(models, extractors, views), errors
+        return cls(models, extractors, views=views), errors
 
     def get(self, product_id: int) -> PatchCore | None:
         """The product's model, or None."""
@@ -94,6 +98,11 @@ class AnomalyModels:
     def get_view(self, product_id: int, view: str) -> PatchCore | None:
         """The product's model for one view (a memory bank of that view's normal images), or None."""
         return self._views.get((product_id, view))
+
+    @property
+    def views(self) -> dict[tuple[int, str], PatchCore]:
+        """Every per-view model, (product id, view) -> model."""
+        return dict(self._views)
 
     def views_of(self, product_id: int) -> list[str]:
         """The views of a product that have their own model."""
@@ -104,7 +113,7 @@ class AnomalyModels:
         views = {k: m for k, m in self._views.items() if k[0] != product_id}
         views.update({(product_id, label): m for label, m in models.items()})
         extractors = {**self.extractors, **{m.extractor.backbone: m.extractor for m in models.values()}}
-        return AnomalyModels(self._models, extractors, views)
+        return AnomalyModels(self._models, extractors, self.checksums, views=views)
 
     def calibrated(self, product_id: int) -> PatchCore | None:
         """The product's model if it has a calibration (what a check and region identification need)."""
@@ -116,10 +125,11 @@ class AnomalyModels:
         """Products with a loaded model."""
         return sorted(self._models)
 
-    def with_model(self, product_id: int, model: PatchCore) -> AnomalyModels:
+    def with_model(self, product_id: int, model: PatchCore, checksum: str = "") -> AnomalyModels:
         """A new set with `model` for `product_id` (this one is left as it is)."""
         extractors = {**self.extractors, model.extractor.backbone: model.extractor}
-        return AnomalyModels({**self._models, product_id: model}, extractors, self._views)
+        checksums = {**self.checksums, product_id: checksum}
+        return AnomalyModels({**self._models, product_id: model}, extractors, checksums, views=self._views)
 
     def describe(self) -> str:
         """Short status for /readyz."""

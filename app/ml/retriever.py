@@ -26,7 +26,7 @@ from app.ml.chunking import SECTION_KINDS, SectionKind, section_kind, split_sect
 from app.ml.text_embedder import TextEmbedder
 
 if TYPE_CHECKING:
-    from app.ml.generators import Passage
+    from app.ml.guidance.types import Passage
 
 logger = logging.getLogger(__name__)
 
@@ -681,7 +681,7 @@ def _is_general(hit: RetrievedChunk) -> bool:
 
 def to_passages(hits: Iterable[RetrievedChunk], kind: SectionKind | None = None) -> list[Passage]:
     """Convert hits to generator passages (``kind`` overrides the chunk's own kind)."""
-    from app.ml.generators import Passage
+    from app.ml.guidance.types import Passage
 
     return [
         Passage(

@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -43,6 +43,9 @@ from app.ml.identification import ProductIdentification
 from app.ml.preprocessing import PreprocessingOptions, apply_preprocessing
 from app.ml.registry import RegistryKey
 from app.ml.verdict import Thresholds
+
+if TYPE_CHECKING:
+    from app.core.changelog import ChangeCursor
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +96,8 @@ class SearchEngine:
     generation: str | None = None
     note: str = ""
     identification: dict[int, ProductIdentification] = field(default_factory=dict)
+    # Scale-out: the change log position this engine has applied (app.deployments.changes).
+    changes: ChangeCursor | None = None
 
     @property
     def is_built(self) -> bool:
@@ -184,17 +189,25 @@ class SearchEngine:
             },
         }
 
+    def save_to(self, directory: Path) -> None:
+        """Write this engine's files into a new, empty `directory` (one immutable version)."""
+        with _SAVE_LOCK:
+            self._write(Path(directory))
+
+    def _write(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=False)
+        for kind, gallery in self.galleries.items():
+            gallery.save(directory / kind)
+        for found in self.identification.values():
+            found.save(_identification_path(directory, found.product_id))
+        atomic_write_bytes(directory / META_FILE, json.dumps(self.meta(), indent=2).encode())
+
     def save_new_generation(self, root: Path) -> str:
         """Write this engine as a new generation under `root` and make it current; returns its name."""
-        token = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+        token = new_generation_name()
         directory = Path(root) / token
         with _SAVE_LOCK:
-            directory.mkdir(parents=True, exist_ok=False)
-            for kind, gallery in self.galleries.items():
-                gallery.save(directory / kind)
-            for found in self.identification.values():
-                found.save(_identification_path(directory, found.product_id))
-            atomic_write_bytes(directory / META_FILE, json.dumps(self.meta(), indent=2).encode())
+            self._write(directory)
             previous = read_current(root)
             atomic_write_bytes(Path(root) / CURRENT_FILE, json.dumps({"generation": token}).encode())
             self.generation = token
@@ -236,11 +249,20 @@ class SearchEngine:
         Raises:
             ArtifactError: When the current generation is corrupt or unreadable.
         """
-        engine = cls(embedder=embedder, embedder_name=embedder_name)
         generation = read_current(root)
         if generation is None:
-            return engine
-        directory = Path(root) / generation
+            return cls(embedder=embedder, embedder_name=embedder_name)
+        return cls.load_dir(Path(root) / generation, embedder, embedder_name)
+
+    @classmethod
+    def load_dir(cls, directory: Path, embedder: ImageEmbedder, embedder_name: str) -> SearchEngine:
+        """The engine saved in one generation `directory` (see `load`); its name is the folder's name.
+
+        Raises:
+            ArtifactError: When the generation is corrupt or unreadable.
+        """
+        engine = cls(embedder=embedder, embedder_name=embedder_name)
+        generation = directory.name
         try:
             meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -277,6 +299,11 @@ def read_current(root: Path) -> str | None:
         if isinstance(value, str) and (Path(root) / value).is_dir():
             return value
     return None
+
+
+def new_generation_name() -> str:
+    """A new generation's name: build time and a random suffix (sorts by time)."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
 
 
 def new_built_at() -> str:

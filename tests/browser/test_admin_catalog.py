@@ -9,39 +9,27 @@ from typing import Any
 
 import pytest
 
-from app.auth import service as auth_service
-from app.auth.schemas import UserCreate
 from app.core.config import Settings
-from app.db.session import make_engine, make_session_factory
 from app.demo.generator import generate_demo_dataset
 from tests.browser.conftest import screenshot
-from tests.conftest import png_bytes
+from tests.factories import make_users, open_session, png_bytes
 
 pytestmark = pytest.mark.browser
 
 
 def _seed(settings: Settings) -> None:
-    engine = make_engine(settings.database_url)
-    with make_session_factory(engine)() as session:
-        auth_service.create_user(
-            session,
-            user_in=UserCreate(username="admin1", password="pass-12345", role="admin"),
-            settings=settings,
-            actor_id=None,
-        )
-    engine.dispose()
+    with open_session(settings) as session:
+        make_users(session, settings, usernames=["admin1"], password="pass-12345")
 
 
 def _set_manual_status(settings: Settings, status: str, error: str) -> None:
     """Mark every manual with a status, as a failed indexing job would."""
     from app.db.tables import Manual
 
-    engine = make_engine(settings.database_url)
-    with make_session_factory(engine)() as session:
+    with open_session(settings) as session:
         for manual in session.query(Manual):
             manual.status, manual.error = status, error
         session.commit()
-    engine.dispose()
 
 
 def _fits(page: Any) -> bool:

@@ -12,16 +12,13 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from app.auth import service as auth_service
-from app.auth.schemas import UserCreate
 from app.core.config import Settings
 from app.core.jobs import JobContext
 from app.db.tables import Artifact
 from app.inspection import service as inspection_service
 from app.main import create_app
 from tests.browser.conftest import _free_port, screenshot
-from tests.conftest import png_bytes
-from tests.history.factories import days_ago, make_catalog, make_inspection
+from tests.factories import days_ago, make_catalog, make_inspection, make_users, png_bytes
 
 pytestmark = pytest.mark.browser
 
@@ -59,13 +56,7 @@ def slow_search_job(ctx: JobContext) -> dict[str, int]:
 def _seed(app: FastAPI, settings: Settings) -> dict[str, int]:
     storage = app.state.storage
     with app.state.session_factory() as session:
-        for name, role in (("admin1", "admin"), ("worker1", "worker")):
-            auth_service.create_user(
-                session,
-                user_in=UserCreate(username=name, password=PASSWORD, role=role),  # type: ignore[arg-type]
-                settings=settings,
-                actor_id=None,
-            )
+        make_users(session, settings, password=PASSWORD)
         cat = make_catalog(session)
         metal, fabric = cat.products["metal_plate"], cat.products["fabric"]
         for days, defect, score in (

@@ -12,24 +12,16 @@ import pytest
 import uvicorn
 from sqlalchemy import select
 
-from app.auth import service as auth_service
-from app.auth.schemas import UserCreate
 from app.cli import run_migrations
 from app.core.config import Settings
-from app.core.observability import Metrics
-from app.core.services import Services
-from app.core.storage import make_storage
-from app.db.session import make_engine, make_session_factory
-from app.db.tables import Product, User
-from app.demo.generator import generate_demo_dataset
-from app.demo.loader import register_dataset
+from app.db.tables import User
 from app.deployments import anomaly_model
 from app.inspection import service as inspection_service
 from app.main import create_app
 from app.ml.patchcore import PatchCoreConfig
-from app.ml.registry import ModelRegistry
 from tests.browser.conftest import _free_port, screenshot
 from tests.conftest import make_settings
+from tests.factories import demo_dataset, make_users, offline_services, register_demo
 
 pytestmark = pytest.mark.browser
 
@@ -40,39 +32,29 @@ def anomaly_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, int], int]]:
     settings: Settings = make_settings(tmp_path, load_models=True)
     run_migrations(settings)
     root = settings.data_path / "demo" / "seed-0"
-    manifest = generate_demo_dataset(root, seed=0, size=128, normals_per_product=8, defects_per_type=2)
-    engine = make_engine(settings.database_url)
-    factory = make_session_factory(engine)
-    storage = make_storage(settings)
-    with factory() as session:
-        auth_service.create_user(
-            session,
-            user_in=UserCreate(username="worker1", password="pass-12345", role="worker"),
-            settings=settings,
-            actor_id=None,
+    manifest = demo_dataset(root, defects_per_type=2)
+    with offline_services(settings) as services:
+        with services.session_factory() as session:
+            make_users(session, settings, usernames=["worker1"], password="pass-12345")
+            products = register_demo(session, services.storage, settings, root)
+        anomaly_model.build_product(
+            services, products["metal_plate"], config=PatchCoreConfig(image_size=128, coreset_ratio=0.1)
         )
-        register_dataset(session, storage, settings, root)
-        products = {p.code: p.id for p in session.scalars(select(Product))}
-    services = Services(settings, storage, ModelRegistry(settings.models_path), factory, Metrics())
-    anomaly_model.build_product(
-        services, products["metal_plate"], config=PatchCoreConfig(image_size=128, coreset_ratio=0.1)
-    )
-    plate = next(p for p in manifest.products if p.code == "metal_plate")
-    defect = next(d for d in plate.defect_images if d.holdout)
-    with factory() as session:
-        worker = session.scalar(select(User).where(User.username == "worker1"))
-        assert worker is not None
-        inspection = inspection_service.create_inspection(
-            session,
-            storage,
-            settings,
-            data=(root / defect.path).read_bytes(),
-            file_name="part.png",
-            product_id=None,
-            user=worker,
-        )
-        inspection_id = inspection.id
-    engine.dispose()
+        plate = next(p for p in manifest.products if p.code == "metal_plate")
+        defect = next(d for d in plate.defect_images if d.holdout)
+        with services.session_factory() as session:
+            worker = session.scalar(select(User).where(User.username == "worker1"))
+            assert worker is not None
+            inspection = inspection_service.create_inspection(
+                session,
+                storage=services.storage,
+                settings=settings,
+                data=(root / defect.path).read_bytes(),
+                file_name="part.png",
+                product_id=None,
+                user=worker,
+            )
+            inspection_id = inspection.id
 
     port = _free_port()
     server = uvicorn.Server(

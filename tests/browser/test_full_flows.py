@@ -11,12 +11,10 @@ from typing import Any
 
 import pytest
 
-from app.auth import service as auth_service
-from app.auth.schemas import UserCreate
 from app.core.config import Settings
-from app.db.session import make_engine, make_session_factory
-from app.demo.generator import DemoProduct, generate_demo_dataset
+from app.demo.generator import DemoProduct
 from tests.browser.conftest import screenshot
+from tests.factories import demo_dataset, make_users, open_session
 
 pytestmark = pytest.mark.browser
 
@@ -25,19 +23,6 @@ PRODUCT = "metal_plate"
 DEFECT = "scratch"
 JOB_TIMEOUT_MS = 300_000  # real embedding / PatchCore training on a shared 2-core machine
 STEP_TIMEOUT_MS = 120_000
-
-
-def _seed_users(settings: Settings) -> None:
-    engine = make_engine(settings.database_url)
-    with make_session_factory(engine)() as session:
-        for name, role in (("admin1", "admin"), ("worker1", "worker")):
-            auth_service.create_user(
-                session,
-                user_in=UserCreate(username=name, password=PASSWORD, role=role),  # type: ignore[arg-type]
-                settings=settings,
-                actor_id=None,
-            )
-    engine.dispose()
 
 
 def _login(page: Any, base: str, username: str) -> None:
@@ -241,9 +226,10 @@ def test_admin_sets_up_a_product_and_a_worker_inspects_it(
     live_server: tuple[str, Settings], browser_page: Any, tmp_path: Path
 ) -> None:
     base, settings = live_server
-    _seed_users(settings)
+    with open_session(settings) as session:
+        make_users(session, settings, password=PASSWORD)
     root = tmp_path / "demo"
-    manifest = generate_demo_dataset(root, seed=0, size=128, normals_per_product=8, defects_per_type=4)
+    manifest = demo_dataset(root, defects_per_type=4)
     product = next(p for p in manifest.products if p.code == PRODUCT)
     page = browser_page
     page.set_default_timeout(30_000)

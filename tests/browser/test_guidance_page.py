@@ -10,14 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
-from app.auth import service as auth_service
-from app.auth.schemas import UserCreate
 from app.core.config import Settings
-from app.db.session import make_engine, make_session_factory
 from app.db.tables import Inspection
 from app.demo.catalog import PRODUCTS
 from tests.browser.conftest import screenshot
-from tests.conftest import png_bytes
+from tests.factories import make_users, open_session, png_bytes
 from tests.manual_library import demo_dataset
 
 pytestmark = pytest.mark.browser
@@ -25,16 +22,8 @@ PASSWORD = "pass-12345"
 
 
 def _seed_users(settings: Settings) -> None:
-    engine = make_engine(settings.database_url)
-    with make_session_factory(engine)() as session:
-        for name, role in (("admin1", "admin"), ("worker1", "worker")):
-            auth_service.create_user(
-                session,
-                user_in=UserCreate(username=name, password=PASSWORD, role=role),  # type: ignore[arg-type]
-                settings=settings,
-                actor_id=None,
-            )
-    engine.dispose()
+    with open_session(settings) as session:
+        make_users(session, settings, password=PASSWORD)
 
 
 def _api(base: str, username: str) -> httpx.Client:
@@ -70,13 +59,11 @@ def _prepare(base: str, settings: Settings, root: Path) -> int:
         data={"product_id": pid},
     ).json()["id"]
     # The search step belongs to another area: write its verdict the way it stores it.
-    engine = make_engine(settings.database_url)
-    with make_session_factory(engine)() as session:
+    with open_session(settings) as session:
         row = session.get(Inspection, inspection_id)
         row.verdict_product_id, row.verdict_defect_type_id, row.verdict_score = pid, scratch, 0.93
         row.is_unknown, row.status = False, "searched"
         session.commit()
-    engine.dispose()
     return int(inspection_id)
 
 

@@ -6,31 +6,17 @@ from typing import Any
 
 import pytest
 
-from app.auth import service as auth_service
-from app.auth.schemas import UserCreate
-from app.catalog import service as catalog_service
-from app.catalog.schemas import ProductCreate
 from app.core.config import Settings
-from app.db.session import make_engine, make_session_factory
 from tests.browser.conftest import screenshot
+from tests.factories import make_products, make_users, open_session
 
 pytestmark = pytest.mark.browser
 
 
 def _seed(settings: Settings) -> None:
-    engine = make_engine(settings.database_url)
-    with make_session_factory(engine)() as session:
-        for name, role in (("admin1", "admin"), ("worker1", "worker")):
-            auth_service.create_user(
-                session,
-                user_in=UserCreate(username=name, password="pass-12345", role=role),  # type: ignore[arg-type]
-                settings=settings,
-                actor_id=None,
-            )
-        catalog_service.create_product(
-            session, product_in=ProductCreate(code="battery_cap", name="전지 캡"), actor_id=None
-        )
-    engine.dispose()
+    with open_session(settings) as session:
+        make_users(session, settings, password="pass-12345")
+        make_products(session, [("battery_cap", "전지 캡")])
 
 
 def _login(page: Any, base: str, username: str) -> None:

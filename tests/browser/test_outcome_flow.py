@@ -20,22 +20,14 @@ import httpx
 import pytest
 import uvicorn
 
-from app.auth import service as auth_service
-from app.auth.schemas import UserCreate
 from app.cli import run_migrations
-from app.core.observability import Metrics
-from app.core.services import Services
-from app.core.storage import make_storage
-from app.db.session import make_engine, make_session_factory
-from app.demo.generator import generate_demo_dataset
-from app.demo.loader import register_dataset
 from app.deployments import anomaly_model
 from app.deployments.jobs import build_now
 from app.main import create_app
 from app.ml.patchcore import PatchCoreConfig
-from app.ml.registry import ModelRegistry
 from tests.browser.conftest import _free_port, screenshot
 from tests.conftest import make_settings
+from tests.factories import demo_dataset, make_users, offline_services, register_demo
 
 pytestmark = pytest.mark.browser
 
@@ -57,7 +49,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
     settings = make_settings(tmp_path, load_models=True)
     run_migrations(settings)
     root = settings.data_path / "demo"
-    generate_demo_dataset(root, seed=0, size=128, normals_per_product=8, defects_per_type=4)
+    demo_dataset(root, defects_per_type=4)
     manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
     plate = next(p for p in manifest["products"] if p["code"] == "metal_plate")
     plate["defect_images"] = [
@@ -67,30 +59,14 @@ def site(tmp_path: Path) -> Iterator[Site]:
     manifest["products"] = [plate]
     (root / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
 
-    engine = make_engine(settings.database_url)
-    factory = make_session_factory(engine)
-    storage = make_storage(settings)
-    with factory() as session:
-        for name, role in (("admin1", "admin"), ("worker1", "worker")):
-            auth_service.create_user(
-                session,
-                user_in=UserCreate(username=name, password=PASSWORD, role=role),  # type: ignore[arg-type]
-                settings=settings,
-                actor_id=None,
-            )
-        register_dataset(session, storage, settings, root)
-    services = Services(settings, storage, ModelRegistry(settings.models_path), factory, Metrics())
-    assert build_now(services, ["search_index"]) == {"search_index": "succeeded"}
-    with factory() as session:
-        from app.catalog import service as catalog_service
-
-        product = catalog_service.get_product_by_code(session, "metal_plate")
-        assert product is not None
-        product_id = product.id
-    anomaly_model.build_product(
-        services, product_id, config=PatchCoreConfig(image_size=128, coreset_ratio=0.1)
-    )
-    engine.dispose()
+    with offline_services(settings) as services:
+        with services.session_factory() as session:
+            make_users(session, settings, password=PASSWORD)
+            product_id = register_demo(session, services.storage, settings, root)["metal_plate"]
+        assert build_now(services, ["search_index"]) == {"search_index": "succeeded"}
+        anomaly_model.build_product(
+            services, product_id, config=PatchCoreConfig(image_size=128, coreset_ratio=0.1)
+        )
 
     def holdout(code: str) -> bytes:
         pool = plate["normal_images"] if code == "normal" else plate["defect_images"]

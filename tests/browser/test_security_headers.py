@@ -7,33 +7,16 @@ from typing import Any
 
 import pytest
 
-from app.auth import service as auth_service
-from app.auth.schemas import UserCreate
-from app.catalog import service as catalog_service
-from app.catalog.schemas import ProductCreate
 from app.core.config import Settings
-from app.db.session import make_engine, make_session_factory
+from tests.factories import make_products, make_users, open_session
 
 pytestmark = pytest.mark.browser
 
 
 def _seed(settings: Settings) -> list[int]:
-    engine = make_engine(settings.database_url)
-    with make_session_factory(engine)() as session:
-        auth_service.create_user(
-            session,
-            user_in=UserCreate(username="admin1", password="pass-12345", role="admin"),
-            settings=settings,
-            actor_id=None,
-        )
-        ids = [
-            catalog_service.create_product(
-                session, product_in=ProductCreate(code=code, name=name), actor_id=None
-            ).id
-            for code, name in (("battery_cap", "전지 캡"), ("fabric", "직물 원단"))
-        ]
-    engine.dispose()
-    return ids
+    with open_session(settings) as session:
+        make_users(session, settings, usernames=["admin1"], password="pass-12345")
+        return make_products(session, [("battery_cap", "전지 캡"), ("fabric", "직물 원단")])
 
 
 def test_pages_and_docs_work_under_the_csp(live_server: tuple[str, Settings], browser_page: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from typing import Any
 
@@ -21,6 +22,9 @@ SCREENS = {
     "/admin/preprocessing": ("이미지 전처리 설정", "Image preprocessing"),
     "/admin/models": ("모델 선택", "Model selection"),
 }
+
+
+HANGUL = re.compile(r"[가-힣]")
 
 
 def _h1(html: str) -> str:
@@ -283,7 +287,7 @@ def test_model_choices_come_from_the_engines_and_unavailable_ones_are_refused(cl
     embedders = {c["name"]: c for c in choices["embedder"]}
     assert embedders["efficientnet-lite0"]["is_available"] is True
     assert embedders["clip"]["is_available"] is False
-    assert "not found" in embedders["clip"]["reason"]
+    assert "가중치 파일이 없습니다" in embedders["clip"]["reason"]  # in the reader's language
     page = client.get("/admin/models").text
     assert "사용 불가" in page
     assert embedders["clip"]["reason"] in page
@@ -313,6 +317,38 @@ def test_model_choices_come_from_the_engines_and_unavailable_ones_are_refused(cl
     )
     assert "저장했습니다" in ok.text  # type: ignore[attr-defined]
     assert client.get("/api/v1/settings/models").json()["anomaly_backbone"] == "resnet18"
+    english = client.get("/api/v1/settings/models/choices", params={"lang": "en"}).json()
+    assert "not found" in next(c["reason"] for c in english["embedder"] if c["name"] == "clip")
+
+
+def _choice_tables(html: str) -> str:
+    """The model page's choice tables (names, labels, availability, reasons)."""
+    return "".join(re.findall(r'<table class="table compact choices".*?</table>', html, re.S))
+
+
+def test_model_page_reasons_and_labels_are_in_the_page_language(client: TestClient) -> None:
+    """Issue 15: the Korean page showed English reasons, the English one Korean labels, and the loaded
+    generators were listed as "generators: dict"."""
+    from app.inspection.guidance.service import load_generators
+
+    login_page(client)
+    load_generators(client.app.state.services)  # type: ignore[attr-defined]  # as the start-up does
+    korean = client.get("/admin/models").text
+    english = client.get("/admin/models", params={"lang": "en"}).text
+    ko_reasons = re.findall(r'<td class="reason">(.*?)</td>', korean, re.S)
+    en_reasons = re.findall(r'<td class="reason">(.*?)</td>', english, re.S)
+    assert len(ko_reasons) == len(en_reasons) > 5
+    # Every reason in Korean on the Korean page (paths stay as they are), none on the English one.
+    assert all(HANGUL.search(r) for r in ko_reasons), ko_reasons
+    assert not HANGUL.search(_choice_tables(english)), en_reasons
+    assert "weights file not found" not in korean
+    assert "가중치 파일이 없습니다" in korean
+    assert "weights file not found" in english
+    assert "Manual excerpts (offline, no model)" in english
+    assert "매뉴얼 발췌 (오프라인, 모델 불필요)" in korean
+    for page in (korean, english):
+        assert "<dd>dict</dd>" not in page
+        assert "<dt><code>generators</code></dt><dd>extractive</dd>" in page
 
 
 def test_admin_texts_exist_in_korean_and_english() -> None:

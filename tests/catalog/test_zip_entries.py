@@ -107,8 +107,8 @@ def test_images_stored_before_a_failure_reach_the_gallery(
         with pytest.raises(OSError, match="disk full"):
             catalog_service.upload_images(
                 session,
-                storage,  # type: ignore[arg-type]
-                settings,
+                storage=storage,  # type: ignore[arg-type]
+                settings=settings,
                 product_id=pid,
                 kind="normal",
                 defect_type_id=None,

@@ -20,7 +20,7 @@ def test_register_dataset_is_complete_and_idempotent(settings: Settings, tmp_pat
     engine = make_engine(settings.database_url)
     storage = make_storage(settings)
     with make_session_factory(engine)() as session:
-        counts = register_dataset(session, storage, settings, root)
+        counts = register_dataset(session, storage=storage, settings=settings, root=root)
         assert counts["products"] >= 3
         products = session.scalars(select(Product)).all()
         assert {p.code for p in products} == {p.code for p in manifest.products}
@@ -33,7 +33,9 @@ def test_register_dataset_is_complete_and_idempotent(settings: Settings, tmp_pat
         # every row points at a stored object
         keys = set(storage.list("images/"))
         assert {r.object_key for r in session.scalars(select(ReferenceImage))} == keys
-        assert register_dataset(session, storage, settings, root)["products"] == 0  # second run adds nothing
+        assert (
+            register_dataset(session, storage=storage, settings=settings, root=root)["products"] == 0
+        )  # second run adds nothing
     engine.dispose()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -10,13 +11,16 @@ from PIL import Image
 
 from app.catalog import service as catalog_service
 from app.catalog.model_choices import available_choices
-from app.catalog.schemas import ProductCreate
 from app.core.jobs import JobContext
+from app.core.services import Services
 from app.db.base import utcnow
 from app.db.tables import DeploymentJob, ModelSetting, PreprocessingSetting
 from app.deployments import anomaly_model
-from app.ml.anomaly_runtime import ANOMALY
+from app.ml.anomaly_runtime import ANOMALY, current_models
 from app.ml.errors import JobCancelled
+from app.ml.registry import ModelRegistry
+from tests.conftest import make_settings
+from tests.factories import make_products
 from tests.ml.synthetic_textures import make_dataset
 
 
@@ -30,20 +34,18 @@ def _product(client: TestClient, code: str, n_normal: int, n_defect: int = 0, se
     state = client.app.state  # type: ignore[attr-defined]
     normals, _defects = make_dataset(seed, n_normal, n_defect, 96, 96)
     with state.session_factory() as session:
-        product = catalog_service.create_product(
-            session, product_in=ProductCreate(code=code, name=f"{code} 제품"), actor_id=None
-        )
+        (product_id,) = make_products(session, [(code, f"{code} 제품")])
         catalog_service.upload_images(
             session,
-            state.storage,
-            state.settings,
-            product_id=product.id,
+            storage=state.storage,
+            settings=state.settings,
+            product_id=product_id,
             kind="normal",
             defect_type_id=None,
             files=[(f"n{i}.png", _png(s.image)) for i, s in enumerate(normals)],
             actor_id=None,
         )
-        return product.id
+        return product_id
 
 
 def _job(client: TestClient, product_id: int | None) -> JobContext:
@@ -128,8 +130,8 @@ def test_changes_after_the_build_make_the_model_stale(client: TestClient) -> Non
     with state.session_factory() as session:
         catalog_service.upload_images(
             session,
-            state.storage,
-            state.settings,
+            storage=state.storage,
+            settings=state.settings,
             product_id=pid,
             kind="normal",
             defect_type_id=None,
@@ -159,8 +161,9 @@ def test_cancelled_job_keeps_the_live_model_and_writes_nothing(client: TestClien
     with pytest.raises(JobCancelled):
         anomaly_model.run(ctx)
     assert client.app.state.models.get(ANOMALY) is None  # type: ignore[attr-defined]
-    folder = client.app.state.settings.artifacts_path / "anomaly"  # type: ignore[attr-defined]
+    folder = client.app.state.settings.artifacts_path  # type: ignore[attr-defined]
     assert not folder.exists() or not any(folder.rglob("*.safetensors"))
+    assert not list(client.app.state.storage.list("artifacts/"))  # type: ignore[attr-defined]
 
 
 def test_backbone_choices_are_offered_to_the_model_settings_api(
@@ -189,13 +192,11 @@ def _product_with_defects(client: TestClient, code: str, n_normal: int, n_defect
     state = client.app.state  # type: ignore[attr-defined]
     normals, defects = make_dataset(3, n_normal, n_defect, 96, 160)  # wider than tall: aspect kept
     with state.session_factory() as session:
-        product = catalog_service.create_product(
-            session, product_in=ProductCreate(code=code, name=f"{code} 제품"), actor_id=None
-        )
+        (product_id,) = make_products(session, [(code, f"{code} 제품")])
         types = {
             kind: catalog_service.create_defect_type(
                 session,
-                product_id=product.id,
+                product_id=product_id,
                 defect_in=DefectTypeCreate(code=kind, name=name),
                 actor_id=None,
             ).id
@@ -204,9 +205,9 @@ def _product_with_defects(client: TestClient, code: str, n_normal: int, n_defect
         session.commit()
         catalog_service.upload_images(
             session,
-            state.storage,
-            state.settings,
-            product_id=product.id,
+            storage=state.storage,
+            settings=state.settings,
+            product_id=product_id,
             kind="normal",
             defect_type_id=None,
             files=[(f"n{i}.png", _png(s.image)) for i, s in enumerate(normals)],
@@ -215,15 +216,15 @@ def _product_with_defects(client: TestClient, code: str, n_normal: int, n_defect
         for kind, type_id in types.items():
             catalog_service.upload_images(
                 session,
-                state.storage,
-                state.settings,
-                product_id=product.id,
+                storage=state.storage,
+                settings=state.settings,
+                product_id=product_id,
                 kind="defect",
                 defect_type_id=type_id,
                 files=[(f"d{i}.png", _png(s.image)) for i, s in enumerate(defects) if s.kind == kind],
                 actor_id=None,
             )
-        return product.id
+        return product_id
 
 
 def test_auto_backbone_build_records_tiling_choice_and_cross_validated_evaluation(client: TestClient) -> None:
@@ -288,3 +289,53 @@ def test_normal_only_product_states_its_threshold_rule_on_the_deploy_screen(clie
     page = client.get("/admin/deploy/anomaly?lang=en")
     assert "with probability at most" in page.text
     assert "No curves" in page.text
+
+
+def test_another_server_loads_the_stored_version_into_its_own_cache_and_refuses_a_tampered_one(
+    client: TestClient, tmp_path: Path
+) -> None:
+    state = client.app.state  # type: ignore[attr-defined]
+    pid = _product(client, "stored", n_normal=6)
+    ctx = _job(client, pid)
+    _finish(client, ctx, "succeeded", anomaly_model.run(ctx))
+    with state.session_factory() as session:
+        artifact = anomaly_model.current_artifacts(session, anomaly_model.KIND)[pid]
+        session.expunge(artifact)
+    assert artifact.path == f"artifacts/anomaly_model/product-{pid}/{artifact.version}"
+    # Another server: same database and storage, its own (empty) models folder.
+    other_settings = make_settings(
+        tmp_path / "other",
+        database_url=state.settings.database_url,
+        local_storage_dir=state.settings.local_storage_path,
+    )
+    other = Services(
+        settings=other_settings,
+        storage=state.storage,
+        models=ModelRegistry(other_settings.models_path),
+        session_factory=state.session_factory,
+        metrics=state.metrics,
+    )
+    anomaly_model.load(other)
+    loaded = current_models(other.models).get(pid)
+    assert loaded is not None
+    assert loaded.bank_size == current_models(state.models).get(pid).bank_size  # type: ignore[union-attr]
+    assert (
+        other_settings.artifacts_path / "cache" / artifact.path / ".verified"
+    ).read_text() == artifact.checksum
+    # A third server whose copy of the bank in the storage was altered loads nothing and says why.
+    state.storage.put(f"{artifact.path}/memory_bank.safetensors", b"garbage", "application/octet-stream")
+    third_settings = make_settings(
+        tmp_path / "third",
+        database_url=state.settings.database_url,
+        local_storage_dir=state.settings.local_storage_path,
+    )
+    third = Services(
+        settings=third_settings,
+        storage=state.storage,
+        models=ModelRegistry(third_settings.models_path),
+        session_factory=state.session_factory,
+        metrics=state.metrics,
+    )
+    anomaly_model.load(third)
+    assert current_models(third.models).get(pid) is None
+    assert "checksum" in third.models.status()["errors"]["anomaly"]

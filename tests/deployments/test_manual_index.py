@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from app.core.config import Settings
 from app.core.services import Services
-from app.db.tables import Manual, ManualChunk
+from app.db.tables import Artifact, Manual, ManualChunk
 from app.deployments import manual_index
 from app.inspection.guidance.service import GENERATORS
 from app.main import create_app
@@ -21,6 +21,7 @@ from app.manuals.indexing import MANUALS
 from app.ml.errors import JobCancelled
 from app.ml.registry import ModelRegistry
 from app.ml.retriever import RetrievalQuery
+from tests.conftest import make_settings
 from tests.manual_library import demo_dataset, install_library
 
 
@@ -201,6 +202,56 @@ def test_startup_load_puts_saved_indexes_in_the_registry(
     assert len(library.index_for(pid)) == len(services.models.get(MANUALS).index_for(pid))
     assert restarted.models.get(GENERATORS) is None  # the application's start-up loads them, not this
     assert "1 products" in restarted.models.status()["engines"]["manuals"]
+
+
+def test_indexes_are_immutable_versions_that_another_server_fetches(
+    client: TestClient, admin_headers: dict[str, str], demo_root: Path, tmp_path: Path
+) -> None:
+    services: Services = client.app.state.services  # type: ignore[attr-defined]
+    library = install_library(services)
+    pid = _product_with_manual(client, admin_headers, demo_root)
+    assert client.app.state.runner.wait_idle(120)  # type: ignore[attr-defined]
+    with services.session_factory() as session:
+        first = session.scalars(select(Artifact).where(Artifact.kind == "manual_index")).one()
+        session.expunge(first)
+    assert first.path == f"artifacts/manual_index/product-{pid}/{first.version}"
+    assert not indexing.product_dir(services, pid).exists()  # no folder rewritten in place
+    # A second manual makes a new version; the first one's objects are not rewritten.
+    first_objects = {k: services.storage.get(k) for k in services.storage.list(first.path + "/")}
+    pdf = (demo_root / demo_dataset(demo_root).products[1].manual_pdf).read_bytes()
+    client.post(
+        f"/api/v1/products/{pid}/manuals",
+        files={"file": ("second.pdf", pdf, "application/pdf")},
+        headers=admin_headers,
+    )
+    assert client.app.state.runner.wait_idle(120)  # type: ignore[attr-defined]
+    with services.session_factory() as session:
+        current = session.scalars(
+            select(Artifact).where(Artifact.kind == "manual_index", Artifact.is_current.is_(True))
+        ).one()
+        session.expunge(current)
+    assert current.path != first.path
+    assert {k: services.storage.get(k) for k in services.storage.list(first.path + "/")} == first_objects
+    # Another server (same database and storage, its own empty cache) loads the current version.
+    other_settings = make_settings(
+        tmp_path / "other",
+        database_url=services.settings.database_url,
+        local_storage_dir=services.settings.local_storage_path,
+    )
+    other = Services(
+        settings=other_settings,
+        storage=services.storage,
+        models=ModelRegistry(other_settings.models_path),
+        session_factory=services.session_factory,
+        metrics=services.metrics,
+    )
+    fresh = indexing.ManualLibrary(embedder=library.embedder, tokenizer=library.tokenizer)
+    loaded = indexing.load_saved_indexes(other, fresh)
+    index = loaded.index_for(pid)
+    assert index is not None
+    assert len(index) == len(services.models.get(MANUALS).index_for(pid))
+    assert loaded.checksums[pid] == current.checksum
+    assert (other_settings.artifacts_path / "cache" / current.path / ".verified").is_file()
 
 
 def test_application_start_up_loads_the_generators(settings: Settings) -> None:

@@ -18,7 +18,7 @@ from app.core.templating import templates
 from app.db.tables import Artifact, DeploymentJob
 from app.deployments import service as deploy_service
 from tests.conftest import ADMIN_PASSWORD, WORKER_PASSWORD
-from tests.history.factories import make_catalog
+from tests.factories import make_catalog
 
 
 def login_page(client: TestClient, username: str, password: str) -> None:
@@ -204,6 +204,51 @@ def test_job_history_pages_and_filters_by_kind(client: TestClient) -> None:
     second = client.get("/admin/deploy/search?page=2")
     assert second.status_code == 200
     assert "← 이전" in client.get("/admin/deploy/jobs?page=2").text
+
+
+def test_job_summaries_are_translated_on_the_page(client: TestClient) -> None:
+    """Issue 15: a finished job's outcome read "built=..., failed=..." (English keys on the Korean page)."""
+    results = {
+        "search_index": {"defect_images": 12, "normal_images": 30, "products": 2, "skipped_images": [7]},
+        "anomaly_model": {"built": [{"product_id": 1}, {"product_id": 2}], "failed": {"3": "no images"}},
+        "manual_index": {"products": 1, "manuals": 2, "failed": 0, "chunks": 40},
+    }
+    with client.app.state.session_factory() as session:  # type: ignore[attr-defined]
+        now = datetime.now(UTC)
+        for kind, result in results.items():
+            session.add(
+                DeploymentJob(
+                    kind=kind,
+                    status="succeeded",
+                    progress=1.0,
+                    stage="done",
+                    result=result,
+                    started_at=now,
+                    finished_at=now,
+                )
+            )
+        session.commit()
+    login_page(client, "admin1", ADMIN_PASSWORD)
+    korean = client.get("/admin/deploy/jobs").text
+    english = client.get("/admin/deploy/jobs", params={"lang": "en"}).text
+    ko_summaries = re.findall(r"<span data-job-summary>(.*?)</span>", korean)
+    en_summaries = re.findall(r"<span data-job-summary>(.*?)</span>", english)
+    assert sorted(ko_summaries) == sorted(
+        [
+            "불량 이미지 12장, 정상 이미지 30장 (2개 제품, 건너뜀 1장)",
+            "모델 2개 생성, 실패 1개",
+            "1개 제품, 매뉴얼 2개, 청크 40개, 읽지 못함 0개",
+        ]
+    )
+    assert sorted(en_summaries) == sorted(
+        [
+            "12 defect and 30 normal images (2 products, 1 skipped)",
+            "2 models built, 1 failed",
+            "1 products, 2 manuals, 40 chunks, 0 unreadable",
+        ]
+    )
+    assert "built=" not in korean
+    assert "defect_images=" not in english
 
 
 def test_anomaly_screen_renders_evaluation_table(client: TestClient) -> None:

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.core.config import Settings
-from tests.history.factories import Catalog, days_ago, make_catalog, make_inspection
+from tests.factories import Catalog, days_ago, make_catalog, make_inspection
 
 
 @dataclass

@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 
 from app.core.config import Settings
 from app.history import service as history_service
+from tests.factories import days_ago, make_inspection
 from tests.history.conftest import History
-from tests.history.factories import days_ago, make_inspection
 
 
 def _ids(response: object) -> list[int]:

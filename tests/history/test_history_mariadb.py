@@ -12,8 +12,8 @@ from app.cli import run_migrations
 from app.core.config import Settings
 from tests import services
 from tests.conftest import make_settings
+from tests.factories import days_ago
 from tests.history.conftest import History
-from tests.history.factories import days_ago
 
 
 @pytest.fixture

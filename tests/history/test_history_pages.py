@@ -16,8 +16,8 @@ from app.history import dashboard as dashboard_service
 from app.inspection import service as inspection_service
 from tests.conftest import ADMIN_PASSWORD, WORKER_PASSWORD, png_bytes
 from tests.deployments.test_pages import login_page, render_template
+from tests.factories import make_inspection
 from tests.history.conftest import History
-from tests.history.factories import make_inspection
 
 
 def _row(html: str, attr: str, value: str) -> str:
@@ -208,8 +208,8 @@ def test_dashboard_numbers_match_the_database(
         for index in range(3):
             catalog_service.upload_images(
                 session,
-                storage,
-                settings,
+                storage=storage,
+                settings=settings,
                 product_id=metal,
                 kind="normal",
                 defect_type_id=None,
@@ -218,8 +218,8 @@ def test_dashboard_numbers_match_the_database(
             )
         catalog_service.upload_images(
             session,
-            storage,
-            settings,
+            storage=storage,
+            settings=settings,
             product_id=metal,
             kind="defect",
             defect_type_id=history.catalog.defects["scratch"],
@@ -302,8 +302,8 @@ def test_dashboard_renders_artifact_states_per_product(client: TestClient, histo
     with client.app.state.session_factory() as session:  # type: ignore[attr-defined]
         view = dashboard_service.dashboard(session, states=states)
     by_code = {row.product.code: row for row in view.products}
-    assert by_code["metal_plate"].artifacts["search_index"] is states[0]
-    assert by_code["fabric"].artifacts["manual_index"] is None
+    assert view.artifacts[by_code["metal_plate"].product.id]["search_index"] is states[0]
+    assert view.artifacts[by_code["fabric"].product.id]["manual_index"] is None
     for lang, words in (
         (
             "ko",

@@ -2,72 +2,32 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from app.cli import run_migrations
-from app.db.tables import Inspection, Product
-from app.demo.generator import generate_demo_dataset
-from app.demo.loader import register_dataset
-from app.main import create_app
-from tests.conftest import ADMIN_PASSWORD, WORKER_PASSWORD, bearer, make_settings, seed_users
-
-
-@dataclass
-class Env:
-    client: TestClient
-    worker: dict[str, str]
-    products: dict[str, int]
-    root: Path
-    manifest: dict[str, object]
-
-
-def _deploy(client: TestClient, admin: dict[str, str], kind: str, product_id: int | None) -> None:
-    response = client.post(
-        "/api/v1/deployments", json={"kind": kind, "product_id": product_id}, headers=admin
-    )
-    assert response.status_code == 202, response.text
-    assert client.app.state.runner.wait_idle(600)  # type: ignore[attr-defined]
-    job = client.get(f"/api/v1/deployments/{response.json()['id']}", headers=admin).json()
-    assert job["status"] == "succeeded", job
+from app.db.tables import Inspection
+from tests.conftest import make_settings
+from tests.factories import DemoEnv, demo_env
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoEnv]:
     """Demo data; search galleries and manual indexes for all products, a memory bank for metal_plate only."""
-    tmp = tmp_path_factory.mktemp("analyze")
-    settings = make_settings(tmp)
-    run_migrations(settings)
-    root = settings.data_path / "demo" / "seed-0"
-    generate_demo_dataset(root, seed=0, size=128, normals_per_product=8, defects_per_type=3)
-    with TestClient(create_app(settings)) as client:
-        seed_users(settings, client)
-        state = client.app.state  # type: ignore[attr-defined]
-        with state.session_factory() as session:
-            register_dataset(session, state.storage, settings, root)
-            products = {p.code: p.id for p in session.scalars(select(Product))}
-        admin = bearer(client, "admin1", ADMIN_PASSWORD)
-        assert state.runner.wait_idle(600)  # manual uploads queue their own indexing
-        _deploy(client, admin, "search_index", None)
-        _deploy(client, admin, "manual_index", None)
-        _deploy(client, admin, "anomaly_model", products["metal_plate"])
-        manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
-        yield Env(client, bearer(client, "worker1", WORKER_PASSWORD), products, root, manifest)
+    settings = make_settings(tmp_path_factory.mktemp("analyze"))
+    builds = [("search_index", None), ("manual_index", None), ("anomaly_model", "metal_plate")]
+    with demo_env(settings, defects_per_type=3, builds=builds) as built:
+        yield built
 
 
-def _holdout_defect(env: Env, product_code: str) -> tuple[bytes, str]:
-    product = next(p for p in env.manifest["products"] if p["code"] == product_code)  # type: ignore[index, union-attr]
-    entry = next(e for e in product["defect_images"] if e.get("holdout"))
-    return (env.root / entry["path"]).read_bytes(), entry["defect_code"]
+def _holdout_defect(env: DemoEnv, product_code: str) -> tuple[bytes, str]:
+    product = next(p for p in env.manifest.products if p.code == product_code)
+    entry = next(e for e in product.defect_images if e.holdout)
+    return (env.root / entry.path).read_bytes(), entry.defect_code
 
 
-def test_analyze_runs_every_step_and_records_the_inspection(env: Env) -> None:
+def test_analyze_runs_every_step_and_records_the_inspection(env: DemoEnv) -> None:
     data, _ = _holdout_defect(env, "metal_plate")
     response = env.client.post(
         "/api/v1/analyze",
@@ -100,13 +60,13 @@ def test_analyze_runs_every_step_and_records_the_inspection(env: Env) -> None:
         assert body["guidance"]["defect_type_id"] == outcome["defect_type"]["id"]
 
 
-def test_a_defect_free_photo_is_normal_and_its_guidance_says_so(env: Env) -> None:
-    product = next(p for p in env.manifest["products"] if p["code"] == "metal_plate")  # type: ignore[index, union-attr]
-    entry = next(e for e in product["normal_images"] if e.get("holdout"))
+def test_a_defect_free_photo_is_normal_and_its_guidance_says_so(env: DemoEnv) -> None:
+    product = next(p for p in env.manifest.products if p.code == "metal_plate")
+    entry = next(e for e in product.normal_images if e.holdout)
     response = env.client.post(
         "/api/v1/analyze",
         headers=env.worker,
-        files={"file": ("ok.png", (env.root / entry["path"]).read_bytes(), "image/png")},
+        files={"file": ("ok.png", (env.root / entry.path).read_bytes(), "image/png")},
     )
     assert response.status_code == 200, response.text
     body = response.json()
@@ -121,7 +81,7 @@ def test_a_defect_free_photo_is_normal_and_its_guidance_says_so(env: Env) -> Non
     assert body["guidance"]["citations"] == []
 
 
-def test_a_step_that_cannot_run_is_reported_and_the_rest_still_runs(env: Env) -> None:
+def test_a_step_that_cannot_run_is_reported_and_the_rest_still_runs(env: DemoEnv) -> None:
     data, _ = _holdout_defect(env, "fabric")  # fabric has no memory bank in this installation
     response = env.client.post(
         "/api/v1/analyze",
@@ -141,7 +101,7 @@ def test_a_step_that_cannot_run_is_reported_and_the_rest_still_runs(env: Env) ->
     assert body["guidance"]["sections"]["status"]
 
 
-def test_bad_photo_fails_the_whole_call_and_stores_nothing(env: Env) -> None:
+def test_bad_photo_fails_the_whole_call_and_stores_nothing(env: DemoEnv) -> None:
     state = env.client.app.state  # type: ignore[attr-defined]
     with state.session_factory() as session:
         before = len(session.scalars(select(Inspection)).all())

@@ -2,7 +2,7 @@
 admin) changes an inspection; a completed one is locked until an admin reopens it; every change is kept.
 
 Rows are real inspections made through the inspection service, with each step's result written on them as
-the step services store it (tests/history/factories.py); the engines themselves are exercised in
+the step services store it (tests/factories.py); the engines themselves are exercised in
 test_outcome_flow.py.
 """
 
@@ -13,12 +13,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.auth import service as auth_service
-from app.auth.schemas import UserCreate
 from app.core.config import Settings
 from app.db.tables import Inspection
 from tests.conftest import bearer
-from tests.history.factories import Catalog, make_catalog, make_inspection
+from tests.factories import Catalog, make_catalog, make_inspection, make_users
 
 WORKER2_PASSWORD = "worker2-pass-123"
 
@@ -28,12 +26,8 @@ def catalog(client: TestClient) -> Catalog:
     """Two products, three defect types, and a second worker (worker2)."""
     with client.app.state.session_factory() as session:  # type: ignore[attr-defined]
         cat = make_catalog(session)
-        auth_service.create_user(
-            session,
-            user_in=UserCreate(username="worker2", password=WORKER2_PASSWORD, role="worker"),
-            settings=client.app.state.settings,  # type: ignore[attr-defined]
-            actor_id=None,
-        )
+        settings = client.app.state.settings  # type: ignore[attr-defined]
+        make_users(session, settings, usernames=["worker2"], password=WORKER2_PASSWORD)
     return cat
 
 

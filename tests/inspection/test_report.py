@@ -7,83 +7,42 @@ steps over /analyze, then the worker's feedback is saved over the API; the PDF i
 from __future__ import annotations
 
 import io
-import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 from pypdf import PdfReader
-from sqlalchemy import select
 
-from app.cli import run_migrations
-from app.db.tables import Inspection, Product
-from app.demo.generator import generate_demo_dataset
-from app.demo.loader import register_dataset
-from app.main import create_app
-from tests.conftest import ADMIN_PASSWORD, WORKER_PASSWORD, bearer, make_settings, png_bytes, seed_users
+from app.db.tables import Inspection
+from tests.conftest import make_settings, png_bytes
+from tests.factories import WORKER_PASSWORD, DemoEnv, demo_env
 
 ACTION = "라인 7 로트 격리 후 이송 롤러 청소, 재검사 완료"
 
 
-@dataclass
-class Env:
-    client: TestClient
-    admin: dict[str, str]
-    worker: dict[str, str]
-    products: dict[str, int]
-    root: Path
-    manifest: dict[str, Any]
-
-
-def _deploy(client: TestClient, admin: dict[str, str], kind: str, product_id: int | None) -> None:
-    response = client.post(
-        "/api/v1/deployments", json={"kind": kind, "product_id": product_id}, headers=admin
-    )
-    assert response.status_code == 202, response.text
-    assert client.app.state.runner.wait_idle(600)  # type: ignore[attr-defined]
-    job = client.get(f"/api/v1/deployments/{response.json()['id']}", headers=admin).json()
-    assert job["status"] == "succeeded", job
-
-
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoEnv]:
     """Demo data; metal_plate with its search gallery, manual index and anomaly model built by the jobs."""
-    tmp = tmp_path_factory.mktemp("report")
-    settings = make_settings(tmp)
-    run_migrations(settings)
-    root = settings.data_path / "demo" / "seed-0"
-    generate_demo_dataset(root, seed=0, size=128, normals_per_product=8, defects_per_type=4)
-    with TestClient(create_app(settings)) as client:
-        seed_users(settings, client)
-        state = client.app.state  # type: ignore[attr-defined]
-        with state.session_factory() as session:
-            register_dataset(session, state.storage, settings, root)
-            products = {p.code: p.id for p in session.scalars(select(Product))}
-        admin = bearer(client, "admin1", ADMIN_PASSWORD)
-        assert state.runner.wait_idle(600)  # manual uploads queue their own indexing
-        for kind in ("search_index", "manual_index", "anomaly_model"):
-            _deploy(client, admin, kind, products["metal_plate"])
-        manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
-        yield Env(client, admin, bearer(client, "worker1", WORKER_PASSWORD), products, root, manifest)
+    settings = make_settings(tmp_path_factory.mktemp("report"))
+    builds = [(kind, "metal_plate") for kind in ("search_index", "manual_index", "anomaly_model")]
+    with demo_env(settings, defects_per_type=4, builds=builds) as built:
+        yield built
 
 
-def _analyze(env: Env) -> dict[str, Any]:
+def _analyze(env: DemoEnv) -> dict[str, Any]:
     """A held-out metal_plate defect photo through every step, as a line system sends it.
 
     The first held-out photo whose outcome names a defect type (so the answer quotes the manual):
     identification may rightly call some held-out photos unknown.
     """
-    product = next(p for p in env.manifest["products"] if p["code"] == "metal_plate")
+    product = next(p for p in env.manifest.products if p.code == "metal_plate")
     labels = []
-    for entry in (e for e in product["defect_images"] if e.get("holdout")):
+    for entry in (e for e in product.defect_images if e.holdout):
         response = env.client.post(
             "/api/v1/analyze",
             headers=env.worker,
-            files={"file": ("line7.png", (env.root / entry["path"]).read_bytes(), "image/png")},
+            files={"file": ("line7.png", (env.root / entry.path).read_bytes(), "image/png")},
             data={"product_id": str(env.products["metal_plate"]), "top_k": "3"},
         )
         assert response.status_code == 200, response.text
@@ -95,7 +54,7 @@ def _analyze(env: Env) -> dict[str, Any]:
     raise AssertionError(f"no held-out metal_plate defect photo came out as a defect: {labels}")
 
 
-def _pdf(env: Env, inspection_id: int, **headers: str) -> tuple[PdfReader, str]:
+def _pdf(env: DemoEnv, inspection_id: int, **headers: str) -> tuple[PdfReader, str]:
     env.client.cookies.clear()  # no language cookie left from an earlier call: Korean by default
     response = env.client.get(
         f"/api/v1/inspections/{inspection_id}/report.pdf", headers={**env.worker, **headers}
@@ -113,7 +72,7 @@ def _squash(text: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def analysed(env: Env) -> dict[str, Any]:
+def analysed(env: DemoEnv) -> dict[str, Any]:
     """One analysed inspection with the worker's action and rating saved."""
     body = _analyze(env)
     inspection_id = body["inspection"]["id"]
@@ -127,7 +86,7 @@ def analysed(env: Env) -> dict[str, Any]:
 
 
 def test_report_is_one_korean_page_with_photo_overlay_outcome_guidance_and_record(
-    env: Env, analysed: dict[str, Any]
+    env: DemoEnv, analysed: dict[str, Any]
 ) -> None:
     inspection_id = analysed["inspection"]["id"]
     reader, text = _pdf(env, inspection_id)
@@ -166,7 +125,7 @@ def test_report_is_one_korean_page_with_photo_overlay_outcome_guidance_and_recor
     assert "일부내용을줄였습니다" not in flat
 
 
-def test_english_report_follows_the_users_language(env: Env, analysed: dict[str, Any]) -> None:
+def test_english_report_follows_the_users_language(env: DemoEnv, analysed: dict[str, Any]) -> None:
     inspection_id = analysed["inspection"]["id"]
     for headers, query in (({}, "?lang=en"), ({"Cookie": "dl_lang=en"}, "")):
         response = env.client.get(
@@ -189,7 +148,7 @@ def test_english_report_follows_the_users_language(env: Env, analysed: dict[str,
         env.client.cookies.clear()  # ?lang= also sets the language cookie
 
 
-def test_huge_guidance_and_action_still_give_one_page_cut_with_a_note(env: Env) -> None:
+def test_huge_guidance_and_action_still_give_one_page_cut_with_a_note(env: DemoEnv) -> None:
     body = _analyze(env)
     inspection_id = body["inspection"]["id"]
     with env.client.app.state.session_factory() as session:  # type: ignore[attr-defined]
@@ -215,7 +174,7 @@ def test_huge_guidance_and_action_still_give_one_page_cut_with_a_note(env: Env) 
     assert "조치단계0:" in flat
 
 
-def test_a_missing_overlay_is_said_not_drawn(env: Env, analysed: dict[str, Any]) -> None:
+def test_a_missing_overlay_is_said_not_drawn(env: DemoEnv, analysed: dict[str, Any]) -> None:
     body = _analyze(env)
     inspection_id = body["inspection"]["id"]
     storage = env.client.app.state.storage  # type: ignore[attr-defined]
@@ -233,7 +192,7 @@ def test_a_missing_overlay_is_said_not_drawn(env: Env, analysed: dict[str, Any])
     assert "이상영역그림이저장소에없습니다" in _squash(text)
 
 
-def test_a_just_uploaded_inspection_says_what_has_not_run(env: Env) -> None:
+def test_a_just_uploaded_inspection_says_what_has_not_run(env: DemoEnv) -> None:
     uploaded = env.client.post(
         "/api/v1/inspections",
         files={"file": ("part.png", png_bytes(size=(320, 200)), "image/png")},
@@ -253,7 +212,7 @@ def test_a_just_uploaded_inspection_says_what_has_not_run(env: Env) -> None:
         assert said in flat, said
 
 
-def test_damaged_stored_results_still_give_a_page(env: Env) -> None:
+def test_damaged_stored_results_still_give_a_page(env: DemoEnv) -> None:
     body = _analyze(env)
     inspection_id = body["inspection"]["id"]
     with env.client.app.state.session_factory() as session:  # type: ignore[attr-defined]
@@ -269,7 +228,7 @@ def test_damaged_stored_results_still_give_a_page(env: Env) -> None:
     assert "이상영역1개" in flat
 
 
-def test_missing_inspection_is_404_and_anonymous_is_401(env: Env) -> None:
+def test_missing_inspection_is_404_and_anonymous_is_401(env: DemoEnv) -> None:
     missing = env.client.get("/api/v1/inspections/999999/report.pdf", headers=env.worker)
     assert missing.status_code == 404
     assert "999999" in missing.json()["detail"]
@@ -277,7 +236,7 @@ def test_missing_inspection_is_404_and_anonymous_is_401(env: Env) -> None:
     assert anonymous.status_code == 401
 
 
-def test_guidance_and_history_pages_link_the_report(env: Env, analysed: dict[str, Any]) -> None:
+def test_guidance_and_history_pages_link_the_report(env: DemoEnv, analysed: dict[str, Any]) -> None:
     inspection_id = analysed["inspection"]["id"]
     client = env.client
     page = client.get("/login")

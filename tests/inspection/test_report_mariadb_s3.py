@@ -19,7 +19,7 @@ from app.inspection import service as inspection_service
 from app.ml import anomaly_viz
 from tests import services
 from tests.conftest import make_settings
-from tests.history.factories import make_catalog, make_inspection
+from tests.factories import make_catalog, make_inspection
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.s3]
 

@@ -9,7 +9,8 @@ import pytest
 from app.manuals.document import DocLine
 from app.manuals.mapping import DefectLabel, map_sections, name_similarity
 from app.manuals.structure import parse_structure, part_kind
-from app.ml.generators import ExtractiveGenerator, GuidanceRequest, Passage
+from app.ml.guidance.extractive import ExtractiveGenerator
+from app.ml.guidance.types import GuidanceRequest, Passage
 from bench.manual_bench import score_structure, understand
 from bench.manual_corpus import (
     LAYOUTS,

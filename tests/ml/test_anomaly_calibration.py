@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.ml.anomaly_calibration import calibrate, split_normals, train_product_model
+from app.ml.anomaly_calibration import calibrate, split_normals, train_and_score
 from app.ml.errors import JobCancelled
 from app.ml.patchcore import AnomalyOutput, FeatureExtractor, PatchCore, PatchCoreConfig
 from tests.ml.synthetic_textures import Sample, make_dataset
@@ -65,19 +65,20 @@ def test_defects_move_threshold_to_best_f1_cut() -> None:
     assert cal.defect_min == 20.0
 
 
-def test_train_product_model_flags_new_defects(
+def test_train_and_score_flags_new_defects(
     extractor: FeatureExtractor, data: tuple[list[Sample], list[Sample]], tmp_path: Path
 ) -> None:
     normals, defects = data
     fresh_normals, fresh_defects = make_dataset(seed=12, n_normal=3, n_defect=2)
     seen: list[float] = []
-    model, cal = train_product_model(
+    result = train_and_score(
         [s.image for s in normals],
         [s.image for s in defects],
         CONFIG,
         progress=lambda f, _: seen.append(f),
         extractor=extractor,
     )
+    model, cal = result.model, result.calibration
     assert model.calibration == cal
     assert (cal.method, cal.n_normal_train, cal.n_normal_heldout, cal.n_defect) == ("f1", 8, 2, 4)
     assert cal.f1 == 1.0
@@ -92,23 +93,24 @@ def test_train_product_model_flags_new_defects(
     assert PatchCore.load(tmp_path / "p", extractor=extractor).calibration == cal
 
 
-def test_train_product_model_normals_only_without_refit(
+def test_train_and_score_normals_only_without_refit(
     extractor: FeatureExtractor, data: tuple[list[Sample], list[Sample]]
 ) -> None:
     normals, _ = data
-    model, cal = train_product_model(
+    result = train_and_score(
         [s.image for s in normals[:5]], config=CONFIG, extractor=extractor, refit_on_all=False
     )
+    model, cal = result.model, result.calibration
     assert cal.method == "normal_stats"
     assert not cal.refit_on_all
     assert (cal.n_normal_train, cal.n_normal_heldout) == (4, 1)
     assert model.bank_size == round(4 * 16 * 16 * 0.1 + 0.5)
 
 
-def test_train_product_model_can_be_cancelled(
+def test_train_and_score_can_be_cancelled(
     extractor: FeatureExtractor, data: tuple[list[Sample], list[Sample]]
 ) -> None:
     with pytest.raises(JobCancelled):
-        train_product_model(
+        train_and_score(
             [s.image for s in data[0][:4]], config=CONFIG, extractor=extractor, should_cancel=lambda: True
         )

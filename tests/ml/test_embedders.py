@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from app.core.i18n import translate_reason
 from app.ml.embedders import (
     ClipEmbedder,
     EfficientNetEmbedder,
@@ -72,7 +73,7 @@ def test_available_embedders_reports_missing_clip_with_expected_path(tmp_path: P
     infos = {info.name: info for info in available_embedders(tmp_path)}
     assert infos["efficientnet-lite0"].is_available
     assert not infos["clip"].is_available
-    assert str(tmp_path / "clip" / "ViT-B-32.pt") in infos["clip"].reason
+    assert str(tmp_path / "clip" / "ViT-B-32.pt") in translate_reason(infos["clip"].reason, "en")
     with pytest.raises(ModelNotAvailableError, match="ViT-B-32"):
         load_embedder("clip", models_dir=tmp_path)
     with pytest.raises(ModelNotAvailableError, match="unknown embedder"):

@@ -14,19 +14,14 @@ from typing import Any, ClassVar
 
 import pytest
 
-from app.ml.generators import (
-    ExtractiveGenerator,
-    GuidanceRequest,
-    OpenAICompatibleGenerator,
-    Passage,
-    TransformersGenerator,
-    available_generators,
-    build_messages,
-    create_generator,
-    generate_with_fallback,
-    parse_sections,
-    result_from_text,
-)
+from app.core.i18n import translate_reason
+from app.ml.guidance.extractive import ExtractiveGenerator
+from app.ml.guidance.factory import available_generators, create_generator
+from app.ml.guidance.fallback import generate_with_fallback, stream_with_fallback
+from app.ml.guidance.local_llm import TransformersGenerator
+from app.ml.guidance.openai_http import OpenAICompatibleGenerator
+from app.ml.guidance.prompt import build_messages, parse_sections, result_from_text
+from app.ml.guidance.types import GuidanceRequest, GuidanceResult, Passage
 from app.ml.manual_samples import SAMPLE_DEFECTS
 from tests.ml._tiny_models import save_random_gpt2, save_scripted_gpt2
 
@@ -317,6 +312,28 @@ def test_openai_streaming_yields_the_answer_in_pieces(chat_server: str) -> None:
     assert "가이드 레일 마모" in res.sections.cause
 
 
+def test_streamed_answers_share_the_one_fallback(chat_server: str) -> None:
+    """Pieces as written, then one result: the parsed answer, or the extractive one with what was written."""
+    good = list(stream_with_fallback(OpenAICompatibleGenerator(chat_server, "good", timeout_s=5), request()))
+    *pieces, result = good
+    assert all(isinstance(p, str) for p in pieces)
+    assert len(pieces) > 5
+    assert isinstance(result, GuidanceResult)
+    assert not result.is_fallback
+    assert "가이드 레일 마모" in result.sections.cause
+    *written, fallback = stream_with_fallback(
+        OpenAICompatibleGenerator(chat_server, "wrong", timeout_s=5), request()
+    )
+    assert isinstance(fallback, GuidanceResult)
+    assert (fallback.is_fallback, fallback.fallback_reason) == (True, "unparseable")
+    assert fallback.raw_text == "".join(str(p) for p in written)  # the text the worker saw being written
+    assert SCRATCH.causes[0] in fallback.sections.cause
+    # The extractive backend does not stream: its answer comes as the one result.
+    (only,) = stream_with_fallback(ExtractiveGenerator(), request())
+    assert isinstance(only, GuidanceResult)
+    assert only.generator == "extractive"
+
+
 # ----- local transformers ---------------------------------------------------------------------------------
 def test_local_model_answer_goes_through_the_parser(tmp_path: Path) -> None:
     save_scripted_gpt2(tmp_path, SCRIPT)
@@ -368,9 +385,15 @@ def test_available_generators_reports_what_can_run(tmp_path: Path) -> None:
         )
     }
     assert infos["hyperclovax-seed-1.5b"].is_available
-    assert "CPU" in infos["hyperclovax-seed-1.5b"].reason
+    # Reasons are translation keys: each reader gets them in their language.
+    local = infos["hyperclovax-seed-1.5b"].reason
+    assert translate_reason(local, "ko") == "로컬 모델 사용 가능 (CPU에서는 느림)"
+    assert translate_reason(local, "en") == "Local model ready (slow on a CPU)"
     assert not infos["exaone-3.5-2.4b"].is_available  # needs its remote-code files next to the weights
-    assert "trust_remote_code" in infos["exaone-3.5-2.4b"].reason
+    for lang in ("ko", "en"):
+        assert "trust_remote_code" in translate_reason(infos["exaone-3.5-2.4b"].reason, lang)
+    vision = translate_reason(infos["openai:qwen-vl"].label, "en")
+    assert vision == "qwen-vl (OpenAI-compatible server, with the image)"
     assert infos["openai:qwen-vl"].is_available
     gen = create_generator("hyperclovax-seed-1.5b", tmp_path, max_new_tokens=40)
     assert gen.name == "hyperclovax-seed-1.5b"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from app.ml.generators import ExtractiveGenerator, GuidanceRequest, Passage, result_from_text
 from app.ml.grounding import check_answer, claims, ground_result, renumber_citations, sentences
+from app.ml.guidance.extractive import ExtractiveGenerator
+from app.ml.guidance.prompt import result_from_text
+from app.ml.guidance.types import GuidanceRequest, Passage
 
 CAUSE = "이송 롤러 표면에 박힌 금속 칩이 판 표면을 끌면서 길고 가는 선형 긁힘을 만든다."
 ACTION = (

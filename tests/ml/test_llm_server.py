@@ -10,14 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.ml.generators import (
-    GeneratorError,
-    GuidanceRequest,
-    OpenAICompatibleGenerator,
-    Passage,
-    generate_with_fallback,
-)
 from app.ml.grounding import ground_result
+from app.ml.guidance.fallback import generate_with_fallback
+from app.ml.guidance.openai_http import OpenAICompatibleGenerator
+from app.ml.guidance.types import GeneratorError, GuidanceRequest, Passage
 from app.ml.llm_server import LlamaServer
 from tests.llm_server import ALIAS, llama_server
 

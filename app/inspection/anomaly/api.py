@@ -25,7 +25,7 @@ def check_anomaly(
     """Localise anomalies in the photo with the product's PatchCore model (runs in the threadpool)."""
     return service.check_inspection(
         session,
-        services,
+        services=services,
         inspection_id=inspection_id,
         product_id=body.product_id,
         reference_image_id=body.reference_image_id,

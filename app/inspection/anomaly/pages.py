@@ -28,7 +28,7 @@ def anomaly_page(
 ) -> Response:
     """Step 3: the stored check, or (first visit, by its owner) the check run once by anomaly.js."""
     page = service.page_context(
-        session, services, inspection_id=inspection_id, product_id=product_id, user=user
+        session, services=services, inspection_id=inspection_id, product_id=product_id, user=user
     )
     return render(
         request,

@@ -81,18 +81,24 @@ def _picture_key(inspection: Photo, name: str, render: dict[str, Any], lang: str
     return f"{_folder(inspection)}/{stem}_{render['token']}{suffix}.png"
 
 
-def file_key(session: Session, services: Services, inspection: Photo, name: str) -> str:
+def file_key(session: Session, *, services: Services, inspection: Photo, name: str) -> str:
     """The storage key to serve for a derived file, drawing and caching an anomaly picture first if needed."""
     render = (inspection.anomaly_result or {}).get("render")
     if name not in PICTURES or not render:
         return inspection_service.file_key(inspection, name)
     key = _picture_key(inspection, name, render, current_language.get())
     if not services.storage.exists(key):
-        services.storage.put(key, draw(session, services, inspection, name, render), "image/png")
+        services.storage.put(
+            key,
+            draw(session, services=services, inspection=inspection, name=name, render=render),
+            "image/png",
+        )
     return key
 
 
-def draw(session: Session, services: Services, inspection: Photo, name: str, render: dict[str, Any]) -> bytes:
+def draw(
+    session: Session, *, services: Services, inspection: Photo, name: str, render: dict[str, Any]
+) -> bytes:
     """Draw one picture from the stored map, the photo and (for the comparison) the reference image."""
     storage = services.storage
     with np.load(io.BytesIO(storage.get(map_key(inspection, render["token"])))) as stored:

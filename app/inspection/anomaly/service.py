@@ -57,7 +57,7 @@ def _reference_image(
     view: str | None = None,
 ) -> ReferenceImage | None:
     if reference_image_id is not None:
-        row = catalog_service.get_image(session, reference_image_id)  # 404 for a wrong id
+        row = catalog_service.get_image(session, image_id=reference_image_id)  # 404 for a wrong id
         if row.product_id != product_id or row.kind != "normal":
             raise ValidationFailedError("errors.anomaly_reference_not_normal", id=reference_image_id)
         return row
@@ -199,7 +199,9 @@ def _check_views(
 ) -> AnomalyRead:
     """Check every view, combine by the product's rule, store each view's answer and the combined one."""
     plan = _view_models(services, product, list(inspection.views))
-    reference_row = catalog_service.get_image(session, reference_image_id) if reference_image_id else None
+    reference_row = (
+        catalog_service.get_image(session, image_id=reference_image_id) if reference_image_id else None
+    )
     # A chosen reference serves the view it shows (or the first view when it has no view label).
     reference_view = (reference_row.view or inspection.views[0].view) if reference_row is not None else None
     checked: list[_Checked] = []
@@ -290,8 +292,8 @@ def _check_views(
 @gated("anomaly", lambda session, services, **kwargs: services)
 def check_inspection(
     session: Session,
-    services: Services,
     *,
+    services: Services,
     inspection_id: int,
     product_id: int | None,
     reference_image_id: int | None,
@@ -386,7 +388,7 @@ class AnomalyPage:
 
 
 def page_context(
-    session: Session, services: Services, *, inspection_id: int, product_id: int | None, user: User
+    session: Session, *, services: Services, inspection_id: int, product_id: int | None, user: User
 ) -> AnomalyPage:
     """The inspection, the product to check against (query, stored result, verdict, upload), its normals."""
     inspection = inspection_service.get_inspection(session, inspection_id)

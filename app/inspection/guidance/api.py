@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Iterator
+
 from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 
@@ -10,11 +13,23 @@ from app.core.dependencies import ServicesDep
 from app.db.session import SessionDep
 from app.inspection import service as inspection_service
 from app.inspection.guidance import service
-from app.inspection.guidance.schemas import FeedbackCreate, GeneratorRead, GuidanceCreate, GuidanceRead
+from app.inspection.guidance.schemas import (
+    FeedbackCreate,
+    GeneratorRead,
+    GuidanceCreate,
+    GuidanceEvent,
+    GuidanceRead,
+)
 from app.inspection.schemas import InspectionRead
 
 # Authentication runs first for every route here, before any load-or-404 dependency.
 router = APIRouter(prefix="/api/v1", tags=["inspections"], dependencies=[Depends(get_current_user)])
+
+
+def server_sent_events(events: Iterable[GuidanceEvent]) -> Iterator[str]:
+    """The wire format of a streamed answer: "event: <name>" and one JSON "data:" line per event."""
+    for event in events:
+        yield f"event: {event.name}\ndata: {json.dumps(event.data, ensure_ascii=False)}\n\n"
 
 
 @router.get("/generators")
@@ -50,7 +65,7 @@ def stream_guidance(
         session, services, inspection_id=inspection_id, user=user, body=body or GuidanceCreate()
     )
     return StreamingResponse(
-        service.stream_guidance(services, prepared),
+        server_sent_events(service.stream_guidance(services, prepared)),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.core.i18n import translate
-from app.ml.generators import LLM_PRESETS
+from app.ml.guidance.local_llm import LLM_PRESETS
 
 
 def generator_label(name: str | None) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -91,3 +93,11 @@ class FeedbackCreate(BaseModel):
     action_taken: str = Field(default="", max_length=5000)
     no_action: bool = False
     score: int
+
+
+@dataclass(frozen=True)
+class GuidanceEvent:
+    """One event of a streamed answer ("start", "delta", "result", "error"); the API frames it on the wire."""
+
+    name: Literal["start", "delta", "result", "error"]
+    data: dict[str, Any]

@@ -1,7 +1,7 @@
 """The guidance step: manual retrieval for the inspection's defect, a generator's four sections, feedback.
 
 Generators live in the registry "generators" (name -> backend), loaded once at startup. The admin
-catalog's model settings list availability through app.ml.generators.available_generators(models_dir,
+catalog's model settings list availability through app.ml.guidance.factory.available_generators(models_dir,
 openai_*): "extractive" always; a preset when its weights are under models/llm/; "openai:<model>" when
 Settings.openai_base_url and openai_model are set. Workers may use the default generator and the ones in
 ModelSetting.allowed_generators; admins any available one.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import logging
 import time
 from collections.abc import Iterator
@@ -29,35 +28,31 @@ from app.core.errors import (
     PermissionDeniedError,
     ValidationFailedError,
 )
-from app.core.i18n import current_language, translate
-from app.core.security import redact_url
+from app.core.i18n import current_language, translate, translate_reason
 from app.core.services import Services
 from app.db.base import utcnow
 from app.db.tables import DefectType, Inspection, Manual, Product, User
 from app.inspection import outcome as outcome_service
 from app.inspection.guidance.labels import fallback_reason_label, generator_label
 from app.inspection.guidance.presentation import marked_segments
-from app.inspection.guidance.schemas import GeneratorRead, GuidanceCreate, GuidanceRead
+from app.inspection.guidance.schemas import GeneratorRead, GuidanceCreate, GuidanceEvent, GuidanceRead
 from app.inspection.service import get_inspection, load_image
 from app.integrations import service as integrations_service
 from app.manuals.indexing import MANUALS
 from app.manuals.sections import find_section
-from app.ml.generators import (
-    ExtractiveGenerator,
+from app.ml.grounding import ground_result
+from app.ml.guidance.extractive import ExtractiveGenerator
+from app.ml.guidance.factory import available_generators, create_generator
+from app.ml.guidance.fallback import generate_with_fallback, stream_with_fallback
+from app.ml.guidance.openai_http import OpenAICompatibleGenerator
+from app.ml.guidance.types import (
     Generator,
-    GeneratorError,
     GeneratorInfo,
     GuidanceRequest,
     GuidanceResult,
     GuidanceSections,
-    OpenAICompatibleGenerator,
-    available_generators,
-    create_generator,
-    fallback_result,
-    generate_with_fallback,
-    result_from_text,
+    StreamingGenerator,
 )
-from app.ml.grounding import ground_result
 from app.ml.registry import RegistryKey
 from app.ml.retriever import RetrievalQuery, sections_to_passages
 
@@ -126,15 +121,8 @@ def _loaded(services: Services) -> dict[str, Generator]:
     return loaded
 
 
-def _label(info: GeneratorInfo, *, vision: bool) -> str:
-    if info.kind == "extractive":
-        return translate("guidance.generator_label.extractive")
-    if info.kind == "openai" and info.is_available:
-        key = "openai_vision" if vision else "openai"
-        return translate(f"guidance.generator_label.{key}", model=info.name.split(":", 1)[-1])
-    if info.kind == "openai":
-        return translate("guidance.generator_label.openai_unset")
-    return info.label
+def _label(info: GeneratorInfo) -> str:
+    return translate_reason(info.label)
 
 
 def _reason(info: GeneratorInfo, *, is_loaded: bool, device: str, is_admin: bool) -> str:
@@ -151,7 +139,7 @@ def _reason(info: GeneratorInfo, *, is_loaded: bool, device: str, is_admin: bool
             return translate(key)
         if not is_admin:
             return translate("security.reason.openai_ready")
-        return translate("guidance.reason.openai_ready", url=redact_url(info.reason))
+        return translate_reason(info.reason)  # the server's address, its credentials already removed
     if not info.is_available:
         if info.path is not None and not (info.path / "config.json").is_file():
             if not is_admin:
@@ -159,7 +147,7 @@ def _reason(info: GeneratorInfo, *, is_loaded: bool, device: str, is_admin: bool
             return translate("guidance.reason.no_weights", path=str(info.path))
         if not is_admin:
             return translate("security.generator_unavailable")
-        return translate("guidance.reason.unavailable", detail=info.reason)
+        return translate("guidance.reason.unavailable", detail=translate_reason(info.reason))
     if not is_loaded:
         return translate("guidance.generator_not_loaded")
     return translate(
@@ -179,7 +167,7 @@ def list_generators(session: Session, services: Services, *, user: User) -> list
         out.append(
             GeneratorRead(
                 name=info.name,
-                label=_label(info, vision=services.settings.openai_is_vision),
+                label=_label(info),
                 kind=info.kind,
                 available=info.is_available and is_loaded,
                 reason=_reason(
@@ -521,74 +509,30 @@ def generate_guidance(
     return read
 
 
-def _event(name: str, data: dict[str, Any]) -> str:
-    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
-
-
-def _stream_result(prepared: PreparedGuidance) -> Iterator[tuple[str, Any]]:
-    """("delta", text) pieces while the generator writes, then ("result", GuidanceResult)."""
-    generator, request = prepared.generator, prepared.request
-    stream = getattr(generator, "stream", None)
-    if isinstance(generator, ExtractiveGenerator) or stream is None:
-        yield "result", generate_with_fallback(generator, request, timeout_s=prepared.timeout_s)
-        return
-    started = time.perf_counter()
-    pieces: list[str] = []
-    try:
-        for piece in stream(request):
-            pieces.append(piece)
-            yield "delta", piece
-            if time.perf_counter() - started > prepared.timeout_s:
-                raise GeneratorError("timeout", f"exceeded {prepared.timeout_s:.0f}s", "".join(pieces))
-        elapsed = int((time.perf_counter() - started) * 1000)
-        yield (
-            "result",
-            result_from_text("".join(pieces), request, generator=generator.name, elapsed_ms=elapsed),
-        )
-    except GeneratorError as exc:
-        logger.warning("streaming generator %s failed: %s", generator.name, exc)
-        yield (
-            "result",
-            fallback_result(
-                ExtractiveGenerator(),
-                request,
-                reason=exc.reason,
-                requested=generator.name,
-                raw_text=exc.raw_text or "".join(pieces),
-                started=started,
-            ),
-        )
-    except Exception:
-        logger.exception("streaming generator %s crashed", generator.name)
-        yield (
-            "result",
-            fallback_result(
-                ExtractiveGenerator(), request, reason="error", requested=generator.name, started=started
-            ),
-        )
-
-
-def stream_guidance(services: Services, prepared: PreparedGuidance) -> Iterator[str]:
-    """Server-sent events: "start", "delta" (text as written), then "result" (the stored answer).
+def stream_guidance(services: Services, prepared: PreparedGuidance) -> Iterator[GuidanceEvent]:
+    """The answer as events: "start", "delta" (text as written), then "result" (the stored answer).
 
     Runs after the request's session is gone (the response streams), so it stores with its own session.
+    The API frames the events as server-sent events.
     """
-    streams = not isinstance(prepared.generator, ExtractiveGenerator) and hasattr(
-        prepared.generator, "stream"
+    streams = not isinstance(prepared.generator, ExtractiveGenerator) and isinstance(
+        prepared.generator, StreamingGenerator
     )
-    yield _event("start", {"generator": prepared.generator.name, "streaming": streams})
-    for kind, value in _stream_result(prepared):
-        if kind == "delta":
-            yield _event("delta", {"text": value})
+    yield GuidanceEvent("start", {"generator": prepared.generator.name, "streaming": streams})
+    for item in stream_with_fallback(
+        prepared.generator, prepared.request, ExtractiveGenerator(), timeout_s=prepared.timeout_s
+    ):
+        if isinstance(item, str):
+            yield GuidanceEvent("delta", {"text": item})
             continue
-        read = _to_read(prepared, value)
+        read = _to_read(prepared, item)
         try:
             with services.session_factory() as session:
                 _store(session, prepared.inspection_id, read, prepared.user_id)
         except DomainError as exc:
-            yield _event("error", {"detail": translate(exc.message_key, **exc.params)})
+            yield GuidanceEvent("error", {"detail": translate(exc.message_key, **exc.params)})
             return
-        yield _event("result", read.model_dump(mode="json"))
+        yield GuidanceEvent("result", read.model_dump(mode="json"))
 
 
 # ----- feedback -------------------------------------------------------------------------------------------

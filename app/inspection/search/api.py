@@ -87,4 +87,4 @@ def register(
 @router.get("/search/status")
 def gallery_status(session: SessionDep, services: ServicesDep, _: CurrentUserDep) -> GalleryStatus:
     """The live embedder, gallery sizes and whether the index is current."""
-    return service.gallery_status(session, services)
+    return service.gallery_status(session, services=services)

@@ -75,7 +75,7 @@ def image_url(image_id: int) -> str:
     return f"/api/v1/images/{image_id}/file"
 
 
-def gallery_status(session: Session, services: Services) -> GalleryStatus:
+def gallery_status(session: Session, *, services: Services) -> GalleryStatus:
     """Embedder, image counts and overall state of the search index (upload page)."""
     engine = _engine(services)
     if engine is None:
@@ -404,7 +404,7 @@ def _registration_target(
     session: Session, *, product_id: int, defect_type_id: int
 ) -> tuple[Product, DefectType]:
     product = catalog_service.get_product(session, product_id)
-    defect_type = catalog_service.get_defect_type(session, defect_type_id)
+    defect_type = catalog_service.get_defect_type(session, defect_type_id=defect_type_id)
     if defect_type.product_id != product.id:
         raise InvalidInputError("errors.defect_type_other_product")
     if not product.is_active:
@@ -455,7 +455,7 @@ def register_inspection(
     )
     row = catalog_service.add_image(
         session,
-        services.storage,
+        storage=services.storage,
         product=product,
         defect_type=defect_type,
         image=checked,

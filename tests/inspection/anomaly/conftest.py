@@ -7,31 +7,15 @@ real PatchCore, real SQLite and local storage) on a small demo data set.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
 
-from app.cli import run_migrations
-from app.core.config import Settings
-from app.db.tables import DeploymentJob, Product
-from app.demo.generator import generate_demo_dataset
-from app.demo.loader import register_dataset
-from app.main import create_app
-from tests.conftest import ADMIN_PASSWORD, WORKER_PASSWORD, bearer, make_settings, seed_users
+from app.db.tables import DeploymentJob
+from tests.conftest import make_settings
+from tests.factories import DemoEnv, demo_env
 
-
-@dataclass
-class AnomalyEnv:
-    """The running app, its settings, logins and the demo product ids."""
-
-    client: TestClient
-    settings: Settings
-    admin: dict[str, str]
-    worker: dict[str, str]
-    products: dict[str, int]
-    job: DeploymentJob
+AnomalyEnv = DemoEnv
 
 
 def run_job(client: TestClient, headers: dict[str, str], product_id: int | None) -> DeploymentJob:
@@ -51,19 +35,6 @@ def run_job(client: TestClient, headers: dict[str, str], product_id: int | None)
 @pytest.fixture(scope="session")
 def anomaly_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnomalyEnv]:
     """Demo data registered, metal_plate's anomaly model built by the job; fabric left without one."""
-    tmp = tmp_path_factory.mktemp("anomaly")
-    settings = make_settings(tmp)
-    run_migrations(settings)
-    root = settings.data_path / "demo" / "seed-0"
-    generate_demo_dataset(root, seed=0, size=128, normals_per_product=8, defects_per_type=2)
-    with TestClient(create_app(settings)) as client:
-        seed_users(settings, client)
-        state = client.app.state  # type: ignore[attr-defined]
-        with state.session_factory() as session:
-            register_dataset(session, state.storage, settings, root)
-            products = {p.code: p.id for p in session.scalars(select(Product))}
-        admin = bearer(client, "admin1", ADMIN_PASSWORD)
-        worker = bearer(client, "worker1", WORKER_PASSWORD)
-        job = run_job(client, admin, products["metal_plate"])
-        assert job.status == "succeeded", job.error
-        yield AnomalyEnv(client, settings, admin, worker, products, job)
+    settings = make_settings(tmp_path_factory.mktemp("anomaly"))
+    with demo_env(settings, defects_per_type=2, builds=[("anomaly_model", "metal_plate")]) as env:
+        yield env

@@ -218,8 +218,9 @@ def test_artifact_meta_reports_calibration_and_evaluation(anomaly_env: AnomalyEn
     assert meta["backbone"] == "efficientnet-lite0"
     assert meta["n_train"] >= 5
     assert meta["bank_size"] > 0
-    files = {p.name for p in (env.settings.artifacts_path / art.path).iterdir()}
-    assert files == {"memory_bank.safetensors", "patchcore.json"}
+    stored = {k.rsplit("/", 1)[-1] for k in env.client.app.state.storage.list(art.path + "/")}  # type: ignore[attr-defined]
+    assert stored == {"memory_bank.safetensors", "patchcore.json", "manifest.json"}
+    assert art.path == f"artifacts/anomaly_model/product-{art.product_id}/{art.version}"
 
 
 def test_restart_loads_the_model_without_training(
@@ -267,8 +268,11 @@ def test_rebuild_swaps_into_the_running_server(anomaly_env: AnomalyEnv) -> None:
     assert after is not before
     assert before.get(env.products["metal_plate"]) is old_model  # the old set was not mutated
     assert after.get(env.products["metal_plate"]) is not old_model
-    folder = env.settings.artifacts_path / "anomaly" / f"product-{env.products['metal_plate']}"
-    assert [p.name for p in folder.iterdir()] == [job.result["built"][0]["version"]]
+    # the version just replaced stays (a server may still be fetching it); older ones are deleted
+    prefix = f"artifacts/anomaly_model/product-{env.products['metal_plate']}/"
+    versions = {k[len(prefix) :].split("/")[0] for k in env.client.app.state.storage.list(prefix)}  # type: ignore[attr-defined]
+    assert job.result["built"][0]["version"] in versions
+    assert len(versions) <= 2
     photo = demo_file(env, str(holdout(env, "metal_plate", "normal")[0]["path"]))
     assert check(env, upload(env, photo, env.products["metal_plate"]))[0] == 200
 

@@ -8,74 +8,47 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from app.cli import run_migrations
-from app.db.tables import Artifact, DefectType, Inspection, Product
-from app.demo.generator import generate_demo_dataset
-from app.demo.loader import register_dataset
-from app.main import create_app
+from app.db.tables import Artifact, DefectType, Inspection
 from app.ml.search_runtime import SEARCH
-from tests.conftest import ADMIN_PASSWORD, WORKER_PASSWORD, bearer, make_settings, seed_users
+from tests.conftest import make_settings
 from tests.deployments.test_pages import login_page
-from tests.inspection.anomaly.conftest import run_job
+from tests.factories import ADMIN_PASSWORD, DemoEnv, demo_env
 from tests.inspection.search.conftest import deploy, inspect
 
 
-@dataclass
-class Env:
-    client: TestClient
-    admin: dict[str, str]
-    worker: dict[str, str]
-    products: dict[str, int]
-    types: dict[tuple[int, str], int]
-    holdout: list[tuple[str, str, Path]]  # (product code, defect code, file)
-
-
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    tmp = tmp_path_factory.mktemp("identification")
-    settings = make_settings(tmp)
-    run_migrations(settings)
-    root = settings.data_path / "demo" / "seed-0"
-    manifest = generate_demo_dataset(root, seed=0, size=128, normals_per_product=8, defects_per_type=4)
-    holdout = [
-        (p.code, d.defect_code, root / d.path)
-        for p in manifest.products
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoEnv]:
+    settings = make_settings(tmp_path_factory.mktemp("identification"))
+    builds = [("anomaly_model", "metal_plate"), ("search_index", None)]
+    with demo_env(settings, defects_per_type=4, builds=builds) as built:
+        yield built
+
+
+def _holdout(env: DemoEnv) -> list[tuple[str, str, Path]]:
+    """(product code, defect code, file) of every held-out defect photo."""
+    return [
+        (p.code, d.defect_code, env.root / d.path)
+        for p in env.manifest.products
         for d in p.defect_images
         if d.holdout
     ]
-    with TestClient(create_app(settings)) as client:
-        seed_users(settings, client)
-        state = client.app.state  # type: ignore[attr-defined]
-        with state.session_factory() as session:
-            register_dataset(session, state.storage, settings, root)
-            products = {p.code: p.id for p in session.scalars(select(Product))}
-            types = {(d.product_id, d.code): d.id for d in session.scalars(select(DefectType))}
-        admin = bearer(client, "admin1", ADMIN_PASSWORD)
-        worker = bearer(client, "worker1", WORKER_PASSWORD)
-        built = run_job(client, admin, products["metal_plate"])
-        assert built.status == "succeeded", built.error
-        job = deploy(client, admin, timeout=600)
-        assert job["status"] == "succeeded", job
-        yield Env(client, admin, worker, products, types, holdout)
 
 
-def _search(env: Env, path: Path, product_id: int) -> dict:
+def _search(env: DemoEnv, path: Path, product_id: int) -> dict:
     inspection_id = inspect(env.client, env.worker, path.read_bytes(), product_id)
     response = env.client.post(f"/api/v1/inspections/{inspection_id}/search", json={}, headers=env.worker)
     assert response.status_code == 200, response.text
     return {"id": inspection_id, **response.json()}
 
 
-def test_the_verdict_of_a_product_with_an_anomaly_model_comes_from_the_defect_region(env: Env) -> None:
+def test_the_verdict_of_a_product_with_an_anomaly_model_comes_from_the_defect_region(env: DemoEnv) -> None:
     pid = env.products["metal_plate"]
-    photos = [(code, path) for product, code, path in env.holdout if product == "metal_plate"]
+    photos = [(code, path) for product, code, path in _holdout(env) if product == "metal_plate"]
     right = 0
     for code, path in photos:
         result = _search(env, path, pid)
@@ -91,15 +64,15 @@ def test_the_verdict_of_a_product_with_an_anomaly_model_comes_from_the_defect_re
     assert right >= len(photos) - 1, f"{right}/{len(photos)} held-out photos named right"
 
 
-def test_a_product_without_normal_images_model_falls_back_to_the_whole_image(env: Env) -> None:
+def test_a_product_without_normal_images_model_falls_back_to_the_whole_image(env: DemoEnv) -> None:
     pid = env.products["fabric"]
-    path = next(p for product, _c, p in env.holdout if product == "fabric")
+    path = next(p for product, _c, p in _holdout(env) if product == "fabric")
     verdict = _search(env, path, pid)["verdict"]
     assert verdict["method"] == "whole"
     assert verdict["confidence"] is not None
 
 
-def test_leave_one_out_accuracy_is_stored_with_the_artifact_and_shown_to_the_admin(env: Env) -> None:
+def test_leave_one_out_accuracy_is_stored_with_the_artifact_and_shown_to_the_admin(env: DemoEnv) -> None:
     pid = env.products["metal_plate"]
     with env.client.app.state.session_factory() as session:  # type: ignore[attr-defined]
         artifact = session.scalars(select(Artifact).where(Artifact.kind == "search_index")).one()
@@ -119,12 +92,12 @@ def test_leave_one_out_accuracy_is_stored_with_the_artifact_and_shown_to_the_adm
 
 
 def test_a_registered_defect_counts_at_once_for_search_and_in_the_figures_after_the_next_build(
-    env: Env,
+    env: DemoEnv,
 ) -> None:
     pid = env.products["metal_plate"]
     engine = env.client.app.state.models.get(SEARCH)  # type: ignore[attr-defined]
     before = engine.identification[pid].count
-    code, path = next((c, p) for product, c, p in env.holdout if product == "metal_plate")
+    code, path = next((c, p) for product, c, p in _holdout(env) if product == "metal_plate")
     created = env.client.post(
         f"/api/v1/products/{pid}/images",
         data={"kind": "defect", "defect_type_id": str(env.types[(pid, code)])},

@@ -12,12 +12,10 @@ import httpx
 import pytest
 import uvicorn
 
-from app.auth import service as auth_service
-from app.auth.schemas import UserCreate
 from app.core.config import Settings
 from app.main import create_app
 from tests.browser.conftest import _free_port, browser_page, screenshot
-from tests.conftest import ADMIN_PASSWORD, WORKER_PASSWORD
+from tests.factories import ADMIN_PASSWORD, WORKER_PASSWORD, make_users
 from tests.inspection.search.conftest import CountingEmbedder, deploy, hole_photo, make_catalog
 
 pytestmark = pytest.mark.browser
@@ -29,16 +27,7 @@ def search_server(search_settings: Settings, embedder: CountingEmbedder) -> Iter
     """The real app (models loaded) served by uvicorn, with admin1 and worker1."""
     app = create_app(search_settings)
     with app.state.session_factory() as session:
-        for name, password, role in (
-            ("admin1", ADMIN_PASSWORD, "admin"),
-            ("worker1", WORKER_PASSWORD, "worker"),
-        ):
-            auth_service.create_user(
-                session,
-                user_in=UserCreate(username=name, password=password, role=role),  # type: ignore[arg-type]
-                settings=search_settings,
-                actor_id=None,
-            )
+        make_users(session, search_settings)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -5,19 +5,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from app.catalog import service as catalog_service
 from app.cli import run_migrations
+from app.core import changelog
 from app.core.config import Settings
 from app.core.jobs import JobContext
-from app.db.tables import Artifact, DeploymentJob, ReferenceImage
+from app.db.tables import Artifact, ChangeLog, DeploymentJob, ReferenceImage
 from app.deployments import search_index
 from app.deployments.jobs import artifact_states
 from app.main import create_app
 from app.ml.errors import JobCancelled
-from app.ml.search_runtime import SEARCH, read_current
+from app.ml.search_runtime import SEARCH
 from tests.conftest import ADMIN_PASSWORD, WORKER_PASSWORD, bearer, make_settings, seed_users
 from tests.inspection.search.conftest import (
     CountingEmbedder,
@@ -26,6 +29,7 @@ from tests.inspection.search.conftest import (
     make_catalog,
     png,
     scratch_photo,
+    upload,
 )
 
 
@@ -61,7 +65,11 @@ def test_job_builds_from_an_empty_registry_and_the_server_uses_it_at_once(
         with client.app.state.session_factory() as session:  # type: ignore[attr-defined]
             artifact = session.query(Artifact).filter_by(kind="search_index", is_current=True).one()
             assert artifact.meta["defect_images"] == 8
-            assert artifact.version == read_current(settings.artifacts_path / "search")
+            assert artifact.version == engine.generation
+            # one immutable version in the object storage, with a manifest checksum
+            assert artifact.path == f"artifacts/search_index/all/{artifact.version}"
+            assert client.app.state.storage.exists(f"{artifact.path}/manifest.json")  # type: ignore[attr-defined]
+            assert len(artifact.checksum) == 64
 
 
 def test_cancelled_build_keeps_the_old_index(
@@ -71,7 +79,7 @@ def test_cancelled_build_keeps_the_old_index(
     deploy(app_client, admin)
     services = app_client.app.state.services  # type: ignore[attr-defined]
     old_engine = services.models.get(SEARCH)
-    old_generation = read_current(search_settings.artifacts_path / "search")
+    old_generation = old_engine.generation
     with services.session_factory() as session:
         job = DeploymentJob(kind="search_index", status="running", stage="starting")
         session.add(job)
@@ -99,7 +107,9 @@ def test_cancelled_build_keeps_the_old_index(
     with pytest.raises(JobCancelled):
         search_index.run(ctx)
     assert services.models.get(SEARCH) is old_engine
-    assert read_current(search_settings.artifacts_path / "search") == old_generation
+    with services.session_factory() as session:
+        current = session.query(Artifact).filter_by(kind="search_index", is_current=True).one()
+        assert current.version == old_generation
 
 
 def test_changed_embedder_setting_marks_the_index_stale(
@@ -164,3 +174,33 @@ def _states(client: TestClient) -> list:
     services = client.app.state.services  # type: ignore[attr-defined]
     with services.session_factory() as session:
         return [s for s in artifact_states(session, services) if s.kind == "search_index"]
+
+
+def test_registrations_are_logged_with_vectors_and_the_log_is_trimmed_behind_the_versions(
+    app_client: TestClient, admin: dict[str, str]
+) -> None:
+    services = app_client.app.state.services  # type: ignore[attr-defined]
+    catalog = make_catalog(app_client, admin, n=2)
+    assert deploy(app_client, admin)["status"] == "succeeded"
+
+    def log_rows() -> list[ChangeLog]:
+        with services.session_factory() as session:
+            rows = list(session.scalars(select(ChangeLog).order_by(ChangeLog.id)))
+            session.expunge_all()
+            return rows
+
+    first = upload(
+        app_client, admin, catalog.product_id, "defect", [png(scratch_photo(60))], catalog.scratch_id
+    )
+    (row,) = [r for r in log_rows() if r.entity_id == first[0]]  # the catalog's own uploads are logged too
+    assert row.kind == "image.added"
+    engine = services.models.get(SEARCH)
+    vector = changelog.decode_vector(row.payload["vector"])
+    assert vector is not None
+    assert np.allclose(vector, engine.gallery("defect").get_vectors(first)[0], atol=1e-6)
+    assert deploy(app_client, admin)["status"] == "succeeded"  # its version holds row 1
+    second = upload(
+        app_client, admin, catalog.product_id, "defect", [png(scratch_photo(61))], catalog.scratch_id
+    )
+    assert deploy(app_client, admin)["status"] == "succeeded"  # replaces the version that held row 1
+    assert [r.entity_id for r in log_rows()] == second  # row 1 is in every version still in use
