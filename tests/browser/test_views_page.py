@@ -55,12 +55,12 @@ def views_server(tmp_path: Path) -> Iterator[tuple[str, int, Path, Path]]:
             settings=settings,
             actor_id=None,
         )
-        register_dataset(session, storage, settings, root)
+        register_dataset(session, storage=storage, settings=settings, root=root)
         products = {p.code: p.id for p in session.scalars(select(Product))}
         catalog_service.upload_images(
             session,
-            storage,
-            settings,
+            storage=storage,
+            settings=settings,
             product_id=products["metal_plate"],
             kind="normal",
             defect_type_id=None,

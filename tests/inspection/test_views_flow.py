@@ -71,7 +71,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         seed_users(settings, client)
         state = client.app.state  # type: ignore[attr-defined]
         with state.session_factory() as session:
-            register_dataset(session, state.storage, settings, root)
+            register_dataset(session, storage=state.storage, settings=settings, root=root)
             products = {p.code: p.id for p in session.scalars(select(Product))}
         admin = bearer(client, "admin1", ADMIN_PASSWORD)
         assert state.runner.wait_idle(600)
