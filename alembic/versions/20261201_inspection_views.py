@@ -21,17 +21,13 @@ TABLE_OPTIONS = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_unicode_c
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("product", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("view_rule", sa.String(length=16), server_default="any", nullable=False))
-        batch_op.add_column(sa.Column("views", sa.JSON(), nullable=True))
-        batch_op.create_check_constraint(
-            batch_op.f("ck_product_view_rule"), "view_rule IN ('any', 'all', 'majority')"
-        )
-    op.execute(sa.text("UPDATE product SET views = '[]' WHERE views IS NULL"))
-    with op.batch_alter_table("product", schema=None) as batch_op:
-        batch_op.alter_column("views", existing_type=sa.JSON(), nullable=False)
-    with op.batch_alter_table("reference_image", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("view", sa.String(length=32), nullable=True))
+    # Plain ADD COLUMN, never a batch copy of `product` or `reference_image`: on SQLite, recreating a table
+    # drops the old one, and with foreign keys on that cascades to every defect type, image and manual.
+    op.add_column(
+        "product", sa.Column("view_rule", sa.String(length=16), server_default="any", nullable=False)
+    )
+    op.add_column("product", sa.Column("views", sa.JSON(), server_default="[]", nullable=False))
+    op.add_column("reference_image", sa.Column("view", sa.String(length=32), nullable=True))
     op.create_table(
         "inspection_view",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -57,7 +53,9 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_inspection_view")),
         sa.UniqueConstraint("image_key", name=op.f("uq_inspection_view_image_key")),
-        sa.UniqueConstraint("inspection_id", "position", name=op.f("uq_inspection_view_inspection_id_position")),
+        sa.UniqueConstraint(
+            "inspection_id", "position", name=op.f("uq_inspection_view_inspection_id_position")
+        ),
         sa.UniqueConstraint("inspection_id", "view", name=op.f("uq_inspection_view_inspection_id_view")),
         **TABLE_OPTIONS,
     )
@@ -69,9 +67,7 @@ def downgrade() -> None:
     with op.batch_alter_table("inspection_view", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_inspection_view_inspection_id"))
     op.drop_table("inspection_view")
-    with op.batch_alter_table("reference_image", schema=None) as batch_op:
-        batch_op.drop_column("view")
-    with op.batch_alter_table("product", schema=None) as batch_op:
-        batch_op.drop_constraint(batch_op.f("ck_product_view_rule"), type_="check")
-        batch_op.drop_column("views")
-        batch_op.drop_column("view_rule")
+    # Plain DROP COLUMN (SQLite 3.35+), for the same reason as above.
+    op.drop_column("reference_image", "view")
+    op.drop_column("product", "views")
+    op.drop_column("product", "view_rule")

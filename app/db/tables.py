@@ -105,12 +105,11 @@ class Product(Base):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     # Several views per inspection: how the views' anomaly answers combine (any | all | majority), and the
     # view labels the product is photographed in (empty: any well-formed label is accepted).
+    # (Checked by the application, not by a CHECK constraint: adding one would make SQLite copy the table.)
     view_rule: Mapped[str] = mapped_column(String(16), default="any", server_default="any")
-    views: Mapped[list[str]] = mapped_column(JSON, default=list)
+    views: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
-
-    __table_args__ = (CheckConstraint("view_rule IN ('any', 'all', 'majority')", name="view_rule"),)
 
 
 class DefectType(Base):
