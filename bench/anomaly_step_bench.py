@@ -120,7 +120,7 @@ def main() -> None:
                 )
                 inspection_id = row.id
             with state.session_factory() as session:
-                options = catalog_service.preprocessing_options(session, [pid])[pid]
+                options = catalog_service.preprocessing_options(session, product_ids=[pid])[pid]
             prepared = prepare(Image.open(io.BytesIO(data)).convert("RGB"), options)
             started = time.perf_counter()
             model.detect(prepared)

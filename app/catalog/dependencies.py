@@ -13,7 +13,7 @@ from app.db.tables import DefectType, Product
 
 def load_product(product_id: int, session: SessionDep) -> Product:
     """The product in the path, or 404."""
-    return service.get_product(session, product_id)
+    return service.get_product(session, product_id=product_id)
 
 
 def load_defect_type(defect_type_id: int, session: SessionDep) -> DefectType:

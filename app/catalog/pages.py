@@ -156,7 +156,7 @@ def _product_edit_page(
 @router.get("/products/{product_id}/edit")
 def product_edit_page(product_id: int, request: Request, session: SessionDep, _: AdminDep) -> Response:
     """Edit a product's name and description (the code is fixed: file names and galleries use it)."""
-    return _product_edit_page(request, service.get_product(session, product_id))
+    return _product_edit_page(request, service.get_product(session, product_id=product_id))
 
 
 @router.post("/products/{product_id}")
@@ -171,7 +171,7 @@ def product_edit_submit(
     views: Annotated[str, Form(max_length=1000)] = "",
 ) -> Response:
     """Save a product's name, description, and how its views combine (several views per inspection)."""
-    product = service.get_product(session, product_id)
+    product = service.get_product(session, product_id=product_id)
     form = {"name": name, "description": description, "view_rule": view_rule, "views": views}
     try:
         views_service.check_rule(view_rule)

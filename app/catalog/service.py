@@ -64,7 +64,7 @@ def active_product_ids(session: Session) -> list[int]:
     return list(session.scalars(select(Product.id).where(Product.is_active.is_(True)).order_by(Product.id)))
 
 
-def get_product(session: Session, product_id: int) -> Product:
+def get_product(session: Session, *, product_id: int) -> Product:
     """A product or NotFoundError."""
     product = session.get(Product, product_id)
     if product is None:
@@ -72,14 +72,14 @@ def get_product(session: Session, product_id: int) -> Product:
     return product
 
 
-def get_product_by_code(session: Session, code: str) -> Product | None:
+def get_product_by_code(session: Session, *, code: str) -> Product | None:
     """A product by its code, if any."""
     return session.scalar(select(Product).where(Product.code == code))
 
 
 def create_product(session: Session, *, product_in: ProductCreate, actor_id: int | None) -> Product:
     """Create a product with default preprocessing; the code must be new."""
-    if get_product_by_code(session, product_in.code) is not None:
+    if get_product_by_code(session, code=product_in.code) is not None:
         raise ConflictError("errors.product_code_taken", code=product_in.code)
     product = Product(
         code=product_in.code,
@@ -111,7 +111,7 @@ def update_product(
     session: Session, *, product_id: int, product_in: ProductUpdate, actor_id: int | None
 ) -> Product:
     """Rename, describe, deactivate or reactivate a product."""
-    product = get_product(session, product_id)
+    product = get_product(session, product_id=product_id)
     changes = product_in.model_dump(exclude_unset=True, exclude_none=True)
     if "views" in changes:
         changes["views"] = views_service.normalise_product_views(changes["views"])
@@ -126,7 +126,7 @@ def update_product(
 
 def deactivate_product(session: Session, *, product_id: int, actor_id: int | None) -> Product:
     """Soft-delete: the product disappears from choices but its history stays readable."""
-    product = get_product(session, product_id)
+    product = get_product(session, product_id=product_id)
     product.is_active = False
     record_audit(session, user_id=actor_id, action="deactivate", entity="product", entity_id=product.id)
     session.commit()
@@ -140,7 +140,7 @@ def list_defect_types(
     session: Session, *, product_id: int, include_inactive: bool = False
 ) -> list[DefectType]:
     """A product's defect types by code."""
-    get_product(session, product_id)
+    get_product(session, product_id=product_id)
     query = select(DefectType).where(DefectType.product_id == product_id).order_by(DefectType.code)
     if not include_inactive:
         query = query.where(DefectType.is_active.is_(True))
@@ -159,7 +159,7 @@ def create_defect_type(
     session: Session, *, product_id: int, defect_in: DefectTypeCreate, actor_id: int | None
 ) -> DefectType:
     """Add a defect type to a product; its code is unique within the product."""
-    get_product(session, product_id)
+    get_product(session, product_id=product_id)
     exists = session.scalar(
         select(DefectType).where(DefectType.product_id == product_id, DefectType.code == defect_in.code)
     )
@@ -391,7 +391,7 @@ def upload_images(
 
     `view` labels them as photos of one view (several views per inspection: a memory bank per view).
     """
-    product = get_product(session, product_id)
+    product = get_product(session, product_id=product_id)
     if not product.is_active:
         raise ConflictError("errors.product_inactive", code=product.code)
     if view is not None:
@@ -443,7 +443,7 @@ def list_images(
     page_size: int,
 ) -> tuple[list[ReferenceImage], int]:
     """A page of a product's images, newest first."""
-    get_product(session, product_id)
+    get_product(session, product_id=product_id)
     query = select(ReferenceImage).where(ReferenceImage.product_id == product_id)
     if kind:
         query = query.where(ReferenceImage.kind == kind)
@@ -540,7 +540,7 @@ def count_images(session: Session) -> dict[tuple[int, str], int]:
 
 def get_preprocessing(session: Session, *, product_id: int) -> PreprocessingSetting:
     """A product's preprocessing (created with defaults if missing)."""
-    get_product(session, product_id)
+    get_product(session, product_id=product_id)
     row = session.get(PreprocessingSetting, product_id)
     if row is None:
         row = PreprocessingSetting(product_id=product_id)
@@ -549,7 +549,7 @@ def get_preprocessing(session: Session, *, product_id: int) -> PreprocessingSett
     return row
 
 
-def preprocessing_options(session: Session, product_ids: Sequence[int]) -> dict[int, PreprocessingOptions]:
+def preprocessing_options(session: Session, *, product_ids: Sequence[int]) -> dict[int, PreprocessingOptions]:
     """The preprocessing search and anomaly apply per product (all off without a row); reads only."""
     rows = {
         r.product_id: r
@@ -697,7 +697,7 @@ def defect_type_overviews(session: Session, *, product_id: int | None) -> list[t
     )
     query = select(DefectType).join(Product).order_by(Product.code, DefectType.code)
     if product_id is not None:
-        get_product(session, product_id)
+        get_product(session, product_id=product_id)
         query = query.where(DefectType.product_id == product_id)
     return [(d, counts.get(d.id, 0)) for d in session.scalars(query).unique()]
 
@@ -713,7 +713,7 @@ def preprocessing_overview(session: Session) -> list[tuple[Product, Preprocessin
 
 def preview_source_image(session: Session, *, product_id: int, image_id: int | None) -> ReferenceImage:
     """The image a preview is drawn from: the one asked for (of this product) or the product's newest."""
-    get_product(session, product_id)
+    get_product(session, product_id=product_id)
     if image_id is not None:
         chosen = get_image(session, image_id=image_id)
         if chosen.product_id != product_id:

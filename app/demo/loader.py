@@ -61,7 +61,7 @@ def register_dataset(
     manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
     counts = {"products": 0, "normal": 0, "defect": 0, "manuals": 0}
     for item in manifest["products"]:
-        if catalog_service.get_product_by_code(session, item["code"]) is not None:
+        if catalog_service.get_product_by_code(session, code=item["code"]) is not None:
             continue
         product = catalog_service.create_product(
             session,

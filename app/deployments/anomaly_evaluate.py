@@ -63,13 +63,13 @@ def evaluate_product(
     """
     settings = services.settings
     with services.session_factory() as session:
-        product = catalog_service.get_product_by_code(session, product_code)
+        product = catalog_service.get_product_by_code(session, code=product_code)
         if product is None:
             raise NotFoundError("errors.product_not_found", id=product_code)
         artifact = current_artifacts(session, KIND).get(product.id)
         if artifact is None:
             raise ConflictError("errors.anomaly_model_missing", product=product.name, code=product.code)
-        options = catalog_service.preprocessing_options(session, [product.id])[product.id]
+        options = catalog_service.preprocessing_options(session, product_ids=[product.id])[product.id]
         registered = catalog_service.defect_images(session, product_id=product.id)
         session.expunge_all()
     model = PatchCore.load(

@@ -293,7 +293,7 @@ def build_product(
             progress(fraction, stage)
 
     with services.session_factory() as session:
-        product = catalog_service.get_product(session, product_id)
+        product = catalog_service.get_product(session, product_id=product_id)
         code = product.code if view is None else f"{product.code}/{view}"
         all_normals = catalog_service.normal_images(session, product_id=product_id)
         by_view = catalog_service.images_by_view(session, product_id=product_id, kind="normal")
@@ -312,7 +312,7 @@ def build_product(
             )
             fingerprint = normals_fingerprint(normals)
         defect_type_names = [row.defect_type.name if row.defect_type else None for row in defects]
-        options = catalog_service.preprocessing_options(session, [product_id])[product_id]
+        options = catalog_service.preprocessing_options(session, product_ids=[product_id])[product_id]
         session.expunge_all()
     if len(normals) < MIN_NORMAL_IMAGES:
         raise ValueError(
@@ -500,7 +500,7 @@ def run(ctx: JobContext) -> JobResult | None:
     services = ctx.services
     with ctx.session_factory() as session:
         if ctx.product_id is not None:
-            products = [catalog_service.get_product(session, ctx.product_id)]
+            products = [catalog_service.get_product(session, product_id=ctx.product_id)]
         else:
             products = catalog_service.list_products(session)
         targets = [(p.id, p.code) for p in products]
@@ -608,7 +608,7 @@ def _failure(job: DeploymentJob, product_id: int) -> str | None:
 def states(session: Session, services: Services) -> list[ArtifactState]:
     """Per active product: current, stale (and why), missing, building or failed."""
     products: list[Product] = catalog_service.list_products(session)
-    preprocessing = catalog_service.preprocessing_options(session, [p.id for p in products])
+    preprocessing = catalog_service.preprocessing_options(session, product_ids=[p.id for p in products])
     artifacts = current_artifacts(session, KIND)
     view_artifacts = current_view_artifacts(session)
     jobs = list(

@@ -52,7 +52,7 @@ def run(ctx: JobContext) -> JobResult | None:
         if manual_id is not None:
             ctx.log(f"indexing manual {manual_id}")
             chunks = indexing.index_manual(
-                session, services, manual_id=manual_id, job_id=ctx.job_id, progress=ctx.progress
+                session, services=services, manual_id=manual_id, job_id=ctx.job_id, progress=ctx.progress
             )
             ctx.log(f"manual {manual_id}: {chunks} chunks")
             return {"manual_id": manual_id, "chunks": chunks}
@@ -67,7 +67,7 @@ def run(ctx: JobContext) -> JobResult | None:
         for i, product_id in enumerate(product_ids):
             progress = _scaled(ctx, base=i * share, share=share, label=f"product {product_id}")
             counts = indexing.rebuild_product(
-                session, services, product_id=product_id, job_id=ctx.job_id, progress=progress
+                session, services=services, product_id=product_id, job_id=ctx.job_id, progress=progress
             )
             ctx.log(
                 f"product {product_id}: {counts['manuals']} manuals, {counts['chunks']} chunks"

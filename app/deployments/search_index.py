@@ -303,7 +303,7 @@ def apply_image_changes(
         if images:
             with services.session_factory() as session:
                 current = catalog_service.preprocessing_options(
-                    session, sorted({i.product_id for i in images})
+                    session, product_ids=sorted({i.product_id for i in images})
                 )
             logged = _embed_into(services, engine, images, current)
             regions = _identify_into(services, engine, [i for i in images if i.kind == "defect"], current)
@@ -359,7 +359,9 @@ def apply_logged_changes(services: Services, engine: SearchEngine, changes: Sequ
             if vector is None or change.payload.get("embedder_id") != engine.embedder.embedder_id:
                 to_embed.append(image)
         current = (
-            catalog_service.preprocessing_options(session, sorted({i.product_id for i in to_embed}))
+            catalog_service.preprocessing_options(
+                session, product_ids=sorted({i.product_id for i in to_embed})
+            )
             if to_embed
             else {}
         )
@@ -417,7 +419,7 @@ def reconcile(
     """
     with services.session_factory() as session:
         images = catalog_images(session, product_ids)
-        current = catalog_service.preprocessing_options(session, product_ids)
+        current = catalog_service.preprocessing_options(session, product_ids=product_ids)
     wanted = {img.id for img in images}
     removed = 0
     missing: list[CatalogImage] = []
@@ -577,7 +579,7 @@ def run(ctx: JobContext) -> JobResult | None:
         all_products = catalog_service.active_product_ids(session)
         if ctx.product_id is not None and ctx.product_id not in all_products:
             all_products = [*all_products, ctx.product_id]
-        current = catalog_service.preprocessing_options(session, all_products)
+        current = catalog_service.preprocessing_options(session, product_ids=all_products)
     old = services.models.get(SEARCH)
     ctx.progress(0.01, "search.stages.loading_embedder")
     if old is not None and old.embedder_name == name:
@@ -766,7 +768,7 @@ def states(session: Session, services: Services) -> list[ArtifactState]:
     if not product_ids:
         return []
     configured = catalog_service.configured_embedder(session)
-    current = catalog_service.preprocessing_options(session, product_ids)
+    current = catalog_service.preprocessing_options(session, product_ids=product_ids)
     images = catalog_images(session, product_ids)
     active_jobs = list(
         session.scalars(

@@ -138,7 +138,7 @@ def history_detail_page(
     inspection_id: int, request: Request, session: SessionDep, user: CurrentUserDep
 ) -> Response:
     """One inspection with every step's result, its images and the worker's record."""
-    inspection = inspection_service.get_inspection(session, inspection_id)
+    inspection = inspection_service.get_inspection(session, inspection_id=inspection_id)
     products, defects = service.names_for(session, rows=[inspection])
     item = service.to_item(inspection, products, defects)
     return render(

@@ -99,7 +99,7 @@ def analyze(
         session.rollback()
         errors["guidance"] = _problem(exc)
     session.expire_all()
-    finished = inspection_service.get_inspection(session, inspection.id)
+    finished = inspection_service.get_inspection(session, inspection_id=inspection.id)
     if integrations_service.enqueue_event(session, inspection=finished, event="inspection.analyzed"):
         session.commit()
     record = inspection_service.to_read(finished)

@@ -85,7 +85,7 @@ async def create_inspection(
 @router.get("/inspections/{inspection_id}")
 def get_inspection(inspection_id: int, session: SessionDep, _: CurrentUserDep) -> InspectionRead:
     """One inspection with every step's result so far."""
-    return service.to_read(service.get_inspection(session, inspection_id))
+    return service.to_read(service.get_inspection(session, inspection_id=inspection_id))
 
 
 @router.get("/inspections/{inspection_id}/events")
@@ -107,7 +107,7 @@ def inspection_image(
     inspection_id: int, session: SessionDep, storage: StorageDep, settings: SettingsDep, _: CurrentUserDep
 ) -> Response:
     """The inspected photo (or a redirect to a short-lived URL)."""
-    row = service.get_inspection(session, inspection_id)
+    row = service.get_inspection(session, inspection_id=inspection_id)
     return object_response(
         storage, settings, key=row.image_key, content_type=row.content_type, file_name=row.original_name
     )
@@ -124,7 +124,7 @@ def inspection_file(
     _: CurrentUserDep,
 ) -> Response:
     """A file a step derived from the photo (heat map, mask, overlay, comparison; drawn on first request)."""
-    row = service.get_inspection(session, inspection_id)
+    row = service.get_inspection(session, inspection_id=inspection_id)
     return object_response(
         storage,
         settings,

@@ -53,8 +53,8 @@ def advance_status(inspection: Inspection, status: str) -> None:
 # ----- the event history ------------------------------------------------------------------------------------
 def record_event(
     session: Session,
-    inspection: Inspection,
     *,
+    inspection: Inspection,
     kind: str,
     user_id: int | None,
     data: dict[str, Any] | None = None,
@@ -97,7 +97,7 @@ def reopen(session: Session, *, inspection: Inspection, user: User) -> Inspectio
     else:
         inspection.status = "uploaded"
     inspection.completed_at = None
-    record_event(session, inspection, kind="reopen", user_id=user.id)
+    record_event(session, inspection=inspection, kind="reopen", user_id=user.id)
     session.commit()
     return inspection
 

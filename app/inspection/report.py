@@ -283,7 +283,7 @@ def report_content(
 ) -> ReportContent:
     """Read the inspection (404 if missing), its pictures, record and events, in the reader's language."""
     lang = lang or current_language.get()
-    inspection = inspection_service.get_inspection(session, inspection_id)
+    inspection = inspection_service.get_inspection(session, inspection_id=inspection_id)
     photo = _picture(services.storage, inspection.image_key)
     overlay = None
     if inspection.anomaly_result:

@@ -72,7 +72,7 @@ def create_inspection(
             "views.errors.too_many", count=len(uploads), limit=settings.max_inspection_views
         )
     images = [check_image(u.data, limits, name=u.file_name) for u in uploads]
-    product = catalog_service.get_product(session, product_id) if product_id is not None else None
+    product = catalog_service.get_product(session, product_id=product_id) if product_id is not None else None
     labels: list[str] = []
     if views or len(uploads) > 1:
         labels = views_service.check_labels(
@@ -131,7 +131,7 @@ def create_inspection(
     return row
 
 
-def get_inspection(session: Session, inspection_id: int) -> Inspection:
+def get_inspection(session: Session, *, inspection_id: int) -> Inspection:
     """The inspection, or 404."""
     row = session.get(Inspection, inspection_id)
     if row is None:
@@ -141,7 +141,7 @@ def get_inspection(session: Session, inspection_id: int) -> Inspection:
 
 def events(session: Session, *, inspection_id: int) -> list[InspectionEventRead]:
     """The inspection's history, oldest first (404 for a wrong id)."""
-    get_inspection(session, inspection_id)
+    get_inspection(session, inspection_id=inspection_id)
     return [
         InspectionEventRead(
             kind=e.kind,
@@ -155,7 +155,9 @@ def events(session: Session, *, inspection_id: int) -> list[InspectionEventRead]
 
 def reopen_inspection(session: Session, *, inspection_id: int, user: User) -> Inspection:
     """An admin unlocks a completed inspection; commits."""
-    return outcome_service.reopen(session, inspection=get_inspection(session, inspection_id), user=user)
+    return outcome_service.reopen(
+        session, inspection=get_inspection(session, inspection_id=inspection_id), user=user
+    )
 
 
 def load_image(storage: ObjectStorage, inspection: Photo) -> bytes:
@@ -170,7 +172,7 @@ def load_rgb(storage: ObjectStorage, inspection: Photo, *, max_side: int = 2048)
 
 def get_view(session: Session, *, inspection_id: int, label: str) -> tuple[Inspection, InspectionView]:
     """The inspection and its view with this label, or 404."""
-    inspection = get_inspection(session, inspection_id)
+    inspection = get_inspection(session, inspection_id=inspection_id)
     view = views_service.by_label(inspection.views, label)
     if view is None:
         raise NotFoundError("views.errors.view_not_found", id=inspection_id, label=label[:40])

@@ -410,8 +410,8 @@ def _mark_failed(session: Session, manual_id: int, error: str) -> None:
 
 def index_manual(
     session: Session,
-    services: Services,
     *,
+    services: Services,
     manual_id: int,
     job_id: int | None = None,
     progress: Progress | None = None,
@@ -476,8 +476,8 @@ def index_manual(
 
 def rebuild_product(
     session: Session,
-    services: Services,
     *,
+    services: Services,
     product_id: int,
     job_id: int | None = None,
     progress: Progress | None = None,

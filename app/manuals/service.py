@@ -62,7 +62,7 @@ def upload_manual(
     Only cheap structural checks run here; the text is read later, by the indexing job, in a bounded
     process (a hostile file then fails its manual instead of holding the request).
     """
-    product = get_product(session, product_id)
+    product = get_product(session, product_id=product_id)
     try:
         kind, pages = check_upload(
             data, Limits(max_bytes=settings.max_manual_bytes, max_pages=settings.max_manual_pages)
@@ -109,7 +109,7 @@ def upload_manual(
 
 def list_manuals(session: Session, *, product_id: int) -> list[Manual]:
     """A product's manuals, newest first."""
-    get_product(session, product_id)
+    get_product(session, product_id=product_id)
     return list(
         session.scalars(select(Manual).where(Manual.product_id == product_id).order_by(Manual.id.desc()))
     )
@@ -196,6 +196,6 @@ def list_manuals_for_admin(session: Session, *, product_id: int | None) -> list[
     """Manuals of one product or of every product, newest first (the admin manuals screen)."""
     query = select(Manual).order_by(Manual.id.desc())
     if product_id is not None:
-        get_product(session, product_id)
+        get_product(session, product_id=product_id)
         query = query.where(Manual.product_id == product_id)
     return list(session.scalars(query))

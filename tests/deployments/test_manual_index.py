@@ -169,7 +169,7 @@ def test_cancelled_rebuild_leaves_the_live_index_and_rows_unchanged(
     with services.session_factory() as session:
         before = len(list(session.scalars(select(ManualChunk))))
         with pytest.raises(JobCancelled):
-            indexing.rebuild_product(session, services, product_id=pid, progress=cancel_at_save)
+            indexing.rebuild_product(session, services=services, product_id=pid, progress=cancel_at_save)
     assert services.models.get(MANUALS) is live
     with services.session_factory() as session:
         assert len(list(session.scalars(select(ManualChunk)))) == before

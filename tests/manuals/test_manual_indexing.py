@@ -132,7 +132,7 @@ def test_unreadable_stored_pdf_marks_the_manual_failed(
         manual = session.get(Manual, body["id"])
         services.storage.put(manual.object_key, b"%PDF-1.4 broken", "application/pdf")
         with pytest.raises(Exception):  # noqa: B017, PT011 - whatever the parser raises, the row records it
-            indexing.index_manual(session, services, manual_id=body["id"])
+            indexing.index_manual(session, services=services, manual_id=body["id"])
     listed = client.get(f"/api/v1/products/{pid}/manuals", headers=admin_headers).json()
     assert listed[0]["status"] == "failed"
     assert listed[0]["error"]

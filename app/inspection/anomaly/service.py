@@ -115,7 +115,7 @@ def _check_photo(
         reference_image_id=reference_image_id,
         view=view,
     )
-    options = catalog_service.preprocessing_options(session, [product_id])[product_id]
+    options = catalog_service.preprocessing_options(session, product_ids=[product_id])[product_id]
     output = model.detect(prepare(image, options))
     amap = output.anomaly_map
     height, width = amap.shape
@@ -262,7 +262,7 @@ def _check_views(
     outcome_service.refresh_outcome(inspection)
     outcome_service.record_event(
         session,
-        inspection,
+        inspection=inspection,
         kind="anomaly",
         user_id=user.id,
         data={
@@ -306,10 +306,10 @@ def check_inspection(
     `combination` added.
     """
     started = time.perf_counter()
-    inspection = inspection_service.get_inspection(session, inspection_id)
+    inspection = inspection_service.get_inspection(session, inspection_id=inspection_id)
     outcome_service.ensure_can_change(inspection, user)
     pid = resolve_product_id(inspection, product_id)
-    product = catalog_service.get_product(session, pid)
+    product = catalog_service.get_product(session, product_id=pid)
     if inspection.views:
         return _check_views(
             session,
@@ -349,7 +349,7 @@ def check_inspection(
     outcome_service.refresh_outcome(inspection)
     outcome_service.record_event(
         session,
-        inspection,
+        inspection=inspection,
         kind="anomaly",
         user_id=user.id,
         data={
@@ -391,14 +391,14 @@ def page_context(
     session: Session, *, services: Services, inspection_id: int, product_id: int | None, user: User
 ) -> AnomalyPage:
     """The inspection, the product to check against (query, stored result, verdict, upload), its normals."""
-    inspection = inspection_service.get_inspection(session, inspection_id)
+    inspection = inspection_service.get_inspection(session, inspection_id=inspection_id)
     products = catalog_service.list_products(session)
     stored = inspection.anomaly_result
     stored_product = stored.get("product_id") if stored else None
     chosen = product_id or stored_product or inspection.verdict_product_id or inspection.product_id
     if chosen is not None and chosen not in {p.id for p in products}:
         # 404 for a wrong id; an inactive product named by the verdict stays selectable.
-        products = [*products, catalog_service.get_product(session, chosen)]
+        products = [*products, catalog_service.get_product(session, product_id=chosen)]
     normals = (
         catalog_service.normal_images(session, product_id=chosen)[:PICKER_SIZE] if chosen is not None else []
     )
@@ -408,7 +408,7 @@ def page_context(
     )
     missing = ""
     if chosen is not None and not has_model:
-        product = catalog_service.get_product(session, chosen)
+        product = catalog_service.get_product(session, product_id=chosen)
         missing = translate("errors.anomaly_model_missing", product=product.name, code=product.code)
     return AnomalyPage(
         inspection=inspection,

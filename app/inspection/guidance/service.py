@@ -299,7 +299,7 @@ def prepare_guidance(
     session: Session, services: Services, *, inspection_id: int, user: User, body: GuidanceCreate
 ) -> PreparedGuidance:
     """Check the request (generator, defect type), gather the facts and retrieve the manual passages."""
-    inspection = get_inspection(session, inspection_id)
+    inspection = get_inspection(session, inspection_id=inspection_id)
     outcome_service.ensure_can_change(inspection, user)
     generator = _pick_generator(session, services, user=user, name=body.generator)
     default = get_model_settings(session).default_generator
@@ -480,7 +480,7 @@ def _to_read(prepared: PreparedGuidance, result: GuidanceResult) -> GuidanceRead
 
 
 def _store(session: Session, inspection_id: int, read: GuidanceRead, user_id: int | None = None) -> None:
-    inspection = get_inspection(session, inspection_id)
+    inspection = get_inspection(session, inspection_id=inspection_id)
     inspection.guidance = read.model_dump(mode="json")
     inspection.generator = read.generator
     inspection.timings_ms = {**(inspection.timings_ms or {}), "guidance": read.elapsed_ms}
@@ -488,7 +488,7 @@ def _store(session: Session, inspection_id: int, read: GuidanceRead, user_id: in
         inspection.status = "guided"
     outcome_service.record_event(
         session,
-        inspection,
+        inspection=inspection,
         kind="guidance",
         user_id=user_id,
         data={"generator": read.generator, "defect_type_id": read.defect_type_id},
@@ -552,7 +552,7 @@ def save_feedback(
     """
     if not 1 <= score <= 5:
         raise ValidationFailedError("errors.guidance_bad_score", score=score)
-    inspection = get_inspection(session, inspection_id)
+    inspection = get_inspection(session, inspection_id=inspection_id)
     outcome_service.ensure_can_change(inspection, user)
     if not action_taken.strip() and not no_action:
         # An empty record used to read as "조치 완료": nothing done must be said, not left blank.
@@ -560,7 +560,7 @@ def save_feedback(
     now = utcnow()
     outcome_service.record_event(
         session,
-        inspection,
+        inspection=inspection,
         kind="feedback",
         user_id=user.id,
         data={
@@ -590,7 +590,7 @@ def page_context(
     session: Session, services: Services, *, inspection_id: int, user: User, generator: str | None
 ) -> dict[str, Any]:
     """What the guidance page shows: images, the stored answer, the generator choices, the record."""
-    inspection = get_inspection(session, inspection_id)
+    inspection = get_inspection(session, inspection_id=inspection_id)
     choices = [g for g in list_generators(session, services, user=user) if g.available and g.is_allowed]
     default = next((g.name for g in choices if g.is_default), EXTRACTIVE)
     selected = generator if generator in {g.name for g in choices} else default

@@ -20,7 +20,7 @@ router = APIRouter(tags=["pages"], include_in_schema=False, dependencies=[Depend
 @router.get("/inspect/{inspection_id}/search")
 def search_page(inspection_id: int, request: Request, session: SessionDep, user: CurrentUserDep) -> Response:
     """Step 2: TOP-1 next to the photo, the other matches, the verdict, register as a new defect."""
-    inspection = inspection_service.get_inspection(session, inspection_id)
+    inspection = inspection_service.get_inspection(session, inspection_id=inspection_id)
     result = service.stored_search(inspection)
     view = service.search_view(result) if result is not None else None
     return render(

@@ -46,7 +46,7 @@ def _engine(services: Services) -> SearchEngine | None:
 
 
 def settings_mismatch(
-    session: Session, engine: SearchEngine, product_ids: Sequence[int] | None = None
+    session: Session, *, engine: SearchEngine, product_ids: Sequence[int] | None = None
 ) -> bool:
     """True when the live index was built with another embedder or other preprocessing than configured.
 
@@ -58,7 +58,7 @@ def settings_mismatch(
     if gallery is None:
         return False
     scope = list(product_ids) if product_ids is not None else sorted(gallery.count_by_product())
-    current = catalog_service.preprocessing_options(session, scope)
+    current = catalog_service.preprocessing_options(session, product_ids=scope)
     return any(gallery.preprocessing_keys.get(pid, current[pid].key()) != current[pid].key() for pid in scope)
 
 
@@ -82,7 +82,7 @@ def gallery_status(session: Session, *, services: Services) -> GalleryStatus:
         return GalleryStatus(embedder=None, defect_images=0, normal_images=0, built_at=None, state="missing")
     defect, normal = engine.gallery("defect"), engine.gallery("normal")
     if engine.is_built:
-        state = "stale" if settings_mismatch(session, engine) else "current"
+        state = "stale" if settings_mismatch(session, engine=engine) else "current"
     else:
         state = "stale" if engine.note else "missing"
     return GalleryStatus(
@@ -126,7 +126,7 @@ def _query_hits(
         product_ids = [pid for pid in in_gallery if pid in active]
         if not product_ids:
             raise ConflictError("errors.search_no_defect_images")
-    current = catalog_service.preprocessing_options(session, product_ids)
+    current = catalog_service.preprocessing_options(session, product_ids=product_ids)
     groups: dict[str, tuple[PreprocessingOptions, list[int]]] = {}
     for pid in product_ids:
         options = engine.options_for("defect", pid, current[pid])
@@ -180,7 +180,7 @@ def _identify(
     model = current_models(services.models).calibrated(product_id)
     if model is None or found.method_for(model_fingerprint(model)) != REGION:
         return found.identify(vectors[product_id])
-    options = catalog_service.preprocessing_options(session, [product_id])[product_id]
+    options = catalog_service.preprocessing_options(session, product_ids=[product_id])[product_id]
     region = describe_region(model, prepare(image, options))
     return found.identify(vectors[product_id], region, fingerprint=model_fingerprint(model))
 
@@ -258,7 +258,7 @@ def _search_photo(
         method=method,
     )
     matches = _matches(session, hits[:top_k])
-    is_stale = settings_mismatch(session, engine, None if scope is None else [scope])
+    is_stale = settings_mismatch(session, engine=engine, product_ids=None if scope is None else [scope])
     elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
     result = SearchRead(
         inspection_id=inspection_id,
@@ -287,7 +287,7 @@ def search_inspection(
 ) -> SearchRead:
     """Search the defect gallery for the inspection's photo, decide the verdict and store both; commits."""
     started = time.perf_counter()
-    inspection = inspection_service.get_inspection(session, inspection_id)
+    inspection = inspection_service.get_inspection(session, inspection_id=inspection_id)
     outcome_service.ensure_can_change(inspection, user)
     engine = _built_engine(services)
     gallery = engine.gallery("defect")
@@ -296,7 +296,7 @@ def search_inspection(
         raise ConflictError("errors.search_no_defect_images")
     scope = product_id if product_id is not None else inspection.product_id
     if scope is not None:
-        product = catalog_service.get_product(session, scope)
+        product = catalog_service.get_product(session, product_id=scope)
         if not gallery.count_by_product().get(scope):
             raise ConflictError("errors.search_product_no_images", product=product.name)
     result = _search_photo(
@@ -330,7 +330,7 @@ def search_inspection(
     )
     outcome_service.record_event(
         session,
-        inspection,
+        inspection=inspection,
         kind="search",
         user_id=user.id,
         data={
@@ -354,7 +354,7 @@ def choose_match(session: Session, *, inspection_id: int, image_id: int | None, 
 
     A chosen match becomes the inspection's outcome (source "worker"); going back drops that choice.
     """
-    inspection = inspection_service.get_inspection(session, inspection_id)
+    inspection = inspection_service.get_inspection(session, inspection_id=inspection_id)
     outcome_service.ensure_can_change(inspection, user)
     result = stored_search(inspection)
     if result is None:
@@ -388,7 +388,7 @@ def choose_match(session: Session, *, inspection_id: int, image_id: int | None, 
         )
     outcome_service.record_event(
         session,
-        inspection,
+        inspection=inspection,
         kind="choose",
         user_id=user.id,
         data={
@@ -403,7 +403,7 @@ def choose_match(session: Session, *, inspection_id: int, image_id: int | None, 
 def _registration_target(
     session: Session, *, product_id: int, defect_type_id: int
 ) -> tuple[Product, DefectType]:
-    product = catalog_service.get_product(session, product_id)
+    product = catalog_service.get_product(session, product_id=product_id)
     defect_type = catalog_service.get_defect_type(session, defect_type_id=defect_type_id)
     if defect_type.product_id != product.id:
         raise InvalidInputError("errors.defect_type_other_product")
@@ -418,7 +418,7 @@ def registration_preview(
     session: Session, *, inspection_id: int, product_id: int, defect_type_id: int
 ) -> RegisterPreview:
     """The catalog file name the photo would get if registered now."""
-    inspection = inspection_service.get_inspection(session, inspection_id)
+    inspection = inspection_service.get_inspection(session, inspection_id=inspection_id)
     product, defect_type = _registration_target(session, product_id=product_id, defect_type_id=defect_type_id)
     last = session.scalar(
         select(func.max(ReferenceImage.seq)).where(
@@ -444,7 +444,7 @@ def register_inspection(
 
     The registered type becomes the inspection's outcome (source "worker").
     """
-    inspection = inspection_service.get_inspection(session, inspection_id)
+    inspection = inspection_service.get_inspection(session, inspection_id=inspection_id)
     outcome_service.ensure_can_change(inspection, user)
     if inspection.registered_image_id is not None:
         raise ConflictError("errors.search_already_registered", id=inspection.registered_image_id)
@@ -473,7 +473,7 @@ def register_inspection(
     )
     outcome_service.record_event(
         session,
-        inspection,
+        inspection=inspection,
         kind="register",
         user_id=user.id,
         data={"image_id": row.id, "product_id": product.id, "defect_type_id": defect_type.id},
@@ -504,7 +504,7 @@ def nearest_normal_images(
     engine = _engine(services)
     if engine is None or engine.gallery("normal") is None or k < 1:
         return []
-    current = catalog_service.preprocessing_options(session, [product_id])[product_id]
+    current = catalog_service.preprocessing_options(session, product_ids=[product_id])[product_id]
     options = engine.options_for("normal", product_id, current)
     vector = engine.embed([image], [options])[0]
     return [hit.image_id for hit in engine.search("normal", vector, k, product_id)]
@@ -512,7 +512,7 @@ def nearest_normal_images(
 
 def get_stored_search(session: Session, *, inspection_id: int) -> SearchRead:
     """The stored search result, or 409 when the step has not run."""
-    result = stored_search(inspection_service.get_inspection(session, inspection_id))
+    result = stored_search(inspection_service.get_inspection(session, inspection_id=inspection_id))
     if result is None:
         raise ConflictError("errors.search_not_run")
     return result
