@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
@@ -20,7 +21,7 @@ from app.core.docs import docs_assets_dir
 from app.core.docs import router as docs_router
 from app.core.error_handlers import register_error_handlers
 from app.core.health import router as health_router
-from app.core.inference import InferenceGate
+from app.core.inference import InferenceGates
 from app.core.middleware import IngressGuardMiddleware, RequestContextMiddleware
 from app.core.observability import Metrics, configure_logging
 from app.core.services import Services
@@ -48,7 +49,7 @@ from app.integrations.dispatcher import SinkDispatcher
 from app.integrations.watch import FolderWatcher
 from app.manuals import api as manuals_api
 from app.manuals import pages as manuals_pages
-from app.ml.loading import prepare_directories
+from app.ml.loading import batch_policy, prepare_directories, set_inference_threads
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,11 @@ def _load_generators(services: Services) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load models once, create the first admin, start the job runner; stop it on shutdown."""
     settings: Settings = app.state.settings
+    gates: InferenceGates = app.state.services.inference
+    # The gates are the only queue: the thread pool (40 by default) must hold every running and waiting
+    # step plus the other requests, or it becomes a second, hidden limit.
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    limiter.total_tokens = max(limiter.total_tokens, gates.thread_pool_size())
     with app.state.session_factory() as session:
         auth_service.ensure_admin_from_settings(session, settings=settings)
     prepare_directories(settings)
@@ -110,6 +116,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application (migrations are run beforehand by `defectlens migrate`)."""
+    from app.ml.batching import ModelBatching
     from app.ml.registry import ModelRegistry, resolve_device
 
     settings = settings or get_settings()
@@ -132,13 +139,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.storage = make_storage(settings)
     app.state.metrics = Metrics()
     app.state.models = ModelRegistry(settings.models_path, resolve_device(settings.device))
+    gates = InferenceGates.from_settings(settings, app.state.metrics)
+    set_inference_threads(settings.inference_threads, running=gates.running_max)
     app.state.services = Services(
         settings=settings,
         storage=app.state.storage,
         models=app.state.models,
         session_factory=app.state.session_factory,
         metrics=app.state.metrics,
-        inference=InferenceGate.from_settings(settings, app.state.metrics),
+        inference=gates,
+        batching=ModelBatching(batch_policy(settings, app.state.models.device)),
     )
     app.state.runner = make_runner(app.state.services)
     # Pages of other domains read artifact states through this (they do not import app.deployments).

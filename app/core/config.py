@@ -5,10 +5,13 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from app.core.inference import GateLimits
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 
@@ -114,6 +117,15 @@ class Settings(BaseSettings):
     inference_concurrency: int = Field(default=2, ge=1)
     inference_queue_size: int = Field(default=16, ge=0)
     inference_queue_wait_s: float = Field(default=20.0, gt=0)
+    # Per-step overrides of INFERENCE_CONCURRENCY (0: use it), e.g. more anomaly than search slots.
+    inference_search_concurrency: int = Field(default=0, ge=0)
+    inference_anomaly_concurrency: int = Field(default=0, ge=0)
+    # torch intra-op threads per running step; 0: the CPU's cores divided by the steps that may run at once.
+    inference_threads: int = Field(default=0, ge=0)
+    # Micro-batching: concurrent calls of one model are combined; the first waits this long for company.
+    batch_wait_ms: float = Field(default=2.0, ge=0, le=100)
+    # Calls per batch (1: off); 0: by device (1 on the CPU, where batches cost more per image, 8 on CUDA).
+    batch_max: int = Field(default=0, ge=0, le=64)
 
     # --- Job workers (scale-out). Empty broker: jobs run in threads of the server process.
     job_broker_url: str = ""
@@ -178,6 +190,15 @@ class Settings(BaseSettings):
         elif len(password) < 12 or password.lower() in _WEAK_PASSWORDS or len(set(password)) < 6:
             problems.append("ADMIN_PASSWORD is too weak for production (12+ characters, not a default)")
         return problems
+
+    def inference_limits(self, step: str) -> GateLimits:
+        """Running and waiting places of one inference step's gate."""
+        from app.core.inference import GateLimits
+
+        own = {"search": self.inference_search_concurrency, "anomaly": self.inference_anomaly_concurrency}
+        return GateLimits(
+            concurrency=own.get(step) or self.inference_concurrency, queue_size=self.inference_queue_size
+        )
 
     @property
     def url_fetch_hosts(self) -> tuple[str, ...]:

@@ -14,8 +14,9 @@ from app.core.storage import ObjectStorage
 from app.ml.registry import ModelRegistry
 
 if TYPE_CHECKING:
-    from app.core.inference import InferenceGate
+    from app.core.inference import InferenceGates
     from app.db.tables import ReferenceImage
+    from app.ml.batching import ModelBatching
 
 # Told of catalog images added and removed (in that order), after the change is committed.
 ImageChangeHook = Callable[[Sequence["ReferenceImage"], Sequence["ReferenceImage"]], None]
@@ -30,8 +31,10 @@ class Services:
     models: ModelRegistry
     session_factory: sessionmaker[Session]
     metrics: Metrics
-    # The bounded queue in front of search and anomaly (None: unbounded, as in jobs and the CLI).
-    inference: InferenceGate | None = None
+    # The bounded queues in front of search and anomaly (None: unbounded, as in jobs and the CLI).
+    inference: InferenceGates | None = None
+    # Micro-batching of the request-path models (None: each call runs alone, as in jobs and the CLI).
+    batching: ModelBatching | None = None
     # Subscribers to catalog image changes, by owner (the search engine's live galleries): see
     # app.catalog.model_choices.
     image_hooks: dict[str, ImageChangeHook] = field(default_factory=dict)

@@ -36,6 +36,9 @@ class Photo(Protocol):
     def image_key(self) -> str: ...
 
     @property
+    def checksum(self) -> str: ...
+
+    @property
     def anomaly_result(self) -> dict[str, Any] | None: ...
 
 

@@ -23,7 +23,7 @@ from app.inspection import service as inspection_service
 from app.inspection import views as views_service
 from app.inspection.anomaly import pictures
 from app.inspection.anomaly.schemas import AnomalyRead, ReferenceImageRead, RegionRead
-from app.inspection.search.service import nearest_normal_images
+from app.inspection.search.service import batching, nearest_normal_images
 from app.ml import anomaly_viz
 from app.ml.anomaly_runtime import current_models, prepare
 from app.ml.patchcore import PatchCore
@@ -52,6 +52,7 @@ def _reference_image(
     services: Services,
     *,
     image: Image.Image,
+    image_key: str,
     product_id: int,
     reference_image_id: int | None,
     view: str | None = None,
@@ -68,7 +69,12 @@ def _reference_image(
         else []
     )
     for image_id in nearest_normal_images(
-        session, services=services, image=image, product_id=product_id, k=8 if of_view else 1
+        session,
+        services=services,
+        image=image,
+        product_id=product_id,
+        k=8 if of_view else 1,
+        image_key=image_key,
     ):
         candidate = session.get(ReferenceImage, image_id)
         if candidate is not None and candidate.product_id == product_id and candidate.kind == "normal":
@@ -111,12 +117,13 @@ def _check_photo(
         session,
         services,
         image=image,
+        image_key=photo.checksum,
         product_id=product_id,
         reference_image_id=reference_image_id,
         view=view,
     )
     options = catalog_service.preprocessing_options(session, product_ids=[product_id])[product_id]
-    output = model.detect(prepare(image, options))
+    output = batching(services).detect(model, prepare(image, options))
     amap = output.anomaly_map
     height, width = amap.shape
     min_area = max(16, round(_MIN_REGION_SHARE * width * height))

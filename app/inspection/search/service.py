@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -31,6 +31,7 @@ from app.inspection.search.schemas import (
     VerdictRead,
 )
 from app.ml.anomaly_runtime import current_models, prepare
+from app.ml.batching import UNBATCHED, ModelBatching
 from app.ml.gallery import GalleryHit
 from app.ml.identification import REGION, WHOLE, Identified, describe_region, model_fingerprint
 from app.ml.preprocessing import PreprocessingOptions
@@ -94,6 +95,11 @@ def gallery_status(session: Session, *, services: Services) -> GalleryStatus:
     )
 
 
+def batching(services: Services) -> ModelBatching:
+    """The app's micro-batching of model calls (each call alone where the services have none)."""
+    return services.batching or UNBATCHED
+
+
 def _built_engine(services: Services) -> SearchEngine:
     engine = _engine(services)
     if engine is None or not engine.is_built:
@@ -104,7 +110,7 @@ def _built_engine(services: Services) -> SearchEngine:
 def _query_hits(
     session: Session,
     engine: SearchEngine,
-    image: Image.Image,
+    embed: Callable[[PreprocessingOptions], np.ndarray],
     *,
     k: int,
     product_id: int | None,
@@ -112,7 +118,8 @@ def _query_hits(
 ) -> list[GalleryHit]:
     """Nearest defect images; products with different preprocessing get their own query embedding.
 
-    `vectors`, when given, receives the query embedding used for each product searched.
+    `embed` gives the query photo's vector with given preprocessing; `vectors`, when given, receives the
+    query embedding used for each product searched.
     """
     out = vectors if vectors is not None else {}
     gallery = engine.gallery("defect")
@@ -133,12 +140,12 @@ def _query_hits(
         groups.setdefault(options.key(), (options, []))[1].append(pid)
     if product_id is None and len(groups) == 1 and len(product_ids) == len(in_gallery):
         options = next(iter(groups.values()))[0]
-        vector = engine.embed([image], [options])[0]
+        vector = embed(options)
         out.update(dict.fromkeys(product_ids, vector))
         return engine.search("defect", vector, k)
     hits: list[GalleryHit] = []
     for options, pids in groups.values():
-        vector = engine.embed([image], [options])[0]
+        vector = embed(options)
         for pid in pids:
             out[pid] = vector
             hits.extend(engine.search("defect", vector, k, pid))
@@ -224,7 +231,15 @@ def _search_photo(
     started = time.perf_counter()
     image = inspection_service.load_rgb(services.storage, photo, max_side=services.settings.max_decode_side)
     vectors: dict[int, np.ndarray] = {}
-    hits = _query_hits(session, engine, image, k=max(top_k, VERDICT_K), product_id=scope, vectors=vectors)
+    # Remembered by the photo's checksum: the anomaly step's reference lookup reuses the same vector.
+    hits = _query_hits(
+        session,
+        engine,
+        lambda options: batching(services).embed(engine, image, options, image_key=photo.checksum),
+        k=max(top_k, VERDICT_K),
+        product_id=scope,
+        vectors=vectors,
+    )
     raw = compute_verdict(hits[:VERDICT_K], min_score=-math.inf, min_margin=-math.inf)
     min_score, min_margin, source = _thresholds(session, services, engine, raw.product_id)
     found = _identify(session, services, engine, image, raw.product_id, vectors)
@@ -495,18 +510,25 @@ def register_inspection(
 
 
 def nearest_normal_images(
-    session: Session, *, services: Services, image: Image.Image, product_id: int, k: int = 1
+    session: Session,
+    *,
+    services: Services,
+    image: Image.Image,
+    product_id: int,
+    k: int = 1,
+    image_key: str | None = None,
 ) -> list[int]:
     """Ids of the product's normal images most similar to `image`, best first ([] without a normal gallery).
 
-    The anomaly step uses the first as the reference image it compares against.
+    The anomaly step uses the first as the reference image it compares against. `image_key` (the photo's
+    checksum) reuses the search step's vector when the normal gallery was built with the same preprocessing.
     """
     engine = _engine(services)
     if engine is None or engine.gallery("normal") is None or k < 1:
         return []
     current = catalog_service.preprocessing_options(session, product_ids=[product_id])[product_id]
     options = engine.options_for("normal", product_id, current)
-    vector = engine.embed([image], [options])[0]
+    vector = batching(services).embed(engine, image, options, image_key=image_key)
     return [hit.image_id for hit in engine.search("normal", vector, k, product_id)]
 
 
