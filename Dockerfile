@@ -15,7 +15,7 @@ ENV PATH=/opt/venv/bin:$PATH
 COPY pyproject.toml README.md ./
 COPY app ./app
 # CUDA torch from the default index; faiss-gpu replaces faiss-cpu on the GPU image.
-RUN pip install --upgrade pip && pip install ".[gpu]" && pip uninstall -y faiss-cpu && pip install --force-reinstall --no-deps faiss-gpu==1.15.1
+RUN pip install --upgrade pip && pip install ".[gpu,milvus]" && pip uninstall -y faiss-cpu && pip install --force-reinstall --no-deps faiss-gpu==1.15.1
 COPY alembic.ini ./
 COPY alembic ./alembic
 COPY templates ./templates

@@ -28,6 +28,7 @@ from app.core.services import Services
 from app.core.storage import make_storage
 from app.db.session import make_engine, make_session_factory
 from app.deployments import api as deployments_api
+from app.deployments import metrics as deployment_metrics
 from app.deployments import pages as deployments_pages
 from app.deployments import search_index
 from app.deployments.jobs import artifact_states, load_artifacts, make_runner, reload_kind
@@ -156,6 +157,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runner.on_finished.append(
         lambda kind, status: app.state.metrics.jobs.labels(kind, status).inc()
     )
+
+    def record_served(kind: str, status: str) -> None:
+        # A job this server ran in its own threads swapped its artifact in: the version it now serves.
+        if status == "succeeded":
+            deployment_metrics.note_loaded(app.state.services, kind)
+
+    app.state.runner.on_finished.append(record_served)
+    deployment_metrics.register(app.state.services)
 
     register_error_handlers(app)
     app.add_middleware(IngressGuardMiddleware, settings=settings)

@@ -53,6 +53,12 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
     yield from services.seaweedfs_server(tmp_path_factory.mktemp("s3"))
 
 
+@pytest.fixture(scope="session")
+def milvus_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Milvus server for this test session; yields its URI."""
+    yield from services.milvus_server(tmp_path_factory.mktemp("milvus"))
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Embedded-default settings in a temporary directory, with the schema migrated."""

@@ -48,6 +48,12 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
             S3_REGION=settings.s3_region,
             S3_CREATE_BUCKET="true" if settings.s3_create_bucket else "false",
         )
+    if settings.vector_backend == "milvus":
+        env.update(
+            VECTOR_BACKEND="milvus",
+            MILVUS_URI=settings.milvus_uri,
+            MILVUS_COLLECTION_PREFIX=settings.milvus_collection_prefix,
+        )
     env.update(extra)
     return env
 

@@ -1,4 +1,4 @@
-"""Real services for tests: a MariaDB database and a SeaweedFS S3 server.
+"""Real services for tests: a MariaDB database, a SeaweedFS S3 server and a Milvus server.
 
 Outside CI a missing service skips the tests that need it; with CI=true it fails them, so CI can never
 pass without having exercised MariaDB and S3.
@@ -22,6 +22,8 @@ import pytest
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 MARIADB_URL = os.environ.get("TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4")
 S3_PORT = int(os.environ.get("TEST_S3_PORT", "8433"))
+# Milvus picks the first free port from here upwards for its proxy (and from its defaults for the rest).
+MILVUS_PORT = int(os.environ.get("TEST_MILVUS_PORT", "19630"))
 
 
 def unavailable(reason: str) -> None:
@@ -65,6 +67,12 @@ def _port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def seaweedfs_server(workdir: Path) -> Iterator[dict[str, str]]:
@@ -125,3 +133,54 @@ def seaweedfs_server(workdir: Path) -> Iterator[dict[str, str]]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def milvus_server(workdir: Path) -> Iterator[str]:
+    """Start the real Milvus engine (the `milvus` 2.3 package: standalone, embedded etcd) on loopback.
+
+    Yields its URI. Every `ip:` of the packaged config template is set to 127.0.0.1 (the default binds the
+    first public address). Startup takes ~15-20 s, so one server serves the whole test session.
+    """
+    try:
+        import milvus
+    except ImportError:
+        unavailable("the Milvus engine is not installed (pip install milvus==2.3.5)")
+        return
+    import re
+
+    package = Path(milvus.__file__).parent / "data"
+    template = re.sub(
+        r"(?m)^(\s*)ip:\s*(#.*)?$", r"\1ip: 127.0.0.1", (package / "config.yaml.template").read_text()
+    )
+    template = template.replace("{{ proxy_port(int): 19530 }}", f"{{{{ proxy_port(int): {MILVUS_PORT} }}}}")
+    # Its embedded etcd listens on 2379/2380 unless given a config file: free ports of its own instead, so
+    # a second Milvus on the machine (another session, a developer's) does not collide with this one.
+    client_port, peer_port = _free_port(), _free_port()
+    etcd = workdir / "etcd.yaml"
+    etcd.write_text(
+        "name: default\n"
+        f"listen-client-urls: http://127.0.0.1:{client_port}\n"
+        f"advertise-client-urls: http://127.0.0.1:{client_port}\n"
+        f"listen-peer-urls: http://127.0.0.1:{peer_port}\n"
+        f"initial-advertise-peer-urls: http://127.0.0.1:{peer_port}\n"
+        f"initial-cluster: default=http://127.0.0.1:{peer_port}\n"
+    )
+    template = template.replace(
+        "  use:\n    embed: true", f"  config:\n    path: {etcd}\n  use:\n    embed: true", 1
+    )
+    (workdir / "milvus.yaml.template").write_text(template)
+    config = milvus.MilvusServerConfig(template=str(workdir / "milvus.yaml.template"), data_dir=str(workdir))
+    config.glog_conf_file = str(package / "glog.conf")  # set only for the packaged template
+    server = milvus.MilvusServer(config)
+    try:
+        server.start()
+    except Exception as exc:
+        server.stop()
+        log = workdir / "logs" / "milvus-stderr.log"
+        tail = log.read_text(errors="replace")[-500:] if log.exists() else ""
+        unavailable(f"Milvus did not start: {type(exc).__name__}: {exc} {tail}")
+        return
+    try:
+        yield f"http://127.0.0.1:{server.listen_port}"
+    finally:
+        server.stop()

@@ -135,6 +135,14 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(default=3, ge=1, le=20)
     artifact_poll_s: float = Field(default=2.0, gt=0)
 
+    # --- Vector store for the search galleries: faiss (in-process, saved as files) or milvus (a Milvus
+    # server keeps the vectors; for galleries of millions of images shared by several servers)
+    vector_backend: Literal["faiss", "milvus"] = "faiss"
+    milvus_uri: str = ""
+    milvus_token: SecretStr = SecretStr("")
+    milvus_collection_prefix: str = Field(default="defectlens", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
+    milvus_timeout_s: float = Field(default=30.0, gt=0)
+
     # --- Result delivery to line systems (MQTT, webhooks): how often the outbox is sent, how many tries
     sink_poll_s: float = Field(default=1.0, gt=0)
     sink_max_attempts: int = Field(default=6, ge=1, le=50)
@@ -162,6 +170,8 @@ class Settings(BaseSettings):
             self.local_storage_dir = self.data_dir / "objects"
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'defectlens.db'}"
+        if self.vector_backend == "milvus" and not self.milvus_uri:
+            raise ValueError("VECTOR_BACKEND=milvus needs MILVUS_URI (e.g. http://milvus-host:19530)")
         return self
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
@@ -90,3 +91,22 @@ class Metrics:
         self.models_loaded = Gauge(
             "defectlens_models_loaded", "1 when the models are loaded", registry=self.registry
         )
+        # Which artifact version this process serves, per kind and product ("" = all products): compare
+        # across servers, and with defectlens_artifact_current_info, to see a server that lags behind.
+        self._loaded: dict[str, dict[str, str]] = {}
+        self._loaded_lock = threading.Lock()
+        self.artifact_loaded = Gauge(
+            "defectlens_artifact_loaded_info",
+            "1 for each artifact version this server has loaded",
+            ["kind", "product", "version"],
+            registry=self.registry,
+        )
+
+    def note_loaded(self, kind: str, versions: dict[str, str]) -> None:
+        """Record the artifact versions of one kind this process has just loaded (product -> version)."""
+        with self._loaded_lock:
+            for product, version in self._loaded.pop(kind, {}).items():
+                self.artifact_loaded.remove(kind, product, version)
+            for product, version in versions.items():
+                self.artifact_loaded.labels(kind, product, version).set(1)
+            self._loaded[kind] = dict(versions)

@@ -11,7 +11,7 @@ from app.core.artifacts import ArtifactState
 from app.core.jobs import JobRunner
 from app.core.services import Services
 from app.db.tables import DeploymentJob
-from app.deployments import anomaly_model, manual_index, search_index
+from app.deployments import anomaly_model, manual_index, metrics, search_index
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,8 @@ def reload_kind(services: Services, kind: str) -> None:
     except Exception as exc:
         logger.exception("reloading %s artifacts failed", kind)
         services.models.set_error(kind, str(exc))
+    else:
+        metrics.note_loaded(services, kind)
 
 
 def load_artifacts(services: Services) -> None:
@@ -78,6 +80,8 @@ def load_artifacts(services: Services) -> None:
         except Exception as exc:  # a broken artifact must not keep the server from starting
             logger.exception("loading %s artifacts failed", kind)
             services.models.set_error(kind, str(exc))
+        else:
+            metrics.note_loaded(services, kind)
 
 
 def build_now(services: Services, kinds: list[str] | None = None) -> dict[str, str]:

@@ -40,13 +40,14 @@ from app.ml.anomaly_eval import read_mask
 from app.ml.anomaly_runtime import current_models, prepare
 from app.ml.embedders import EFFICIENTNET_NAME, ImageEmbedder, load_embedder
 from app.ml.errors import ModelNotAvailableError
-from app.ml.gallery import Gallery, build_gallery
+from app.ml.gallery import VectorGallery, build_gallery
 from app.ml.identification import (
     ProductIdentification,
     build_product_identification,
     describe_region,
     model_fingerprint,
 )
+from app.ml.milvus_gallery import MilvusConfig, MilvusGallery, drop_saved_collection
 from app.ml.patchcore import PatchCore
 from app.ml.preprocessing import PreprocessingOptions
 from app.ml.search_runtime import (
@@ -58,6 +59,7 @@ from app.ml.search_runtime import (
     new_generation_name,
     preprocess,
 )
+from app.ml.vector_backend import VectorBackend
 from app.ml.verdict import (
     DEFAULT_MIN_MARGIN,
     DEFAULT_MIN_SCORE,
@@ -92,6 +94,20 @@ class CatalogImage:
 def index_root(services: Services) -> Path:
     """Where search generations live (models/artifacts/search)."""
     return services.settings.artifacts_path / "search"
+
+
+def vector_backend(services: Services) -> VectorBackend:
+    """The configured vector store (VECTOR_BACKEND): FAISS files or Milvus collections."""
+    settings = services.settings
+    if settings.vector_backend != "milvus":
+        return VectorBackend("faiss")
+    config = MilvusConfig(
+        uri=settings.milvus_uri,
+        token=settings.milvus_token.get_secret_value(),
+        prefix=settings.milvus_collection_prefix,
+        timeout_s=settings.milvus_timeout_s,
+    )
+    return VectorBackend("milvus", config)
 
 
 def catalog_images(session: Session, product_ids: Sequence[int]) -> list[CatalogImage]:
@@ -175,6 +191,7 @@ def load(services: Services) -> None:
     else:
         embedder, loaded_name, note = _load_embedder(services, name)
     stored = current is not None and artifact_store.is_stored(current.path, current.checksum)
+    backend = vector_backend(services)
     if (
         stored
         and current is not None
@@ -186,10 +203,10 @@ def load(services: Services) -> None:
         return
     if stored and current is not None:
         directory = artifact_store.fetch(services.storage, services.settings, current.path, current.checksum)
-        engine = SearchEngine.load_dir(directory, embedder, loaded_name)
+        engine = SearchEngine.load_dir(directory, embedder, loaded_name, backend=backend)
         engine.changes = ChangeCursor(position=current.change_id)
     else:  # nothing built yet, or a gallery built before versions were stored (galleries updated in place)
-        engine = SearchEngine.load(index_root(services), embedder, loaded_name)
+        engine = SearchEngine.load(index_root(services), embedder, loaded_name, backend=backend)
         engine.changes = ChangeCursor(position=0)
     if note:
         engine.note = note
@@ -467,7 +484,7 @@ def _region_of(
 
 def build_identification(
     ctx: JobContext,
-    gallery: Gallery,
+    gallery: VectorGallery,
     product_id: int,
     options: PreprocessingOptions,
     images: Sequence[CatalogImage],
@@ -599,7 +616,8 @@ def run(ctx: JobContext) -> JobResult | None:
     keys = {pid: current[pid].key() for pid in scope}
     total = max(1, len(images))
     done_before = 0
-    galleries: dict[str, Gallery] = {}
+    galleries: dict[str, VectorGallery] = {}
+    backend = vector_backend(services)
     skipped: list[int] = []
     for kind in GALLERY_KINDS:
         subset = [img for img in images if img.kind == kind]
@@ -621,6 +639,7 @@ def run(ctx: JobContext) -> JobResult | None:
             should_cancel=ctx.should_cancel,
             total=len(subset),
             preprocessing_keys=keys,
+            factory=backend.empty,
         )
         done_before += len(subset)
         if compatible and old is not None and ctx.product_id is not None:
@@ -690,14 +709,37 @@ def run(ctx: JobContext) -> JobResult | None:
         catch_up(services, engine)
         services.models.swap(SEARCH, engine)
     install_hook(services)
+    _release_collections(services, {generation, *previous})
     artifact_store.prune(services.storage, services.settings, KIND, SCOPE, {generation, *previous})
     _trim_change_log(ctx, previous)
     ctx.log(engine.describe())
     return result
 
 
+def _release_collections(services: Services, keep: set[str]) -> None:
+    """Drop the Milvus collections of the versions `artifact_store.prune` is about to delete.
+
+    Same rule as the prune (only versions older than every kept one), read from each version's stored
+    gallery.json, so a collection another worker is filling right now is never touched.
+    """
+    backend = vector_backend(services)
+    if backend.milvus is None or not keep:
+        return
+    prefix = f"{artifact_store.PREFIX}/{KIND}/{SCOPE}/"
+    for object_key in list(services.storage.list(prefix)):
+        version, _, rest = object_key[len(prefix) :].partition("/")
+        if rest not in {f"{kind}/gallery.json" for kind in GALLERY_KINDS}:
+            continue
+        if not version or version in keep or version >= min(keep):
+            continue
+        try:
+            drop_saved_collection(backend.milvus, services.storage.get(object_key))
+        except Exception:  # a leftover collection costs memory in Milvus, not correctness
+            logger.warning("could not drop the Milvus collection of %s", object_key, exc_info=True)
+
+
 def _copy_other_products(
-    old: SearchEngine, gallery: Gallery, kind: GalleryKind, *, keep_out: set[int]
+    old: SearchEngine, gallery: VectorGallery, kind: GalleryKind, *, keep_out: set[int]
 ) -> None:
     source = old.gallery(kind)
     if source is None:
@@ -782,8 +824,21 @@ def states(session: Session, services: Services) -> list[ArtifactState]:
     )
     out: list[ArtifactState] = []
     for pid in product_ids:
-        out.append(_product_state(pid, engine, configured, current[pid], images, active_jobs, last_job))
+        state = _product_state(pid, engine, configured, current[pid], images, active_jobs, last_job)
+        _check_vector_backend(state, engine, services.settings.vector_backend)
+        out.append(state)
     return out
+
+
+def _check_vector_backend(state: ArtifactState, engine: SearchEngine | None, configured: str) -> None:
+    """A gallery kept in another vector store than VECTOR_BACKEND serves until the next rebuild moves it."""
+    if engine is None or not engine.is_built or state.state in ("building", "missing", "failed"):
+        return
+    built = "milvus" if any(isinstance(g, MilvusGallery) for g in engine.galleries.values()) else "faiss"
+    if built != configured:
+        state.state = "stale"
+        state.reasons.append("milvus.stale.backend_changed")
+        state.params.update(built_store=built, configured_store=configured)
 
 
 def _product_state(

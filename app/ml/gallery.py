@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import faiss
 import numpy as np
@@ -79,6 +79,47 @@ class _Row:
     image_id: int
     product_id: int
     label: int | None
+
+
+class VectorGallery(Protocol):
+    """What the search engine needs of a gallery: FAISS `Gallery` (default) or `MilvusGallery`."""
+
+    kind: str
+    embedder_id: str
+    dim: int
+    index_type: IndexType
+    preprocessing_keys: dict[int, str]
+    built_at: str
+
+    def add(
+        self,
+        ids: Sequence[int],
+        vectors: np.ndarray,
+        product_ids: Sequence[int],
+        labels: Sequence[int | None],
+    ) -> None: ...
+    def remove(self, ids: Iterable[int]) -> int: ...
+    def set_preprocessing_key(self, product_id: int, key: str) -> None: ...
+    def discard(self) -> None: ...
+    def discard_saved(self, directory: Path) -> None: ...
+    @property
+    def count(self) -> int: ...
+    def __len__(self) -> int: ...
+    def __contains__(self, image_id: object) -> bool: ...
+    def count_by_product(self) -> dict[int, int]: ...
+    def search(self, vector: np.ndarray, k: int, product_id: int | None = None) -> list[GalleryHit]: ...
+    def search_batch(
+        self, vectors: np.ndarray, k: int, product_id: int | None = None
+    ) -> list[list[GalleryHit]]: ...
+    def rows(self, product_id: int | None = None) -> list[GalleryHit]: ...
+    def get_vectors(self, image_ids: Sequence[int]) -> np.ndarray: ...
+    def staleness(
+        self, embedder_id: str, preprocessing_keys: Mapping[int, str], dim: int | None = None
+    ) -> list[str]: ...
+    def save(self, directory: Path) -> None: ...
+
+
+GalleryFactory = Callable[[str, str, int, IndexType], VectorGallery]
 
 
 def _now() -> str:
@@ -250,6 +291,12 @@ class Gallery:
         """Record the preprocessing key used for a product's images (saved, checked by `staleness`)."""
         with self._lock:
             self.preprocessing_keys[int(product_id)] = key
+
+    def discard(self) -> None:
+        """Free what this gallery holds outside the process (nothing: a FAISS index is process memory)."""
+
+    def discard_saved(self, directory: Path) -> None:
+        """Free what a gallery saved in `directory` holds outside it (nothing: its files are all there)."""
 
     # -- queries ------------------------------------------------------------------------------------
 
@@ -571,7 +618,8 @@ def build_gallery(
     index_type: IndexType = "flat",
     total: int | None = None,
     preprocessing_keys: Mapping[int, str] | None = None,
-) -> Gallery:
+    factory: GalleryFactory | None = None,
+) -> VectorGallery:
     """Embed images in batches into a new gallery.
 
     Args:
@@ -586,6 +634,8 @@ def build_gallery(
         index_type: "flat" or "hnsw".
         total: Number of items when `items` is a generator.
         preprocessing_keys: product_id -> preprocessing key to record.
+        factory: Makes the empty gallery, (kind, embedder_id, dim, index_type) -> gallery; default
+            `Gallery.empty` (FAISS). A failed or cancelled build discards what it made.
 
     Returns:
         The new gallery (not saved).
@@ -596,7 +646,9 @@ def build_gallery(
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     expected = len(items) if isinstance(items, Sized) else (total or 0)
-    gallery = Gallery.empty(kind, embedder.embedder_id, embedder.dim, index_type)
+    if should_cancel is not None and should_cancel():
+        raise JobCancelled("gallery build cancelled before it started")
+    gallery = (factory or Gallery.empty)(kind, embedder.embedder_id, embedder.dim, index_type)
     gallery.preprocessing_keys = {int(k): v for k, v in (preprocessing_keys or {}).items()}
     done = 0
     batch: list[tuple[int, int, int | None, Image.Image]] = []
@@ -613,13 +665,15 @@ def build_gallery(
         if progress is not None:
             progress(done, max(expected, done) if expected else 0)
 
-    if should_cancel is not None and should_cancel():
-        raise JobCancelled("gallery build cancelled before it started")
-    for item in items:
-        batch.append(item)
-        if len(batch) >= batch_size:
+    try:
+        for item in items:
+            batch.append(item)
+            if len(batch) >= batch_size:
+                flush()
+        if batch:
             flush()
-    if batch:
-        flush()
+    except BaseException:
+        gallery.discard()
+        raise
     logger.info("built %s gallery with %d images (%s)", kind, gallery.count, embedder.embedder_id)
     return gallery

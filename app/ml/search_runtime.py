@@ -38,10 +38,11 @@ from PIL import Image
 from app.core.fileio import atomic_write_bytes
 from app.ml.embedders import ImageEmbedder
 from app.ml.errors import ArtifactError
-from app.ml.gallery import Gallery, GalleryHit
+from app.ml.gallery import GalleryHit, VectorGallery
 from app.ml.identification import ProductIdentification
 from app.ml.preprocessing import PreprocessingOptions, apply_preprocessing
 from app.ml.registry import RegistryKey
+from app.ml.vector_backend import FAISS, VectorBackend
 from app.ml.verdict import Thresholds
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ class SearchEngine:
     Args:
         embedder: The loaded image embedder.
         embedder_name: The model-settings name it was loaded by ("efficientnet-lite0", "clip").
-        galleries: "defect" / "normal" -> Gallery; empty when nothing was built yet.
+        galleries: "defect" / "normal" -> gallery (FAISS or Milvus); empty when nothing was built yet.
         thresholds: product_id -> thresholds calibrated on that product's defect images at build time.
         built_at: ISO time of the build (None when nothing was built).
         generation: Directory name of the build on disk (None when nothing was built).
@@ -90,7 +91,7 @@ class SearchEngine:
 
     embedder: ImageEmbedder
     embedder_name: str
-    galleries: dict[str, Gallery] = field(default_factory=dict)
+    galleries: dict[str, VectorGallery] = field(default_factory=dict)
     thresholds: dict[int, Thresholds] = field(default_factory=dict)
     built_at: str | None = None
     generation: str | None = None
@@ -104,7 +105,7 @@ class SearchEngine:
         """True when both galleries are loaded."""
         return all(kind in self.galleries for kind in GALLERY_KINDS)
 
-    def gallery(self, kind: GalleryKind) -> Gallery | None:
+    def gallery(self, kind: GalleryKind) -> VectorGallery | None:
         """The defect or normal gallery, or None when not built."""
         return self.galleries.get(kind)
 
@@ -211,9 +212,15 @@ class SearchEngine:
             previous = read_current(root)
             atomic_write_bytes(Path(root) / CURRENT_FILE, json.dumps({"generation": token}).encode())
             self.generation = token
-            # Keep the generation just replaced (a reader may still be opening it); delete older ones.
+            # Keep the generation just replaced (a reader may still be opening it); delete older ones,
+            # with what they hold outside their folder (Milvus collections).
             for path in Path(root).iterdir():
                 if path.is_dir() and path.name not in {token, previous}:
+                    for kind, gallery in self.galleries.items():
+                        try:
+                            gallery.discard_saved(path / kind)
+                        except Exception:  # a leftover collection is not worth failing a finished build
+                            logger.exception("could not release the %s gallery of %s", kind, path.name)
                     shutil.rmtree(path, ignore_errors=True)
         return token
 
@@ -240,11 +247,14 @@ class SearchEngine:
                     found.save(_identification_path(directory, found.product_id))
 
     @classmethod
-    def load(cls, root: Path, embedder: ImageEmbedder, embedder_name: str) -> SearchEngine:
+    def load(
+        cls, root: Path, embedder: ImageEmbedder, embedder_name: str, *, backend: VectorBackend = FAISS
+    ) -> SearchEngine:
         """The engine for the current generation under `root` (no embedding work).
 
         A generation built by another embedder is not loaded (its vectors are not comparable): the
-        engine comes back without galleries and `note` says why.
+        engine comes back without galleries and `note` says why. `backend` reaches the vectors of a
+        gallery kept in Milvus.
 
         Raises:
             ArtifactError: When the current generation is corrupt or unreadable.
@@ -252,10 +262,12 @@ class SearchEngine:
         generation = read_current(root)
         if generation is None:
             return cls(embedder=embedder, embedder_name=embedder_name)
-        return cls.load_dir(Path(root) / generation, embedder, embedder_name)
+        return cls.load_dir(Path(root) / generation, embedder, embedder_name, backend=backend)
 
     @classmethod
-    def load_dir(cls, directory: Path, embedder: ImageEmbedder, embedder_name: str) -> SearchEngine:
+    def load_dir(
+        cls, directory: Path, embedder: ImageEmbedder, embedder_name: str, *, backend: VectorBackend = FAISS
+    ) -> SearchEngine:
         """The engine saved in one generation `directory` (see `load`); its name is the folder's name.
 
         Raises:
@@ -271,7 +283,7 @@ class SearchEngine:
             engine.note = f"built with {meta.get('embedder_id')}, live embedder is {embedder.embedder_id}"
             engine.built_at = meta.get("built_at")
             return engine
-        engine.galleries = {str(kind): Gallery.load(directory / kind) for kind in GALLERY_KINDS}
+        engine.galleries = {str(kind): backend.load(directory / kind) for kind in GALLERY_KINDS}
         engine.built_at = meta.get("built_at")
         engine.generation = generation
         engine.thresholds = {

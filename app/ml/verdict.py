@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from app.ml.gallery import Gallery, GalleryHit
+from app.ml.gallery import GalleryHit, VectorGallery
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def compute_verdict(hits: Sequence[GalleryHit], *, min_score: float, min_margin:
     return Verdict(chosen.product_id, chosen.defect_type_id, chosen.best_score, margin, unknown, tuple(votes))
 
 
-def calibrate_thresholds(gallery: Gallery, product_id: int | None = None) -> Thresholds:
+def calibrate_thresholds(gallery: VectorGallery, product_id: int | None = None) -> Thresholds:
     """Derive (min_score, min_margin) from the gallery by leave-one-out search.
 
     Each (sampled) gallery image is used as a query against the rest. min_score is the 5th percentile

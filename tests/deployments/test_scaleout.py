@@ -33,11 +33,22 @@ pytestmark = [pytest.mark.mariadb, pytest.mark.s3, pytest.mark.slow]
 VISIBLE_WITHIN_S = 5.0
 
 
-@pytest.fixture
-def shared(tmp_path: Path, s3_server: dict[str, str]) -> Iterator[dict[str, Any]]:
-    """One MariaDB database and one S3 bucket that the servers of a test share."""
+@pytest.fixture(params=["faiss", "milvus"])
+def shared(
+    tmp_path: Path, s3_server: dict[str, str], request: pytest.FixtureRequest
+) -> Iterator[dict[str, Any]]:
+    """One MariaDB database and one S3 bucket that the servers of a test share (and one Milvus, for the
+    galleries kept in Milvus: VECTOR_BACKEND=milvus)."""
+    vectors: dict[str, Any] = {}
+    if request.param == "milvus":
+        vectors = {
+            "vector_backend": "milvus",
+            "milvus_uri": request.getfixturevalue("milvus_uri"),
+            "milvus_collection_prefix": f"scaleout_{uuid.uuid4().hex[:8]}",
+        }
     for url in services.mariadb_database():
         yield {
+            **vectors,
             "database_url": url,
             "storage_backend": "s3",
             "s3_endpoint_url": s3_server["endpoint"],
