@@ -33,7 +33,9 @@ def upgrade() -> None:
     )
     # Registrations duplicated by the old check-then-act race keep their images; only the first keeps
     # the link to its inspection, so the unique constraint can be created.
-    ref = sa.table("reference_image", sa.column("id", sa.Integer), sa.column("source_inspection_id", sa.Integer))
+    ref = sa.table(
+        "reference_image", sa.column("id", sa.Integer), sa.column("source_inspection_id", sa.Integer)
+    )
     conn = op.get_bind()
     rows = conn.execute(
         sa.select(ref.c.id, ref.c.source_inspection_id)

@@ -79,7 +79,9 @@ def upgrade() -> None:
         **TABLE_OPTIONS,
     )
     with op.batch_alter_table("inspection_event", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_inspection_event_inspection_id"), ["inspection_id"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_inspection_event_inspection_id"), ["inspection_id"], unique=False
+        )
 
     _backfill()
 
@@ -127,7 +129,11 @@ def _identification(result: Any) -> IdentificationEvidence | None:
     try:
         v = result["verdict"]
         return IdentificationEvidence(
-            v.get("product_id"), v.get("defect_type_id"), float(v["score"]), float(v["margin"]), bool(v["is_unknown"])
+            v.get("product_id"),
+            v.get("defect_type_id"),
+            float(v["score"]),
+            float(v["margin"]),
+            bool(v["is_unknown"]),
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         return None

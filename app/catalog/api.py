@@ -138,6 +138,7 @@ async def upload_images(
     kind: Annotated[Literal["normal", "defect"], Form()],
     files: Annotated[list[UploadFile], File()],
     defect_type_id: Annotated[int | None, Form()] = None,
+    view: Annotated[str | None, Form(max_length=64)] = None,
 ) -> ImageUploadResult:
     """Register images (files or ZIP archives of images); refused files are listed with reasons."""
     limit = max(settings.max_upload_bytes, settings.max_zip_bytes)
@@ -150,13 +151,16 @@ async def upload_images(
         product_id=product_id,
         kind=kind,
         defect_type_id=defect_type_id,
+        view=view or None,
         files=payload,
         actor_id=admin.id,
         on_change=image_change_hook(services),
     )
     return ImageUploadResult(
         created=[
-            ImageCreated(id=i.id, file_name=i.file_name, kind=i.kind, defect_type_id=i.defect_type_id)
+            ImageCreated(
+                id=i.id, file_name=i.file_name, kind=i.kind, defect_type_id=i.defect_type_id, view=i.view
+            )
             for i in outcome.created
         ],
         rejected=[ImageRejected(file_name=name, reason=reason) for name, reason in outcome.rejected],

@@ -36,6 +36,7 @@ from app.core.errors import DomainError, NotFoundError
 from app.core.i18n import translate
 from app.db.session import SessionDep
 from app.db.tables import DefectType, Product
+from app.inspection import views as views_service
 
 # Authentication runs first for every route here, before any load-or-404 dependency.
 router = APIRouter(
@@ -139,7 +140,13 @@ def _product_edit_page(
         {
             "active": "products",
             "product": product,
-            "form": form or {"name": product.name, "description": product.description},
+            "form": form
+            or {
+                "name": product.name,
+                "description": product.description,
+                "view_rule": product.view_rule,
+                "views": ", ".join(product.views or []),
+            },
             "error": error,
         },
         status_code=status_code,
@@ -160,12 +167,20 @@ def product_edit_submit(
     admin: AdminDep,
     name: Annotated[str, Form()] = "",
     description: Annotated[str, Form()] = "",
+    view_rule: Annotated[str, Form()] = "any",
+    views: Annotated[str, Form(max_length=1000)] = "",
 ) -> Response:
-    """Save a product's name and description."""
+    """Save a product's name, description, and how its views combine (several views per inspection)."""
     product = service.get_product(session, product_id=product_id)
-    form = {"name": name, "description": description}
+    form = {"name": name, "description": description, "view_rule": view_rule, "views": views}
     try:
-        product_in = ProductUpdate(name=name.strip(), description=description.strip())
+        views_service.check_rule(view_rule)
+        product_in = ProductUpdate(
+            name=name.strip(),
+            description=description.strip(),
+            view_rule=view_rule,  # checked just above
+            views=views_service.normalise_product_views([views]),
+        )
         service.update_product(session, product_id=product_id, product_in=product_in, actor_id=admin.id)
     except (ValidationError, DomainError) as exc:
         message, status = error_text(exc, "errors.admin_product_edit_invalid")

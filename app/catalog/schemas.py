@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,6 +16,9 @@ class ProductCreate(BaseModel):
     code: str = Field(min_length=1, max_length=64, pattern=CODE_PATTERN)
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=5000)
+    # Several views per inspection: how the views' anomaly answers combine, and the product's view labels.
+    view_rule: Literal["any", "all", "majority"] = "any"
+    views: list[str] = Field(default_factory=list, max_length=32)
 
 
 class ProductUpdate(BaseModel):
@@ -23,6 +27,8 @@ class ProductUpdate(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=5000)
     is_active: bool | None = None
+    view_rule: Literal["any", "all", "majority"] | None = None
+    views: list[str] | None = Field(default=None, max_length=32)
 
 
 class ProductRead(BaseModel):
@@ -35,6 +41,8 @@ class ProductRead(BaseModel):
     name: str
     description: str
     is_active: bool
+    view_rule: str = "any"
+    views: list[str] = Field(default_factory=list)
     created_at: datetime
     updated_at: datetime
 
@@ -106,6 +114,7 @@ class ImageRead(BaseModel):
     height: int
     checksum: str
     source: str
+    view: str | None = None
     created_at: datetime
     image_url: str = ""
 
@@ -117,6 +126,7 @@ class ImageCreated(BaseModel):
     file_name: str
     kind: str
     defect_type_id: int | None
+    view: str | None = None
 
 
 class ImageRejected(BaseModel):

@@ -36,6 +36,7 @@ from app.db.tables import (
     Product,
     ReferenceImage,
 )
+from app.inspection import views as views_service
 from app.ml.preprocessing import PreprocessingOptions, apply_preprocessing
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,13 @@ def create_product(session: Session, *, product_in: ProductCreate, actor_id: int
     """Create a product with default preprocessing; the code must be new."""
     if get_product_by_code(session, code=product_in.code) is not None:
         raise ConflictError("errors.product_code_taken", code=product_in.code)
-    product = Product(code=product_in.code, name=product_in.name, description=product_in.description)
+    product = Product(
+        code=product_in.code,
+        name=product_in.name,
+        description=product_in.description,
+        view_rule=product_in.view_rule,
+        views=views_service.normalise_product_views(product_in.views),
+    )
     session.add(product)
     try:
         session.flush()
@@ -106,6 +113,8 @@ def update_product(
     """Rename, describe, deactivate or reactivate a product."""
     product = get_product(session, product_id=product_id)
     changes = product_in.model_dump(exclude_unset=True, exclude_none=True)
+    if "views" in changes:
+        changes["views"] = views_service.normalise_product_views(changes["views"])
     for key, value in changes.items():
         setattr(product, key, value)
     record_audit(
@@ -301,6 +310,7 @@ def add_image(
     actor_id: int | None,
     source: str = "upload",
     source_inspection_id: int | None = None,
+    view: str | None = None,
 ) -> ReferenceImage:
     """Store one checked image and its row; commits. Never leaves an orphan object or a dangling row.
 
@@ -328,6 +338,7 @@ def add_image(
             checksum=image.checksum,
             source=source,
             source_inspection_id=source_inspection_id,
+            view=view,
             created_by=actor_id,
         )
         session.add(row)
@@ -374,11 +385,17 @@ def upload_images(
     files: Sequence[tuple[str, bytes]],
     actor_id: int | None,
     on_change: ImageChangeHook | None = None,
+    view: str | None = None,
 ) -> UploadOutcome:
-    """Register normal or defect images (files or ZIP archives); each file is accepted or refused whole."""
+    """Register normal or defect images (files or ZIP archives); each file is accepted or refused whole.
+
+    `view` labels them as photos of one view (several views per inspection: a memory bank per view).
+    """
     product = get_product(session, product_id=product_id)
     if not product.is_active:
         raise ConflictError("errors.product_inactive", code=product.code)
+    if view is not None:
+        view = views_service.check_label(view.strip().lower(), product)
     defect_type: DefectType | None = None
     if kind == "defect":
         if defect_type_id is None:
@@ -407,6 +424,7 @@ def upload_images(
                     image=image,
                     original_name=name,
                     actor_id=actor_id,
+                    view=view,
                 )
             )
     finally:
@@ -436,6 +454,18 @@ def list_images(
         query.order_by(ReferenceImage.id.desc()).offset((page - 1) * page_size).limit(page_size)
     )
     return list(rows), total
+
+
+def images_by_view(session: Session, *, product_id: int, kind: str) -> dict[str | None, list[ReferenceImage]]:
+    """The product's images of one kind by view label (None: images without a view), oldest first."""
+    out: dict[str | None, list[ReferenceImage]] = {}
+    for row in session.scalars(
+        select(ReferenceImage)
+        .where(ReferenceImage.product_id == product_id, ReferenceImage.kind == kind)
+        .order_by(ReferenceImage.id)
+    ):
+        out.setdefault(row.view, []).append(row)
+    return out
 
 
 def normal_images(session: Session, *, product_id: int) -> list[ReferenceImage]:

@@ -19,7 +19,7 @@ BASE_DIR = Path(__file__).resolve().parents[2]
 # every other body (JSON, forms) gets MAX_REQUEST_BYTES. The middleware refuses a body over its route's
 # limit before anything reads it.
 _UPLOAD_ROUTES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"^/api/v1/(inspections|analyze)/?$"), "max_upload_bytes"),
+    (re.compile(r"^/api/v1/(inspections|analyze)/?$"), "max_inspection_upload_bytes"),
     (re.compile(r"^/api/v1/products/\d+/images/?$"), "max_zip_bytes"),
     (re.compile(r"^/api/v1/products/\d+/manuals/?$"), "max_manual_bytes"),
 )
@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     # --- Upload limits (which route gets which limit: `body_limit` below)
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    # Several views per inspection: at most this many labelled photos in one upload (each up to
+    # MAX_UPLOAD_BYTES; the request as a whole up to MAX_UPLOAD_BYTES x this).
+    max_inspection_views: int = Field(default=6, ge=1, le=32)
     max_image_pixels: int = Field(default=25_000_000, ge=1024)
     max_decode_side: int = Field(default=2048, ge=64)
     max_image_aspect_ratio: float = Field(default=20.0, ge=1.0)
@@ -173,6 +176,11 @@ class Settings(BaseSettings):
         if self.vector_backend == "milvus" and not self.milvus_uri:
             raise ValueError("VECTOR_BACKEND=milvus needs MILVUS_URI (e.g. http://milvus-host:19530)")
         return self
+
+    @property
+    def max_inspection_upload_bytes(self) -> int:
+        """The photo routes' body limit: one photo per view, each up to MAX_UPLOAD_BYTES."""
+        return self.max_upload_bytes * self.max_inspection_views
 
     def body_limit(self, method: str, path: str) -> int:
         """The most bytes a request body to this route may have (uploads large, everything else small)."""

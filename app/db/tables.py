@@ -28,6 +28,7 @@ JOB_KINDS = ("search_index", "anomaly_model", "manual_index")
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 INSPECTION_STATUSES = ("uploaded", "searched", "anomaly_checked", "guided", "completed")
 OUTCOME_LABELS = ("normal", "defect", "unknown", "pending")
+VIEW_RULES = ("any", "all", "majority")
 
 
 class User(Base):
@@ -102,6 +103,11 @@ class Product(Base):
     name: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Several views per inspection: how the views' anomaly answers combine (any | all | majority), and the
+    # view labels the product is photographed in (empty: any well-formed label is accepted).
+    # (Checked by the application, not by a CHECK constraint: adding one would make SQLite copy the table.)
+    view_rule: Mapped[str] = mapped_column(String(16), default="any", server_default="any")
+    views: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -147,6 +153,8 @@ class ReferenceImage(Base):
     checksum: Mapped[str] = mapped_column(String(64), index=True)
     source: Mapped[str] = mapped_column(String(32), default="upload")  # upload | inspection | demo
     source_inspection_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The view the image shows (top, side, ct, ...); null: any view (the product's view-less memory bank).
+    view: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_by: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -297,9 +305,43 @@ class Inspection(Base):
         foreign_keys=[outcome_defect_type_id], lazy="select"
     )
     outcome_user: Mapped[User | None] = relationship(foreign_keys=[outcome_by], lazy="select")
+    # Several views: one row per labelled photo, the first being the inspection's own photo (none: one view).
+    views: Mapped[list[InspectionView]] = relationship(
+        order_by="InspectionView.position",
+        lazy="selectin",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
 
     __table_args__ = (
         CheckConstraint("feedback_score IS NULL OR (feedback_score BETWEEN 1 AND 5)", name="feedback_score"),
+    )
+
+
+class InspectionView(Base):
+    """One labelled photo of a several-view inspection, with its own search and anomaly results."""
+
+    __tablename__ = "inspection_view"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    inspection_id: Mapped[int] = mapped_column(ForeignKey("inspection.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    view: Mapped[str] = mapped_column(String(32))
+    image_key: Mapped[str] = mapped_column(object_key_type(), unique=True)
+    original_name: Mapped[str] = mapped_column(String(255), default="")
+    content_type: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    checksum: Mapped[str] = mapped_column(String(64))
+    search_result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    anomaly_result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    anomaly_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    is_anomaly: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+
+    __table_args__ = (
+        UniqueConstraint("inspection_id", "view"),
+        UniqueConstraint("inspection_id", "position"),
     )
 
 

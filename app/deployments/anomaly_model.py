@@ -17,7 +17,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,9 @@ from app.ml.patchcore import (
 logger = logging.getLogger(__name__)
 
 KIND = "anomaly_model"
+# A product's memory bank for one view (several views per inspection); meta["view"] names the view. Not a job
+# kind of its own: the anomaly_model job builds these beside the product's bank, stored under their own scope.
+VIEW_KIND = "anomaly_view"
 AVAILABLE = True
 ARTIFACT_FOLDER = "anomaly"
 # Fewer normal images than this give no usable held-out statistics (one image held out of four).
@@ -108,6 +111,74 @@ def scope_of(product_id: int) -> str:
     return f"product-{product_id}"
 
 
+def view_scope_of(product_id: int, view: str) -> str:
+    """The storage scope of a product's memory banks of one view."""
+    return f"product-{product_id}-view-{view}"
+
+
+def current_view_artifacts(session: Session) -> dict[tuple[int, str], Artifact]:
+    """The current per-view anomaly artifact per (product id, view)."""
+    rows = session.scalars(select(Artifact).where(Artifact.kind == VIEW_KIND, Artifact.is_current.is_(True)))
+    return {
+        (row.product_id, str((row.meta or {}).get("view"))): row
+        for row in rows
+        if row.product_id is not None and (row.meta or {}).get("view")
+    }
+
+
+def _record_view_artifact(
+    session: Session,
+    *,
+    product_id: int,
+    view: str,
+    version: str,
+    path: str,
+    checksum: str,
+    meta: dict[str, Any],
+    job_id: int | None,
+) -> Artifact:
+    """Make a view's new bank its current artifact (the product's other views keep theirs); caller commits.
+
+    `record_current_artifact` retires every current row of a kind per product, which would retire the other
+    views' banks too, so the per-view rows are written here, matched by `meta["view"]`.
+    """
+    for old in session.scalars(
+        select(Artifact).where(
+            Artifact.kind == VIEW_KIND, Artifact.product_id == product_id, Artifact.is_current.is_(True)
+        )
+    ):
+        if (old.meta or {}).get("view") == view:
+            old.is_current = False
+    row = Artifact(
+        kind=VIEW_KIND,
+        product_id=product_id,
+        version=version,
+        path=path,
+        checksum=checksum,
+        is_current=True,
+        meta=meta,
+        job_id=job_id,
+    )
+    session.add(row)
+    return row
+
+
+def _view_folders(services: Services, active: set[int]) -> tuple[dict[tuple[int, str], Path], list[str]]:
+    """The current per-view banks fetched into the local cache (reloaded whenever the models are)."""
+    with services.session_factory() as session:
+        rows = [(key, a) for key, a in current_view_artifacts(session).items() if key[0] in active]
+        session.expunge_all()
+    folders: dict[tuple[int, str], Path] = {}
+    errors: list[str] = []
+    for key, row in rows:
+        try:
+            folders[key] = artifact_dir(services, row)
+        except ArtifactError as exc:
+            logger.warning("anomaly model of product %s view %s not loaded: %s", key[0], key[1], exc)
+            errors.append(f"product {key[0]} view {key[1]}: {exc}")
+    return folders, errors
+
+
 def load(services: Services) -> None:
     """Load the current versions into services.models (no training); at start and when one changes.
 
@@ -138,11 +209,14 @@ def load(services: Services) -> None:
             continue
         if artifact_store.is_stored(row.path, row.checksum):
             artifact_store.prune_cache(services.settings, KIND, scope_of(product_id), {row.version})
+    view_folders, view_errors = _view_folders(services, active)
+    errors += view_errors
     fresh, load_errors = AnomalyModels.load(
         folders,
         models_dir=services.settings.models_path,
         device=services.models.device,
         runtime=services.settings.inference_runtime,
+        view_folders=view_folders,
     )
     models = {pid: m for pid in fresh.product_ids if (m := fresh.get(pid)) is not None}
     with _SWAP_LOCK:
@@ -152,6 +226,7 @@ def load(services: Services) -> None:
                 {**kept, **models},
                 {**loaded.extractors, **fresh.extractors},
                 {pid: c for pid, c in checksums.items() if pid in kept or pid in models},
+                views=fresh.views,
             ),
         )
     if errors or load_errors:
@@ -199,11 +274,15 @@ def build_product(
     should_cancel: Callable[[], bool] | None = None,
     auto_backbone: bool = False,
     extractors: dict[str, FeatureExtractor] | None = None,
+    view: str | None = None,
 ) -> tuple[BuildOutcome, PatchCore]:
     """Train, calibrate, evaluate and save one product's model and record its Artifact row (commits).
 
     The working resolution and tiling come from the product's normal images (``product_config``); with
     ``auto_backbone`` the backbone is the available one with the best validation AUROC on this product.
+    With ``view`` the bank holds that view's normal images only (calibrated on that view's defects); the
+    product's view-less bank holds its normal images without a view label, or all of its normal images
+    when those are fewer than MIN_NORMAL_IMAGES (so a view without a bank of its own has a fallback).
 
     Raises:
         ValueError: Too few normal images (the message is translated).
@@ -217,12 +296,25 @@ def build_product(
 
     with services.session_factory() as session:
         product = catalog_service.get_product(session, product_id=product_id)
-        code = product.code
-        normals = catalog_service.normal_images(session, product_id=product_id)
-        defects = catalog_service.defect_images(session, product_id=product_id)
+        code = product.code if view is None else f"{product.code}/{view}"
+        all_normals = catalog_service.normal_images(session, product_id=product_id)
+        by_view = catalog_service.images_by_view(session, product_id=product_id, kind="normal")
+        if view is None:
+            unlabelled = by_view.get(None, [])
+            pooled = len(unlabelled) < MIN_NORMAL_IMAGES and len(unlabelled) < len(all_normals)
+            normals = all_normals if pooled else unlabelled
+            defects = catalog_service.defect_images(session, product_id=product_id)
+            # every normal image counts: a change to any view's images makes the product's models stale
+            fingerprint = normals_fingerprint(all_normals)
+        else:
+            pooled = False
+            normals = by_view.get(view, [])
+            defects = catalog_service.images_by_view(session, product_id=product_id, kind="defect").get(
+                view, []
+            )
+            fingerprint = normals_fingerprint(normals)
         defect_type_names = [row.defect_type.name if row.defect_type else None for row in defects]
         options = catalog_service.preprocessing_options(session, product_ids=[product_id])[product_id]
-        fingerprint = normals_fingerprint(normals)
         session.expunge_all()
     if len(normals) < MIN_NORMAL_IMAGES:
         raise ValueError(
@@ -297,7 +389,8 @@ def build_product(
     # The search validated on these same held-out images: their AUROC is then the best of several.
     evaluation["backbone_selected_here"] = choice is not None and choice.reason == "validation_auroc"
     version = utcnow().strftime("%Y%m%dT%H%M%S") + (f"-j{job_id}" if job_id is not None else "")
-    key = artifact_store.version_key(KIND, scope_of(product_id), version)
+    scope = scope_of(product_id) if view is None else view_scope_of(product_id, view)
+    key = artifact_store.version_key(KIND, scope, version)
     target = artifact_store.local_dir(settings, key)
     shutil.rmtree(target, ignore_errors=True)  # a retried job (same version name) starts clean
     result.model.save(target)
@@ -320,22 +413,40 @@ def build_product(
         "runtime": runtime_choice.to_dict(),
         "normals_fingerprint": fingerprint,
         "preprocessing_key": options.key(),
+        "view": view,
+        # the view-less bank: "unlabelled" normal images, or "all" views pooled when those are too few
+        "normals_scope": "view" if view is not None else ("all" if pooled else "unlabelled"),
+        "n_normals": len(normals),
     }
     try:
         with services.session_factory() as session:
-            replaced = [
-                a.version for a in current_artifacts(session, KIND).values() if a.product_id == product_id
-            ]
-            artifact = record_current_artifact(
-                session,
-                kind=KIND,
-                product_id=product_id,
-                version=version,
-                path=key,
-                checksum=published.checksum,
-                meta=meta,
-                job_id=job_id,
-            )
+            if view is None:
+                replaced = [
+                    a.version for a in current_artifacts(session, KIND).values() if a.product_id == product_id
+                ]
+                artifact = record_current_artifact(
+                    session,
+                    kind=KIND,
+                    product_id=product_id,
+                    version=version,
+                    path=key,
+                    checksum=published.checksum,
+                    meta=meta,
+                    job_id=job_id,
+                )
+            else:
+                old = current_view_artifacts(session).get((product_id, view))
+                replaced = [old.version] if old is not None else []
+                artifact = _record_view_artifact(
+                    session,
+                    product_id=product_id,
+                    view=view,
+                    version=version,
+                    path=key,
+                    checksum=published.checksum,
+                    meta=meta,
+                    job_id=job_id,
+                )
             session.commit()
             assert artifact is not None  # noqa: S101 - a version was given
             artifact_id = artifact.id
@@ -368,6 +479,24 @@ def install(services: Services, product_id: int, model: PatchCore, checksum: str
         services.models.swap(ANOMALY, current.with_model(product_id, model, checksum))
 
 
+def install_views(services: Services, product_id: int, models: Mapping[str, PatchCore]) -> None:
+    """Swap a new model set whose per-view models of `product_id` are exactly `models` into the registry."""
+    with _SWAP_LOCK:
+        services.models.swap(ANOMALY, current_models(services.models).with_views(product_id, models))
+
+
+def _retire_views(services: Services, product_id: int, *, built: Mapping[str, BuildOutcome]) -> None:
+    """Per-view banks of the product not built this time stop being current; old versions of the built go."""
+    with services.session_factory() as session:
+        for (pid, view), row in current_view_artifacts(session).items():
+            if pid == product_id and view not in built:
+                row.is_current = False
+        session.commit()
+    for view, outcome in built.items():
+        keep = {outcome.version, *outcome.replaced}
+        artifact_store.prune(services.storage, services.settings, KIND, view_scope_of(product_id, view), keep)
+
+
 def _scaled_progress(ctx: JobContext, lo: float, hi: float) -> Callable[[float, str], None]:
     def report(fraction: float, stage: str) -> None:
         ctx.progress(lo + (hi - lo) * fraction, stage)
@@ -393,6 +522,16 @@ def run(ctx: JobContext) -> JobResult | None:
     failed: dict[str, str] = {}
     for i, (product_id, code) in enumerate(targets):
         lo, hi = i / max(1, len(targets)), (i + 1) / max(1, len(targets))
+        with ctx.session_factory() as session:
+            view_counts = {
+                label: len(rows)
+                for label, rows in catalog_service.images_by_view(
+                    session, product_id=product_id, kind="normal"
+                ).items()
+                if label is not None
+            }
+        own_views = sorted(label for label, n in view_counts.items() if n >= MIN_NORMAL_IMAGES)
+        step = (hi - lo) / (1 + len(own_views))
         ctx.log(f"{code}: building the anomaly model")
         try:
             outcome, model = build_product(
@@ -401,11 +540,28 @@ def run(ctx: JobContext) -> JobResult | None:
                 config=config,
                 extractor=extractor,
                 job_id=ctx.job_id,
-                progress=_scaled_progress(ctx, lo, hi),
+                progress=_scaled_progress(ctx, lo, lo + step),
                 should_cancel=ctx.should_cancel,
                 auto_backbone=auto,
                 extractors=extractors,
             )
+            view_models: dict[str, PatchCore] = {}
+            view_built: dict[str, BuildOutcome] = {}
+            for j, label in enumerate(own_views):
+                ctx.log(f"{code}: building the anomaly model of view {label}")
+                start = lo + step * (1 + j)
+                view_built[label], view_models[label] = build_product(
+                    services,
+                    product_id,
+                    config=config,
+                    extractor=extractors.get(config.backbone, extractor),
+                    job_id=ctx.job_id,
+                    progress=_scaled_progress(ctx, start, start + step),
+                    should_cancel=ctx.should_cancel,
+                    auto_backbone=auto,
+                    extractors=extractors,
+                    view=label,
+                )
         except JobCancelled:
             raise
         except Exception as exc:  # one product's failure must not stop the others
@@ -423,14 +579,29 @@ def run(ctx: JobContext) -> JobResult | None:
         chosen = translate("runtime.log.chosen", runtime=runtime["runtime"], precision=runtime["precision"])
         ctx.log(f"{code}: {chosen}")
         install(services, product_id, model, outcome.checksum)
+        _retire_views(services, product_id, built=view_built)
+        install_views(services, product_id, view_models)
         _remove_old_versions(services, outcome)
         evaluation = outcome.meta["evaluation"]
+        fallback = sorted(set(view_counts) - set(own_views))
         ctx.log(
             f"{code}: bank {outcome.meta['bank_size']} patches, threshold "
             f"{outcome.meta['calibration']['threshold']:.4f}, image AUROC {evaluation['image_auroc']}"
+            + (f"; views with their own bank: {', '.join(own_views)}" if own_views else "")
+            + (
+                f"; views checked with the product bank (too few normals): {', '.join(fallback)}"
+                if fallback
+                else ""
+            )
         )
         built.append(
-            {"product_id": product_id, "artifact_id": outcome.artifact_id, "version": outcome.version}
+            {
+                "product_id": product_id,
+                "artifact_id": outcome.artifact_id,
+                "version": outcome.version,
+                "views": {label: o.artifact_id for label, o in view_built.items()},
+                "fallback_views": fallback,
+            }
         )
     if targets and not built:
         raise RuntimeError("; ".join(failed.values()))
@@ -454,6 +625,7 @@ def states(session: Session, services: Services) -> list[ArtifactState]:
     products: list[Product] = catalog_service.list_products(session)
     preprocessing = catalog_service.preprocessing_options(session, product_ids=[p.id for p in products])
     artifacts = current_artifacts(session, KIND)
+    view_artifacts = current_view_artifacts(session)
     jobs = list(
         session.scalars(
             select(DeploymentJob)
@@ -475,6 +647,16 @@ def states(session: Session, services: Services) -> list[ArtifactState]:
             "version": art.version if art else None,
             "detail": dict(art.meta) if art else {},
         }
+        # several views per inspection: the product's banks of its own views, beside the view-less one
+        base["detail"]["view_banks"] = [
+            {
+                "view": view,
+                "bank_size": (a.meta or {}).get("bank_size"),
+                "n_normals": (a.meta or {}).get("n_normals"),
+            }
+            for (pid, view), a in sorted(view_artifacts.items())
+            if pid == product.id
+        ]
         mine = [j for j in jobs if _covers(j, product.id)]
         if any(j.status in ("queued", "running") for j in mine):
             out.append(ArtifactState(state="building", **base))

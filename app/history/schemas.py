@@ -46,6 +46,8 @@ class InspectionListItem(BaseModel):
     created_at: datetime
     completed_at: datetime | None
     outcome: OutcomeRead
+    # several views per inspection: the view labels in upload order (empty for one unlabelled photo)
+    views: list[str] = []
 
 
 class InspectionPage(BaseModel):

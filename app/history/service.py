@@ -161,6 +161,7 @@ def to_item(
         created_at=inspection.created_at,
         completed_at=inspection.completed_at,
         outcome=outcome_service.outcome_read(inspection),
+        views=[v.view for v in inspection.views],
     )
 
 
@@ -411,7 +412,11 @@ def detail_view(inspection: Inspection) -> dict[str, Any]:
         for c in guidance.get("citations") or []
         if isinstance(c, dict)
     ]
+    views = inspection_service.view_cards(inspection)
+    combination = anomaly.get("combination") if isinstance(anomaly.get("combination"), dict) else None
     return {
+        "views": views,
+        "combination": combination,
         "has_search": bool(inspection.search_result),
         "matches": matches,
         "margin": _number((verdict or {}).get("margin")),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy.orm import Session
 
 from app.core.errors import DomainError
@@ -32,6 +34,8 @@ def analyze(
     data: bytes,
     file_name: str,
     product_id: int | None,
+    views: Sequence[str] | None = None,
+    more: Sequence[inspection_service.UploadedPhoto] = (),
     top_k: int,
     generator: str | None,
     user: User,
@@ -52,6 +56,8 @@ def analyze(
         file_name=file_name,
         product_id=product_id,
         user=user,
+        views=views,
+        more=more,
     )
     errors: dict[AnalyzeStep, StepProblem] = {}
     search: SearchRead | None = None
@@ -96,10 +102,12 @@ def analyze(
     finished = inspection_service.get_inspection(session, inspection_id=inspection.id)
     if integrations_service.enqueue_event(session, inspection=finished, event="inspection.analyzed"):
         session.commit()
+    record = inspection_service.to_read(finished)
     return AnalyzeRead(
-        inspection=inspection_service.to_read(finished),
+        inspection=record,
         search=search,
         anomaly=anomaly,
         guidance=guidance,
         errors=errors,
+        views=record.views,
     )

@@ -117,8 +117,19 @@ def _anomaly_evidence(inspection: Inspection) -> AnomalyEvidence | None:
         return None
 
 
+def _search_of_deciding_view(inspection: Inspection) -> dict[str, Any] | None:
+    """The search answer identification is read from: the deciding view's when several views combined
+    (the defect type comes from the photo that showed the defect), else the inspection's own."""
+    combination = (inspection.anomaly_result or {}).get("combination") or {}
+    deciding = combination.get("deciding_view") if isinstance(combination, dict) else None
+    for view in inspection.views if deciding else []:
+        if view.view == deciding and view.search_result:
+            return view.search_result
+    return inspection.search_result
+
+
 def _identification_evidence(inspection: Inspection) -> IdentificationEvidence | None:
-    verdict = (inspection.search_result or {}).get("verdict")
+    verdict = (_search_of_deciding_view(inspection) or {}).get("verdict")
     if not isinstance(verdict, dict):
         return None
     try:
@@ -173,7 +184,9 @@ def refresh_outcome(
     inspection.outcome_defect_type_id = outcome.defect_type_id
     inspection.outcome_confidence = round(outcome.confidence, 6)
     inspection.outcome_source = outcome.source
-    inspection.outcome_basis = outcome.basis
+    combination = (inspection.anomaly_result or {}).get("combination")
+    # Several views: the basis names the rule and the view (and region) that decided.
+    inspection.outcome_basis = {**outcome.basis, "views": combination} if combination else outcome.basis
     if worker is None:
         inspection.outcome_by = None
         inspection.outcome_at = None

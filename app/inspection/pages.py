@@ -22,14 +22,17 @@ def upload_page(
     request: Request, session: SessionDep, services: ServicesDep, settings: SettingsDep, _: CurrentUserDep
 ) -> Response:
     """Step 1: upload a photo (drag and drop or the camera), optionally naming the product."""
+    products = catalog_service.list_products(session)
     return render(
         request,
         "worker/inspection/upload_view.html",
         {
             "step": 1,
-            "products": catalog_service.list_products(session),
+            "products": products,
             "gallery": search_service.gallery_status(session, services=services),
             "max_upload_mb": settings.max_upload_bytes // 2**20,
+            "max_views": settings.max_inspection_views,
+            "view_suggestions": sorted({v for p in products for v in (p.views or [])}),
         },
     )
 

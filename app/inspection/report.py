@@ -59,6 +59,16 @@ class Block:
 
 
 @dataclass
+class ViewPicture:
+    """One view of a several-view inspection: its overlay (or photo before the check) and a caption."""
+
+    label: str
+    picture: bytes | None
+    caption: str
+    missing: str
+
+
+@dataclass
 class ReportContent:
     """Everything the page shows, already in the reader's language."""
 
@@ -77,6 +87,8 @@ class ReportContent:
     blocks: list[Block]
     generated: str
     notes: list[str] = field(default_factory=list)
+    # several views per inspection: one picture per view, side by side, instead of photo and overlay
+    views: list[ViewPicture] = field(default_factory=list)
 
 
 def _t(lang: str, key: str, **params: Any) -> str:
@@ -106,7 +118,7 @@ def _picture(storage: ObjectStorage, key: str) -> bytes | None:
     return buffer.getvalue()
 
 
-def _overlay(session: Session, services: Services, inspection: Inspection) -> bytes | None:
+def _overlay(session: Session, services: Services, inspection: inspection_service.Photo) -> bytes | None:
     """The anomaly overlay (drawn from the stored map and cached if nobody looked at it yet), or None."""
     try:
         key = pictures.file_key(session, services=services, inspection=inspection, name="overlay.png")
@@ -189,6 +201,52 @@ def _outcome_part(inspection: Inspection, lang: str) -> tuple[str, list[str], li
     return main, lines, region_lines
 
 
+def _view_pictures(
+    session: Session, services: Services, inspection: Inspection, lang: str
+) -> list[ViewPicture]:
+    """Each view's overlay (its photo before the check), captioned with its answer and its bank."""
+    out = []
+    for view in inspection.views:
+        anomaly = view.anomaly_result or {}
+        score, threshold = _number(anomaly.get("score")), _number(anomaly.get("threshold"))
+        picture = _overlay(session, services, view) if anomaly.get("render") else None
+        if picture is None:
+            picture = _picture(services.storage, view.image_key)
+        parts = [view.view]
+        if score is not None and threshold is not None:
+            verdict = _t(lang, "views.anomalous" if view.is_anomaly else "views.normal")
+            parts.append(f"{verdict} {score:.3f}/{threshold:.3f}")
+            parts.append(_t(lang, f"views.bank.{anomaly.get('bank') or 'product'}").split(" (")[0])
+        else:
+            parts.append(_t(lang, "views.not_checked"))
+        out.append(ViewPicture(view.view, picture, " · ".join(parts), _t(lang, "report.photo_missing")))
+    return out
+
+
+def _combination_lines(inspection: Inspection, lang: str) -> list[str]:
+    """How the views combined and which view and region decided (empty for one view)."""
+    combination = (inspection.anomaly_result or {}).get("combination")
+    if not isinstance(combination, dict):
+        return []
+    rule = str(combination.get("rule") or "any")
+    lines = [
+        _t(
+            lang,
+            "views.combined",
+            rule=_t(lang, f"views.rule.{rule}"),
+            answer=_t(lang, "views.anomalous" if combination.get("is_anomaly") else "views.normal"),
+            anomalous=len(combination.get("anomalous_views") or []),
+            total=len(combination.get("views") or []),
+        ),
+        _t(lang, "views.deciding", view=combination.get("deciding_view") or "-"),
+    ]
+    region = combination.get("deciding_region")
+    if isinstance(region, dict):
+        values = {k: round(_number(region.get(k)) or 0) for k in ("x", "y", "width", "height")}
+        lines.append(_t(lang, "views.deciding_region", **values))
+    return lines
+
+
 def _guidance_blocks(inspection: Inspection, lang: str) -> tuple[list[Block], bool]:
     """The four sections and the citations (True when a text had to be cut before layout)."""
     guidance = inspection.guidance or {}
@@ -234,6 +292,7 @@ def report_content(
     else:
         overlay_missing = _t(lang, "report.anomaly_not_run")
     main, outcome_lines, region_lines = _outcome_part(inspection, lang)
+    outcome_lines += _combination_lines(inspection, lang)
     blocks, is_cut = _guidance_blocks(inspection, lang)
 
     feedback_user = session.get(User, inspection.feedback_by) if inspection.feedback_by else None
@@ -283,6 +342,7 @@ def report_content(
         blocks=blocks,
         generated=_t(lang, "report.generated", at=_dt(utcnow())),
         notes=[_t(lang, "report.cut_note")] if is_cut else [],
+        views=_view_pictures(session, services, inspection, lang) if inspection.views else [],
     )
 
 
@@ -351,29 +411,37 @@ def _flow(blocks: list[Block], height: float) -> _Flow:
 
 
 def _draw_picture(
-    c: canvas.Canvas, data: bytes | None, x: float, y: float, caption: str, missing: str
+    c: canvas.Canvas,
+    data: bytes | None,
+    x: float,
+    y: float,
+    caption: str,
+    missing: str,
+    box_w: float = COLUMN_W,
 ) -> None:
     """A picture fitted into the box whose top-left is (x, y), with its caption under it."""
     c.setStrokeGray(0.8)
-    c.rect(x, y - PICTURE_H, COLUMN_W, PICTURE_H)
+    c.rect(x, y - PICTURE_H, box_w, PICTURE_H)
     if data is not None:
         reader = ImageReader(io.BytesIO(data))
         width, height = reader.getSize()
-        scale = min((COLUMN_W - 4) / width, (PICTURE_H - 4) / height)
+        scale = min((box_w - 4) / width, (PICTURE_H - 4) / height)
         w, h = width * scale, height * scale
-        c.drawImage(reader, x + (COLUMN_W - w) / 2, y - PICTURE_H + (PICTURE_H - h) / 2, w, h)
+        c.drawImage(reader, x + (box_w - w) / 2, y - PICTURE_H + (PICTURE_H - h) / 2, w, h)
     else:
         c.setFillGray(0.95)
-        c.rect(x, y - PICTURE_H, COLUMN_W, PICTURE_H, stroke=0, fill=1)
+        c.rect(x, y - PICTURE_H, box_w, PICTURE_H, stroke=0, fill=1)
         c.setFillGray(0.35)
         c.setFont(FONT, 9)
-        lines = wrap_text(missing, FONT, 9, COLUMN_W - 20)
+        lines = wrap_text(missing, FONT, 9, box_w - 20)
         top = y - PICTURE_H / 2 + len(lines) * 6
         for i, line in enumerate(lines):
-            c.drawCentredString(x + COLUMN_W / 2, top - 12 * (i + 1) + 3, line)
+            c.drawCentredString(x + box_w / 2, top - 12 * (i + 1) + 3, line)
         c.setFillGray(0.0)
     c.setFont(FONT, 8)
     c.setFillGray(0.3)
+    if pdfmetrics.stringWidth(caption, FONT, 8) > box_w:
+        caption = _with_ellipsis(caption, FONT, 8, box_w)
     c.drawString(x, y - PICTURE_H - 11, caption)
     c.setFillGray(0.0)
 
@@ -412,11 +480,23 @@ def render_report(content: ReportContent) -> bytes:
     c.line(MARGIN, y - 2, PAGE_W - MARGIN, y - 2)
     y -= 10
 
-    # photo and overlay side by side
-    _draw_picture(c, content.photo, MARGIN, y, _t(lang, "report.photo"), _t(lang, "report.photo_missing"))
-    _draw_picture(
-        c, content.overlay, MARGIN + COLUMN_W + GAP, y, _t(lang, "report.overlay"), content.overlay_missing
-    )
+    if content.views:
+        # several views: each view's overlay side by side, captioned with its answer
+        count = len(content.views)
+        box_w = (CONTENT_W - GAP * (count - 1)) / count
+        for i, view in enumerate(content.views):
+            _draw_picture(c, view.picture, MARGIN + i * (box_w + GAP), y, view.caption, view.missing, box_w)
+    else:
+        # photo and overlay side by side
+        _draw_picture(c, content.photo, MARGIN, y, _t(lang, "report.photo"), _t(lang, "report.photo_missing"))
+        _draw_picture(
+            c,
+            content.overlay,
+            MARGIN + COLUMN_W + GAP,
+            y,
+            _t(lang, "report.overlay"),
+            content.overlay_missing,
+        )
     y -= PICTURE_H + 20
 
     # outcome (left) and the worker's record (right)

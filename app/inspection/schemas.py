@@ -43,6 +43,26 @@ class InspectionEventRead(BaseModel):
     data: dict[str, Any]
 
 
+class InspectionViewRead(BaseModel):
+    """One labelled photo of a several-view inspection, with its own search and anomaly results."""
+
+    view: str
+    position: int
+    image_url: str
+    original_name: str
+    content_type: str
+    size_bytes: int
+    width: int
+    height: int
+    search: dict[str, Any] | None = None
+    verdict: dict[str, Any] | None = None
+    anomaly: dict[str, Any] | None = None
+    anomaly_score: float | None = None
+    is_anomaly: bool | None = None
+    # which memory bank checked it: "view" (the product's bank for this view) or "product" (the fallback)
+    bank: str | None = None
+
+
 class InspectionRead(BaseModel):
     """An inspection with the results of the steps run so far."""
 
@@ -77,6 +97,8 @@ class InspectionRead(BaseModel):
     feedback_at: datetime | None = None
     registered_image_id: int | None = None
     outcome: OutcomeRead
+    # several views per inspection (empty for a single photo without a view label)
+    views: list[InspectionViewRead] = []
 
 
 class StepProblem(BaseModel):
@@ -98,3 +120,5 @@ class AnalyzeRead(BaseModel):
     anomaly: AnomalyRead | None
     guidance: GuidanceRead | None
     errors: dict[AnalyzeStep, StepProblem]
+    # several views: each view's photo, search and anomaly answer (empty for one unlabelled photo)
+    views: list[InspectionViewRead] = []

@@ -113,19 +113,47 @@ def delete_sink(session: Session, *, sink_id: int, actor_id: int | None) -> None
 
 
 def payload_for(inspection_read: dict[str, Any], event: str) -> dict[str, Any]:
-    """The stored message: the inspection as GET /inspections/{id} shows it at that moment, and the event."""
-    return {"event": event, "created_at": utcnow().isoformat(), "inspection": inspection_read}
+    """The stored message: the inspection as GET /inspections/{id} shows it at that moment, and the event.
+
+    A several-view inspection adds `views` (each view's label, anomaly answer, bank and photo) and
+    `combination` (the product's rule and the view and region that decided) at the top.
+    """
+    payload: dict[str, Any] = {
+        "event": event,
+        "created_at": utcnow().isoformat(),
+        "inspection": inspection_read,
+    }
+    views = inspection_read.get("views") or []
+    if views:
+        payload["views"] = [
+            {
+                "view": v.get("view"),
+                "is_anomaly": v.get("is_anomaly"),
+                "anomaly_score": v.get("anomaly_score"),
+                "threshold": (v.get("anomaly") or {}).get("threshold"),
+                "regions": (v.get("anomaly") or {}).get("regions", []),
+                "bank": v.get("bank"),
+                "defect_type": ((v.get("verdict") or {}).get("defect_type") or None),
+                "image_url": v.get("image_url"),
+            }
+            for v in views
+        ]
+        payload["combination"] = (inspection_read.get("anomaly") or {}).get("combination")
+    return payload
 
 
 def with_links(payload: dict[str, Any], base_url: str) -> dict[str, Any]:
     """The message as sent: links made absolute with PUBLIC_BASE_URL (relative when it is unset)."""
     base = base_url.rstrip("/")
     inspection_id = (payload.get("inspection") or {}).get("id")
-    links = {
+    links: dict[str, Any] = {
         "api": f"{base}/api/v1/inspections/{inspection_id}",
         "image": f"{base}/api/v1/inspections/{inspection_id}/image",
         "page": f"{base}/history/{inspection_id}",
     }
+    views = payload.get("views") or []
+    if views:
+        links["views"] = {str(v["view"]): f"{base}{v['image_url']}" for v in views if v.get("image_url")}
     return {**payload, "sent_at": utcnow().isoformat(), "links": links}
 
 

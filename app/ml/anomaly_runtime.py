@@ -28,11 +28,12 @@ MAX_SIDE = 1024
 
 
 class AnomalyModels:
-    """The loaded product models, product id -> PatchCore; replaced whole by a build, never mutated.
+    """The loaded product models, product id -> PatchCore, and per-view models; replaced whole, never mutated.
 
     Args:
-        models: Product id -> model.
+        models: Product id -> model (the product's view-less bank).
         extractors: Backbone id -> shared feature extractor (reused by the next build).
+        views: (product id, view label) -> model (a bank of that view's normal images).
     """
 
     def __init__(
@@ -40,15 +41,24 @@ class AnomalyModels:
         models: Mapping[int, PatchCore],
         extractors: Mapping[str, FeatureExtractor] | None = None,
         checksums: Mapping[int, str] | None = None,
+        *,
+        views: Mapping[tuple[int, str], PatchCore] | None = None,
     ) -> None:
         self._models = dict(models)
         self.extractors = dict(extractors or {})
         # product id -> checksum of the stored version loaded (a reload keeps models whose version stayed)
         self.checksums = dict(checksums or {})
+        self._views = dict(views or {})
 
     @classmethod
     def load(
-        cls, folders: Mapping[int, Path], *, models_dir: Path, device: str = "cpu", runtime: str = AUTO
+        cls,
+        folders: Mapping[int, Path],
+        *,
+        models_dir: Path,
+        device: str = "cpu",
+        runtime: str = AUTO,
+        view_folders: Mapping[tuple[int, str], Path] | None = None,
     ) -> tuple[AnomalyModels, list[str]]:
         """Load built artifacts (product id -> folder), sharing one extractor per backbone.
 
@@ -58,28 +68,56 @@ class AnomalyModels:
             device: "cpu" or "cuda".
             runtime: Inference runtime setting (a model runs on it only where its build's parity check
                 passed on this device type; see `PatchCore.load`).
+            view_folders: (product id, view) -> artifact folder of that view's bank.
 
         Returns:
             The model set and one message per product that could not be loaded (left out of the set).
         """
         models: dict[int, PatchCore] = {}
+        views: dict[tuple[int, str], PatchCore] = {}
         extractors: dict[str, FeatureExtractor] = {}
         errors: list[str] = []
-        for product_id, path in folders.items():
+        entries: list[tuple[int, str | None, Path]] = [(pid, None, path) for pid, path in folders.items()]
+        entries += [(pid, view, path) for (pid, view), path in (view_folders or {}).items()]
+        for product_id, view, path in entries:
             try:
                 meta = json.loads((path / "patchcore.json").read_text(encoding="utf-8"))
                 backbone = str(meta.get("backbone", DEFAULT_BACKBONE))
                 if backbone not in extractors:
                     extractors[backbone] = FeatureExtractor.load(backbone, models_dir, device)
-                models[product_id] = PatchCore.load(path, extractor=extractors[backbone], runtime=runtime)
+                model = PatchCore.load(path, extractor=extractors[backbone], runtime=runtime)
+                if view is None:
+                    models[product_id] = model
+                else:
+                    views[(product_id, view)] = model
             except (OSError, ValueError, ArtifactError, ModelNotAvailableError) as exc:
-                logger.warning("anomaly model of product %s not loaded: %s", product_id, exc)
-                errors.append(f"product {product_id}: {exc}")
-        return cls(models, extractors), errors
+                logger.warning("anomaly model of product %s (view %s) not loaded: %s", product_id, view, exc)
+                errors.append(f"product {product_id}{f' view {view}' if view else ''}: {exc}")
+        return cls(models, extractors, views=views), errors
 
     def get(self, product_id: int) -> PatchCore | None:
         """The product's model, or None."""
         return self._models.get(product_id)
+
+    def get_view(self, product_id: int, view: str) -> PatchCore | None:
+        """The product's model for one view (a memory bank of that view's normal images), or None."""
+        return self._views.get((product_id, view))
+
+    @property
+    def views(self) -> dict[tuple[int, str], PatchCore]:
+        """Every per-view model, (product id, view) -> model."""
+        return dict(self._views)
+
+    def views_of(self, product_id: int) -> list[str]:
+        """The views of a product that have their own model."""
+        return sorted(v for pid, v in self._views if pid == product_id)
+
+    def with_views(self, product_id: int, models: Mapping[str, PatchCore]) -> AnomalyModels:
+        """A new set whose view models of `product_id` are exactly `models` (this one is left as it is)."""
+        views = {k: m for k, m in self._views.items() if k[0] != product_id}
+        views.update({(product_id, label): m for label, m in models.items()})
+        extractors = {**self.extractors, **{m.extractor.backbone: m.extractor for m in models.values()}}
+        return AnomalyModels(self._models, extractors, self.checksums, views=views)
 
     def calibrated(self, product_id: int) -> PatchCore | None:
         """The product's model if it has a calibration (what a check and region identification need)."""
@@ -95,14 +133,15 @@ class AnomalyModels:
         """A new set with `model` for `product_id` (this one is left as it is)."""
         extractors = {**self.extractors, model.extractor.backbone: model.extractor}
         checksums = {**self.checksums, product_id: checksum}
-        return AnomalyModels({**self._models, product_id: model}, extractors, checksums)
+        return AnomalyModels({**self._models, product_id: model}, extractors, checksums, views=self._views)
 
     def describe(self) -> str:
-        """Short status for /readyz: models per inference runtime."""
+        """Short status for /readyz: models per inference runtime, and the per-view banks."""
         runtimes: dict[str, int] = {}
-        for model in self._models.values():
+        for model in [*self._models.values(), *self._views.values()]:
             runtimes[model.runtime] = runtimes.get(model.runtime, 0) + 1
-        return f"PatchCore x{len(self._models)}" + "".join(
+        views = f" (+{len(self._views)} per view)" if self._views else ""
+        return f"PatchCore x{len(self._models)}{views}" + "".join(
             f", {n} on {name}" for name, n in sorted(runtimes.items())
         )
 

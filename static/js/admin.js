@@ -124,6 +124,8 @@
       data.append("kind", imageForm.dataset.kind);
       const dt = imageForm.querySelector("select[name=defect_type_id]");
       if (dt) data.append("defect_type_id", dt.value);
+      const view = imageForm.querySelector("input[name=view]");
+      if (view && view.value.trim()) data.append("view", view.value.trim());
       Array.prototype.forEach.call(files, function (f) { data.append("files", f, f.name); });
       return data;
     }, function (result) {

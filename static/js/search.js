@@ -55,6 +55,55 @@
       submit.disabled = false;
     }
 
+    // several views: more photos, each with its view label (the server checks the labels)
+    const viewsBox = document.getElementById("views-add");
+    const viewRows = document.getElementById("view-rows");
+    const viewsInput = document.getElementById("views-input");
+    let extra = [];
+
+    function addView(candidate) {
+      if (!candidate.type || candidate.type.indexOf("image/") !== 0) {
+        showError(errorBox, form.dataset.notImage);
+        return;
+      }
+      if (candidate.size > maxBytes) {
+        showError(errorBox, form.dataset.tooLarge);
+        return;
+      }
+      const row = document.createElement("div");
+      row.className = "view-row";
+      const thumb = document.createElement("img");
+      thumb.src = URL.createObjectURL(candidate);
+      thumb.alt = "";
+      const name = document.createElement("span");
+      name.textContent = candidate.name;
+      const label = document.createElement("input");
+      label.maxLength = 32;
+      label.className = "view-label-input";
+      label.placeholder = viewsBox.dataset.placeholder;
+      label.setAttribute("list", "view-suggestions");
+      const remove = document.createElement("button");
+      remove.type = "button";
+      remove.className = "small";
+      remove.textContent = viewsBox.dataset.remove;
+      const entry = { file: candidate, input: label };
+      remove.addEventListener("click", function () {
+        extra = extra.filter(function (e) { return e !== entry; });
+        row.remove();
+      });
+      row.append(thumb, name, label, remove);
+      viewRows.appendChild(row);
+      extra.push(entry);
+    }
+
+    if (viewsInput) {
+      viewsInput.addEventListener("change", function () {
+        errorBox.hidden = true;
+        Array.prototype.forEach.call(viewsInput.files, addView);
+        viewsInput.value = "";
+      });
+    }
+
     input.addEventListener("change", function () { choose(input.files[0]); });
     ["dragenter", "dragover"].forEach(function (name) {
       zone.addEventListener(name, function (event) { event.preventDefault(); zone.classList.add("dragging"); });
@@ -71,7 +120,18 @@
       event.preventDefault();
       if (!file) { return; }
       const body = new FormData();
-      body.append("file", file, file.name);
+      const mainView = document.getElementById("main-view");
+      const mainLabel = mainView ? mainView.value.trim() : "";
+      if (extra.length || mainLabel) {
+        body.append("files", file, file.name);
+        body.append("views", mainLabel);
+        extra.forEach(function (e) {
+          body.append("files", e.file, e.file.name);
+          body.append("views", e.input.value.trim());
+        });
+      } else {
+        body.append("file", file, file.name);
+      }
       const product = document.getElementById("product-select").value;
       if (product) { body.append("product_id", product); }
       submit.disabled = true;

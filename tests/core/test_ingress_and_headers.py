@@ -48,7 +48,8 @@ def test_an_anonymous_upload_is_refused_before_its_body_is_sent(settings: Settin
 
 def test_each_route_has_its_own_body_limit(settings: Settings) -> None:
     photo_limit = settings.body_limit("POST", "/api/v1/inspections")
-    assert photo_limit == settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
+    # one photo per view (several views per inspection), each up to MAX_UPLOAD_BYTES
+    assert photo_limit == settings.max_upload_bytes * settings.max_inspection_views + MULTIPART_OVERHEAD_BYTES
     assert settings.body_limit("POST", "/api/v1/products/3/images") > settings.max_zip_bytes
     assert settings.body_limit("POST", "/api/v1/products/3/manuals") > settings.max_manual_bytes
     assert settings.body_limit("POST", "/api/v1/inspections/3/feedback") == settings.max_request_bytes

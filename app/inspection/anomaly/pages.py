@@ -10,6 +10,7 @@ from app.core.dependencies import ServicesDep
 from app.core.templating import render
 from app.db.session import SessionDep
 from app.inspection import outcome as outcome_service
+from app.inspection import service as inspection_service
 from app.inspection.anomaly import service
 
 # Authentication runs first for every route here, before any load-or-404 dependency.
@@ -38,5 +39,7 @@ def anomaly_page(
             "page": page,
             "is_admin": user.role == "admin",
             "outcome": outcome_service.outcome_read(page.inspection),
+            "views": inspection_service.view_cards(page.inspection),
+            "combination": (page.inspection.anomaly_result or {}).get("combination"),
         },
     )

@@ -23,8 +23,9 @@ from sqlalchemy.orm import Session
 
 from app.core.i18n import current_language, translate
 from app.core.services import Services
-from app.db.tables import Inspection, ReferenceImage
+from app.db.tables import ReferenceImage
 from app.inspection import service as inspection_service
+from app.inspection.service import Photo
 from app.ml import anomaly_viz
 from app.ml.anomaly_runtime import load_prepared
 from app.ml.preprocessing import PreprocessingOptions
@@ -35,16 +36,16 @@ PICTURES = ("heatmap.png", "mask.png", "overlay.png", "comparison.png")
 COMPARISON_HEIGHT = 384
 
 
-def _folder(inspection: Inspection) -> str:
+def _folder(inspection: Photo) -> str:
     return inspection.image_key.rsplit("/", 1)[0]
 
 
-def map_key(inspection: Inspection, token: str) -> str:
+def map_key(inspection: Photo, token: str) -> str:
     """Where a check's anomaly map is kept (never served as a file)."""
     return f"{_folder(inspection)}/anomaly_map_{token}.npz"
 
 
-def store_map(services: Services, inspection: Inspection, anomaly_map: np.ndarray) -> str:
+def store_map(services: Services, inspection: Photo, anomaly_map: np.ndarray) -> str:
     """Keep the map for later drawing; returns the check's token."""
     token = uuid.uuid4().hex[:12]
     array = io.BytesIO()
@@ -79,14 +80,14 @@ def render_info(
     }
 
 
-def _picture_key(inspection: Inspection, name: str, render: dict[str, Any], lang: str) -> str:
+def _picture_key(inspection: Photo, name: str, render: dict[str, Any], lang: str) -> str:
     stem = name.removesuffix(".png")
     # The comparison carries translated labels, so each language has its own copy.
     suffix = f"_{lang}" if name == "comparison.png" else ""
     return f"{_folder(inspection)}/{stem}_{render['token']}{suffix}.png"
 
 
-def file_key(session: Session, *, services: Services, inspection: Inspection, name: str) -> str:
+def file_key(session: Session, *, services: Services, inspection: Photo, name: str) -> str:
     """The storage key to serve for a derived file, drawing and caching an anomaly picture first if needed."""
     render = (inspection.anomaly_result or {}).get("render")
     if name not in PICTURES or not render:
@@ -102,7 +103,7 @@ def file_key(session: Session, *, services: Services, inspection: Inspection, na
 
 
 def draw(
-    session: Session, *, services: Services, inspection: Inspection, name: str, render: dict[str, Any]
+    session: Session, *, services: Services, inspection: Photo, name: str, render: dict[str, Any]
 ) -> bytes:
     """Draw one picture from the stored map, the photo and (for the comparison) the reference image."""
     storage = services.storage
@@ -130,7 +131,7 @@ def draw(
     return anomaly_viz.to_png(anomaly_viz.comparison(reference, overlay, labels, height=COMPARISON_HEIGHT))
 
 
-def forget(services: Services, inspection: Inspection, render: dict[str, Any] | None) -> None:
+def forget(services: Services, inspection: Photo, render: dict[str, Any] | None) -> None:
     """Delete a superseded check's map and cached pictures (best effort: they are never served again)."""
     if not render:
         return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 
@@ -46,3 +48,12 @@ class AnomalyRead(BaseModel):
     image_width: int
     image_height: int
     elapsed_ms: float
+    # Several views per inspection: the view this answer is about and which memory bank checked it ("view":
+    # the product's bank for this view; "product": the product's view-less bank, as a fallback).
+    view: str | None = None
+    bank: str | None = None
+    is_fallback: bool = False
+    # On the combined answer of a several-view inspection: each view's answer, and how they combined
+    # ({"rule","is_anomaly","deciding_view","deciding_region","anomalous_views","views"}).
+    views: list[dict[str, Any]] | None = None
+    combination: dict[str, Any] | None = None

@@ -35,5 +35,7 @@ def search_page(inspection_id: int, request: Request, session: SessionDep, user:
             "products": catalog_service.list_products(session),
             "top_k_choices": list(range(1, 21)),
             "can_change": outcome_service.can_change(inspection, user),
+            "view_cards": inspection_service.view_cards(inspection),
+            "combination": (inspection.anomaly_result or {}).get("combination"),
         },
     )

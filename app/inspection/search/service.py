@@ -217,39 +217,25 @@ def _matches(session: Session, hits: Sequence[GalleryHit]) -> list[SearchMatch]:
     return out
 
 
-@gated("search", lambda session, **kwargs: kwargs["services"])
-def search_inspection(
+def _search_photo(
     session: Session,
-    *,
     services: Services,
+    engine: SearchEngine,
+    photo: inspection_service.Photo,
+    *,
     inspection_id: int,
     top_k: int,
-    product_id: int | None,
-    user: User,
+    scope: int | None,
 ) -> SearchRead:
-    """Search the defect gallery for the inspection's photo, decide the verdict and store both; commits."""
+    """Search the defect gallery for one photo and decide its verdict (nothing is stored)."""
     started = time.perf_counter()
-    inspection = inspection_service.get_inspection(session, inspection_id=inspection_id)
-    outcome_service.ensure_can_change(inspection, user)
-    engine = _built_engine(services)
-    gallery = engine.gallery("defect")
-    assert gallery is not None  # noqa: S101 - _built_engine checked it
-    if gallery.count == 0:
-        raise ConflictError("errors.search_no_defect_images")
-    scope = product_id if product_id is not None else inspection.product_id
-    if scope is not None:
-        product = catalog_service.get_product(session, product_id=scope)
-        if not gallery.count_by_product().get(scope):
-            raise ConflictError("errors.search_product_no_images", product=product.name)
-    image = inspection_service.load_rgb(
-        services.storage, inspection, max_side=services.settings.max_decode_side
-    )
+    image = inspection_service.load_rgb(services.storage, photo, max_side=services.settings.max_decode_side)
     vectors: dict[int, np.ndarray] = {}
     # Remembered by the photo's checksum: the anomaly step's reference lookup reuses the same vector.
     hits = _query_hits(
         session,
         engine,
-        lambda options: batching(services).embed(engine, image, options, image_key=inspection.checksum),
+        lambda options: batching(services).embed(engine, image, options, image_key=photo.checksum),
         k=max(top_k, VERDICT_K),
         product_id=scope,
         vectors=vectors,
@@ -290,7 +276,7 @@ def search_inspection(
     is_stale = settings_mismatch(session, engine=engine, product_ids=None if scope is None else [scope])
     elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
     result = SearchRead(
-        inspection_id=inspection.id,
+        inspection_id=inspection_id,
         matches=matches,
         verdict=verdict,
         chosen_image_id=None,
@@ -301,9 +287,53 @@ def search_inspection(
         elapsed_ms=elapsed_ms,
         next_product_id=scope if scope is not None else raw.product_id,
     )
+    return result
+
+
+@gated("search", lambda session, **kwargs: kwargs["services"])
+def search_inspection(
+    session: Session,
+    *,
+    services: Services,
+    inspection_id: int,
+    top_k: int,
+    product_id: int | None,
+    user: User,
+) -> SearchRead:
+    """Search the defect gallery for the inspection's photo, decide the verdict and store both; commits."""
+    started = time.perf_counter()
+    inspection = inspection_service.get_inspection(session, inspection_id=inspection_id)
+    outcome_service.ensure_can_change(inspection, user)
+    engine = _built_engine(services)
+    gallery = engine.gallery("defect")
+    assert gallery is not None  # noqa: S101 - _built_engine checked it
+    if gallery.count == 0:
+        raise ConflictError("errors.search_no_defect_images")
+    scope = product_id if product_id is not None else inspection.product_id
+    if scope is not None:
+        product = catalog_service.get_product(session, product_id=scope)
+        if not gallery.count_by_product().get(scope):
+            raise ConflictError("errors.search_product_no_images", product=product.name)
+    result = _search_photo(
+        session, services, engine, inspection, inspection_id=inspection.id, top_k=top_k, scope=scope
+    )
+    # Several views: each view is searched too; the inspection's own answer is its first view's.
+    for view in inspection.views:
+        view.search_result = (
+            result
+            if view.position == 0
+            else _search_photo(
+                session, services, engine, view, inspection_id=inspection.id, top_k=top_k, scope=scope
+            )
+        ).model_dump(mode="json")
+    verdict = result.verdict
+    is_unknown = verdict.is_unknown
+    raw_product_id, raw_defect_type_id = verdict.product_id, verdict.defect_type_id
+    elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+    result.elapsed_ms = elapsed_ms
     inspection.search_result = result.model_dump(mode="json")
-    inspection.verdict_product_id = raw.product_id
-    inspection.verdict_defect_type_id = raw.defect_type_id
+    inspection.verdict_product_id = raw_product_id
+    inspection.verdict_defect_type_id = raw_defect_type_id
     inspection.verdict_score = verdict.score
     inspection.is_unknown = is_unknown
     inspection.chosen_image_id = None
@@ -321,7 +351,7 @@ def search_inspection(
         data={
             "top_k": top_k,
             "product_id": scope,
-            "verdict_defect_type_id": raw.defect_type_id,
+            "verdict_defect_type_id": raw_defect_type_id,
             "is_unknown": is_unknown,
         },
     )
