@@ -46,7 +46,8 @@ FORMAT_VERSION = 1
 _MANIFEST = "manifest.json"
 _INSERT_BATCH = 500
 # Rows that only make sense on the server that wrote them: a restored instance starts with no live logins.
-_TRANSIENT_TABLES = frozenset({"auth_token", "login_attempt", "login_throttle"})
+# watch_claim: in-flight claims of the old instance would block those S3 objects forever after a restore
+_TRANSIENT_TABLES = frozenset({"auth_token", "login_attempt", "login_throttle", "watch_claim"})
 
 
 @dataclass

@@ -152,6 +152,9 @@ class Settings(BaseSettings):
     # Watched drop folders must lie inside these comma-separated folders (default: <DATA_DIR>/watch)
     watch_folder_roots: str = ""
     watch_poll_s: float = Field(default=1.0, gt=0)
+    # S3 prefixes that may be watched, comma-separated `s3://bucket/prefix/` (empty: no S3 watching). They are
+    # read with S3_ENDPOINT_URL, S3_ACCESS_KEY, S3_SECRET_KEY and S3_REGION.
+    watch_s3_prefixes: str = ""
 
     # --- Generators
     llm_timeout_s: float = Field(default=60.0, gt=0)

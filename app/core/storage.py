@@ -109,6 +109,30 @@ class LocalStorage:
         probe.unlink()
 
 
+def make_s3_client(*, endpoint_url: str, access_key: str, secret_key: str, region: str) -> Any:
+    """A boto3 S3 client set up for NCP Object Storage's gaps (path style, checksums only when required)."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        signature_version="s3v4",
+        s3={"addressing_style": "path"},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        retries={"max_attempts": 3, "mode": "standard"},
+        connect_timeout=5,
+        read_timeout=60,
+    )
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url or None,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name=region,
+        config=config,
+    )
+
+
 class S3Storage:
     """An S3-compatible bucket via boto3, written for NCP Object Storage's gaps.
 
@@ -128,26 +152,9 @@ class S3Storage:
         region: str,
         create_bucket: bool = False,
     ) -> None:
-        import boto3
-        from botocore.config import Config
-
-        config = Config(
-            signature_version="s3v4",
-            s3={"addressing_style": "path"},
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-            retries={"max_attempts": 3, "mode": "standard"},
-            connect_timeout=5,
-            read_timeout=60,
-        )
         self.bucket = bucket
-        self.client: Any = boto3.client(
-            "s3",
-            endpoint_url=endpoint_url or None,
-            aws_access_key_id=access_key,
-            aws_secret_access_key=secret_key,
-            region_name=region,
-            config=config,
+        self.client: Any = make_s3_client(
+            endpoint_url=endpoint_url, access_key=access_key, secret_key=secret_key, region=region
         )
         if create_bucket:
             self._ensure_bucket()

@@ -505,3 +505,21 @@ class WatchFolder(Base):
     last_error: Mapped[str] = mapped_column(Text, default="")
     last_scan_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WatchClaim(Base):
+    """One server's claim on one version of an object in a watched S3 prefix (S3 has no atomic rename).
+
+    The server whose insert fails on the unique constraint skips the object; the row is removed once the
+    object has been moved to done/ or rejected/.
+    """
+
+    __tablename__ = "watch_claim"
+    __table_args__ = (UniqueConstraint("folder_id", "object_key", "etag"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    folder_id: Mapped[int] = mapped_column(ForeignKey("watch_folder.id", ondelete="CASCADE"))
+    # The object's key relative to the folder's prefix (a top-level name, at most 200 characters).
+    object_key: Mapped[str] = mapped_column(String(255))
+    etag: Mapped[str] = mapped_column(String(128))
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -82,9 +82,15 @@ def list_watch_folders(session: SessionDep, _: AdminDep) -> list[WatchFolderRead
 def create_watch_folder(
     folder_in: WatchFolderCreate, session: SessionDep, settings: SettingsDep, admin: AdminDep
 ) -> WatchFolderRead:
-    """Watch a folder (inside WATCH_FOLDER_ROOTS) for one product, recorded as one user."""
+    """Watch a folder (in WATCH_FOLDER_ROOTS) or an S3 prefix (in WATCH_S3_PREFIXES) for one product."""
     roots = watch.allowed_roots(settings.watch_folder_roots, settings.data_path)
-    return watch.create_folder(session, folder_in=folder_in, roots=roots, actor_id=admin.id)
+    return watch.create_folder(
+        session,
+        folder_in=folder_in,
+        roots=roots,
+        actor_id=admin.id,
+        s3_prefixes=watch.allowed_s3_prefixes(settings.watch_s3_prefixes),
+    )
 
 
 @folders_router.post("/{folder_id}/{action}")

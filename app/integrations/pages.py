@@ -46,6 +46,7 @@ def _page(
             "roots": watch.allowed_roots(
                 request.app.state.settings.watch_folder_roots, request.app.state.settings.data_path
             ),
+            "s3_prefixes": watch.allowed_s3_prefixes(request.app.state.settings.watch_s3_prefixes),
         },
         status_code=status_code,
     )
@@ -157,7 +158,13 @@ def create_folder_submit(
             {"path": path, "product_id": form_id(product_id) or 0, "username": username, "settle_s": settle_s}
         )
         roots = watch.allowed_roots(settings.watch_folder_roots, settings.data_path)
-        watch.create_folder(session, folder_in=folder_in, roots=roots, actor_id=admin.id)
+        watch.create_folder(
+            session,
+            folder_in=folder_in,
+            roots=roots,
+            actor_id=admin.id,
+            s3_prefixes=watch.allowed_s3_prefixes(settings.watch_s3_prefixes),
+        )
     except (ValidationError, DomainError) as exc:
         session.rollback()
         message, status = error_text(exc, "errors.watch_form_invalid")

@@ -10,6 +10,13 @@ Rules that keep a drop folder safe:
   with `<name>.reason.txt` beside it saying why (in the default language), and no inspection is stored;
 - results go to the result sinks like every analysed inspection (`inspection.analyzed`).
 Folders must lie inside WATCH_FOLDER_ROOTS, so an admin form cannot point the server at system folders.
+
+A watched folder may also be an S3 prefix (`s3://bucket/prefix/`, inside WATCH_S3_PREFIXES), polled
+with the S3_* settings. S3 PUTs are atomic, so there is no settle wait (writer temp names are still skipped,
+and so is everything below the prefix's own sub-prefixes). S3 has no atomic rename, so a server claims an
+object version by inserting a `watch_claim` row (unique per folder, key and ETag): the server whose insert
+fails skips it. The object is then downloaded (refused by its listed size first), analysed and moved by
+copy-then-delete to `done/YYYY-MM-DD/` or `rejected/` (+ `.reason.txt`); if a step fails the object stays.
 """
 
 from __future__ import annotations
@@ -17,13 +24,17 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.core.audit import record_audit
@@ -31,13 +42,17 @@ from app.core.errors import DomainError, InvalidInputError, NotFoundError
 from app.core.i18n import translate
 from app.core.services import Services
 from app.db.base import utcnow
-from app.db.tables import Product, User, WatchFolder
+from app.db.tables import Product, User, WatchClaim, WatchFolder
 
 logger = logging.getLogger(__name__)
 
 _WRITING_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".filepart", "~")
 _MAX_NAME = 200
 _NOTE_EVERY_S = 60.0
+S3_SCHEME = "s3://"
+_S3_SUBPREFIXES = (".processing/", "done/", "rejected/")
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+_S3_GONE = {"NoSuchKey", "404", "NotFound", "PreconditionFailed", "412"}
 
 
 class WatchFolderCreate(BaseModel):
@@ -69,6 +84,39 @@ def allowed_roots(raw: str, data_dir: Path) -> list[Path]:
     return [r.resolve() for r in roots]
 
 
+def s3_location(path: str) -> tuple[str, str]:
+    """(bucket, prefix) of `s3://bucket/prefix/`; the prefix is '' or ends with '/'."""
+    bucket, _, prefix = path.strip()[len(S3_SCHEME) :].partition("/")
+    prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+    parts = prefix.split("/")[:-1]
+    if (
+        not _BUCKET_RE.match(bucket)
+        or any(part in {"", ".", ".."} for part in parts)
+        or any(ord(ch) < 32 for ch in prefix)
+        or len(prefix) > 700
+    ):
+        raise InvalidInputError("errors.watch_s3_invalid", path=path)
+    return bucket, prefix
+
+
+def s3_path(bucket: str, prefix: str) -> str:
+    """The canonical `s3://bucket/prefix/` form."""
+    return f"{S3_SCHEME}{bucket}/{prefix}"
+
+
+def allowed_s3_prefixes(raw: str) -> list[str]:
+    """The S3 prefixes watched folders may lie in (WATCH_S3_PREFIXES; empty: S3 watching is off)."""
+    allowed = []
+    for entry in (p.strip() for p in raw.split(",")):
+        if not entry.startswith(S3_SCHEME):
+            continue
+        try:
+            allowed.append(s3_path(*s3_location(entry)))
+        except InvalidInputError:
+            logger.warning("WATCH_S3_PREFIXES entry %r is not s3://bucket/prefix/; ignored", entry)
+    return allowed
+
+
 def _read(folder: WatchFolder, session: Session) -> WatchFolderRead:
     user = session.get(User, folder.user_id)
     return WatchFolderRead(
@@ -90,23 +138,23 @@ def list_folders(session: Session) -> list[WatchFolderRead]:
 
 
 def create_folder(
-    session: Session, *, folder_in: WatchFolderCreate, roots: list[Path], actor_id: int | None
+    session: Session,
+    *,
+    folder_in: WatchFolderCreate,
+    roots: list[Path],
+    actor_id: int | None,
+    s3_prefixes: Sequence[str] = (),
 ) -> WatchFolderRead:
-    """Watch a folder (created if missing) inside the allowed roots."""
+    """Watch a folder (created if missing) inside the allowed roots, or an S3 prefix inside `s3_prefixes`."""
+    if folder_in.path.strip().startswith(S3_SCHEME):
+        return _create_s3(session, folder_in=folder_in, s3_prefixes=s3_prefixes, actor_id=actor_id)
     path = Path(folder_in.path.strip()).expanduser()
     if not path.is_absolute():
         raise InvalidInputError("errors.watch_path_relative")
     resolved = path.resolve()
     if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
         raise InvalidInputError("errors.watch_path_outside", roots=", ".join(str(r) for r in roots))
-    if session.get(Product, folder_in.product_id) is None:
-        raise NotFoundError("errors.product_not_found", id=folder_in.product_id)
-    user = session.scalar(select(User).where(User.username == folder_in.username.strip()))
-    if user is None or not user.is_active:
-        raise InvalidInputError("errors.watch_user_unknown", username=folder_in.username)
-    taken = session.scalar(select(WatchFolder).where(WatchFolder.path == str(resolved)))
-    if taken is not None:
-        raise InvalidInputError("errors.watch_path_taken", path=str(resolved))
+    user = _check_owner(session, folder_in, str(resolved))
     try:
         for sub in (resolved, resolved / ".processing", resolved / "done", resolved / "rejected"):
             sub.mkdir(parents=True, exist_ok=True)
@@ -114,8 +162,38 @@ def create_folder(
         raise InvalidInputError(
             "errors.watch_path_unusable", path=str(resolved), reason=exc.strerror
         ) from exc
+    return _add(session, folder_in=folder_in, path=str(resolved), user=user, actor_id=actor_id)
+
+
+def _check_owner(session: Session, folder_in: WatchFolderCreate, path: str) -> User:
+    if session.get(Product, folder_in.product_id) is None:
+        raise NotFoundError("errors.product_not_found", id=folder_in.product_id)
+    user = session.scalar(select(User).where(User.username == folder_in.username.strip()))
+    if user is None or not user.is_active:
+        raise InvalidInputError("errors.watch_user_unknown", username=folder_in.username)
+    taken = session.scalar(select(WatchFolder).where(WatchFolder.path == path))
+    if taken is not None:
+        raise InvalidInputError("errors.watch_path_taken", path=path)
+    return user
+
+
+def _create_s3(
+    session: Session, *, folder_in: WatchFolderCreate, s3_prefixes: Sequence[str], actor_id: int | None
+) -> WatchFolderRead:
+    if not s3_prefixes:
+        raise InvalidInputError("errors.watch_s3_disabled")
+    path = s3_path(*s3_location(folder_in.path))
+    if not any(path.startswith(allowed) for allowed in s3_prefixes):
+        raise InvalidInputError("errors.watch_s3_outside", prefixes=", ".join(s3_prefixes))
+    user = _check_owner(session, folder_in, path)
+    return _add(session, folder_in=folder_in, path=path, user=user, actor_id=actor_id)
+
+
+def _add(
+    session: Session, *, folder_in: WatchFolderCreate, path: str, user: User, actor_id: int | None
+) -> WatchFolderRead:
     folder = WatchFolder(
-        path=str(resolved), product_id=folder_in.product_id, user_id=user.id, settle_s=folder_in.settle_s
+        path=path, product_id=folder_in.product_id, user_id=user.id, settle_s=folder_in.settle_s
     )
     session.add(folder)
     session.flush()
@@ -187,6 +265,7 @@ class FolderWatcher:
         self._seen: dict[str, _Seen] = {}
         self._noted: dict[int, float] = {}  # when each folder's row was last written (monotonic)
         self._errored: set[int] = set()
+        self._s3: Any = None  # the boto3 client, made when the first S3 prefix is scanned
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -205,14 +284,23 @@ class FolderWatcher:
         """Look at every active folder once; returns how many files were taken."""
         with self.services.session_factory() as session:
             folders = [
-                (f.id, Path(f.path), f.settle_s)
+                (f.id, f.path, f.settle_s)
                 for f in session.scalars(select(WatchFolder).where(WatchFolder.is_active.is_(True)))
             ]
         taken = 0
         for folder_id, path, settle_s in folders:
             try:
-                taken += self._scan_folder(folder_id, path, settle_s)
+                if path.startswith(S3_SCHEME):
+                    taken += self._scan_s3(folder_id, path)
+                else:
+                    taken += self._scan_folder(folder_id, Path(path), settle_s)
             except OSError as exc:
+                self._record(folder_id, error=f"{type(exc).__name__}: {exc}")
+            except Exception as exc:
+                # The S3 service is away or refuses: say so on the folder and look again next time.
+                if not path.startswith(S3_SCHEME):
+                    raise
+                logger.warning("watched prefix %s could not be scanned", path, exc_info=True)
                 self._record(folder_id, error=f"{type(exc).__name__}: {exc}")
         return taken
 
@@ -236,9 +324,12 @@ class FolderWatcher:
             self._take(folder_id, path, photo)
         # An idle scan only says "still watched, no error": write it at most once a minute, or at once to
         # clear an error (the poll runs every second on every server; a write each time holds SQLite's lock).
+        self._note_idle(folder_id, now)
+        return len(ready)
+
+    def _note_idle(self, folder_id: int, now: float) -> None:
         if folder_id in self._errored or now - self._noted.get(folder_id, -math.inf) >= _NOTE_EVERY_S:
             self._record(folder_id)
-        return len(ready)
 
     def _take(self, folder_id: int, folder: Path, photo: Path) -> None:
         claimed = folder / ".processing" / photo.name
@@ -247,7 +338,11 @@ class FolderWatcher:
         except FileNotFoundError:
             return
         try:
-            reason = self._analyze(folder_id, claimed)
+            size = claimed.stat().st_size
+            data = claimed.read_bytes() if size <= self.services.settings.max_upload_bytes else None
+            reason = (
+                self._too_large(photo.name) if data is None else self._analyze(folder_id, photo.name, data)
+            )
         except Exception as exc:  # an unexpected failure must not lose the file or stop the watcher
             logger.exception("watched photo %s could not be analysed", photo)
             reason = f"{type(exc).__name__}: {exc}"
@@ -262,16 +357,14 @@ class FolderWatcher:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(claimed, _free_name(target))
 
-    def _analyze(self, folder_id: int, photo: Path) -> str | None:
+    def _too_large(self, name: str) -> str:
+        limit = self.services.settings.max_upload_bytes
+        return translate("errors.file_too_large", name=name, limit_mb=limit // 2**20)
+
+    def _analyze(self, folder_id: int, name: str, data: bytes) -> str | None:
         """Analyse one photo as the folder's user; the reason it was refused, or None."""
         from app.inspection.analyze import analyze
 
-        settings = self.services.settings
-        data = photo.read_bytes() if photo.stat().st_size <= settings.max_upload_bytes else None
-        if data is None:
-            return translate(
-                "errors.file_too_large", name=photo.name, limit_mb=settings.max_upload_bytes // 2**20
-            )
         with self.services.session_factory() as session:
             folder = session.get(WatchFolder, folder_id)
             user = session.get(User, folder.user_id) if folder is not None else None
@@ -282,7 +375,7 @@ class FolderWatcher:
                     session,
                     services=self.services,
                     data=data,
-                    file_name=photo.name,
+                    file_name=name,
                     product_id=folder.product_id,
                     top_k=5,
                     generator=None,
@@ -293,15 +386,151 @@ class FolderWatcher:
                 return translate(exc.message_key, **exc.params)
         return None
 
+    # --- S3 prefixes ---
+
+    def _client(self) -> Any:
+        if self._s3 is None:
+            from app.core.storage import make_s3_client
+
+            settings = self.services.settings
+            self._s3 = make_s3_client(
+                endpoint_url=settings.s3_endpoint_url,
+                access_key=settings.s3_access_key.get_secret_value(),
+                secret_key=settings.s3_secret_key.get_secret_value(),
+                region=settings.s3_region,
+            )
+        return self._s3
+
+    def _scan_s3(self, folder_id: int, path: str) -> int:
+        bucket, prefix = s3_location(path)
+        client = self._client()
+        found: list[tuple[str, str, int]] = []  # (name, etag, size)
+        marker = ""
+        while True:  # ListObjects (v1) with Marker: NCP has no ListObjectsV2
+            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/", "MaxKeys": 1000}
+            if marker:
+                kwargs["Marker"] = marker
+            page = client.list_objects(**kwargs)
+            contents = page.get("Contents", [])
+            for item in contents:
+                name = str(item["Key"])[len(prefix) :]
+                if _s3_candidate(name) and int(item.get("Size", 0)) > 0:
+                    found.append((name, str(item.get("ETag", "")).strip('"'), int(item["Size"])))
+            if not page.get("IsTruncated") or not contents:
+                break
+            marker = str(page.get("NextMarker") or contents[-1]["Key"])
+        taken = sum(self._take_s3(folder_id, bucket, prefix, *entry) for entry in sorted(found))
+        self._note_idle(folder_id, time.monotonic())
+        return taken
+
+    def _take_s3(self, folder_id: int, bucket: str, prefix: str, name: str, etag: str, size: int) -> bool:
+        """Claim, analyse and move one object; False when another server has it or it is gone."""
+        from botocore.exceptions import ClientError
+
+        if not self._claim(folder_id, name, etag):
+            return False
+        client, key = self._client(), prefix + name
+        data: bytes | None = None
+        if size <= self.services.settings.max_upload_bytes:
+            try:
+                response = client.get_object(Bucket=bucket, Key=key, IfMatch=etag)
+                data = response["Body"].read()
+            except Exception as exc:  # gone (another server took it) or S3 away: look again later
+                self._unclaim(folder_id, name, etag)
+                if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in _S3_GONE:
+                    return False
+                raise
+        try:
+            reason = self._too_large(name) if data is None else self._analyze(folder_id, name, data)
+        except Exception as exc:  # an unexpected failure must not lose the object or stop the watcher
+            logger.exception("watched object s3://%s/%s could not be analysed", bucket, key)
+            reason = f"{type(exc).__name__}: {exc}"
+        done, rejected = (1, 0) if reason is None else (0, 1)
+        try:
+            self._move_s3(bucket, prefix, name, etag, reason)
+        except Exception as exc:  # the object stays under the prefix, still claimed: not analysed twice
+            logger.exception("watched object s3://%s/%s could not be moved", bucket, key)
+            self._record(folder_id, processed=done, rejected=rejected, error=f"{type(exc).__name__}: {exc}")
+            return True
+        self._unclaim(folder_id, name, etag)
+        self._record(folder_id, processed=done, rejected=rejected)
+        return True
+
+    def _move_s3(self, bucket: str, prefix: str, name: str, etag: str, reason: str | None) -> None:
+        """Copy to done/ or rejected/ (with the reason beside it), then delete the original."""
+        client, key = self._client(), prefix + name
+        if reason is None:
+            target = self._free_key(bucket, f"{prefix}done/{utcnow().strftime('%Y-%m-%d')}/{name}")
+        else:
+            target = self._free_key(bucket, f"{prefix}rejected/{name}")
+            client.put_object(
+                Bucket=bucket,
+                Key=target + ".reason.txt",
+                Body=(reason + "\n").encode("utf-8"),
+                ContentType="text/plain; charset=utf-8",
+            )
+        client.copy_object(
+            Bucket=bucket, Key=target, CopySource={"Bucket": bucket, "Key": key}, CopySourceIfMatch=etag
+        )
+        client.delete_object(Bucket=bucket, Key=key)
+
+    def _free_key(self, bucket: str, target: str) -> str:
+        """`target`, or `name (2).ext` etc. when an object of that name is already there."""
+        stem, dot, suffix = target.rpartition("/")[2].rpartition(".")
+        if not dot:
+            stem, suffix = suffix, ""
+        folder = target.rpartition("/")[0]
+        candidate = target
+        for n in range(2, 1000):
+            if not self._exists(bucket, candidate):
+                return candidate
+            candidate = f"{folder}/{stem} ({n}){dot}{suffix}"
+        return f"{folder}/{stem}-{time.time_ns()}{dot}{suffix}"
+
+    def _exists(self, bucket: str, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client().head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return False
+            raise
+        return True
+
+    def _claim(self, folder_id: int, name: str, etag: str) -> bool:
+        """Insert the claim row; False when another server inserted it first."""
+        with self.services.session_factory() as session:
+            session.add(WatchClaim(folder_id=folder_id, object_key=name, etag=etag))
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                return False
+        return True
+
+    def _unclaim(self, folder_id: int, name: str, etag: str) -> None:
+        with self.services.session_factory() as session:
+            session.execute(
+                delete(WatchClaim).where(
+                    WatchClaim.folder_id == folder_id, WatchClaim.object_key == name, WatchClaim.etag == etag
+                )
+            )
+            session.commit()
+
     def _record(self, folder_id: int, *, processed: int = 0, rejected: int = 0, error: str = "") -> None:
         with self.services.session_factory() as session:
-            folder = session.get(WatchFolder, folder_id)
-            if folder is None:
-                return
-            folder.processed += processed
-            folder.rejected += rejected
-            folder.last_error = error[:2000]
-            folder.last_scan_at = utcnow()
+            # One UPDATE adding to the counts: servers finishing photos of one folder at once lose none.
+            session.execute(
+                update(WatchFolder)
+                .where(WatchFolder.id == folder_id)
+                .values(
+                    processed=WatchFolder.processed + processed,
+                    rejected=WatchFolder.rejected + rejected,
+                    last_error=error[:2000],
+                    last_scan_at=utcnow(),
+                )
+            )
             session.commit()
         self._noted[folder_id] = time.monotonic()
         if error:
@@ -315,6 +544,19 @@ class FolderWatcher:
                 self.scan_once()
             except Exception:  # the database may be briefly away; look again next time
                 logger.warning("folder watcher could not scan", exc_info=True)
+
+
+def _s3_candidate(name: str) -> bool:
+    """A top-level object name under the prefix that is not a writer's temp name nor our own output."""
+    return (
+        bool(name)
+        and "/" not in name
+        and not name.startswith(_S3_SUBPREFIXES)
+        and not name.startswith(".")
+        and not name.lower().endswith(_WRITING_SUFFIXES)
+        and not name.endswith(".reason.txt")
+        and len(name) <= _MAX_NAME
+    )
 
 
 def _free_name(target: Path) -> Path:
