@@ -608,7 +608,15 @@ def get_model_settings(session: Session) -> ModelSetting:
     if row is None:
         row = ModelSetting(id=1, allowed_generators=["extractive"])
         session.add(row)
-        session.commit()
+        try:
+            session.commit()
+        except IntegrityError:
+            # Two first requests at once (two servers, two watched photos): the other one created it.
+            session.rollback()
+            existing = session.get(ModelSetting, 1)
+            if existing is None:
+                raise
+            row = existing
     return row
 
 
