@@ -283,6 +283,31 @@ def _prepare_demo(base_dir: Path) -> tuple[dict[str, str], str, list[tuple[Path,
     return env, demo_credentials(settings)["worker"], photos, setup_s
 
 
+def _prepare_reference(code_dir: Path, base_dir: Path, ours: Path, common: dict[str, str]) -> dict[str, str]:
+    """The reference's own demo install, built by its own `defectlens demo`.
+
+    Artifacts are laid out by the code that built them, so two versions cannot share one install; the same
+    seed gives the same photos, and our demo passwords let one login work on both.
+    """
+    env = {
+        **common,
+        "DATA_DIR": str(base_dir / "data"),
+        "MODELS_DIR": str(base_dir / "models"),
+        "MANUAL_STORE_DIR": str(base_dir / "manual_store"),
+    }
+    (base_dir / "data").mkdir(parents=True, exist_ok=True)
+    shutil.copy(ours / "data" / "demo-credentials.json", base_dir / "data" / "demo-credentials.json")
+    for command in (["migrate"], ["demo", "--seed", "0"]):
+        subprocess.run(
+            [sys.executable, "-m", "app.cli", *command],
+            cwd=code_dir,
+            env={**os.environ, **env, "PYTHONPATH": str(code_dir)},
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    return env
+
+
 def _git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
 
@@ -330,8 +355,9 @@ def main() -> None:
         if args.reference:
             reference_sha = _git("rev-parse", "--short", args.reference)
             _git("worktree", "add", "--detach", str(reference_dir), args.reference)
+            reference_env = _prepare_reference(reference_dir, Path(tmp) / "reference-demo", base_dir, common)
             servers.append(
-                _start(f"{args.reference} ({reference_sha})", reference_dir, common, args.server_nice)
+                _start(f"{args.reference} ({reference_sha})", reference_dir, reference_env, args.server_nice)
             )
         try:
             for server in servers:
