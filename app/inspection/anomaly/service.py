@@ -264,15 +264,12 @@ def _check_views(
     inspection.anomaly_result = result.model_dump(mode="json")
     inspection.anomaly_score = result.score
     inspection.is_anomaly = combined.is_anomaly
-    outcome_service.advance_status(inspection, "anomaly_checked")
-    inspection.timings_ms = {**(inspection.timings_ms or {}), "anomaly": elapsed_ms}
-    outcome_service.refresh_outcome(inspection)
-    outcome_service.record_event(
+    _record_check(
         session,
         inspection=inspection,
-        kind="anomaly",
         user_id=user.id,
-        data={
+        elapsed_ms=elapsed_ms,
+        event={
             "is_rerun": not is_first_check,
             "product_id": product.id,
             "reference_image_id": reference_image_id,
@@ -351,15 +348,12 @@ def check_inspection(
     }
     inspection.anomaly_score = result.score
     inspection.is_anomaly = result.is_anomaly
-    outcome_service.advance_status(inspection, "anomaly_checked")
-    inspection.timings_ms = {**(inspection.timings_ms or {}), "anomaly": elapsed_ms}
-    outcome_service.refresh_outcome(inspection)
-    outcome_service.record_event(
+    _record_check(
         session,
         inspection=inspection,
-        kind="anomaly",
         user_id=user.id,
-        data={
+        elapsed_ms=elapsed_ms,
+        event={
             "is_rerun": not is_first_check,
             "product_id": pid,
             "reference_image_id": render["reference_image_id"],
@@ -377,6 +371,16 @@ def check_inspection(
         raise
     pictures.forget(services, inspection, previous_render)
     return result
+
+
+def _record_check(
+    session: Session, *, inspection: Inspection, user_id: int, elapsed_ms: float, event: dict[str, Any]
+) -> None:
+    """What every finished check records besides its result: status, timing, outcome and the history event."""
+    outcome_service.advance_status(inspection, "anomaly_checked")
+    inspection.timings_ms = {**(inspection.timings_ms or {}), "anomaly": elapsed_ms}
+    outcome_service.refresh_outcome(inspection)
+    outcome_service.record_event(session, inspection=inspection, kind="anomaly", user_id=user_id, data=event)
 
 
 @dataclass
