@@ -7,6 +7,7 @@ Every test that needs such data makes it here rather than with a copy of its own
 from __future__ import annotations
 
 import io
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -320,3 +321,26 @@ def demo_env(
             job = deploy(client, admin, kind, None if code is None else products[code])
             assert job["status"] == "succeeded", job
         yield DemoEnv(client, settings, admin, worker, products, types, root, manifest)
+
+
+def mariadb_s3_settings(
+    tmp_path: Path, s3_server: dict[str, str], *, bucket_prefix: str, **overrides: Any
+) -> Iterator[Settings]:
+    """Settings on a fresh, migrated MariaDB database and a new S3 bucket (dropped afterwards)."""
+    from tests import services
+    from tests.conftest import make_settings
+
+    for url in services.mariadb_database():
+        settings = make_settings(
+            tmp_path,
+            database_url=url,
+            storage_backend="s3",
+            s3_endpoint_url=s3_server["endpoint"],
+            s3_bucket=f"{bucket_prefix}-{uuid.uuid4().hex[:8]}",
+            s3_access_key=s3_server["access_key"],
+            s3_secret_key=s3_server["secret_key"],
+            s3_create_bucket=True,
+            **overrides,
+        )
+        run_migrations(settings)
+        yield settings

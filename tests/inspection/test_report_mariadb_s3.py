@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import re
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,13 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 from pypdf import PdfReader
 
-from app.cli import run_migrations
 from app.core.config import Settings
 from app.inspection import service as inspection_service
 from app.ml import anomaly_viz
-from tests import services
-from tests.conftest import make_settings
-from tests.factories import make_catalog, make_inspection
+from tests.factories import make_catalog, make_inspection, mariadb_s3_settings
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.s3]
 
@@ -27,19 +23,7 @@ pytestmark = [pytest.mark.mariadb, pytest.mark.s3]
 @pytest.fixture
 def settings(tmp_path: Path, s3_server: dict[str, str]) -> Iterator[Settings]:
     """Settings on a fresh MariaDB database and an S3 bucket (overrides the embedded defaults here)."""
-    for url in services.mariadb_database():
-        s = make_settings(
-            tmp_path,
-            database_url=url,
-            storage_backend="s3",
-            s3_endpoint_url=s3_server["endpoint"],
-            s3_bucket=f"report-{uuid.uuid4().hex[:8]}",
-            s3_access_key=s3_server["access_key"],
-            s3_secret_key=s3_server["secret_key"],
-            s3_create_bucket=True,
-        )
-        run_migrations(s)
-        yield s
+    yield from mariadb_s3_settings(tmp_path, s3_server, bucket_prefix="report")
 
 
 def _text(response_content: bytes) -> tuple[PdfReader, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,11 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from app.cli import run_migrations
 from app.core.config import Settings
 from app.db.tables import Inspection, InspectionView
-from tests import services
-from tests.conftest import make_settings, png_bytes
+from tests.conftest import png_bytes
+from tests.factories import mariadb_s3_settings
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.s3]
 
@@ -23,20 +21,7 @@ pytestmark = [pytest.mark.mariadb, pytest.mark.s3]
 @pytest.fixture
 def settings(tmp_path: Path, s3_server: dict[str, str]) -> Iterator[Settings]:
     """Settings on a fresh MariaDB database and an S3 bucket (overrides the embedded defaults here)."""
-    for url in services.mariadb_database():
-        s = make_settings(
-            tmp_path,
-            database_url=url,
-            storage_backend="s3",
-            s3_endpoint_url=s3_server["endpoint"],
-            s3_bucket=f"views-{uuid.uuid4().hex[:8]}",
-            s3_access_key=s3_server["access_key"],
-            s3_secret_key=s3_server["secret_key"],
-            s3_create_bucket=True,
-            max_inspection_views=3,
-        )
-        run_migrations(s)
-        yield s
+    yield from mariadb_s3_settings(tmp_path, s3_server, bucket_prefix="views", max_inspection_views=3)
 
 
 def _objects(client: TestClient) -> list[str]:
