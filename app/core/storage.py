@@ -165,7 +165,14 @@ class S3Storage:
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except ClientError:
-            self.client.create_bucket(Bucket=self.bucket)
+            try:
+                self.client.create_bucket(Bucket=self.bucket)
+            except ClientError as exc:
+                # Two servers starting at once both see no bucket; the one that loses the
+                # race to create it finds it made by the other, which is what it wanted.
+                code = exc.response.get("Error", {}).get("Code")
+                if code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                    raise
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
         self.client.put_object(Bucket=self.bucket, Key=validate_key(key), Body=data, ContentType=content_type)

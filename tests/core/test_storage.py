@@ -83,3 +83,47 @@ def test_wrong_secret_is_rejected_by_the_real_server(s3_server: dict[str, str]) 
     )
     with pytest.raises(Exception, match=r"(?i)signature|denied|forbidden|403"):
         storage.put("uploads/x.png", b"x", "image/png")
+
+
+def test_servers_starting_at_once_share_the_new_bucket(s3_server: dict[str, str], tmp_path: Path) -> None:
+    """Several servers starting together on an empty S3 all come up; the losers of the race to
+    create the bucket find it made by the winner (CI saw a second server die of BucketAlreadyOwnedByYou)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from botocore.exceptions import ClientError
+
+    bucket = f"race{tmp_path.name[-10:].lower().replace('_', '-')}x"
+    barrier = threading.Barrier(6)
+
+    def start() -> S3Storage:
+        barrier.wait()
+        return S3Storage(
+            endpoint_url=s3_server["endpoint"],
+            bucket=bucket,
+            access_key=s3_server["access_key"],
+            secret_key=s3_server["secret_key"],
+            region="kr-standard",
+            create_bucket=True,
+        )
+
+    with ThreadPoolExecutor(6) as pool:
+        servers = list(pool.map(lambda _: start(), range(6)))
+    servers[0].put("a/b.txt", b"one", "text/plain")
+    assert all(s.get("a/b.txt") == b"one" for s in servers)
+
+    # The race in its narrowest form: the bucket appears between our HEAD and our CREATE.
+    late = S3Storage(
+        endpoint_url=s3_server["endpoint"],
+        bucket=bucket,
+        access_key=s3_server["access_key"],
+        secret_key=s3_server["secret_key"],
+        region="kr-standard",
+    )
+
+    def head_missing(**_: object) -> None:
+        raise ClientError({"Error": {"Code": "404", "Message": "Not Found"}}, "HeadBucket")
+
+    late.client.head_bucket = head_missing
+    late._ensure_bucket()
+    assert late.get("a/b.txt") == b"one"
