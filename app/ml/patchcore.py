@@ -232,7 +232,7 @@ class PatchCoreConfig:
         )
 
     def tiling_summary(self) -> dict[str, Any]:
-        """What the deploy screen shows: working size, tile grid, tile side, overlap, grayscale."""
+        """What the deploy screen shows: working size, tiles, overlap, grayscale, coreset ratio."""
         cols, rows = self.tile_grid
         width, height = self.work_size
         return {
@@ -244,6 +244,7 @@ class PatchCoreConfig:
             "tile_overlap": self.tile_overlap if cols * rows > 1 else 0,
             "keeps_aspect": self.work_width != 0,
             "grayscale": self.grayscale,
+            "coreset_ratio": self.coreset_ratio,
         }
 
     def to_dict(self) -> dict[str, Any]:
