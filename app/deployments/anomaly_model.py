@@ -260,6 +260,8 @@ def train_config(backbone: str, params: JobParams) -> PatchCoreConfig:
         max_bank=int(number("max_bank", config.max_bank)),
         num_neighbors=int(number("num_neighbors", config.num_neighbors)),
         batch_size=int(number("batch_size", config.batch_size)),
+        ivf_lists=int(number("ivf_lists", config.ivf_lists)),
+        ivf_probe=int(number("ivf_probe", config.ivf_probe)),
     )
 
 
