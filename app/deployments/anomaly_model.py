@@ -350,6 +350,7 @@ def build_product(
             should_cancel=should_cancel,
             margin=settings.anomaly_backbone_margin,
             min_validation=settings.anomaly_backbone_min_validation,
+            min_z=settings.anomaly_backbone_min_z,
         )
         config = replace(config, backbone=choice.backbone)
     extractor = cache.get(config.backbone)

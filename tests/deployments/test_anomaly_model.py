@@ -238,6 +238,7 @@ def test_auto_backbone_build_records_tiling_choice_and_cross_validated_evaluatio
     # A product this small is below the default minimum validation size: allow the search here.
     monkeypatch.setattr(state.services.settings, "anomaly_backbone_min_validation", 3)
     monkeypatch.setattr(state.services.settings, "anomaly_backbone_margin", 0.0)
+    monkeypatch.setattr(state.services.settings, "anomaly_backbone_min_z", 0.0)
     with state.session_factory() as session:
         settings_row = catalog_service.get_model_settings(session)
         settings_row.anomaly_backbone = "auto"

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from app.ml.anomaly_eval import image_auroc, paired_auroc_z
 from app.ml.anomaly_select import keep_default_unless_better, product_config, select_backbone
 from app.ml.patchcore import FeatureExtractor, PatchCore, PatchCoreConfig
 from tests.ml.synthetic_textures import make_dataset
@@ -42,6 +44,7 @@ def test_auto_picks_the_candidate_with_the_best_validation_auroc(models_dir: Pat
         device="cpu",
         extractors=extractors,
         margin=0.0,  # the best validation AUROC wins (ties: the default)
+        min_z=0.0,
         min_validation=3,
     )
     assert choice.reason in ("validation_margin", "default_within_margin")
@@ -78,6 +81,11 @@ def test_another_backbone_replaces_the_default_only_when_clearly_better() -> Non
     # A bigger margin keeps the default; margin 0 is the plain best-of-search (ties keep the default).
     assert keep_default_unless_better({lite0: 0.80, lite2: 0.85}, margin=0.1)[0] == lite0
     assert keep_default_unless_better({lite0: 0.80, lite2: 0.80}, margin=0.0)[0] == lite0
+    # Ahead by the margin but not by enough evidence (paired DeLong z below 1.645): the default stays.
+    scores = {lite0: 0.861, lite2: 0.917}
+    assert keep_default_unless_better(scores, evidence={lite2: 1.2}) == (lite0, "default_within_margin")
+    assert keep_default_unless_better(scores, evidence={lite2: 2.1}) == (lite2, "validation_margin")
+    assert keep_default_unless_better(scores, evidence={lite2: float("nan")})[0] == lite0
     # The default could not be scored (undefined AUROC or not available): the best scored candidate.
     assert keep_default_unless_better({lite0: None, lite2: 0.7}) == (lite2, "validation_margin")
     assert keep_default_unless_better({lite0: None, lite2: None}) == (lite0, "default_within_margin")
@@ -119,3 +127,24 @@ def test_a_tiled_bank_keeps_the_size_of_a_one_tile_bank() -> None:
     # A photo that keeps one tile keeps the ratio.
     small = [im.resize((64, 64), Image.Resampling.BILINEAR) for im in images]
     assert product_config(CONFIG, small).coreset_ratio == CONFIG.coreset_ratio
+
+
+def test_the_paired_z_grows_with_a_real_lead_and_stays_small_for_a_lucky_one() -> None:
+    rng = np.random.default_rng(0)
+    labels = [False] * 12 + [True] * 12
+    base = np.r_[rng.normal(0, 1, 12), rng.normal(1.5, 1, 12)]
+    # The same ranking: no evidence either way; the z of b over a is minus that of a over b.
+    assert paired_auroc_z(labels, base, base * 2 + 1) == 0.0
+    noisy = base + rng.normal(0, 0.6, 24)
+    assert paired_auroc_z(labels, base, noisy) == pytest.approx(-paired_auroc_z(labels, noisy, base))
+    # A lead of a few swapped pairs on 12 + 12 images is not evidence; a separating backbone on 60 + 60 is.
+    swapped = base.copy()
+    lo = int(np.argmin(base[12:])) + 12
+    swapped[lo] = base[:12].max() + 0.1
+    assert image_auroc(labels, swapped) - image_auroc(labels, base) >= 0.05
+    assert paired_auroc_z(labels, base, swapped) < 1.645
+    big = [False] * 60 + [True] * 60
+    weak = np.r_[rng.normal(0, 1, 60), rng.normal(0.5, 1, 60)]
+    strong = weak + np.r_[np.zeros(60), np.full(60, 2.0)]
+    assert paired_auroc_z(big, weak, strong) > 3
+    assert np.isnan(paired_auroc_z([False, True, True], [0, 1, 2], [0, 2, 1]))
