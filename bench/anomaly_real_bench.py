@@ -66,6 +66,7 @@ from PIL import Image  # noqa: E402
 from app.ml.anomaly_eval import image_auroc  # noqa: E402
 from app.ml.anomaly_select import (  # noqa: E402
     BACKBONE_MARGIN,
+    MIN_EVIDENCE_Z,
     MIN_VALIDATION_IMAGES,
     product_config,
     select_backbone,
@@ -298,6 +299,9 @@ def main() -> None:
     )
     parser.add_argument("--min-validation", type=int, default=MIN_VALIDATION_IMAGES)
     parser.add_argument(
+        "--min-z", type=float, default=MIN_EVIDENCE_Z, help="paired DeLong z (0: margin only)"
+    )
+    parser.add_argument(
         "--ablate-bank",
         action="store_true",
         help="also run new_fullbank (coreset ratio not / tiles)",
@@ -354,6 +358,7 @@ def main() -> None:
                 val_fraction=len(val_normals) / (len(split.train) + len(val_normals)),
                 margin=args.margin,
                 min_validation=args.min_validation,
+                min_z=args.min_z,
             )
             search_s = time.perf_counter() - t0
             cfg_new = replace(shaped, backbone=choice.backbone)
