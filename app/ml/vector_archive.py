@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from app.ml.gallery import Gallery, IndexType
+from app.ml.gallery import META_FILE, Gallery, IndexType
 from app.ml.milvus_gallery import BACKEND, NO_LABEL, MilvusConfig, MilvusGallery, client_for
 
 # Bytes of vectors per page: well under gRPC's 64 MB message limit, and what one page costs in memory.
@@ -133,6 +133,10 @@ def _labels(page: VectorPage) -> list[int | None]:
 class GalleryImport:
     """Pages of one archived Milvus gallery written into the restoring instance's vector store.
 
+    Into Milvus, rows are inserted as archived (no id table is kept here: the server that loads the gallery
+    reads it from Milvus), so memory stays at one page however large the gallery. Into FAISS, the index is
+    in memory by nature.
+
     Args:
         saved: The source's ``gallery.json`` (kind, embedder, dim, index type, preprocessing keys).
         milvus: The target Milvus, or None to rebuild the gallery as a FAISS one (files).
@@ -144,39 +148,54 @@ class GalleryImport:
         self.dim = int(saved["dim"])
         index_type: IndexType = "hnsw" if saved.get("index_type") == "hnsw" else "flat"
         kind, embedder_id = str(saved["kind"]), str(saved["embedder_id"])
-        self.gallery: MilvusGallery | Gallery
+        self.milvus: MilvusGallery | None = None
+        self.faiss: Gallery | None = None
         if milvus is not None:
-            self.gallery = MilvusGallery.create(
+            self.milvus = MilvusGallery.create(
                 milvus, kind, embedder_id, self.dim, index_type, name=collection
             )
         else:
-            self.gallery = Gallery.empty(kind, embedder_id, self.dim, index_type)
-        self.gallery.built_at = str(saved.get("built_at") or self.gallery.built_at)
-        for product_id, key in (saved.get("preprocessing_keys") or {}).items():
-            self.gallery.set_preprocessing_key(int(product_id), str(key))
+            self.faiss = Gallery.empty(kind, embedder_id, self.dim, index_type)
+            self.faiss.built_at = str(saved.get("built_at") or self.faiss.built_at)
+            for product_id, key in (saved.get("preprocessing_keys") or {}).items():
+                self.faiss.set_preprocessing_key(int(product_id), str(key))
         self.rows = 0
 
     @property
     def is_milvus(self) -> bool:
         """True when the rows go into a Milvus collection."""
-        return isinstance(self.gallery, MilvusGallery)
+        return self.milvus is not None
 
     def add(self, page: VectorPage) -> None:
-        """Store one page (the vectors as they were; re-normalising a unit vector changes nothing)."""
-        self.gallery.add(page.image_ids.tolist(), page.vectors, page.product_ids.tolist(), _labels(page))
+        """Store one page."""
+        if self.milvus is not None:
+            # As archived: these are the source's stored (normalised) vectors, bit for bit.
+            rows = [
+                {"image_id": int(i), "product_id": int(p), "label": int(lab), "vector": v.tolist()}
+                for i, p, lab, v in zip(
+                    page.image_ids, page.product_ids, page.labels, page.vectors, strict=True
+                )
+            ]
+            client_for(self.milvus.config).insert(self.milvus.collection, rows)
+        elif self.faiss is not None:
+            self.faiss.add(page.image_ids.tolist(), page.vectors, page.product_ids.tolist(), _labels(page))
         self.rows += len(page)
 
     def finish(self) -> dict[str, bytes]:
         """Seal the rows; returns the files of the saved gallery folder (name -> bytes)."""
+        if self.milvus is not None:
+            self.milvus.seal()
+            meta = {**self.saved, "collection": self.milvus.collection, "count": self.rows}
+            return {META_FILE: json.dumps(meta, indent=2, sort_keys=True).encode()}
         with tempfile.TemporaryDirectory() as tmp:
-            if isinstance(self.gallery, MilvusGallery):
-                self.gallery.seal()
-            self.gallery.save(Path(tmp))
+            if self.faiss is not None:
+                self.faiss.save(Path(tmp))
             return {p.name: p.read_bytes() for p in sorted(Path(tmp).iterdir()) if p.is_file()}
 
     def discard(self) -> None:
-        """Drop what was created (a failed restore)."""
-        self.gallery.discard()
+        """Drop the collection made (a failed restore)."""
+        if self.milvus is not None:
+            self.milvus.discard()
 
 
 def new_collection_name(prefix: str, kind: str) -> str:

@@ -8,6 +8,7 @@ every search as the original does.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +16,8 @@ import pytest
 from app.ml import vector_archive
 from app.ml.gallery import Gallery
 from app.ml.milvus_gallery import MilvusConfig, MilvusGallery, client_for
-from app.ml.vector_archive import GalleryImport, VectorPage, export_pages
+from app.ml.vector_archive import GalleryImport, VectorPage, export_pages, saved_collection
+from app.ml.vector_backend import VectorBackend
 
 DIM = 24
 PREFIX = "t_vector_archive"
@@ -72,29 +74,29 @@ def test_pages_hold_the_wanted_rows_in_id_order(
 
 
 @pytest.mark.parametrize("into", ["milvus", "faiss"])
-def test_a_gallery_rebuilt_from_pages_answers_the_same_searches(config: MilvusConfig, into: str) -> None:
+def test_a_gallery_rebuilt_from_pages_answers_the_same_searches(
+    config: MilvusConfig, into: str, tmp_path: Path
+) -> None:
     gallery, stored = _filled(config)
-    saved = {
-        "kind": "defect",
-        "embedder_id": "test-embedder",
-        "dim": DIM,
-        "index_type": "flat",
-        "built_at": gallery.built_at,
-        "preprocessing_keys": {"1": "p1"},
-    }
+    gallery.save(tmp_path / "source")
+    saved = saved_collection((tmp_path / "source" / "gallery.json").read_bytes())
+    assert saved is not None
     target = None if into == "faiss" else MilvusConfig(uri=config.uri, prefix=PREFIX)
     restored = GalleryImport(saved, target, vector_archive.new_collection_name(PREFIX, "defect"))
     for page in export_pages(config, gallery.collection, DIM, list(stored)):
         restored.add(VectorPage.decode(page.encode(), DIM))
-    files = restored.finish()
-    assert "gallery.json" in files
-    assert isinstance(restored.gallery, Gallery if into == "faiss" else MilvusGallery)
-    assert restored.gallery.preprocessing_keys == {1: "p1"}
-    assert restored.gallery.count == len(stored) == 900
+    folder = tmp_path / "defect"
+    folder.mkdir()
+    for name, data in restored.finish().items():
+        (folder / name).write_bytes(data)
+    loaded = VectorBackend("milvus", config).load(folder)  # each saved gallery names its backend
+    assert isinstance(loaded, Gallery if into == "faiss" else MilvusGallery)
+    assert loaded.preprocessing_keys == {1: "p1"}
+    assert loaded.count == len(stored) == 900
 
     for query in _unit(np.random.default_rng(11), 6):
         for product in (None, 1, 2):
-            want, got = gallery.search(query, 10, product), restored.gallery.search(query, 10, product)
+            want, got = gallery.search(query, 10, product), loaded.search(query, 10, product)
             assert [(h.image_id, h.product_id, h.label) for h in got] == [
                 (h.image_id, h.product_id, h.label) for h in want
             ]
