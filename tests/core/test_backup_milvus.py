@@ -203,6 +203,12 @@ def test_a_milvus_backup_restores_into_milvus_and_faiss_and_serves_the_same_sear
             assert gallery.collection.startswith(COPY_PREFIX + "_")
             assert gallery.count == count
             assert 99_999 not in gallery
+        # And from MariaDB + S3 + Milvus (the copy's renamed collections) into a FAISS instance.
+        archive_back = tmp_path / "back.tar"
+        assert create_backup(copy, archive_back).vectors == defects + normals
+        back = make_settings(tmp_path / "back", load_models=True)
+        restore_backup(back, archive_back)
+        _assert_same(_restored_searches(back, inspections, embedder)[0], before)
 
     # 2. Into a default (FAISS) instance: the archived vectors become FAISS galleries.
     embedded = make_settings(tmp_path / "faiss", load_models=True)
@@ -252,6 +258,11 @@ def test_a_restore_that_fails_drops_the_collections_it_made(
 ) -> None:
     src, _, _ = _source(tmp_path, milvus)
     archive = tmp_path / "backup.tar"
+    # Without MILVUS_URI the backup cannot hold the vectors: it says so instead of writing a partial archive.
+    with pytest.raises(InvalidInputError) as unconfigured:
+        create_backup(src.model_copy(update={"vector_backend": "faiss", "milvus_uri": ""}), archive)
+    assert "MILVUS_URI" in translate(unconfigured.value.message_key, "ko", **unconfigured.value.params)
+    assert not archive.exists()
     create_backup(src, archive)
     # Damage the last member restored before the rows (an artifact file), after the vectors went in.
     damaged = tmp_path / "damaged.tar"
