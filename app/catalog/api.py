@@ -143,28 +143,31 @@ async def upload_images(
     """Register images (files or ZIP archives of images); refused files are listed with reasons."""
     limit = max(settings.max_upload_bytes, settings.max_zip_bytes)
     payload = [(upload.filename or "upload", await read_upload(upload, limit=limit)) for upload in files]
-    outcome = await run_in_threadpool(
-        service.upload_images,
-        session,
-        storage=storage,
-        settings=settings,
-        product_id=product_id,
-        kind=kind,
-        defect_type_id=defect_type_id,
-        view=view or None,
-        files=payload,
-        actor_id=admin.id,
-        on_change=image_change_hook(services),
-    )
-    return ImageUploadResult(
-        created=[
-            ImageCreated(
-                id=i.id, file_name=i.file_name, kind=i.kind, defect_type_id=i.defect_type_id, view=i.view
-            )
-            for i in outcome.created
-        ],
-        rejected=[ImageRejected(file_name=name, reason=reason) for name, reason in outcome.rejected],
-    )
+
+    def register() -> ImageUploadResult:
+        outcome = service.upload_images(
+            session,
+            storage=storage,
+            settings=settings,
+            product_id=product_id,
+            kind=kind,
+            defect_type_id=defect_type_id,
+            view=view or None,
+            files=payload,
+            actor_id=admin.id,
+            on_change=image_change_hook(services),
+        )
+        return ImageUploadResult(
+            created=[
+                ImageCreated(
+                    id=i.id, file_name=i.file_name, kind=i.kind, defect_type_id=i.defect_type_id, view=i.view
+                )
+                for i in outcome.created
+            ],
+            rejected=[ImageRejected(file_name=name, reason=reason) for name, reason in outcome.rejected],
+        )
+
+    return await run_in_threadpool(register)
 
 
 @router.get("/products/{product_id}/images")

@@ -67,19 +67,22 @@ async def create_inspection(
         )
         fetched = await run_in_threadpool(fetch_url, str(url), policy)
         data, file_name = fetched.data, fetched.file_name
-    row = await run_in_threadpool(
-        service.create_inspection,
-        session,
-        storage=storage,
-        settings=settings,
-        data=data,
-        file_name=file_name,
-        product_id=product_id,
-        user=user,
-        views=labels,
-        more=more,
-    )
-    return service.to_read(row)
+
+    def create() -> InspectionRead:
+        row = service.create_inspection(
+            session,
+            storage=storage,
+            settings=settings,
+            data=data,
+            file_name=file_name,
+            product_id=product_id,
+            user=user,
+            views=labels,
+            more=more,
+        )
+        return service.to_read(row)  # loads the views: database work, so off the event loop as well
+
+    return await run_in_threadpool(create)
 
 
 @router.get("/inspections/{inspection_id}")

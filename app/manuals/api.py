@@ -47,18 +47,21 @@ async def upload_manual(
     """Upload a product's PDF or DOCX manual (checked before it is stored); it is parsed and indexed in
     the background, in a process with CPU, memory and time limits (status pending -> indexed / failed)."""
     data = await read_upload(file, limit=settings.max_manual_bytes, error_key="errors.manual_too_large")
-    manual = await run_in_threadpool(
-        service.upload_manual,
-        session,
-        storage=storage,
-        settings=settings,
-        product_id=product_id,
-        file_name=file.filename or "manual",
-        data=data,
-        actor_id=admin.id,
-    )
-    job_id = service.queue_indexing(session, runner=runner, manual=manual, actor_id=admin.id)
-    return _read(manual, index_job_id=job_id)
+
+    def store() -> ManualRead:
+        manual = service.upload_manual(
+            session,
+            storage=storage,
+            settings=settings,
+            product_id=product_id,
+            file_name=file.filename or "manual",
+            data=data,
+            actor_id=admin.id,
+        )
+        job_id = service.queue_indexing(session, runner=runner, manual=manual, actor_id=admin.id)
+        return _read(manual, index_job_id=job_id)
+
+    return await run_in_threadpool(store)
 
 
 @router.get("/products/{product_id}/manuals")
