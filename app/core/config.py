@@ -126,7 +126,8 @@ class Settings(BaseSettings):
     # Per-step overrides of INFERENCE_CONCURRENCY (0: use it), e.g. more anomaly than search slots.
     inference_search_concurrency: int = Field(default=0, ge=0)
     inference_anomaly_concurrency: int = Field(default=0, ge=0)
-    # torch intra-op threads per running step; 0: the CPU's cores divided by the steps that may run at once.
+    # CPU threads per running step (torch, ONNX Runtime, OpenVINO); 0: the CPU's cores divided by the steps
+    # that may run at once.
     inference_threads: int = Field(default=0, ge=0)
     # Micro-batching: concurrent calls of one model are combined; the first waits this long for company.
     batch_wait_ms: float = Field(default=2.0, ge=0, le=100)
