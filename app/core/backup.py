@@ -3,6 +3,8 @@
 The archive is a plain tar (images and model files are compressed already):
 - `db/<table>.jsonl`: every row of every table, read in one transaction (a consistent snapshot on SQLite and
   on InnoDB), values encoded from the ORM column types so that a SQLite backup restores into MariaDB and back;
+- `vectors/<collection>/page-*.npz`: the rows of every gallery kept in Milvus (`app.core.backup_vectors`),
+  those of the snapshot's images, read right after the rows;
 - `objects/<key>`: every object of the configured store (local files or S3), listed after the rows were read,
   so every key a row names is there unless it was deleted meanwhile;
 - `artifacts/...` and `manual_store/...`: the built galleries, memory banks and manual indexes, so the
@@ -34,6 +36,7 @@ from typing import IO, Any
 
 import sqlalchemy as sa
 
+from app.core.backup_vectors import Snapshot, VectorRestore, dump_vectors
 from app.core.config import Settings
 from app.core.errors import InvalidInputError
 from app.core.storage import ObjectStorage, make_storage
@@ -58,6 +61,7 @@ class BackupReport:
     tables: dict[str, int] = field(default_factory=dict)
     objects: int = 0
     files: int = 0
+    vectors: int = 0
     size_bytes: int = 0
 
     def summary(self) -> str:
@@ -65,7 +69,7 @@ class BackupReport:
         rows = sum(self.tables.values())
         return (
             f"schema {self.schema_revision}: {rows} rows in {len(self.tables)} tables,"
-            f" {self.objects} objects, {self.files} artifact/index files"
+            f" {self.objects} objects, {self.files} artifact/index files, {self.vectors} Milvus vectors"
         )
 
 
@@ -105,7 +109,10 @@ def create_backup(settings: Settings, output: Path) -> BackupReport:
             raise InvalidInputError("errors.backup_not_migrated")
         with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
             writer = _Writer(tar)
-            _dump_tables(engine, writer, report)
+            snapshot = Snapshot()
+            _dump_tables(engine, writer, report, snapshot)
+            vectors = dump_vectors(settings, storage, snapshot, writer.add)
+            report.vectors = sum(int(v["rows"]) for v in vectors.values())
             for key in storage.list(""):
                 writer.add(f"objects/{key}", storage.get(key))
                 report.objects += 1
@@ -122,6 +129,7 @@ def create_backup(settings: Settings, output: Path) -> BackupReport:
                 "tables": report.tables,
                 "objects": report.objects,
                 "files": report.files,
+                "vectors": vectors,
                 "sha256": writer.checksums,
             }
             writer.add(_MANIFEST, json.dumps(manifest, ensure_ascii=False, indent=1).encode())
@@ -147,6 +155,7 @@ def restore_backup(settings: Settings, archive: Path) -> BackupReport:
     written_objects: list[str] = []
     written_files: list[Path] = []
     engine: sa.Engine | None = None
+    vectors: VectorRestore | None = None
     try:
         manifest = _read_manifest(tar)
         run_migrations(settings)
@@ -158,6 +167,9 @@ def restore_backup(settings: Settings, archive: Path) -> BackupReport:
             )
         storage = make_storage(settings)
         _require_empty(engine, storage, settings)
+        vectors = VectorRestore(settings, manifest.get("vectors") or {})
+        vectors.require_empty()
+        vectors.start()
         checksums: dict[str, str] = manifest["sha256"]
         report = BackupReport(schema_revision=revision)
         roots = dict(_file_roots(settings))
@@ -166,11 +178,17 @@ def restore_backup(settings: Settings, archive: Path) -> BackupReport:
                 continue
             data = _read_member(tar, member, checksums)
             head, _, rest = member.name.partition("/")
-            if head == "objects":
+            if head == "vectors":
+                vectors.add_page(member.name, data)
+            elif head == "objects":
+                report.objects += 1
+                if vectors.holds_object(rest, data):
+                    continue
                 storage.put(rest, data, "application/octet-stream")
                 written_objects.append(rest)
-                report.objects += 1
             elif head in roots:
+                if vectors.skips_file(head, rest):
+                    continue
                 target = _safe_join(roots[head], rest)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data)
@@ -180,8 +198,12 @@ def restore_backup(settings: Settings, archive: Path) -> BackupReport:
                 raise InvalidInputError(
                     "errors.backup_archive_unreadable", reason=f"unexpected member {member.name}"
                 )
-        _load_tables(engine, tar, checksums, report)
+        versions = vectors.finish(storage, written_objects)
+        report.vectors = sum(p.rows for p in vectors.plans.values())
+        _load_tables(engine, tar, checksums, report, versions)
     except BaseException:
+        if vectors is not None:
+            vectors.discard()
         cleanup = make_storage(settings) if written_objects else None
         for key in written_objects:
             _quietly(lambda key=key: cleanup.delete(key))  # type: ignore[union-attr]
@@ -205,7 +227,7 @@ def _tables() -> list[sa.Table]:
     return [t for t in Base.metadata.sorted_tables if t.name not in _TRANSIENT_TABLES]
 
 
-def _dump_tables(engine: sa.Engine, writer: _Writer, report: BackupReport) -> None:
+def _dump_tables(engine: sa.Engine, writer: _Writer, report: BackupReport, seen: Snapshot) -> None:
     if engine.dialect.name == "sqlite":
         # pysqlite opens no transaction for reads, so copy the file with SQLite's online backup (a consistent
         # snapshot even while the server writes) and read the copy.
@@ -221,21 +243,22 @@ def _dump_tables(engine: sa.Engine, writer: _Writer, report: BackupReport) -> No
             snapshot = sa.create_engine(f"sqlite:///{copy}")
             try:
                 with snapshot.connect() as conn:
-                    _dump_rows(conn, writer, report)
+                    _dump_rows(conn, writer, report, seen)
             finally:
                 snapshot.dispose()
         return
     # InnoDB: one REPEATABLE READ transaction reads every table from the same snapshot.
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, conn.begin():
-        _dump_rows(conn, writer, report)
+        _dump_rows(conn, writer, report, seen)
 
 
-def _dump_rows(conn: sa.Connection, writer: _Writer, report: BackupReport) -> None:
+def _dump_rows(conn: sa.Connection, writer: _Writer, report: BackupReport, seen: Snapshot) -> None:
     for table in _tables():
         buffer = io.StringIO()
         count = 0
         order = list(table.primary_key.columns) or list(table.columns)
         for row in conn.execute(sa.select(table).order_by(*order)).mappings():
+            seen.observe(table.name, row)
             encoded = {name: _encode(value) for name, value in row.items()}
             buffer.write(json.dumps(encoded, ensure_ascii=False) + "\n")
             count += 1
@@ -244,8 +267,13 @@ def _dump_rows(conn: sa.Connection, writer: _Writer, report: BackupReport) -> No
 
 
 def _load_tables(
-    engine: sa.Engine, tar: tarfile.TarFile, checksums: dict[str, str], report: BackupReport
+    engine: sa.Engine,
+    tar: tarfile.TarFile,
+    checksums: dict[str, str],
+    report: BackupReport,
+    versions: dict[str, str],
 ) -> None:
+    """Insert every archived row in one transaction; `versions` gives re-published versions new checksums."""
     with engine.begin() as conn:
         if _is_mysql(engine):
             conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS=0")
@@ -258,6 +286,9 @@ def _load_tables(
                 continue
             lines = _read_member(tar, member, checksums).decode().splitlines()
             rows = [_decode_row(table, json.loads(line)) for line in lines if line]
+            if table.name == "artifact":
+                for row in rows:
+                    row["checksum"] = versions.get(row["path"], row["checksum"])
             for start in range(0, len(rows), _INSERT_BATCH):
                 conn.execute(table.insert(), rows[start : start + _INSERT_BATCH])
             report.tables[table.name] = len(rows)

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Literal, Protocol, TypeAlias
 
 from sqlalchemy import func, or_, select, update
@@ -43,6 +43,8 @@ __all__ = [
     "JobResult",
     "JobRunner",
     "JsonValue",
+    "job_is_live",
+    "owner_is_dead_here",
     "process_owner",
 ]
 
@@ -130,8 +132,12 @@ def process_owner(role: str) -> str:
     return f"{role}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-def _owner_is_dead_here(owner: str | None, me: str) -> bool:
-    """True when `owner` is a process on this host that no longer runs (or an earlier runner of this one)."""
+def owner_is_dead_here(owner: str | None, me: str | None = None) -> bool:
+    """True when `owner` is a process on this host that no longer runs (or an earlier runner `me` replaced).
+
+    Without `me`, an owner in this very process counts as alive (a caller that is not the runner cannot
+    tell its runners apart; their heartbeat decides).
+    """
     if not owner:
         return True  # rows written before jobs had owners
     try:
@@ -143,7 +149,7 @@ def _owner_is_dead_here(owner: str | None, me: str) -> bool:
     if host != socket.gethostname():
         return False
     if pid == os.getpid():
-        return owner != me  # an earlier runner of this process (stopped), never this one
+        return me is not None and owner != me  # an earlier runner of this process (stopped), never this one
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -151,6 +157,16 @@ def _owner_is_dead_here(owner: str | None, me: str) -> bool:
     except PermissionError:
         return False
     return False
+
+
+def job_is_live(job: DeploymentJob, *, stale_after_s: float, now: datetime | None = None) -> bool:
+    """True while the job runs in a process that is alive: its owner runs (as far as this host can tell)
+    and its heartbeat is younger than `stale_after_s`. The test `recover` applies, for callers that are
+    not a job runner (a starting server deciding whether a job's side state was abandoned)."""
+    if job.status != "running" or owner_is_dead_here(job.owner):
+        return False
+    stale_before = (now or utcnow()) - timedelta(seconds=stale_after_s)
+    return job.heartbeat_at is None or job.heartbeat_at >= stale_before
 
 
 class JobRunner:
@@ -218,7 +234,7 @@ class JobRunner:
             running = session.scalars(select(DeploymentJob).where(DeploymentJob.status == "running"))
             for job in running:
                 owner = job.owner or ""
-                lost = _owner_is_dead_here(job.owner, self.owner) or (
+                lost = owner_is_dead_here(job.owner, self.owner) or (
                     job.heartbeat_at is not None and job.heartbeat_at < stale_before
                 )
                 if not lost or (self.broker is not None and owner.startswith("worker@")):

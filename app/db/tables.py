@@ -191,6 +191,11 @@ class Manual(Base):
     structure: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # An admin's section -> defect type choices, by normalised section title; kept across re-indexing.
     section_map: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=dict)
+    # The job that indexes (or last indexed) the manual: while it runs in a live process, a starting
+    # server leaves the manual "indexing" (app.manuals.indexing.reset_abandoned).
+    index_job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("deployment_job.id", ondelete="SET NULL"), nullable=True
+    )
 
     product: Mapped[Product] = relationship(lazy="joined")
 
@@ -413,6 +418,20 @@ class Artifact(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (Index("ix_artifact_kind_product", "kind", "product_id"),)
+
+
+class Lease(Base):
+    """A named lock that one process holds at a time across servers and workers (app.core.leases).
+
+    Free when `owner` is empty or `expires_at` has passed; the holder's heartbeat keeps pushing `expires_at`.
+    """
+
+    __tablename__ = "lease"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200), default="")
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class ChangeLog(Base):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.catalog import service as catalog_service
@@ -27,10 +27,9 @@ def load(services: Services) -> None:
     left out and reported stale until a rebuild. The generators are loaded by the application's start-up.
     """
     with services.session_factory() as session:
-        # A manual left "indexing" by a stopped server is indexed by nothing now (its job is failed on
-        # restart): show it as pending so the admin sees it needs indexing.
-        session.execute(update(Manual).where(Manual.status == "indexing").values(status="pending", error=""))
-        session.commit()
+        # A manual left "indexing" by a stopped server or worker is indexed by nothing now: show it as
+        # pending so the admin sees it needs indexing. One that another live process is indexing stays.
+        indexing.reset_abandoned(session, stale_after_s=services.settings.job_stale_after_s)
     library = indexing.load_saved_indexes(services, indexing.load_engines(services))
     services.models.swap(indexing.MANUALS, library)
 

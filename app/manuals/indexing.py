@@ -5,6 +5,12 @@ copy the product's index, update the copy, publish it as a new immutable version
 (`artifacts/manual_index/product-<id>/<version>/`, app.core.artifact_store), commit the rows and the artifact
 row, then swap a new library in; a request that already took the old library keeps reading it untouched.
 Other servers load the new version when they see the artifact row (the artifact watcher).
+
+Several processes (servers, job workers) may write one product's index at the same moment. A writer
+embeds first, then holds the product's lease (app.core.leases) while it reads the newest stored version,
+merges its change into it, publishes and commits, and confirms the lease in that commit: two writers never
+start from the same version, so neither update is lost, and a writer that died frees the lease when its
+heartbeat stops.
 """
 
 from __future__ import annotations
@@ -12,21 +18,23 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from app.core import artifact_store
+from app.core import artifact_store, leases
 from app.core.artifacts import current_artifacts, record_current_artifact
-from app.core.jobs import JobCancelled
+from app.core.errors import ConflictError
+from app.core.jobs import JobCancelled, job_is_live
 from app.core.services import Services
 from app.db.base import utcnow
-from app.db.tables import Manual, ManualChunk
+from app.db.tables import DeploymentJob, Manual, ManualChunk
 from app.manuals.document import Limits, ManualFileError
 from app.manuals.parse_worker import ProcessLimits, parse_bounded
 from app.manuals.structure import KIND_LABELS, PART_KINDS, Structure, parse_structure
@@ -47,9 +55,13 @@ logger = logging.getLogger(__name__)
 KIND = "manual_index"
 Progress = Callable[[float, str], None]
 
-# Index writers (upload jobs, rebuilds, deletes) run one at a time: each starts from the library the
-# previous one installed. One lock per process is enough; readers never take it.
+# Index writers (upload jobs, rebuilds, deletes) of one process run one at a time: each starts from the
+# library the previous one installed; readers never take it. Across processes, the product's lease orders
+# the writers; this lock is always taken first, so threads of one process never wait on the lease.
 _WRITE_LOCK = threading.Lock()
+# How long a job waits for another process's hold on a product's lease (each hold is short: read, merge,
+# publish, commit; a dead holder's lease expires after JOB_STALE_AFTER_S).
+_JOB_LEASE_WAIT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -179,11 +191,16 @@ def load_saved_indexes(services: Services, library: ManualLibrary) -> ManualLibr
     return replace(library, indexes=indexes, mismatched=frozenset(mismatched), checksums=checksums)
 
 
+def _stored_now(services: Services, product_id: int) -> _Stored | None:
+    """The product's current version as committed now (a session of its own: no older snapshot)."""
+    with services.session_factory() as fresh:
+        return _current_versions(fresh).get(product_id)
+
+
 def _latest(
-    services: Services, session: Session, library: ManualLibrary, product_id: int
+    services: Services, library: ManualLibrary, product_id: int, stored: _Stored | None
 ) -> ManualIndex | None:
-    """The product's current index: the live one, or the stored version another server wrote since."""
-    stored = _current_versions(session).get(product_id)
+    """The product's current index: the live one, or the stored version another process wrote since."""
     if stored is None or not artifact_store.is_stored(stored.path, stored.checksum):
         return library.index_for(product_id)
     if library.checksums.get(product_id) == stored.checksum:
@@ -388,9 +405,69 @@ def _prune(
         artifact_store.prune(services.storage, services.settings, KIND, scope_of(product_id), keep)
 
 
-def _version_of(session: Session, product_id: int) -> str:
-    stored = _current_versions(session).get(product_id)
+def _version_of(stored: _Stored | None) -> str:
     return stored.path.rsplit("/", 1)[-1] if stored is not None and stored.checksum else ""
+
+
+@contextmanager
+def _product_lease(
+    services: Services, product_id: int, *, wait_s: float, on_wait: Callable[[], None] | None = None
+) -> Iterator[leases.HeldLease]:
+    """Hold the product's index lease (the one writer of its index among all processes)."""
+    settings = services.settings
+    with leases.hold(
+        services.session_factory,
+        f"{KIND}:{scope_of(product_id)}",
+        ttl_s=settings.job_stale_after_s,
+        heartbeat_s=settings.job_heartbeat_s,
+        wait_s=wait_s,
+        on_wait=on_wait,
+    ) as lease:
+        yield lease
+
+
+def _existing_manual_ids(services: Services, product_id: int) -> set[int]:
+    """The product's manuals as committed now (another process may have added or deleted some)."""
+    with services.session_factory() as fresh:
+        return set(fresh.scalars(select(Manual.id).where(Manual.product_id == product_id)))
+
+
+def reset_abandoned(session: Session, *, stale_after_s: float) -> list[int]:
+    """Put the manuals left "indexing" by an indexer that no longer runs back to pending; their ids.
+
+    A manual whose indexing job still runs in a live process (owner running, heartbeat fresh) is left as it
+    is: another server or a job worker is indexing it right now and will finish it. Commits.
+    """
+    rows = session.execute(
+        select(Manual.id, Manual.index_job_id, DeploymentJob)
+        .outerjoin(DeploymentJob, Manual.index_job_id == DeploymentJob.id)
+        .where(Manual.status == "indexing")
+    ).all()
+    reset: list[int] = []
+    for manual_id, job_id, job in rows:
+        if job is not None and job_is_live(job, stale_after_s=stale_after_s):
+            continue
+        same_job = Manual.index_job_id.is_(None) if job_id is None else Manual.index_job_id == job_id
+        # Only while nobody took the manual up again meanwhile (a new job writes its own id).
+        done = session.execute(
+            update(Manual)
+            .where(Manual.id == manual_id, Manual.status == "indexing", same_job)
+            .values(status="pending", error="")
+        ).rowcount  # type: ignore[attr-defined]
+        if done:
+            reset.append(manual_id)
+    session.commit()
+    if reset:
+        logger.info("manuals %s were left indexing by a stopped indexer: pending again", reset)
+    return reset
+
+
+def indexer_is_live(session: Session, manual: Manual, *, stale_after_s: float) -> bool:
+    """True while the manual is being indexed by a job that runs in a live process."""
+    if manual.status != "indexing" or manual.index_job_id is None:
+        return False
+    job = session.get(DeploymentJob, manual.index_job_id)
+    return job is not None and job_is_live(job, stale_after_s=stale_after_s)
 
 
 def _set_indexed(manual: Manual, parsed: ParsedManual) -> None:
@@ -419,7 +496,8 @@ def index_manual(
     """Index one manual into its product's index (its old chunks are replaced); returns the chunk count.
 
     Status goes pending -> indexing -> indexed (or failed, with the error kept on the manual). The
-    embedding runs outside any database transaction; the rows are written in one short commit.
+    embedding runs outside any database transaction and before the product's lease is taken; under the
+    lease the manual is merged into the newest stored version and the rows are written in one short commit.
     """
     report = progress or (lambda fraction, stage: None)
     manual = session.get(Manual, manual_id)
@@ -427,6 +505,8 @@ def index_manual(
         raise LookupError(f"manual {manual_id} no longer exists")
     previous_status = manual.status
     manual.status, manual.error = "indexing", ""
+    if job_id is not None:
+        manual.index_job_id = job_id
     session.commit()
     product_id = manual.product_id
     try:
@@ -436,26 +516,40 @@ def index_manual(
         report(0.3, "embed")
         with _WRITE_LOCK:
             library = current_library(services)
-            existing = _latest(services, session, library, product_id)
-            replaced = _version_of(session, product_id)
-            index = existing.copy() if existing is not None else library.empty_index()
-            index.add_manual(manual.id, _index_chunks(manual, pieces))
-            report(0.9, "save")
-            published = _publish(services, product_id, index)
-            try:
-                _write_chunks(session, manual, pieces)
-                _set_indexed(manual, parsed)
-                _record_artifact(
-                    session, services, product_id=product_id, index=index, job_id=job_id, published=published
-                )
-                session.commit()
-            except BaseException:
-                session.rollback()
-                _discard(services, published)
-                raise
-            checksum = published.checksum if published else ""
-            services.models.swap(MANUALS, library.with_index(product_id, index, checksum))
-            _prune(services, product_id, published, replaced)
+            embedded = library.empty_index()
+            embedded.add_manual(manual.id, _index_chunks(manual, pieces))
+            report(0.8, "merge")
+            with _product_lease(
+                services, product_id, wait_s=_JOB_LEASE_WAIT_S, on_wait=lambda: report(0.8, "wait")
+            ) as lease:
+                if manual_id not in _existing_manual_ids(services, product_id):
+                    raise LookupError(f"manual {manual_id} was deleted while it was being indexed")
+                stored = _stored_now(services, product_id)
+                existing = _latest(services, library, product_id, stored)
+                index = existing.copy() if existing is not None else library.empty_index()
+                index.add_embedded(manual.id, embedded)
+                report(0.9, "save")
+                published = _publish(services, product_id, index)
+                try:
+                    _write_chunks(session, manual, pieces)
+                    _set_indexed(manual, parsed)
+                    _record_artifact(
+                        session,
+                        services,
+                        product_id=product_id,
+                        index=index,
+                        job_id=job_id,
+                        published=published,
+                    )
+                    lease.confirm(session)
+                    session.commit()
+                except BaseException:
+                    session.rollback()
+                    _discard(services, published)
+                    raise
+                checksum = published.checksum if published else ""
+                services.models.swap(MANUALS, library.with_index(product_id, index, checksum))
+            _prune(services, product_id, published, _version_of(stored))
     except JobCancelled:
         session.rollback()
         row = session.get(Manual, manual_id)
@@ -484,7 +578,8 @@ def rebuild_product(
 ) -> dict[str, int]:
     """Re-index every manual of a product from scratch, beside the live index, then swap it in.
 
-    A manual whose PDF cannot be read is marked failed and left out; the others are indexed.
+    A manual whose PDF cannot be read is marked failed and left out; the others are indexed. A manual
+    another process indexed or deleted while this ran is kept or left out as that process left it.
     Cancelling (JobCancelled from ``progress``) leaves the live index and the rows unchanged.
     """
     report = progress or (lambda fraction, stage: None)
@@ -500,72 +595,99 @@ def rebuild_product(
             failed[manual.id] = failure_text(exc)
     with _WRITE_LOCK:
         library = current_library(services)
-        replaced = _version_of(session, product_id)
         index = library.empty_index()
         for i, manual in enumerate(manuals):
             report(0.4 + 0.5 * i / max(1, len(manuals)), "embed")
             if manual.id in parsed:
                 index.add_manual(manual.id, _index_chunks(manual, parsed[manual.id].pieces))
-        report(0.95, "save")
-        published = _publish(services, product_id, index)
-        try:
-            for manual in manuals:
-                if manual.id in failed:
-                    manual.status, manual.error = "failed", failed[manual.id][:2000]
-                    session.execute(delete(ManualChunk).where(ManualChunk.manual_id == manual.id))
-                else:
-                    _write_chunks(session, manual, parsed[manual.id].pieces)
-                    _set_indexed(manual, parsed[manual.id])
-            _record_artifact(
-                session, services, product_id=product_id, index=index, job_id=job_id, published=published
-            )
-            session.commit()
-        except BaseException:
-            session.rollback()
-            _discard(services, published)
-            raise
-        checksum = published.checksum if published else ""
-        services.models.swap(MANUALS, library.with_index(product_id, index, checksum))
-        _prune(services, product_id, published, replaced)
-    return {"manuals": len(manuals) - len(failed), "failed": len(failed), "chunks": len(index)}
+        report(0.92, "merge")
+        with _product_lease(
+            services, product_id, wait_s=_JOB_LEASE_WAIT_S, on_wait=lambda: report(0.92, "wait")
+        ) as lease:
+            present = _existing_manual_ids(services, product_id)
+            rebuilt = {m.id for m in manuals}
+            for gone in rebuilt - present:
+                index.remove_manual(gone)
+            stored = _stored_now(services, product_id)
+            latest = _latest(services, library, product_id, stored)
+            if latest is not None:
+                for kept in latest.manual_ids():
+                    if int(kept) in present - rebuilt:
+                        index.add_embedded(kept, latest)
+            report(0.95, "save")
+            published = _publish(services, product_id, index)
+            try:
+                for manual in manuals:
+                    if manual.id not in present:
+                        continue
+                    if manual.id in failed:
+                        manual.status, manual.error = "failed", failed[manual.id][:2000]
+                        session.execute(delete(ManualChunk).where(ManualChunk.manual_id == manual.id))
+                    else:
+                        _write_chunks(session, manual, parsed[manual.id].pieces)
+                        _set_indexed(manual, parsed[manual.id])
+                _record_artifact(
+                    session, services, product_id=product_id, index=index, job_id=job_id, published=published
+                )
+                lease.confirm(session)
+                session.commit()
+            except BaseException:
+                session.rollback()
+                _discard(services, published)
+                raise
+            checksum = published.checksum if published else ""
+            services.models.swap(MANUALS, library.with_index(product_id, index, checksum))
+        _prune(services, product_id, published, _version_of(stored))
+    indexed = len(rebuilt & present) - len(failed.keys() & present)
+    return {"manuals": indexed, "failed": len(failed.keys() & present), "chunks": len(index)}
 
 
 def delete_manual(session: Session, *, services: Services, manual: Manual) -> None:
     """Delete the manual's row and chunk rows and drop its index entries; commits (pending changes too).
 
-    The saved index is rewritten before the commit and the registry swapped after it, so a failure
-    leaves the manual in place and searchable.
+    The new index version is published before the commit and the registry swapped after it, so a failure
+    leaves the manual in place and searchable. ConflictError when another process keeps the product's
+    index lease for longer than a dead holder's lease takes to expire.
     """
     product_id, manual_id = manual.product_id, manual.id
-    with _WRITE_LOCK:
-        library: ManualLibrary | None = services.models.get(MANUALS)
-        has_saved = (
-            product_id in _current_versions(session)
-            or (product_dir(services, product_id) / INDEX_FILE).is_file()
-        )
-        if library is None and has_saved:
-            library = current_library(services)
-        existing = _latest(services, session, library, product_id) if library is not None else None
-        replaced = _version_of(session, product_id) if library is not None else ""
-        index: ManualIndex | None = None
-        if existing is not None and str(manual_id) in existing.manual_ids():
-            index = existing.copy()
-            index.remove_manual(manual_id)
-        session.execute(delete(ManualChunk).where(ManualChunk.manual_id == manual_id))
-        session.delete(manual)
-        published: artifact_store.Published | None = None
-        if index is not None:
-            published = _publish(services, product_id, index)
-            _record_artifact(
-                session, services, product_id=product_id, index=index, job_id=None, published=published
-            )
-        try:
-            session.commit()
-        except Exception:
-            session.rollback()
-            _discard(services, published)
-            raise
-        if library is not None and index is not None:
-            checksum = published.checksum if published else ""
-            services.models.swap(MANUALS, library.with_index(product_id, index, checksum))
-            _prune(services, product_id, published, replaced)
+    try:
+        with (
+            _WRITE_LOCK,
+            _product_lease(services, product_id, wait_s=services.settings.job_stale_after_s + 5.0) as lease,
+        ):
+            library: ManualLibrary | None = services.models.get(MANUALS)
+            stored = _stored_now(services, product_id)
+            has_saved = stored is not None or (product_dir(services, product_id) / INDEX_FILE).is_file()
+            if library is None and has_saved:
+                library = current_library(services)
+            existing = _latest(services, library, product_id, stored) if library is not None else None
+            index: ManualIndex | None = None
+            if existing is not None and str(manual_id) in existing.manual_ids():
+                index = existing.copy()
+                index.remove_manual(manual_id)
+            published = _publish(services, product_id, index) if index is not None else None
+            try:
+                session.execute(delete(ManualChunk).where(ManualChunk.manual_id == manual_id))
+                session.delete(manual)
+                if index is not None:
+                    _record_artifact(
+                        session,
+                        services,
+                        product_id=product_id,
+                        index=index,
+                        job_id=None,
+                        published=published,
+                    )
+                lease.confirm(session)
+                session.commit()
+            except Exception:
+                session.rollback()
+                _discard(services, published)
+                raise
+            if library is not None and index is not None:
+                checksum = published.checksum if published else ""
+                services.models.swap(MANUALS, library.with_index(product_id, index, checksum))
+    except leases.LeaseUnavailableError as exc:  # raised only while waiting, before anything was written
+        raise ConflictError("errors.manual_index_busy", id=manual_id) from exc
+    if index is not None:
+        _prune(services, product_id, published, _version_of(stored))

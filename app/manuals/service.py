@@ -150,7 +150,11 @@ def queue_indexing(
 def reindex_manual(
     session: Session, *, runner: JobRunner, manual_id: int, actor_id: int | None
 ) -> tuple[Manual, int]:
-    """Queue the manual for indexing again; 409 while it is being indexed or this server cannot index."""
+    """Queue the manual for indexing again; 409 while it is being indexed or this server cannot index.
+
+    A manual left "indexing" by an indexer that no longer runs (its job failed or its process died) can be
+    queued again.
+    """
     manual = get_manual(session, manual_id=manual_id)
     busy = session.scalar(
         select(DeploymentJob.id).where(
@@ -159,8 +163,8 @@ def reindex_manual(
             DeploymentJob.product_id == manual.product_id,
         )
     )
-    if busy is not None or manual.status == "indexing":
-        raise ConflictError("errors.job_already_running", id=busy or 0)
+    if busy is not None or indexing.indexer_is_live(session, manual, stale_after_s=runner.stale_after_s):
+        raise ConflictError("errors.job_already_running", id=busy or manual.index_job_id or 0)
     manual.status, manual.error = "pending", ""
     job_id = queue_indexing(session, runner=runner, manual=manual, actor_id=actor_id)
     if job_id is None:

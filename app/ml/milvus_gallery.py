@@ -158,7 +158,14 @@ class MilvusGallery:
 
     @classmethod
     def create(
-        cls, config: MilvusConfig, kind: str, embedder_id: str, dim: int, index_type: IndexType = "flat"
+        cls,
+        config: MilvusConfig,
+        kind: str,
+        embedder_id: str,
+        dim: int,
+        index_type: IndexType = "flat",
+        *,
+        name: str | None = None,
     ) -> MilvusGallery:
         """A new, empty collection (loaded and ready to search).
 
@@ -168,15 +175,21 @@ class MilvusGallery:
             embedder_id: Embedder whose vectors will be added.
             dim: Vector length.
             index_type: "flat" (exact inner product) or "hnsw".
+            name: The collection's name (a restore keeps the archived one); default: a new one.
 
         Returns:
             The empty gallery.
+
+        Raises:
+            ValueError: Unknown index type, or a collection of that name exists already.
         """
         if index_type not in ("flat", "hnsw"):
             raise ValueError(f"index_type must be 'flat' or 'hnsw', got {index_type!r}")
         from pymilvus import DataType
 
-        name = f"{config.prefix}_{kind}_{secrets.token_hex(6)}"
+        name = name or f"{config.prefix}_{kind}_{secrets.token_hex(6)}"
+        if client_for(config).has_collection(name):
+            raise ValueError(f"Milvus collection {name} exists already")
         gallery = cls(kind, embedder_id, dim, index_type, config=config, collection=name)
         gallery._shared = False  # nobody else knows the new collection until it is saved
         client = gallery._client
@@ -341,6 +354,12 @@ class MilvusGallery:
         if isinstance(name, str) and name != self.collection and self._client.has_collection(name):
             self._client.drop_collection(name)
             logger.info("dropped Milvus collection %s of a replaced build", name)
+
+    def seal(self) -> None:
+        """Seal what was inserted into segments (a bulk fill: a restore, before the version is recorded)."""
+        self._client.flush(self.collection)
+        with self._lock:
+            self._unflushed = 0
 
     def wait_indexed(self, timeout_s: float = 300.0) -> None:
         """Seal what was inserted and wait until it is indexed and searched through the index.

@@ -383,6 +383,30 @@ class ManualIndex:
         self.remove_manual(manual_id)
         self._append([c for c in chunks if str(c.manual_id) == str(manual_id)])
 
+    def add_embedded(self, manual_id: Key, source: ManualIndex) -> None:
+        """(Re)index one manual from the chunks, tokens and embeddings ``source`` holds (nothing is embedded).
+
+        Args:
+            manual_id: the manual; its previous chunks here are replaced.
+            source: an index built with the same text embedder that holds the manual's chunks.
+
+        Raises:
+            IndexMismatchError: ``source`` was built with another text embedder.
+        """
+        if source.embedder.embedder_id != self.embedder.embedder_id:
+            raise IndexMismatchError(
+                f"chunks embedded with {source.embedder.embedder_id}, index uses {self.embedder.embedder_id}"
+            )
+        self.remove_manual(manual_id)
+        rows = [i for i, c in enumerate(source.chunks) if str(c.manual_id) == str(manual_id)]
+        if not rows:
+            return
+        self.chunks = [*self.chunks, *(source.chunks[i] for i in rows)]
+        self.tokens = [*self.tokens, *(source.tokens[i] for i in rows)]
+        picked = source.embeddings[np.asarray(rows, dtype=np.int64)].astype(np.float32)
+        self.embeddings = np.concatenate([self.embeddings, picked], axis=0)
+        self._views.clear()
+
     def remove_manual(self, manual_id: Key) -> int:
         """Drop every chunk of ``manual_id``; returns how many were removed."""
         keep = [i for i, c in enumerate(self.chunks) if str(c.manual_id) != str(manual_id)]
