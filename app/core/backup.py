@@ -36,6 +36,7 @@ from typing import IO, Any
 
 import sqlalchemy as sa
 
+from app.core.artifact_store import cache_root
 from app.core.backup_vectors import Snapshot, VectorRestore, dump_vectors
 from app.core.config import Settings
 from app.core.errors import InvalidInputError
@@ -117,7 +118,7 @@ def create_backup(settings: Settings, output: Path) -> BackupReport:
                 writer.add(f"objects/{key}", storage.get(key))
                 report.objects += 1
             for prefix, root in _file_roots(settings):
-                for path in _files_under(root):
+                for path in _files_under(root, skip=cache_root(settings)):
                     writer.add(f"{prefix}/{path.relative_to(root).as_posix()}", path.read_bytes())
                     report.files += 1
             manifest = {
@@ -354,10 +355,14 @@ def _file_roots(settings: Settings) -> list[tuple[str, Path]]:
     return [("artifacts", settings.artifacts_path), ("manual_store", settings.manual_store_path)]
 
 
-def _files_under(root: Path) -> Iterator[Path]:
+def _files_under(root: Path, *, skip: Path) -> Iterator[Path]:
+    """The files under `root` worth archiving. `skip` is the artifact cache: this server's copies of versions
+    that are objects of the store (archived under `objects/`) and that a restored server fetches again."""
     if not root.is_dir():
         return
     for path in sorted(root.rglob("*")):
+        if path.is_relative_to(skip):
+            continue
         # Skip in-flight temp files (dot-named, as the atomic writers make them) and links out of the tree.
         if path.is_file() and not path.is_symlink() and not path.name.startswith("."):
             yield path
@@ -408,7 +413,7 @@ def _require_empty(engine: sa.Engine, storage: ObjectStorage, settings: Settings
     for key in storage.list(""):
         raise InvalidInputError("errors.backup_target_not_empty", what=f"object {key}")
     for prefix, root in _file_roots(settings):
-        for path in _files_under(root):
+        for path in _files_under(root, skip=cache_root(settings)):
             raise InvalidInputError(
                 "errors.backup_target_not_empty", what=f"{prefix}/{path.relative_to(root)}"
             )

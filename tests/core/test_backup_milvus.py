@@ -264,11 +264,11 @@ def test_a_restore_that_fails_drops_the_collections_it_made(
     assert "MILVUS_URI" in translate(unconfigured.value.message_key, "ko", **unconfigured.value.params)
     assert not archive.exists()
     create_backup(src, archive)
-    # Damage the last member restored before the rows (an artifact file), after the vectors went in.
+    # Damage the last member restored before the rows (an object or file), after the vectors went in.
     damaged = tmp_path / "damaged.tar"
     with tarfile.open(archive) as tar_in, tarfile.open(damaged, "w") as tar_out:
         members = tar_in.getmembers()
-        victim = [m for m in members if m.name.startswith("artifacts/")][-1]
+        victim = [m for m in members if m.name.startswith(("objects/", "artifacts/", "manual_store/"))][-1]
         for member in members:
             data = tar_in.extractfile(member).read()  # type: ignore[union-attr]
             if member.name == victim.name:
