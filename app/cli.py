@@ -95,9 +95,11 @@ def _cmd_evaluate_anomaly(args: argparse.Namespace) -> int:
     from app.core.storage import make_storage
     from app.db.session import make_engine, make_session_factory
     from app.deployments.anomaly_evaluate import evaluate_product
+    from app.ml.loading import apply_inference_threads
     from app.ml.registry import ModelRegistry, resolve_device
 
     settings = get_settings()
+    apply_inference_threads(settings)
     engine = make_engine(settings.database_url)
     services = Services(
         settings=settings,
@@ -145,7 +147,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from app.db.session import make_engine, make_session_factory
     from app.deployments.jobs import make_runner
     from app.deployments.queue import run_worker
-    from app.ml.loading import prepare_directories
+    from app.ml.loading import apply_inference_threads, prepare_directories
     from app.ml.registry import ModelRegistry, resolve_device
 
     settings = get_settings()
@@ -153,6 +155,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         sys.stderr.write(translate("errors.worker_needs_broker") + "\n")
         return 2
     prepare_directories(settings)
+    apply_inference_threads(settings)
     engine = make_engine(settings.database_url)
     services = Services(
         settings=settings,

@@ -21,6 +21,7 @@ from app.core.docs import docs_assets_dir
 from app.core.docs import router as docs_router
 from app.core.error_handlers import register_error_handlers
 from app.core.health import router as health_router
+from app.core.images import DecodedPhotos
 from app.core.inference import InferenceGates
 from app.core.middleware import IngressGuardMiddleware, RequestContextMiddleware
 from app.core.observability import Metrics, configure_logging
@@ -150,6 +151,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics=app.state.metrics,
         inference=gates,
         batching=ModelBatching(batch_policy(settings, app.state.models.device)),
+        photos=DecodedPhotos(settings.decoded_photo_cache_mb * 2**20)
+        if settings.decoded_photo_cache_mb
+        else None,
     )
     app.state.runner = make_runner(app.state.services)
     # Pages of other domains read artifact states through this (they do not import app.deployments).

@@ -8,9 +8,11 @@ runtime in turn (interleaved, so machine noise hits all alike):
 - ``backbone``: PatchCore's feature network (trunk + local features) on the photo's tiles; PyTorch both
   eager and as the engine runs it (a frozen TorchScript trace);
 - ``detect``: PatchCore as a whole (backbone + nearest-bank search + map), the anomaly step's floor;
-- ``anomaly step``: ``check_inspection`` as the API runs it (photo read, nearest normal image by the
+- ``anomaly step``: ``check_inspection`` as the API runs it (photo, nearest normal image by the
   embedder, prepare, score, regions, map stored, record written);
-- ``search step``: ``search_inspection`` as the API runs it (photo read, embed, gallery search, verdict).
+- ``search step``: ``search_inspection`` as the API runs it (photo, embed, gallery search, verdict).
+Each runtime's steps run on a fresh upload of the photo in the worker's order (search, then anomaly, which
+reuses the search's vector); ``--anomaly-first`` keeps the earlier runs' order.
 
 Parity: every photo's score and anomaly map, and every embedding, compared with PyTorch's (relative
 difference as the build's check computes it), plus a real set: ELPV solar cells (``elpv-dataset``, the
@@ -62,6 +64,7 @@ from app.ml.embedders import EFFICIENTNET_NAME, load_embedder  # noqa: E402
 from app.ml.patchcore import FeatureExtractor, PatchCore, PatchCoreConfig  # noqa: E402
 from app.main import create_app  # noqa: E402
 from app.ml.anomaly_runtime import prepare  # noqa: E402
+from app.ml.batching import RecentResults  # noqa: E402
 from app.ml.search_runtime import SEARCH  # noqa: E402
 from app.core.artifacts import current_artifacts  # noqa: E402
 
@@ -180,19 +183,28 @@ def run_size(args: argparse.Namespace, label: str, size: tuple[int, int] | None)
         )
         photos = photos[: args.photos]
         eager = _EagerFeatures(extractor)
-        for i, photo_path in enumerate(photos):
-            data = photo_path.read_bytes()
+
+        def upload(data: bytes, file_name: str) -> int:
+            """A new inspection as the upload route makes it (its decoded photo kept for the steps)."""
             with state.session_factory() as session:
                 row = inspection_service.create_inspection(
                     session,
                     storage=state.storage,
                     settings=settings,
                     data=data,
-                    file_name=photo_path.name,
+                    file_name=file_name,
                     product_id=pid,
                     user=session.get(User, uid),
+                    photos=services.photos,
                 )
-                inspection_id = row.id
+                return row.id
+
+        def search_step(session: Any, **kwargs: Any) -> Any:
+            kwargs.pop("reference_image_id")
+            return search_service.search_inspection(session, top_k=10, **kwargs)
+
+        for i, photo_path in enumerate(photos):
+            data = photo_path.read_bytes()
             prepared = prepare(Image.open(io.BytesIO(data)).convert("RGB"), options)
             model_torch = models["torch"]
             tiles = extractor.tiles([prepared], model_torch.config)
@@ -227,36 +239,27 @@ def run_size(args: argparse.Namespace, label: str, size: tuple[int, int] | None)
                 # The anomaly step embeds the photo too (nearest normal image): both engines on this runtime.
                 anomaly_model.install(services, pid, model)
                 services.models.swap(SEARCH, engines[name])
-                with state.session_factory() as session:
-                    bench_user = session.get(User, uid)
-                    _, ms = timed_ms(
-                        lambda session=session, bench_user=bench_user, inspection_id=inspection_id: (
-                            anomaly_service.check_inspection(  # type: ignore[misc]
-                                session,
-                                services=services,
-                                inspection_id=inspection_id,
-                                product_id=pid,
-                                reference_image_id=None,
-                                user=bench_user,
-                            )
+                # Each runtime's steps on a fresh upload of the photo, with no vector remembered from another
+                # runtime's steps (the embedder id does not name the runtime).
+                services.batching.recent = RecentResults(services.batching.recent.size)
+                inspection_id = upload(data, photo_path.name)
+                # The worker's flow: upload, search, then anomaly (its reference lookup reuses the search's
+                # vector). --anomaly-first: the earlier runs' order, the anomaly step embedding the photo.
+                steps = ("search step", "anomaly step")
+                for step in reversed(steps) if args.anomaly_first else steps:
+                    with state.session_factory() as session:
+                        bench_user = session.get(User, uid)
+                        call = anomaly_service.check_inspection if step == "anomaly step" else search_step
+                        started = time.perf_counter()
+                        call(
+                            session,
+                            services=services,
+                            inspection_id=inspection_id,
+                            product_id=pid,
+                            reference_image_id=None,
+                            user=bench_user,
                         )
-                    )
-                    add("anomaly step", name, ms)
-                with state.session_factory() as session:
-                    bench_user = session.get(User, uid)
-                    _, ms = timed_ms(
-                        lambda session=session, bench_user=bench_user, inspection_id=inspection_id: (
-                            search_service.search_inspection(  # type: ignore[misc]
-                                session,
-                                services=services,
-                                inspection_id=inspection_id,
-                                top_k=10,
-                                product_id=pid,
-                                user=bench_user,
-                            )
-                        )
-                    )
-                    add("search step", name, ms)
+                        add(step, name, (time.perf_counter() - started) * 1000)
             print(f"  {label}: photo {i + 1}/{len(photos)}", flush=True)
     return {
         "label": label,
@@ -409,6 +412,11 @@ def main() -> None:
     parser.add_argument("--real-test", type=int, default=30)
     parser.add_argument("--deeppcb", type=Path, default=None, help="DeepPCB clone (optional)")
     parser.add_argument("--skip-real", action="store_true")
+    parser.add_argument(
+        "--anomaly-first",
+        action="store_true",
+        help="anomaly step before the search step (the earlier runs' order) instead of the worker's flow",
+    )
     parser.add_argument("--sizes", default="256,1280x960", help="comma-separated: 256 (demo) and/or WxH")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "out" / "runtime.json")
     args = parser.parse_args()

@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     max_inspection_views: int = Field(default=6, ge=1, le=32)
     max_image_pixels: int = Field(default=25_000_000, ge=1024)
     max_decode_side: int = Field(default=2048, ge=64)
+    # Photos decoded last, kept for the steps that follow the upload (the search and anomaly steps, the
+    # pictures) so each does not decode the photo again; 0: keep none.
+    decoded_photo_cache_mb: int = Field(default=128, ge=0)
     max_image_aspect_ratio: float = Field(default=20.0, ge=1.0)
     min_image_side: int = Field(default=16, ge=1)
     max_zip_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
@@ -129,7 +132,8 @@ class Settings(BaseSettings):
     # Per-step overrides of INFERENCE_CONCURRENCY (0: use it), e.g. more anomaly than search slots.
     inference_search_concurrency: int = Field(default=0, ge=0)
     inference_anomaly_concurrency: int = Field(default=0, ge=0)
-    # torch intra-op threads per running step; 0: the CPU's cores divided by the steps that may run at once.
+    # CPU threads per running step (torch, ONNX Runtime, OpenVINO); 0: the CPU's cores divided by the steps
+    # that may run at once.
     inference_threads: int = Field(default=0, ge=0)
     # Micro-batching: concurrent calls of one model are combined; the first waits this long for company.
     batch_wait_ms: float = Field(default=2.0, ge=0, le=100)

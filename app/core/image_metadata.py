@@ -20,12 +20,21 @@ _PNG_DROP = {b"eXIf", b"tEXt", b"zTXt", b"iTXt", b"tIME"}
 _WEBP_DROP = {b"EXIF", b"XMP "}
 
 
+def _turned(img: Image.Image, fmt: str) -> bool:
+    return fmt in {"JPEG", "WEBP", "TIFF", "PNG"} and img.getexif().get(_ORIENTATION, 1) in range(2, 9)
+
+
+def keeps_pixels(img: Image.Image, fmt: str) -> bool:
+    """Whether `strip_metadata` leaves this photo's pixels as they are (it turns nothing upright and
+    re-saves no TIFF): then the stored file decodes to exactly what `img` decoded to."""
+    return fmt != "TIFF" and not _turned(img, fmt)
+
+
 def strip_metadata(data: bytes, fmt: str) -> tuple[bytes, int, int]:
     """The photo without metadata, and its (possibly turned upright) width and height."""
     with Image.open(io.BytesIO(data)) as img:
-        orientation = img.getexif().get(_ORIENTATION, 1)
         size = img.size
-        if orientation in range(2, 9) and fmt in {"JPEG", "WEBP", "TIFF", "PNG"}:
+        if _turned(img, fmt):
             return _upright(img, fmt)
         if fmt == "TIFF":
             return _resave_tiff(img)

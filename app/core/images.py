@@ -6,13 +6,15 @@ import hashlib
 import io
 import math
 import struct
+import threading
 import warnings
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 
 from PIL import Image, UnidentifiedImageError
 
 from app.core.errors import InvalidInputError, PayloadTooLargeError, UnsupportedMediaError
-from app.core.image_metadata import strip_metadata
+from app.core.image_metadata import keeps_pixels, strip_metadata
 
 # Pillow format name -> (file extension, content type)
 FORMATS = {
@@ -44,11 +46,17 @@ class CheckedImage:
     width: int
     height: int
     checksum: str
+    # The decoded RGB photo when asked for (`keep_pixels`) and when decoding `data` gives the same pixels
+    # (nothing was turned upright or re-saved): the steps that follow need not decode it again.
+    pixels: Image.Image | None = field(default=None, compare=False, repr=False)
 
 
-def check_image(data: bytes, limits: ImageLimits, *, name: str = "") -> CheckedImage:
+def check_image(
+    data: bytes, limits: ImageLimits, *, name: str = "", keep_pixels: bool = False
+) -> CheckedImage:
     """Validate image bytes fully (header, pixel budget, full decode) or raise a 4xx domain error; what
     comes back carries no metadata (EXIF with GPS, XMP, comments), so none is stored or served."""
+    pixels: Image.Image | None = None
     if len(data) > limits.max_bytes:
         raise PayloadTooLargeError(
             "errors.file_too_large", name=name, limit_mb=limits.max_bytes // (1024 * 1024)
@@ -65,6 +73,8 @@ def check_image(data: bytes, limits: ImageLimits, *, name: str = "") -> CheckedI
                     raise UnsupportedMediaError("errors.unsupported_image_type", name=name, format=fmt or "?")
                 _check_dimensions(width, height, limits, name)
                 probe.load()  # a truncated or corrupt file fails here, before anything is stored
+                if keep_pixels and keeps_pixels(probe, fmt):
+                    pixels = probe.convert("RGB")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise PayloadTooLargeError("errors.image_too_many_pixels", name=name) from exc
     except UnidentifiedImageError as exc:
@@ -83,6 +93,7 @@ def check_image(data: bytes, limits: ImageLimits, *, name: str = "") -> CheckedI
         width=width,
         height=height,
         checksum=hashlib.sha256(data).hexdigest(),
+        pixels=pixels,
     )
 
 
@@ -112,3 +123,47 @@ def open_rgb(data: bytes, *, max_side: int | None = None) -> Image.Image:
         if max_side is not None and max(picture.size) > max_side:
             picture = picture.reduce(math.ceil(max(picture.size) / max_side))
         return picture.convert("RGB")
+
+
+class DecodedPhotos:
+    """The photos decoded last, by checksum, within a byte budget (thread-safe LRU).
+
+    An inspection's photo is decoded by the upload's check, then by the search step and the anomaly step
+    a moment later, and by the pictures when they are drawn: each of them takes it from here instead.
+    Only whole decodes are kept (a photo over the decode size is decoded reduced and not kept), so what
+    comes back is exactly what `open_rgb` gives for the stored bytes; callers get a copy of their own.
+    """
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget_bytes = budget_bytes
+        self._lock = threading.Lock()
+        self._items: OrderedDict[str, Image.Image] = OrderedDict()
+        self._bytes = 0
+
+    @staticmethod
+    def _size(image: Image.Image) -> int:
+        return image.width * image.height * len(image.getbands())
+
+    def get(self, checksum: str, *, max_side: int) -> Image.Image | None:
+        """A copy of the decoded photo, or None (not kept, or larger than `max_side`)."""
+        with self._lock:
+            image = self._items.get(checksum)
+            if image is None or max(image.size) > max_side:
+                return None
+            self._items.move_to_end(checksum)
+        return image.copy()
+
+    def put(self, checksum: str, image: Image.Image) -> None:
+        """Keep a whole (not reduced) RGB decode of the photo with this checksum."""
+        size = self._size(image)
+        if size > self.budget_bytes:
+            return
+        with self._lock:
+            old = self._items.pop(checksum, None)
+            if old is not None:
+                self._bytes -= self._size(old)
+            self._items[checksum] = image
+            self._bytes += size
+            while self._bytes > self.budget_bytes:
+                _, dropped = self._items.popitem(last=False)
+                self._bytes -= self._size(dropped)

@@ -14,6 +14,7 @@ from app.core.storage import ObjectStorage
 from app.ml.registry import ModelRegistry
 
 if TYPE_CHECKING:
+    from app.core.images import DecodedPhotos
     from app.core.inference import InferenceGates
     from app.db.tables import ReferenceImage
     from app.ml.batching import ModelBatching
@@ -35,6 +36,8 @@ class Services:
     inference: InferenceGates | None = None
     # Micro-batching of the request-path models (None: each call runs alone, as in jobs and the CLI).
     batching: ModelBatching | None = None
+    # Photos decoded last, shared by the upload's check and the steps after it (None: nothing kept).
+    photos: DecodedPhotos | None = None
     # Subscribers to catalog image changes, by owner (the search engine's live galleries): see
     # app.catalog.model_choices.
     image_hooks: dict[str, ImageChangeHook] = field(default_factory=dict)

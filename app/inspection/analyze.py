@@ -58,6 +58,7 @@ def analyze(
         user=user,
         views=views,
         more=more,
+        photos=services.photos,
     )
     errors: dict[AnalyzeStep, StepProblem] = {}
     search: SearchRead | None = None

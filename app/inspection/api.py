@@ -40,6 +40,7 @@ async def create_inspection(
     session: SessionDep,
     storage: StorageDep,
     settings: SettingsDep,
+    services: ServicesDep,
     user: CurrentUserDep,
     file: Annotated[UploadFile | None, File()] = None,
     files: Annotated[list[UploadFile] | None, File()] = None,
@@ -79,6 +80,7 @@ async def create_inspection(
             user=user,
             views=labels,
             more=more,
+            photos=services.photos,
         )
         return service.to_read(row)  # loads the views: database work, so off the event loop as well
 

@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 from app.catalog import service as catalog_service
 from app.core.config import Settings
 from app.core.errors import InvalidInputError, NotFoundError, ValidationFailedError
-from app.core.images import check_image, open_rgb
+from app.core.images import DecodedPhotos, check_image, open_rgb
+from app.core.services import Services
 from app.core.storage import ObjectStorage
 from app.db.tables import Inspection, InspectionView, User
 from app.inspection import outcome as outcome_service
@@ -39,6 +40,12 @@ class Photo(Protocol):
     def checksum(self) -> str: ...
 
     @property
+    def width(self) -> int: ...
+
+    @property
+    def height(self) -> int: ...
+
+    @property
     def anomaly_result(self) -> dict[str, Any] | None: ...
 
 
@@ -61,12 +68,14 @@ def create_inspection(
     user: User,
     views: Sequence[str] | None = None,
     more: Sequence[UploadedPhoto] = (),
+    photos: DecodedPhotos | None = None,
 ) -> Inspection:
     """Check every photo and view label fully, store them, and create the inspection; commits.
 
     Bad input (a bad photo, a wrong product, views not matching the files, a duplicate, unknown or
     malformed label, too many views) stores nothing. With `views`, the first photo is the inspection's
-    own photo and every photo also gets an `InspectionView` row with its label.
+    own photo and every photo also gets an `InspectionView` row with its label. With `photos`, the decodes
+    the check made are kept there for the steps that follow.
     """
     limits = catalog_service.image_limits(settings)
     uploads = [UploadedPhoto(data, file_name), *more]
@@ -74,7 +83,8 @@ def create_inspection(
         raise ValidationFailedError(
             "views.errors.too_many", count=len(uploads), limit=settings.max_inspection_views
         )
-    images = [check_image(u.data, limits, name=u.file_name) for u in uploads]
+    keep = photos is not None
+    images = [check_image(u.data, limits, name=u.file_name, keep_pixels=keep) for u in uploads]
     product = catalog_service.get_product(session, product_id=product_id) if product_id is not None else None
     labels: list[str] = []
     if views or len(uploads) > 1:
@@ -131,6 +141,10 @@ def create_inspection(
         for key in stored:
             storage.delete(key)
         raise
+    if photos is not None:
+        for image in images:
+            if image.pixels is not None and max(image.pixels.size) <= settings.max_decode_side:
+                photos.put(image.checksum, image.pixels)
     return row
 
 
@@ -171,6 +185,21 @@ def load_image(storage: ObjectStorage, inspection: Photo) -> bytes:
 def load_rgb(storage: ObjectStorage, inspection: Photo, *, max_side: int = 2048) -> Image.Image:
     """The inspection (or view) photo decoded to RGB (fully checked at upload), reduced to `max_side`."""
     return open_rgb(storage.get(inspection.image_key), max_side=max_side)
+
+
+def photo_rgb(services: Services, photo: Photo) -> Image.Image:
+    """The photo as the steps see it (`load_rgb` at MAX_DECODE_SIDE), taken from the photos decoded last
+    when it is there (the upload's check or the previous step decoded it)."""
+    max_side = services.settings.max_decode_side
+    kept = services.photos
+    if kept is not None:
+        found = kept.get(photo.checksum, max_side=max_side)
+        if found is not None:
+            return found
+    image = load_rgb(services.storage, photo, max_side=max_side)
+    if kept is not None and image.size == (photo.width, photo.height):  # a whole decode, not a reduced one
+        kept.put(photo.checksum, image.copy())
+    return image
 
 
 def get_view(session: Session, *, inspection_id: int, label: str) -> tuple[Inspection, InspectionView]:

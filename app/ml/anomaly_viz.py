@@ -185,12 +185,12 @@ def regions(anomaly_map: np.ndarray, threshold: float, min_area: int = 16) -> li
     labels, n = ndimage.label(a > threshold, structure=np.ones((3, 3), dtype=bool))
     if n == 0:
         return []
-    index = np.arange(1, n + 1)
-    areas = ndimage.sum_labels(np.ones_like(a), labels, index)
-    peaks = ndimage.maximum(a, labels, index)
+    # Areas by counting labels, and each kept area's peak inside its own box: scipy's per-label maximum
+    # sorts the whole map (~5x slower on a 256 px map, on the request path of every check).
+    areas = np.bincount(labels.ravel(), minlength=n + 1)
     found = []
     for lab, sl in enumerate(ndimage.find_objects(labels), start=1):
-        if sl is None or areas[lab - 1] < min_area:
+        if sl is None or areas[lab] < min_area:
             continue
         ys, xs = sl
         found.append(
@@ -199,8 +199,8 @@ def regions(anomaly_map: np.ndarray, threshold: float, min_area: int = 16) -> li
                 y=int(ys.start),
                 width=int(xs.stop - xs.start),
                 height=int(ys.stop - ys.start),
-                score=float(peaks[lab - 1]),
-                area=int(areas[lab - 1]),
+                score=float(a[sl][labels[sl] == lab].max()),
+                area=int(areas[lab]),
             )
         )
     return sorted(found, key=lambda r: r.score, reverse=True)

@@ -131,9 +131,22 @@ def export_onnx(module: nn.Module, example: torch.Tensor, output_names: Sequence
         raise RuntimeUnavailableError(f"ONNX export failed: {exc}") from exc
 
 
-def _threads() -> int:
-    # The application sets torch's thread count for the request path; the runtimes follow it.
-    return max(1, torch.get_num_threads())
+class _Threads:
+    """Threads one call of a compiled network runs on (INFERENCE_THREADS, set once per process by the entry
+    point, like torch's own intra-op count); 0 until set: torch's count."""
+
+    count = 0
+
+
+def set_threads(count: int) -> None:
+    """Threads per call for every network compiled from now on (ONNX Runtime intra-op threads, OpenVINO
+    threads per stream)."""
+    _Threads.count = max(1, count)
+
+
+def threads() -> int:
+    """Threads per call a network compiled now gets."""
+    return _Threads.count or max(1, torch.get_num_threads())
 
 
 class CompiledNet:
@@ -145,6 +158,7 @@ class CompiledNet:
         device: Torch-style device string the network runs on.
         run_fn: Callable running one batch.
         detail: Execution provider or plugin actually used (shown on status pages).
+        threads: CPU threads one call runs on, as the runtime reports its compiled session.
     """
 
     def __init__(
@@ -154,11 +168,13 @@ class CompiledNet:
         device: str,
         run_fn: Callable[[np.ndarray], list[np.ndarray]],
         detail: str,
+        threads: int = 1,
     ) -> None:
         self.runtime = runtime
         self.precision = precision
         self.device = device
         self.detail = detail
+        self.threads = threads
         self._run = run_fn
 
     @classmethod
@@ -211,7 +227,7 @@ class CompiledNet:
         except ImportError as exc:
             raise RuntimeUnavailableError("onnxruntime is not installed") from exc
         options = ort.SessionOptions()
-        options.intra_op_num_threads = _threads()
+        options.intra_op_num_threads = threads()
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -250,7 +266,7 @@ class CompiledNet:
             outs = session.run(None, {_INPUT: np.ascontiguousarray(batch, dtype=np.float32)})
             return [np.asarray(o, dtype=np.float32) for o in outs]
 
-        return cls(ONNX, precision, device, run, used)
+        return cls(ONNX, precision, device, run, used, session.get_session_options().intra_op_num_threads)
 
     @classmethod
     def _load_openvino(cls, onnx_bytes: bytes, device: str) -> CompiledNet:
@@ -263,13 +279,13 @@ class CompiledNet:
         # One stream serialises every request; one stream per request the CPU can run at once lets
         # concurrent requests run side by side, each on the threads one request gets (ONNX Runtime sessions
         # run concurrent calls in parallel by themselves).
-        threads = _threads()
-        streams = max(1, min(4, (os.cpu_count() or 1) // threads))
+        per_call = threads()
+        streams = max(1, min(4, (os.cpu_count() or 1) // per_call))
         compiled = core.compile_model(
             model,
             "CPU",
             {
-                "INFERENCE_NUM_THREADS": streams * threads,
+                "INFERENCE_NUM_THREADS": streams * per_call,
                 "NUM_STREAMS": streams,
                 "PERFORMANCE_HINT": "LATENCY",
                 # The CPU plugin would pick bf16 on processors that have it: scores would drift.
@@ -286,7 +302,10 @@ class CompiledNet:
             # The request reuses its output buffers: copy before another call overwrites them.
             return [np.array(results[out], dtype=np.float32) for out in compiled.outputs]
 
-        return cls(OPENVINO, FP32, device, run, "CPU")
+        used = int(compiled.get_property("INFERENCE_NUM_THREADS")) // max(
+            1, int(compiled.get_property("NUM_STREAMS"))
+        )
+        return cls(OPENVINO, FP32, device, run, "CPU", used)
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         """Outputs of the network for a float32 batch (N, ...)."""

@@ -20,7 +20,8 @@ def prepare_directories(settings: Settings) -> None:
 
 
 def set_inference_threads(threads: int, *, running: int) -> int:
-    """Give torch `threads` intra-op threads (0: the CPU's cores shared by `running` steps at once).
+    """Give each running step `threads` CPU threads (0: the CPU's cores shared by `running` steps at once):
+    torch's intra-op threads, and the ONNX Runtime / OpenVINO sessions compiled from now on.
 
     Several steps run at once on the server, each on its own request thread: more intra-op threads than
     cores per step only make them wait for each other (docs/benchmarks/throughput.md has the measurements).
@@ -28,10 +29,23 @@ def set_inference_threads(threads: int, *, running: int) -> int:
     """
     import torch
 
+    from app.ml import inference_runtime
+
     count = threads or max(1, (os.cpu_count() or 1) // max(1, running))
     torch.set_num_threads(count)
-    logger.info("torch intra-op threads: %d", count)
+    inference_runtime.set_threads(count)
+    logger.info("inference threads per running step: %d", count)
     return count
+
+
+def apply_inference_threads(settings: Settings) -> int:
+    """INFERENCE_THREADS for a process without the server's gates (a job worker, the CLI): the count the
+    server gives a step, so a build times and checks the runtimes as they will serve."""
+    from app.core.inference import InferenceGates
+
+    return set_inference_threads(
+        settings.inference_threads, running=InferenceGates.from_settings(settings).running_max
+    )
 
 
 def batch_policy(settings: Settings, device: str) -> BatchPolicy:

@@ -60,6 +60,7 @@ from app.ml.inference_runtime import (
     export_onnx,
     select_runtime,
     stored_check,
+    threads,
 )
 
 logger = logging.getLogger(__name__)
@@ -478,7 +479,7 @@ class FeatureExtractor:
         self._freeze_lock = threading.Lock()
         # Compiled feature networks by (ONNX sha256, runtime, precision): products of one backbone and tile
         # size store the same network (the export is deterministic); one compiled copy serves them all.
-        self._compiled: dict[tuple[str, str, str], CompiledNet] = {}
+        self._compiled: dict[tuple[str, str, str, int], CompiledNet] = {}
         self._exports: dict[int, bytes] = {}
         self._mean = torch.tensor(_IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(_IMAGENET_STD, device=device).view(1, 3, 1, 1)
@@ -589,7 +590,8 @@ class FeatureExtractor:
         Raises:
             RuntimeUnavailableError: The runtime cannot run it here.
         """
-        key = (hashlib.sha256(onnx_bytes).hexdigest(), runtime, precision)
+        # Compiled for the thread count in force (INFERENCE_THREADS): another count compiles anew.
+        key = (hashlib.sha256(onnx_bytes).hexdigest(), runtime, precision, threads())
         with self._freeze_lock:
             if key not in self._compiled:
                 self._compiled[key] = CompiledNet.load(

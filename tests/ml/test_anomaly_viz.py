@@ -37,6 +37,18 @@ def test_regions_are_boxes_sorted_by_peak() -> None:
     assert regions(_map_with_blobs(), threshold=20.0) == []
 
 
+def test_a_region_inside_another_ones_box_keeps_its_own_peak() -> None:
+    amap = np.full((40, 40), 1.0, np.float32)
+    amap[5:35, 5:35] = 3.0  # a ring (peak 3) ...
+    amap[8:32, 8:32] = 1.0
+    amap[15:25, 15:25] = 7.0  # ... around a hotter blob inside its box
+    found = regions(amap, threshold=2.0, min_area=4)
+    assert [(r.x, r.y, r.width, r.height, r.score, r.area) for r in found] == [
+        (15, 15, 10, 10, 7.0, 100),
+        (5, 5, 30, 30, 3.0, 30 * 30 - 24 * 24),
+    ]
+
+
 def test_heatmap_colours_hot_spots_red_and_background_blue() -> None:
     hm = heatmap(_map_with_blobs(), threshold=2.0)
     assert hm.shape == (60, 80, 3)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -27,6 +28,7 @@ from app.inspection.search.service import batching, nearest_normal_images
 from app.ml import anomaly_viz
 from app.ml.anomaly_runtime import current_models, prepare
 from app.ml.patchcore import PatchCore
+from app.ml.preprocessing import PreprocessingOptions
 
 logger = logging.getLogger(__name__)
 
@@ -47,21 +49,28 @@ def resolve_product_id(inspection: Inspection, product_id: int | None) -> int:
     return chosen
 
 
-def _reference_image(
+def _chosen_reference(
+    session: Session, *, product_id: int, reference_image_id: int | None
+) -> ReferenceImage | None:
+    """The reference image the worker chose (404 for a wrong id, 422 for another product's or a defect)."""
+    if reference_image_id is None:
+        return None
+    row = catalog_service.get_image(session, image_id=reference_image_id)
+    if row.product_id != product_id or row.kind != "normal":
+        raise ValidationFailedError("errors.anomaly_reference_not_normal", id=reference_image_id)
+    return row
+
+
+def _nearest_reference(
     session: Session,
     services: Services,
     *,
     image: Image.Image,
     image_key: str,
     product_id: int,
-    reference_image_id: int | None,
+    options: PreprocessingOptions,
     view: str | None = None,
 ) -> ReferenceImage | None:
-    if reference_image_id is not None:
-        row = catalog_service.get_image(session, image_id=reference_image_id)  # 404 for a wrong id
-        if row.product_id != product_id or row.kind != "normal":
-            raise ValidationFailedError("errors.anomaly_reference_not_normal", id=reference_image_id)
-        return row
     # A view compares with a normal image of the same view when the product has some.
     of_view = (
         catalog_service.images_by_view(session, product_id=product_id, kind="normal").get(view, [])
@@ -75,6 +84,7 @@ def _reference_image(
         product_id=product_id,
         k=8 if of_view else 1,
         image_key=image_key,
+        options=options,
     ):
         candidate = session.get(ReferenceImage, image_id)
         if candidate is not None and candidate.product_id == product_id and candidate.kind == "normal":
@@ -89,8 +99,9 @@ def _reference_image(
 
 @dataclass
 class _Checked:
-    """One photo's check before it is stored: the answer and how to draw its pictures."""
+    """One photo's check before it is recorded: its answer and how to draw its pictures (map stored)."""
 
+    photo: inspection_service.Photo
     result: AnomalyRead
     render: dict[str, Any]
 
@@ -108,23 +119,24 @@ def _check_photo(
     view: str | None = None,
     bank: str | None = None,
 ) -> _Checked:
-    """Score one photo and keep its map in the storage (the caller forgets it if the change fails)."""
+    """Score one photo and store its map (the caller forgets the map if the check is not recorded)."""
     started = time.perf_counter()
     calibration = model.calibration
     assert calibration is not None  # noqa: S101 - callers check it
-    image = inspection_service.load_rgb(services.storage, photo, max_side=services.settings.max_decode_side)
-    reference = _reference_image(
+    chosen = _chosen_reference(session, product_id=product_id, reference_image_id=reference_image_id)
+    image = inspection_service.photo_rgb(services, photo)
+    options = catalog_service.preprocessing_options(session, product_ids=[product_id])[product_id]
+    output = batching(services).detect(model, prepare(image, options))
+    amap = output.anomaly_map
+    reference = chosen or _nearest_reference(
         session,
         services,
         image=image,
         image_key=photo.checksum,
         product_id=product_id,
-        reference_image_id=reference_image_id,
+        options=options,
         view=view,
     )
-    options = catalog_service.preprocessing_options(session, product_ids=[product_id])[product_id]
-    output = batching(services).detect(model, prepare(image, options))
-    amap = output.anomaly_map
     height, width = amap.shape
     min_area = max(16, round(_MIN_REGION_SHARE * width * height))
     found = anomaly_viz.regions(amap, calibration.pixel_threshold, min_area=min_area)
@@ -174,7 +186,21 @@ def _check_photo(
         bank=bank,
         is_fallback=bank == "product",
     )
-    return _Checked(result, render)
+    return _Checked(photo, result, render)
+
+
+@contextmanager
+def _recording(session: Session, services: Services, checked: list[_Checked]) -> Iterator[None]:
+    """Record the check in the block and commit it; on any failure nothing is kept (the new maps are
+    deleted, a previous result keeps its own files)."""
+    try:
+        yield
+        session.commit()
+    except BaseException:
+        session.rollback()
+        for done in checked:
+            pictures.forget(services, done.photo, done.render)
+        raise
 
 
 def _view_models(
@@ -212,7 +238,7 @@ def _check_views(
     # A chosen reference serves the view it shows (or the first view when it has no view label).
     reference_view = (reference_row.view or inspection.views[0].view) if reference_row is not None else None
     checked: list[_Checked] = []
-    try:
+    with _recording(session, services, checked):
         for view, model, bank in plan:
             checked.append(
                 _check_photo(
@@ -228,66 +254,55 @@ def _check_views(
                     bank=bank,
                 )
             )
-    except Exception:
-        for (view, _m, _b), done in zip(plan, checked, strict=False):
-            pictures.forget(services, view, done.render)
-        raise
-    combined = views_service.combine(
-        [
-            views_service.ViewAnswer(
-                view=c.result.view or "",
-                score=c.result.score,
-                threshold=c.result.threshold,
-                is_anomaly=c.result.is_anomaly,
-                regions=[r.model_dump() for r in c.result.regions],
-            )
-            for c in checked
-        ],
-        product.view_rule or views_service.DEFAULT_RULE,
-    )
-    deciding = next(c for c in checked if c.result.view == combined.deciding.view)
-    elapsed_ms = round((time.perf_counter() - started) * 1000.0, 1)
-    result = deciding.result.model_copy(
-        update={
-            "elapsed_ms": elapsed_ms,
-            "views": [c.result.model_dump(mode="json") for c in checked],
-            "combination": combined.to_dict(),
-        }
-    )
-    is_first_check = inspection.anomaly_result is None
-    previous = [(view, (view.anomaly_result or {}).get("render")) for view, _m, _b in plan]
-    for (view, _m, _b), done in zip(plan, checked, strict=True):
-        view.anomaly_result = {**done.result.model_dump(mode="json"), "render": done.render}
-        view.anomaly_score = done.result.score
-        view.is_anomaly = done.result.is_anomaly
-    # The combined answer is the deciding view's, with that view's pictures (no render of its own).
-    inspection.anomaly_result = result.model_dump(mode="json")
-    inspection.anomaly_score = result.score
-    inspection.is_anomaly = combined.is_anomaly
-    _record_check(
-        session,
-        inspection=inspection,
-        user_id=user.id,
-        elapsed_ms=elapsed_ms,
-        event={
-            "is_rerun": not is_first_check,
-            "product_id": product.id,
-            "reference_image_id": reference_image_id,
-            "score": round(result.score, 6),
-            "threshold": round(result.threshold, 6),
-            "is_anomaly": combined.is_anomaly,
-            "rule": combined.rule,
-            "deciding_view": combined.deciding.view,
-            "anomalous_views": combined.anomalous,
-        },
-    )
-    try:
-        session.commit()
-    except Exception:
-        session.rollback()
+        combined = views_service.combine(
+            [
+                views_service.ViewAnswer(
+                    view=c.result.view or "",
+                    score=c.result.score,
+                    threshold=c.result.threshold,
+                    is_anomaly=c.result.is_anomaly,
+                    regions=[r.model_dump() for r in c.result.regions],
+                )
+                for c in checked
+            ],
+            product.view_rule or views_service.DEFAULT_RULE,
+        )
+        deciding = next(c for c in checked if c.result.view == combined.deciding.view)
+        elapsed_ms = round((time.perf_counter() - started) * 1000.0, 1)
+        result = deciding.result.model_copy(
+            update={
+                "elapsed_ms": elapsed_ms,
+                "views": [c.result.model_dump(mode="json") for c in checked],
+                "combination": combined.to_dict(),
+            }
+        )
+        is_first_check = inspection.anomaly_result is None
+        previous = [(view, (view.anomaly_result or {}).get("render")) for view, _m, _b in plan]
         for (view, _m, _b), done in zip(plan, checked, strict=True):
-            pictures.forget(services, view, done.render)
-        raise
+            view.anomaly_result = {**done.result.model_dump(mode="json"), "render": done.render}
+            view.anomaly_score = done.result.score
+            view.is_anomaly = done.result.is_anomaly
+        # The combined answer is the deciding view's, with that view's pictures (no render of its own).
+        inspection.anomaly_result = result.model_dump(mode="json")
+        inspection.anomaly_score = result.score
+        inspection.is_anomaly = combined.is_anomaly
+        _record_check(
+            session,
+            inspection=inspection,
+            user_id=user.id,
+            elapsed_ms=elapsed_ms,
+            event={
+                "is_rerun": not is_first_check,
+                "product_id": product.id,
+                "reference_image_id": reference_image_id,
+                "score": round(result.score, 6),
+                "threshold": round(result.threshold, 6),
+                "is_anomaly": combined.is_anomaly,
+                "rule": combined.rule,
+                "deciding_view": combined.deciding.view,
+                "anomalous_views": combined.anomalous,
+            },
+        )
     for view, render in previous:
         pictures.forget(services, view, render)
     return result
@@ -337,38 +352,32 @@ def check_inspection(
         reference_image_id=reference_image_id,
         url=partial(inspection_service.file_url, inspection),
     )
-    render = checked.render
-    elapsed_ms = round((time.perf_counter() - started) * 1000.0, 1)
-    result = checked.result.model_copy(update={"elapsed_ms": elapsed_ms})
-    is_first_check = inspection.anomaly_result is None
-    previous_render = (inspection.anomaly_result or {}).get("render")
-    inspection.anomaly_result = {
-        **result.model_dump(mode="json", exclude=_SINGLE_VIEW_EXTRAS),
-        "render": render,
-    }
-    inspection.anomaly_score = result.score
-    inspection.is_anomaly = result.is_anomaly
-    _record_check(
-        session,
-        inspection=inspection,
-        user_id=user.id,
-        elapsed_ms=elapsed_ms,
-        event={
-            "is_rerun": not is_first_check,
-            "product_id": pid,
-            "reference_image_id": render["reference_image_id"],
-            "score": round(result.score, 6),
-            "threshold": round(result.threshold, 6),
-            "is_anomaly": result.is_anomaly,
-        },
-    )
-    try:
-        session.commit()
-    except Exception:
-        session.rollback()
-        # The new map is never referenced; the previous result (if any) keeps its own files.
-        pictures.forget(services, inspection, render)
-        raise
+    with _recording(session, services, [checked]):
+        render = checked.render
+        elapsed_ms = round((time.perf_counter() - started) * 1000.0, 1)
+        result = checked.result.model_copy(update={"elapsed_ms": elapsed_ms})
+        is_first_check = inspection.anomaly_result is None
+        previous_render = (inspection.anomaly_result or {}).get("render")
+        inspection.anomaly_result = {
+            **result.model_dump(mode="json", exclude=_SINGLE_VIEW_EXTRAS),
+            "render": render,
+        }
+        inspection.anomaly_score = result.score
+        inspection.is_anomaly = result.is_anomaly
+        _record_check(
+            session,
+            inspection=inspection,
+            user_id=user.id,
+            elapsed_ms=elapsed_ms,
+            event={
+                "is_rerun": not is_first_check,
+                "product_id": pid,
+                "reference_image_id": render["reference_image_id"],
+                "score": round(result.score, 6),
+                "threshold": round(result.threshold, 6),
+                "is_anomaly": result.is_anomaly,
+            },
+        )
     pictures.forget(services, inspection, previous_render)
     return result
 

@@ -229,7 +229,7 @@ def _search_photo(
 ) -> SearchRead:
     """Search the defect gallery for one photo and decide its verdict (nothing is stored)."""
     started = time.perf_counter()
-    image = inspection_service.load_rgb(services.storage, photo, max_side=services.settings.max_decode_side)
+    image = inspection_service.photo_rgb(services, photo)
     vectors: dict[int, np.ndarray] = {}
     # Remembered by the photo's checksum: the anomaly step's reference lookup reuses the same vector.
     hits = _query_hits(
@@ -517,16 +517,18 @@ def nearest_normal_images(
     product_id: int,
     k: int = 1,
     image_key: str | None = None,
+    options: PreprocessingOptions | None = None,
 ) -> list[int]:
     """Ids of the product's normal images most similar to `image`, best first ([] without a normal gallery).
 
     The anomaly step uses the first as the reference image it compares against. `image_key` (the photo's
-    checksum) reuses the search step's vector when the normal gallery was built with the same preprocessing.
+    checksum) reuses the search step's vector when the normal gallery was built with the same preprocessing;
+    `options` is the product's current preprocessing when the caller has read it already.
     """
     engine = _engine(services)
     if engine is None or engine.gallery("normal") is None or k < 1:
         return []
-    current = catalog_service.preprocessing_options(session, product_ids=[product_id])[product_id]
+    current = options or catalog_service.preprocessing_options(session, product_ids=[product_id])[product_id]
     options = engine.options_for("normal", product_id, current)
     vector = batching(services).embed(engine, image, options, image_key=image_key)
     return [hit.image_id for hit in engine.search("normal", vector, k, product_id)]
