@@ -40,6 +40,8 @@ from app.ml.milvus_gallery import (
 logger = logging.getLogger(__name__)
 
 KIND = "regions"
+# The key of search.json naming a version's identification collection.
+META_KEY = "identification_collection"
 
 
 class MilvusRegionStore:
@@ -220,3 +222,39 @@ class MilvusRegionStore:
             if len(page) < MAX_LIMIT:
                 return out
             last = max(int(row["image_id"]) for row in page)
+
+
+def build_store(
+    config: MilvusConfig, products: Iterable[Any], *, whole_dim: int | None = None
+) -> MilvusRegionStore | None:
+    """A new collection holding these `ProductIdentification` s, each attached to it (None: no products).
+
+    The region half is as wide as the widest descriptor among them.
+    """
+    found = list(products)
+    if not found:
+        return None
+    width = whole_dim or int(found[0].whole.shape[1])
+    region_dim = max((int(p.region.shape[1]) for p in found if p.region is not None), default=0)
+    store = MilvusRegionStore.create(config, width, region_dim)
+    try:
+        for product in found:
+            product.attach(store)
+    except Exception:
+        store.drop()
+        raise
+    return store
+
+
+def drop_saved_store(config: MilvusConfig, meta: bytes) -> bool:
+    """Drop the identification collection a version's ``search.json`` names; True when one was dropped."""
+    try:
+        name = json.loads(meta.decode("utf-8")).get(META_KEY)
+    except (ValueError, AttributeError):
+        return False
+    client = client_for(config)
+    if not isinstance(name, str) or not client.has_collection(name):
+        return False
+    client.drop_collection(name)
+    logger.info("dropped Milvus collection %s of a replaced version", name)
+    return True
