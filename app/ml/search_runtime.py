@@ -307,15 +307,28 @@ class SearchEngine:
             for path in sorted(folder.glob("product-*.npz")):
                 found = ProductIdentification.load(path)
                 engine.identification[found.product_id] = found
-        name = meta.get(REGIONS_KEY)
-        if isinstance(name, str) and backend.milvus is not None:
-            try:
-                engine.regions = MilvusRegionStore.attach(backend.milvus, name)
-            except LookupError as exc:
-                raise ArtifactError(f"identification data of {directory}: {exc}") from exc
+        engine.regions = _attach_regions(backend, meta.get(REGIONS_KEY), generation)
+        if engine.regions is not None:
             for found in engine.identification.values():
                 found.attach(engine.regions, fill=False)
         return engine
+
+
+def _attach_regions(backend: VectorBackend, name: object, generation: str) -> MilvusRegionStore | None:
+    """The identification collection a version names, when it is this deployment's and exists.
+
+    Otherwise (FAISS configured, a version restored from another deployment's backup or into a Milvus
+    that lost it) identification searches the arrays the version's npz files hold, with the same answers,
+    until the next build makes a collection.
+    """
+    config = backend.milvus
+    if not isinstance(name, str) or config is None:
+        return None
+    if name.startswith(config.prefix + "_"):
+        with contextlib.suppress(LookupError):
+            return MilvusRegionStore.attach(config, name)
+    logger.warning("identification of %s searches its arrays: no collection %s here", generation, name)
+    return None
 
 
 def _release_regions(current: MilvusRegionStore, meta_path: Path) -> None:
