@@ -13,22 +13,36 @@ Per seed a fresh random split (train normals / validation normals + defects / te
 Pipelines, all scored on the same test images:
 
 * ``today``: ``PatchCoreConfig()`` (EfficientNet-Lite0, square 256 resize), as deployed before this change;
-* ``new``: ``product_config`` (aspect kept, tiles, grayscale) and the backbone chosen by
-  ``select_backbone`` on the validation images only (never on the test images);
+* ``new``: ``product_config`` (aspect kept, tiles, grayscale, coreset ratio divided by the tile count so the
+  bank keeps a one-tile bank's size) and the backbone ``select_backbone`` keeps or chooses on the validation
+  images only (never on the test images): the default unless validation is large enough and another
+  backbone beats it by the margin;
+* ``new_fullbank`` (``--ablate-bank``, tiled sets only): ``new`` with the coreset ratio not divided (the bank
+  of the previous run), same backbone, to measure what the smaller bank costs or gains;
 * ``anomalib``: anomalib 2.7.0 ``PatchcoreModel`` on the same EfficientNet-Lite0 weights and the same
   square 256 input (see bench/patchcore_bench.py for the backbone equality check).
 
+Latency is timed with the runtime each pipeline runs on when deployed: ``today`` on PyTorch (as deployed
+before the inference runtimes), ``new`` on what the build's parity check chooses with INFERENCE_RUNTIME=auto
+(ONNX Runtime / OpenVINO where it passes, else PyTorch), and ``today_rt``, today's model on that same
+choice, so the runtime's share of the gain is visible. anomalib runs as it is (PyTorch).
+
 Figures: image AUROC (mean, min-max over seeds), DeepPCB box hit rate (share of defect images whose anomaly
-map peaks inside an annotated box), build time, latency per image and per megapixel of the photo (median,
-one thread, measured in a fresh process with the default allocator).
+map peaks inside an annotated box), build time, latency per photo, per megapixel of the photo and per
+megapixel of the working image the backbone sees (median, one thread, measured in a fresh process with the
+default allocator).
 
     nice -n 10 .venv/bin/python bench/anomaly_real_bench.py --seeds 2
+
+anomalib is not in the app's environment: run from a venv that has it (``pip install .[bench]`` with the
+torch constraints of docs/benchmarks, or a venv layered on the app's), or pass ``--skip-anomalib``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -50,7 +64,14 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from app.ml.anomaly_eval import image_auroc  # noqa: E402
-from app.ml.anomaly_select import product_config, select_backbone  # noqa: E402
+from app.ml.anomaly_select import (  # noqa: E402
+    BACKBONE_MARGIN,
+    MIN_EVIDENCE_Z,
+    MIN_VALIDATION_IMAGES,
+    product_config,
+    select_backbone,
+)
+from app.ml.inference_runtime import AUTO, TORCH  # noqa: E402
 from app.ml.patchcore import FeatureExtractor, PatchCore, PatchCoreConfig  # noqa: E402
 
 from bench import patchcore_bench as pcb  # noqa: E402
@@ -200,32 +221,49 @@ def run_anomalib(
     }, model.memory_bank.numpy().copy()
 
 
-def latency_worker(jobs: list[dict[str, Any]], images: list[Image.Image]) -> dict[str, float]:
-    """Median ms per image of each pipeline, alternating image by image, in this fresh process."""
+def latency_worker(
+    jobs: list[dict[str, Any]], images: list[Image.Image], parity_images: list[Image.Image]
+) -> dict[str, Any]:
+    """Median ms per image of each pipeline, alternating image by image, in this fresh process.
+
+    A job with ``runtime`` ``auto`` first runs the build's parity check on ``parity_images`` (as a deployed
+    build does on the product's photos) and is timed on whatever it chose.
+    """
     torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)
     fns = {}
+    runtimes: dict[str, str] = {}
+    extractors: dict[str, FeatureExtractor] = {}
     for job in jobs:
         cfg = PatchCoreConfig.from_dict(job["config"])
-        extractor = FeatureExtractor.load(cfg.backbone, device="cpu")
+        if cfg.backbone not in extractors:
+            extractors[cfg.backbone] = FeatureExtractor.load(cfg.backbone, device="cpu")
+        extractor = extractors[cfg.backbone]
         if job["name"] == "anomalib":
             model = pcb.build_anomalib(extractor, cfg.num_neighbors, verbose=False)
             model.memory_bank = torch.from_numpy(job["bank"])
             model.eval()
             fns["anomalib"] = pcb.anomalib_detector(model, extractor, cfg)
+            runtimes["anomalib"] = "torch (anomalib)"
         else:
-            fns[job["name"]] = PatchCore(extractor, cfg, job["bank"]).detect
+            ours = PatchCore(extractor, cfg, job["bank"])
+            if job.get("runtime", TORCH) != TORCH:
+                ours.select_runtime(parity_images, job["runtime"])
+            fns[job["name"]] = ours.detect
+            runtimes[job["name"]] = ours.runtime
     for im in images[:2]:
         for fn in fns.values():
             fn(im)
-    return pcb.interleaved_latency(images, fns)
+    return {"ms": pcb.interleaved_latency(images, fns), "runtime": runtimes}
 
 
-def fresh_latency(jobs: list[dict[str, Any]], images: list[Image.Image]) -> dict[str, float]:
+def fresh_latency(
+    jobs: list[dict[str, Any]], images: list[Image.Image], parity_images: list[Image.Image]
+) -> dict[str, Any]:
     import multiprocessing
 
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        result: dict[str, float] = pool.apply(latency_worker, (jobs, images))
+        result: dict[str, Any] = pool.apply(latency_worker, (jobs, images, parity_images))
     return result
 
 
@@ -256,6 +294,19 @@ def main() -> None:
         "--backbones", nargs="*", default=["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
     )
     parser.add_argument("--coreset", type=float, default=0.1)
+    parser.add_argument(
+        "--margin", type=float, default=BACKBONE_MARGIN, help="backbone rule (see anomaly_select)"
+    )
+    parser.add_argument("--min-validation", type=int, default=MIN_VALIDATION_IMAGES)
+    parser.add_argument(
+        "--min-z", type=float, default=MIN_EVIDENCE_Z, help="paired DeLong z (0: margin only)"
+    )
+    parser.add_argument(
+        "--ablate-bank",
+        action="store_true",
+        help="also run new_fullbank (coreset ratio not / tiles)",
+    )
+    parser.add_argument("--parity-images", type=int, default=8, help="photos of the runtime parity check")
     parser.add_argument("--latency-images", type=int, default=8)
     parser.add_argument("--skip-anomalib", action="store_true")
     parser.add_argument("--max-rss-gb", type=float, default=8.0)
@@ -273,7 +324,7 @@ def main() -> None:
 
     results: dict[str, Any] = {}
     for name in args.sets:
-        runs: dict[str, list[dict[str, Any]]] = {"today": [], "new": [], "anomalib": []}
+        runs: dict[str, list[dict[str, Any]]] = {"today": [], "new": [], "new_fullbank": [], "anomalib": []}
         latency_jobs: list[dict[str, Any]] = []
         sizes: dict[str, int] = {}
         for seed in range(args.seeds):
@@ -305,6 +356,9 @@ def main() -> None:
                 candidates=args.backbones,
                 extractors=extractors,
                 val_fraction=len(val_normals) / (len(split.train) + len(val_normals)),
+                margin=args.margin,
+                min_validation=args.min_validation,
+                min_z=args.min_z,
             )
             search_s = time.perf_counter() - t0
             cfg_new = replace(shaped, backbone=choice.backbone)
@@ -312,11 +366,19 @@ def main() -> None:
             new.update(
                 search_s=search_s,
                 backbone=choice.backbone,
+                reason=choice.reason,
                 val_scores=choice.scores,
                 tiling=cfg_new.tiling_summary(),
             )
             runs["new"].append(new)
             print(name, seed, "new", json.dumps(new), flush=True)
+            full_model = None
+            tiles = cfg_new.tile_grid[0] * cfg_new.tile_grid[1]
+            if args.ablate_bank and tiles > 1:
+                cfg_full = replace(cfg_new, coreset_ratio=cfg_today.coreset_ratio)
+                full, full_model = run_engine(split, cfg_full, extractors[choice.backbone])
+                runs["new_fullbank"].append(full)
+                print(name, seed, "new_fullbank", json.dumps(full), flush=True)
 
             anomalib_bank = None
             if anomalib_model is not None:
@@ -324,18 +386,51 @@ def main() -> None:
                 runs["anomalib"].append(theirs)
                 print(name, seed, "anomalib", json.dumps(theirs), flush=True)
             if seed == 0:
+                today_job = {"config": cfg_today.to_dict(), "bank": today_model.memory_bank}
                 latency_jobs = [
-                    {"name": "today", "config": cfg_today.to_dict(), "bank": today_model.memory_bank},
-                    {"name": "new", "config": cfg_new.to_dict(), "bank": new_model.memory_bank},
+                    {"name": "today", "runtime": TORCH, **today_job},
+                    {"name": "today_rt", "runtime": AUTO, **today_job},
+                    {
+                        "name": "new",
+                        "runtime": AUTO,
+                        "config": cfg_new.to_dict(),
+                        "bank": new_model.memory_bank,
+                    },
                 ]
+                if full_model is not None:
+                    latency_jobs.append(
+                        {
+                            "name": "new_fullbank",
+                            "runtime": AUTO,
+                            "config": cfg_full.to_dict(),
+                            "bank": full_model.memory_bank,
+                        }
+                    )
+                work_mp = {
+                    job["name"]: math.prod(PatchCoreConfig.from_dict(job["config"]).work_size) / 1e6
+                    for job in latency_jobs
+                }
+                work_mp["anomalib"] = cfg_today.image_size**2 / 1e6
+                # The parity check runs on the product's own photos as in a build: validation defects first.
+                parity = sorted(zip(split.val_labels, split.val, strict=True), key=lambda p: not p[0])
+                parity_images = [im for _, im in parity][: args.parity_images]
                 if anomalib_bank is not None:
                     latency_jobs.append(
                         {"name": "anomalib", "config": cfg_today.to_dict(), "bank": anomalib_bank}
                     )
                 lat_images = split.test[: args.latency_images]
-        lat = fresh_latency(latency_jobs, lat_images)
+        load_before = os.getloadavg()
+        lat_out = fresh_latency(latency_jobs, lat_images, parity_images)
+        lat, lat_runtime = lat_out["ms"], lat_out["runtime"]
         mp = statistics.fmean(im.width * im.height for im in lat_images) / 1e6
-        row: dict[str, Any] = {"sizes": sizes, "seeds": args.seeds, "photo_mp": mp}
+        row: dict[str, Any] = {
+            "sizes": sizes,
+            "seeds": args.seeds,
+            "photo_mp": mp,
+            "loadavg_before_latency": load_before,
+            "loadavg_after_latency": os.getloadavg(),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
         for impl, impl_runs in runs.items():
             if not impl_runs:
                 continue
@@ -346,19 +441,41 @@ def main() -> None:
                 "bank": impl_runs[0]["bank"],
                 "latency_ms": lat[impl],
                 "latency_ms_per_mp": lat[impl] / mp,
+                "latency_ms_per_work_mp": lat[impl] / work_mp[impl],
+                "work_mp": work_mp[impl],
+                "runtime": lat_runtime[impl],
                 "runs": impl_runs,
             }
+        # Today's model on the runtime the new pipeline gets: no AUROC of its own (same scores within 1e-4).
+        row["today_rt"] = {
+            "latency_ms": lat["today_rt"],
+            "latency_ms_per_mp": lat["today_rt"] / mp,
+            "latency_ms_per_work_mp": lat["today_rt"] / work_mp["today_rt"],
+            "work_mp": work_mp["today_rt"],
+            "runtime": lat_runtime["today_rt"],
+        }
         results[name] = row
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2, default=float))
 
-    print("\n| set | pipeline | image AUROC mean (range) | box hit | build s | ms/img | ms/MP |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "\n| set | pipeline | runtime | image AUROC mean (range) | box hit | build s | bank | ms/photo"
+        " | ms/input MP | ms/working MP | vs today per input MP |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, row in results.items():
-        for impl in ("today", "new", "anomalib"):
+        base = row["today"]["latency_ms_per_mp"]
+        for impl in ("today", "today_rt", "new", "new_fullbank", "anomalib"):
             if impl not in row:
                 continue
             r = row[impl]
+            if "image_auroc" not in r:
+                print(
+                    f"| {name} | {impl} | {r['runtime']} | (= today) | | | | {r['latency_ms']:.0f} |"
+                    f" {r['latency_ms_per_mp']:.0f} | {r['latency_ms_per_work_mp']:.0f} |"
+                    f" {r['latency_ms_per_mp'] / base:.2f}x |"
+                )
+                continue
             au, bh = r["image_auroc"], r["box_hit"]
             au_s = (
                 f"{au['mean']:.3f} ({au['range'][0]:.3f}-{au['range'][1]:.3f})"
@@ -367,10 +484,13 @@ def main() -> None:
             )
             bh_s = f"{bh['mean']:.2f}" if bh["mean"] is not None else "-"
             print(
-                f"| {name} | {impl} | {au_s} | {bh_s} | {r['build_s']:.1f} | {r['latency_ms']:.0f} |"
-                f" {r['latency_ms_per_mp']:.0f} |"
+                f"| {name} | {impl} | {r['runtime']} | {au_s} | {bh_s} | {r['build_s']:.1f} | {r['bank']} |"
+                f" {r['latency_ms']:.0f} | {r['latency_ms_per_mp']:.0f} | {r['latency_ms_per_work_mp']:.0f} |"
+                f" {r['latency_ms_per_mp'] / base:.2f}x |"
             )
         print(f"sizes {name}: {json.dumps(row['sizes'])}, seeds {row['seeds']}")
+        loads = f"{row['loadavg_before_latency']} -> {row['loadavg_after_latency']}"
+        print(f"load average around the latency runs: {loads}")
 
 
 if __name__ == "__main__":

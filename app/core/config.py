@@ -113,6 +113,12 @@ class Settings(BaseSettings):
     # What runs the image embedder and PatchCore's feature network: "auto" (the fastest installed one whose
     # scores equal PyTorch's, checked when the artifact is built or the embedder loaded), or one by name.
     inference_runtime: Literal["auto", "torch", "onnx", "openvino"] = "auto"
+    # Anomaly backbone "auto": the default (EfficientNet-Lite0) stays unless another backbone's validation
+    # image AUROC beats it by this margin with a paired DeLong z of at least ANOMALY_BACKBONE_MIN_Z (0: the
+    # margin alone), on at least this many held-out normal and defect images each (fewer: no search).
+    anomaly_backbone_margin: float = Field(default=0.05, ge=0.0, le=1.0)
+    anomaly_backbone_min_z: float = Field(default=1.645, ge=0.0)
+    anomaly_backbone_min_validation: int = Field(default=10, ge=1)
     text_embedder: str = "use"
     search_min_score: float = 0.5
     search_min_margin: float = 0.02

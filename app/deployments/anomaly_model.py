@@ -39,7 +39,7 @@ from app.ml.anomaly_calibration import train_and_score
 from app.ml.anomaly_eval import read_mask
 from app.ml.anomaly_report import honest_evaluation
 from app.ml.anomaly_runtime import ANOMALY, AnomalyModels, current_models, load_prepared
-from app.ml.anomaly_select import BackboneChoice, product_config, select_backbone
+from app.ml.anomaly_select import REASON_CHOSEN, BackboneChoice, product_config, select_backbone
 from app.ml.errors import ArtifactError, ModelNotAvailableError
 from app.ml.patchcore import (
     AUTO_BACKBONE,
@@ -260,6 +260,8 @@ def train_config(backbone: str, params: JobParams) -> PatchCoreConfig:
         max_bank=int(number("max_bank", config.max_bank)),
         num_neighbors=int(number("num_neighbors", config.num_neighbors)),
         batch_size=int(number("batch_size", config.batch_size)),
+        ivf_lists=int(number("ivf_lists", config.ivf_lists)),
+        ivf_probe=int(number("ivf_probe", config.ivf_probe)),
     )
 
 
@@ -346,6 +348,9 @@ def build_product(
             device=services.models.device,
             extractors=cache,
             should_cancel=should_cancel,
+            margin=settings.anomaly_backbone_margin,
+            min_validation=settings.anomaly_backbone_min_validation,
+            min_z=settings.anomaly_backbone_min_z,
         )
         config = replace(config, backbone=choice.backbone)
     extractor = cache.get(config.backbone)
@@ -387,7 +392,7 @@ def build_product(
         seed=config.seed,
     )
     # The search validated on these same held-out images: their AUROC is then the best of several.
-    evaluation["backbone_selected_here"] = choice is not None and choice.reason == "validation_auroc"
+    evaluation["backbone_selected_here"] = choice is not None and choice.reason == REASON_CHOSEN
     version = utcnow().strftime("%Y%m%dT%H%M%S") + (f"-j{job_id}" if job_id is not None else "")
     scope = scope_of(product_id) if view is None else view_scope_of(product_id, view)
     key = artifact_store.version_key(KIND, scope, version)
@@ -405,7 +410,8 @@ def build_product(
         "backbone": AUTO_BACKBONE if auto_backbone else setting_name(config.backbone),
         "engine_backbone": setting_name(config.backbone),
         "backbone_choice": None if choice is None else choice.to_dict(),
-        "tiling": config.tiling_summary(),
+        # product_config divided the coreset ratio by the tile count (the bank of a one-tile model)
+        "tiling": {**config.tiling_summary(), "bank_per_tile": True},
         "bank_size": result.model.bank_size,
         "n_train": result.n_train,
         "image_size": config.image_size,

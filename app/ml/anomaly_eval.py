@@ -6,6 +6,7 @@ which equals the trapezoidal area under the ROC curve.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -79,6 +80,41 @@ def roc_auc(labels: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.nd
 def image_auroc(labels: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
     """Image-level AUROC: ``labels[i]`` is True for a defect image."""
     return roc_auc(labels, scores)
+
+
+def paired_auroc_z(
+    labels: Sequence[bool] | np.ndarray,
+    scores_a: Sequence[float] | np.ndarray,
+    scores_b: Sequence[float] | np.ndarray,
+) -> float:
+    """z statistic of AUROC(b) - AUROC(a) on the same images (DeLong, DeLong & Clarke-Pearson 1988).
+
+    The two AUROCs are correlated (same images); DeLong's variance of their difference accounts for it.
+    Positive when b ranks defects above normals better; +-inf when the difference has no variance (e.g.
+    every pair ordered alike by both but for ties), 0.0 when the AUROCs are equal; NaN with fewer than two
+    images of a class.
+    """
+    y = _as_labels(labels)
+    a = np.asarray(scores_a, dtype=np.float64).ravel()
+    b = np.asarray(scores_b, dtype=np.float64).ravel()
+    if not y.shape == a.shape == b.shape:
+        raise ValueError("labels and both score lists must have the same length")
+    m, n = int(y.sum()), int((~y).sum())
+    if m < 2 or n < 2:
+        return float("nan")
+
+    def components(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pos, neg = s[y][:, None], s[~y][None, :]
+        psi = (pos > neg) + 0.5 * (pos == neg)  # (m, n): 1, 1/2 or 0 per defect-normal pair
+        return psi.mean(axis=1), psi.mean(axis=0)
+
+    v10_a, v01_a = components(a)
+    v10_b, v01_b = components(b)
+    diff = float(v10_b.mean() - v10_a.mean())
+    var = float(np.var(v10_b - v10_a, ddof=1) / m + np.var(v01_b - v01_a, ddof=1) / n)
+    if var <= 1e-15:
+        return 0.0 if abs(diff) < 1e-12 else math.copysign(math.inf, diff)
+    return diff / math.sqrt(var)
 
 
 def pixel_auroc(masks: Sequence[np.ndarray], anomaly_maps: Sequence[np.ndarray]) -> float:

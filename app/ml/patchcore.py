@@ -82,6 +82,8 @@ AUTO_BACKBONE = "auto"
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 _MAP_SIGMA = 4.0
+# FAISS's k-means wants ~39 training points per cell; a bank smaller than that keeps the exact search.
+IVF_MIN_POINTS_PER_LIST = 39
 
 ProgressFn = Callable[[float, str], None]
 CancelFn = Callable[[], bool]
@@ -176,6 +178,12 @@ class PatchCoreConfig:
             are ``image_size`` squares; their patch maps are stitched keeping each tile's interior.
         grayscale: Compare luminance only: photos are converted to grayscale before the backbone (chosen
             when every normal image of the product is grayscale, so a tinted photo is not an anomaly).
+        ivf_lists: 0 (default): exact nearest-neighbour search over the whole bank. N > 0: an inverted-file
+            index (FAISS IVF, N k-means cells of the bank) searching ``ivf_probe`` cells per patch, for banks
+            of at least ``IVF_MIN_POINTS_PER_LIST * N`` patches (smaller ones stay exact). Approximate: a
+            patch whose nearest bank patch lies in an unprobed cell gets a larger distance; see
+            docs/benchmarks/anomaly_real.md for what that did to scores and AUROC before relying on it.
+        ivf_probe: Cells searched per patch with ``ivf_lists``.
     """
 
     backbone: str = DEFAULT_BACKBONE
@@ -191,6 +199,8 @@ class PatchCoreConfig:
     work_height: int = 0
     tile_overlap: int = 32
     grayscale: bool = False
+    ivf_lists: int = 0
+    ivf_probe: int = 8
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -203,6 +213,8 @@ class PatchCoreConfig:
             raise ValueError("max_bank, num_neighbors and feature_dim must be positive")
         if self.projection_dim < 1 or self.batch_size < 1:
             raise ValueError("projection_dim and batch_size must be positive")
+        if self.ivf_lists < 0 or self.ivf_probe < 1:
+            raise ValueError("ivf_lists must be >= 0 and ivf_probe positive")
         if (self.work_width == 0) != (self.work_height == 0):
             raise ValueError("work_width and work_height are both 0 (square resize) or both set")
         if self.work_width:
@@ -232,7 +244,7 @@ class PatchCoreConfig:
         )
 
     def tiling_summary(self) -> dict[str, Any]:
-        """What the deploy screen shows: working size, tile grid, tile side, overlap, grayscale."""
+        """What the deploy screen shows: working size, tiles, overlap, grayscale, coreset ratio."""
         cols, rows = self.tile_grid
         width, height = self.work_size
         return {
@@ -244,6 +256,7 @@ class PatchCoreConfig:
             "tile_overlap": self.tile_overlap if cols * rows > 1 else 0,
             "keeps_aspect": self.work_width != 0,
             "grayscale": self.grayscale,
+            "coreset_ratio": self.coreset_ratio,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -723,13 +736,35 @@ class PatchCore:
         self.memory_bank = np.ascontiguousarray(memory_bank, dtype=np.float32)
         self.calibration = calibration
         self.preprocessing_key = preprocessing_key
-        self.index = faiss.IndexFlatL2(dim)
-        self.index.add(self.memory_bank)
+        self.index = self._build_index(faiss, dim)
         self._operators: dict[tuple[int, int, int], torch.Tensor] = {}
         # The inference runtime of the feature network: None runs the PyTorch extractor.
         self.runtime_choice: RuntimeChoice | None = None
         self._net: CompiledNet | None = None
         self._onnx: bytes | None = None
+
+    def _build_index(self, faiss: Any, dim: int) -> Any:
+        """Exact flat index, or an IVF index over the bank (``config.ivf_lists``, large banks only)."""
+        lists = self.config.ivf_lists
+        if lists <= 0 or self.bank_size < IVF_MIN_POINTS_PER_LIST * lists:
+            index = faiss.IndexFlatL2(dim)
+            index.add(self.memory_bank)
+            return index
+        quantizer = faiss.IndexFlatL2(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, lists)
+        index.cp.seed = self.config.seed  # the same bank gives the same cells on every server
+        index.train(self.memory_bank)
+        index.add(self.memory_bank)
+        index.nprobe = min(self.config.ivf_probe, lists)
+        # Kept alive with the index (FAISS holds a raw pointer to it).
+        self._quantizer = quantizer
+        return index
+
+    @property
+    def search_kind(self) -> str:
+        """``flat`` (exact) or ``ivf <lists>/<probe>``."""
+        nprobe = getattr(self.index, "nprobe", None)
+        return "flat" if nprobe is None else f"ivf {self.index.nlist}/{nprobe}"
 
     @property
     def runtime(self) -> str:
@@ -906,6 +941,10 @@ class PatchCore:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         _, idx = self.index.search(queries, 1)
         nearest = idx[:, 0]
+        missing = np.flatnonzero(nearest < 0)  # IVF: nothing in the probed cells (rare); search them exactly
+        if missing.size:
+            gaps = queries[missing, None, :] - self.memory_bank[None, :, :]
+            nearest[missing] = np.einsum("ijk,ijk->ij", gaps, gaps).argmin(axis=1)
         diff = queries - self.memory_bank[nearest]
         return np.sqrt(np.einsum("ij,ij->i", diff, diff)), nearest
 
@@ -925,6 +964,7 @@ class PatchCore:
         m_test = queries.reshape(b, h * w, d)[rows, star]  # (B, D)
         m_bank = nn_idx[rows, star]  # index of m* in the bank
         _, support = self.index.search(self.memory_bank[m_bank], n_support)  # N_b(m*), includes m* itself
+        support = np.where(support < 0, m_bank[:, None], support)  # IVF: fewer found than asked
         diffs = m_test[:, None, :] - self.memory_bank[support]
         support_d = np.sqrt((diffs.astype(np.float64) ** 2).sum(-1))
         d_star = np.sqrt(((m_test.astype(np.float64) - self.memory_bank[m_bank]) ** 2).sum(-1))

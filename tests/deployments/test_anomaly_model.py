@@ -227,12 +227,18 @@ def _product_with_defects(client: TestClient, code: str, n_normal: int, n_defect
         return product_id
 
 
-def test_auto_backbone_build_records_tiling_choice_and_cross_validated_evaluation(client: TestClient) -> None:
+def test_auto_backbone_build_records_tiling_choice_and_cross_validated_evaluation(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tests.conftest import ADMIN_PASSWORD
     from tests.deployments.test_pages import login_page
 
     pid = _product_with_defects(client, "weave", n_normal=10, n_defect=6)
     state = client.app.state  # type: ignore[attr-defined]
+    # A product this small is below the default minimum validation size: allow the search here.
+    monkeypatch.setattr(state.services.settings, "anomaly_backbone_min_validation", 3)
+    monkeypatch.setattr(state.services.settings, "anomaly_backbone_margin", 0.0)
+    monkeypatch.setattr(state.services.settings, "anomaly_backbone_min_z", 0.0)
     with state.session_factory() as session:
         settings_row = catalog_service.get_model_settings(session)
         settings_row.anomaly_backbone = "auto"
@@ -244,7 +250,9 @@ def test_auto_backbone_build_records_tiling_choice_and_cross_validated_evaluatio
     assert _states(client)[pid].state == "current"  # "auto" is what was asked for: not stale
     assert detail["backbone"] == "auto"
     choice = detail["backbone_choice"]
-    assert choice["reason"] == "validation_auroc"
+    # margin 0: the best validation AUROC wins, a tie keeps the default
+    assert choice["reason"] in ("validation_margin", "default_within_margin")
+    assert (choice["params"]["normals"], choice["params"]["defects"]) == (3, 6)
     assert set(choice["scores"]) >= {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}
     assert detail["engine_backbone"] == choice["backbone"].replace("_", "-")
     tiling = detail["tiling"]
@@ -268,11 +276,47 @@ def test_auto_backbone_build_records_tiling_choice_and_cross_validated_evaluatio
     assert 'data-curve="pr"' in page.text
     assert "cross-validation" in page.text
     assert "data-confusion" in page.text
-    assert "Chosen automatically" in page.text
+    assert "on the validation images (3 normal, 6 defect)" in page.text
     assert f"{tiling['work_width']} x {tiling['work_height']} px" in page.text
     korean = client.get("/admin/deploy/anomaly?lang=ko")
     assert "교차검증" in korean.text
     assert "긁힘" in korean.text
+
+
+def test_auto_backbone_keeps_the_default_without_enough_validation_images_and_says_why(
+    client: TestClient,
+) -> None:
+    from tests.conftest import ADMIN_PASSWORD
+    from tests.deployments.test_pages import login_page
+
+    pid = _product_with_defects(client, "twill", n_normal=10, n_defect=6)
+    state = client.app.state  # type: ignore[attr-defined]
+    with state.session_factory() as session:
+        catalog_service.get_model_settings(session).anomaly_backbone = "auto"
+        session.commit()
+    ctx = _job(client, pid)
+    _finish(client, ctx, "succeeded", anomaly_model.run(ctx))
+
+    detail = _states(client)[pid].detail
+    choice = detail["backbone_choice"]
+    assert (choice["backbone"], choice["reason"], choice["scores"]) == (
+        "efficientnet_lite0",
+        "default_small_validation",
+        {},  # no candidate was fitted: the search would have been a coin toss
+    )
+    assert detail["engine_backbone"] == "efficientnet-lite0"
+    assert not detail["evaluation"]["backbone_selected_here"]
+    # 160 x 96 photos of a 64 px test tile: several tiles, and a bank of one tile's size
+    tiling = detail["tiling"]
+    tiles = tiling["tile_cols"] * tiling["tile_rows"]
+    assert tiles > 1
+    assert tiling["bank_per_tile"]
+    login_page(client, "admin1", ADMIN_PASSWORD)
+    page = client.get("/admin/deploy/anomaly?lang=en")
+    assert "with 3 normal and 6 defect validation images (fewer than 10 each)" in page.text
+    assert f"/ {tiles} tiles" in page.text
+    korean = client.get("/admin/deploy/anomaly?lang=ko")
+    assert "정상 3장, 불량 6장" in korean.text
 
 
 def test_normal_only_product_states_its_threshold_rule_on_the_deploy_screen(client: TestClient) -> None:
