@@ -48,10 +48,12 @@ from app.ml.identification import (
     model_fingerprint,
 )
 from app.ml.milvus_gallery import MilvusConfig, MilvusGallery, drop_saved_collection
+from app.ml.milvus_regions import build_store, drop_saved_store
 from app.ml.patchcore import PatchCore
 from app.ml.preprocessing import PreprocessingOptions
 from app.ml.search_runtime import (
     GALLERY_KINDS,
+    META_FILE,
     SEARCH,
     GalleryKind,
     SearchEngine,
@@ -661,6 +663,10 @@ def run(ctx: JobContext) -> JobResult | None:
         if found is not None:
             identification[pid] = found
             reports[str(pid)] = found.report
+    regions = None
+    if backend.milvus is not None:
+        # Identification searches Milvus too: a new collection per version, like the galleries.
+        regions = build_store(backend.milvus, identification.values(), whole_dim=galleries["defect"].dim)
     ctx.progress(0.93, "search.stages.calibrating")
     thresholds: dict[int, Thresholds] = dict(old.thresholds) if compatible and old is not None else {}
     uncalibrated = Thresholds(DEFAULT_MIN_SCORE, DEFAULT_MIN_MARGIN)
@@ -680,6 +686,7 @@ def run(ctx: JobContext) -> JobResult | None:
         thresholds=thresholds,
         built_at=new_built_at(),
         identification=identification,
+        regions=regions,
     )
     ctx.progress(0.96, "search.stages.saving")
     ctx.check_cancelled()
@@ -732,12 +739,13 @@ def _release_collections(services: Services, keep: set[str]) -> None:
     prefix = f"{artifact_store.PREFIX}/{KIND}/{SCOPE}/"
     for object_key in list(services.storage.list(prefix)):
         version, _, rest = object_key[len(prefix) :].partition("/")
-        if rest not in {f"{kind}/gallery.json" for kind in GALLERY_KINDS}:
+        if rest not in {META_FILE, *(f"{kind}/gallery.json" for kind in GALLERY_KINDS)}:
             continue
         if not version or version in keep or version >= min(keep):
             continue
         try:
-            drop_saved_collection(backend.milvus, services.storage.get(object_key))
+            drop = drop_saved_store if rest == META_FILE else drop_saved_collection
+            drop(backend.milvus, services.storage.get(object_key))
         except Exception:  # a leftover collection costs memory in Milvus, not correctness
             logger.warning("could not drop the Milvus collection of %s", object_key, exc_info=True)
 

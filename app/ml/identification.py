@@ -32,7 +32,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -229,6 +229,29 @@ class Identified:
     alpha: float
 
 
+class RegionStore(Protocol):
+    """Where a product's identification rows may live instead of being searched in memory (Milvus).
+
+    `app.ml.milvus_regions.MilvusRegionStore` implements it: rows ``[region ; whole]``, searched by inner
+    product with the weighted query halves, filtered by product.
+    """
+
+    def put(
+        self,
+        product_id: int,
+        image_ids: Sequence[int],
+        labels: Sequence[int | None],
+        whole: np.ndarray,
+        region: np.ndarray | None,
+    ) -> None: ...
+
+    def remove(self, image_ids: Sequence[int]) -> None: ...
+
+    def search(
+        self, product_id: int, whole: np.ndarray, region: np.ndarray | None, k: int
+    ) -> list[GalleryHit]: ...
+
+
 @dataclass
 class ProductIdentification:
     """One product's registered defect images as identification sees them.
@@ -242,6 +265,7 @@ class ProductIdentification:
         fingerprint: `model_fingerprint` of the anomaly model the descriptors came from ("" without).
         calibrations: "whole" and (with descriptors) "region" -> Calibration.
         report: The leave-one-out report (see `leave_one_out_report`).
+        store: Where identification searches (None: the arrays here); see `attach`.
     """
 
     product_id: int
@@ -252,6 +276,13 @@ class ProductIdentification:
     fingerprint: str = ""
     calibrations: dict[str, Calibration] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
+    store: RegionStore | None = field(default=None, repr=False, compare=False)
+
+    def attach(self, store: RegionStore, *, fill: bool = True) -> None:
+        """Search `store` from now on; `fill`: first write this product's rows into it."""
+        if fill and self.image_ids:
+            store.put(self.product_id, self.image_ids, self.labels, self.whole, self.region)
+        self.store = store
 
     @property
     def count(self) -> int:
@@ -272,6 +303,9 @@ class ProductIdentification:
         self.whole = np.vstack([self.whole.reshape(-1, whole_row.size), whole_row[None, :]])
         if self.region is not None and region is not None:
             self.region = np.vstack([self.region, np.asarray(region, dtype=np.float32)[None, :]])
+        if self.store is not None:
+            stored = None if self.region is None or region is None else np.asarray(region)[None, :]
+            self.store.put(self.product_id, [int(image_id)], [label], whole_row[None, :], stored)
 
     def remove(self, image_ids: Sequence[int]) -> int:
         """Drop images by id; returns how many were dropped."""
@@ -284,6 +318,8 @@ class ProductIdentification:
             self.whole = self.whole[keep]
             if self.region is not None:
                 self.region = self.region[keep]
+            if self.store is not None:
+                self.store.remove(sorted(gone))
         return removed
 
     def method_for(self, fingerprint: str | None) -> str:
@@ -297,6 +333,28 @@ class ProductIdentification:
         if alpha > 0 and region is not None and self.region is not None:
             sims = alpha * (self.region @ np.asarray(region, dtype=np.float32)) + (1 - alpha) * sims
         return np.asarray(sims, dtype=np.float64)
+
+    def top(
+        self, whole: np.ndarray, region: np.ndarray | None, alpha: float, k: int = VOTE_K
+    ) -> list[GalleryHit]:
+        """The k registered images most similar to a query (image ids, combined scores, labels), best first.
+
+        With a `store` this is one inner-product search of ``[alpha * region ; (1 - alpha) * whole]``
+        there; else the arrays here (`similarities`). Both give the same images and scores.
+        """
+        if self.store is None:
+            sims = self.similarities(whole, region, alpha)
+            order = np.argsort(-sims, kind="stable")[:k]
+            return [
+                GalleryHit(self.image_ids[int(i)], float(sims[i]), self.product_id, self.labels[int(i)])
+                for i in order
+            ]
+        query_whole = _l2(np.asarray(whole, dtype=np.float32).reshape(-1))
+        query_region = None
+        if alpha > 0 and region is not None and self.region is not None:
+            query_whole = (1 - alpha) * query_whole
+            query_region = alpha * np.asarray(region, dtype=np.float32).reshape(-1)
+        return self.store.search(self.product_id, query_whole, query_region, k)
 
     def identify(
         self, whole: np.ndarray, region: np.ndarray | None = None, *, fingerprint: str | None = None
@@ -316,8 +374,8 @@ class ProductIdentification:
         alpha = calibration.alpha if method == REGION else 0.0
         if not self.image_ids:
             return Identified(None, 0.0, 0.0, 0.0, True, method, alpha)
-        sims = self.similarities(whole, region, alpha)
-        return _decide(sims, self.labels, self.product_id, calibration, method, alpha)
+        hits = self.top(whole, region, alpha)
+        return _decide_hits(hits, calibration, method, alpha)
 
     # -- persistence --------------------------------------------------------------------------------
 
@@ -387,6 +445,12 @@ def _decide(
         for i in order[: VOTE_K + 1]
         if int(i) != exclude
     ][:VOTE_K]
+    return _decide_hits(hits, calibration, method, alpha)
+
+
+def _decide_hits(
+    hits: Sequence[GalleryHit], calibration: Calibration, method: str, alpha: float
+) -> Identified:
     verdict = compute_verdict(hits, min_score=-math.inf, min_margin=-math.inf)
     confidence = calibration.platt(verdict.margin)
     unknown = (

@@ -40,6 +40,8 @@ from app.ml.embedders import ImageEmbedder
 from app.ml.errors import ArtifactError
 from app.ml.gallery import GalleryHit, VectorGallery
 from app.ml.identification import ProductIdentification
+from app.ml.milvus_regions import META_KEY as REGIONS_KEY
+from app.ml.milvus_regions import MilvusRegionStore, drop_saved_store
 from app.ml.preprocessing import PreprocessingOptions, apply_preprocessing
 from app.ml.registry import RegistryKey
 from app.ml.vector_backend import FAISS, VectorBackend
@@ -87,6 +89,8 @@ class SearchEngine:
         note: Why no gallery is loaded although one exists on disk (e.g. built by another embedder).
         identification: product_id -> its defect images as identification sees them (region descriptors
             and leave-one-out calibration, see app.ml.identification).
+        regions: With VECTOR_BACKEND=milvus, the collection identification searches (the arrays in the
+            version's npz files stay for the build's leave-one-out and a FAISS-only reader).
     """
 
     embedder: ImageEmbedder
@@ -97,6 +101,7 @@ class SearchEngine:
     generation: str | None = None
     note: str = ""
     identification: dict[int, ProductIdentification] = field(default_factory=dict)
+    regions: MilvusRegionStore | None = None
     # Scale-out: the change log position this engine has applied (app.deployments.changes).
     changes: ChangeCursor | None = None
 
@@ -179,7 +184,7 @@ class SearchEngine:
 
     def meta(self) -> dict[str, Any]:
         """The generation's metadata (search.json)."""
-        return {
+        meta: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "embedder_name": self.embedder_name,
             "embedder_id": self.embedder.embedder_id,
@@ -190,6 +195,9 @@ class SearchEngine:
                 for pid, t in sorted(self.thresholds.items())
             },
         }
+        if self.regions is not None:
+            meta[REGIONS_KEY] = self.regions.collection
+        return meta
 
     def save_to(self, directory: Path) -> None:
         """Write this engine's files into a new, empty `directory` (one immutable version)."""
@@ -222,6 +230,9 @@ class SearchEngine:
                             gallery.discard_saved(path / kind)
                         except Exception:  # a leftover collection is not worth failing a finished build
                             logger.exception("could not release the %s gallery of %s", kind, path.name)
+                    if self.regions is not None:
+                        with contextlib.suppress(OSError):
+                            _release_regions(self.regions, path / META_FILE)
                     shutil.rmtree(path, ignore_errors=True)
         return token
 
@@ -296,7 +307,38 @@ class SearchEngine:
             for path in sorted(folder.glob("product-*.npz")):
                 found = ProductIdentification.load(path)
                 engine.identification[found.product_id] = found
+        engine.regions = _attach_regions(backend, meta.get(REGIONS_KEY), generation)
+        if engine.regions is not None:
+            for found in engine.identification.values():
+                found.attach(engine.regions, fill=False)
         return engine
+
+
+def _attach_regions(backend: VectorBackend, name: object, generation: str) -> MilvusRegionStore | None:
+    """The identification collection a version names, when it is this deployment's and exists.
+
+    Otherwise (FAISS configured, a version restored from another deployment's backup or into a Milvus
+    that lost it) identification searches the arrays the version's npz files hold, with the same answers,
+    until the next build makes a collection.
+    """
+    config = backend.milvus
+    if not isinstance(name, str) or config is None:
+        return None
+    if name.startswith(config.prefix + "_"):
+        with contextlib.suppress(LookupError):
+            return MilvusRegionStore.attach(config, name)
+    logger.warning("identification of %s searches its arrays: no collection %s here", generation, name)
+    return None
+
+
+def _release_regions(current: MilvusRegionStore, meta_path: Path) -> None:
+    """Drop the identification collection an older generation's search.json names (not the current one)."""
+    meta = meta_path.read_bytes()
+    if current.collection.encode() not in meta:
+        try:
+            drop_saved_store(current.config, meta)
+        except Exception:  # a leftover collection is not worth failing a finished build
+            logger.exception("could not release the identification collection of %s", meta_path.parent.name)
 
 
 def _identification_path(directory: Path, product_id: int) -> Path:

@@ -203,6 +203,9 @@ def test_a_milvus_backup_restores_into_milvus_and_faiss_and_serves_the_same_sear
             assert gallery.collection.startswith(COPY_PREFIX + "_")
             assert gallery.count == count
             assert 99_999 not in gallery
+        # Identification's collection is the source's: the copy searches the version's arrays instead.
+        assert engine.identification
+        assert engine.regions is None
         # And from MariaDB + S3 + Milvus (the copy's renamed collections) into a FAISS instance.
         archive_back = tmp_path / "back.tar"
         assert create_backup(copy, archive_back).vectors == defects + normals
@@ -234,6 +237,8 @@ def test_a_milvus_backup_restores_into_milvus_and_faiss_and_serves_the_same_sear
     after, engine = _restored_searches(same, inspections, embedder)
     _assert_same(after, before)
     assert {g.collection for g in engine.galleries.values()} == set(manifest["vectors"])  # type: ignore[attr-defined]
+    assert engine.identification
+    assert engine.regions is None  # its collection was lost with the others: the arrays answer
 
     # Those collections now exist: another restore with that prefix is refused and leaves nothing behind.
     collections = sorted(source_milvus.list_collections())

@@ -84,13 +84,28 @@ def apps(
                 milvus.drop_collection(name)
 
 
-def _search(client: TestClient, photo: bytes, product_id: int | None) -> list[tuple[int, float, int | None]]:
+def _searched(client: TestClient, photo: bytes, product_id: int | None) -> dict[str, Any]:
     worker = bearer(client, "worker1", WORKER_PASSWORD)
     inspection_id = inspect(client, worker, photo, product_id)
-    body = client.post(
+    body: dict[str, Any] = client.post(
         f"/api/v1/inspections/{inspection_id}/search", json={"top_k": 10}, headers=worker
     ).json()
+    return body
+
+
+def _search(client: TestClient, photo: bytes, product_id: int | None) -> list[tuple[int, float, int | None]]:
+    body = _searched(client, photo, product_id)
     return [(m["image_id"], m["score"], m.get("defect_type_id")) for m in body["matches"]]
+
+
+def _assert_same_verdict(faiss: dict[str, Any], milvus: dict[str, Any]) -> str:
+    """The identification answer (type, method, unknown, score, margin, confidence) agrees; its method."""
+    want, got = faiss["verdict"], milvus["verdict"]
+    keys = ("product_id", "defect_type_id", "method", "is_unknown")
+    assert {k: got[k] for k in keys} == {k: want[k] for k in keys}
+    assert (got["score"], got["margin"]) == pytest.approx((want["score"], want["margin"]), abs=1e-5)
+    assert got["confidence"] == pytest.approx(want["confidence"], abs=1e-4)  # rounded to 4 places
+    return str(got["method"])
 
 
 def _assert_same(
@@ -122,29 +137,48 @@ def test_milvus_galleries_give_the_same_results_as_faiss_on_the_demo_data(
 
     products = _products(faiss_app)
     assert products == _products(milvus_app)
+    # Identification searches its own collection, named by the version.
+    assert engine.regions is not None
+    assert engine.identification
+    assert all(found.store is engine.regions for found in engine.identification.values())
+    version = json.loads(next(models.rglob("search.json")).read_text())
+    assert version["identification_collection"] == engine.regions.collection
     searched = 0
+    methods = set()
     for product in manifest.products:
         for image in [i for i in product.defect_images if i.holdout]:
             photo = (root / image.path).read_bytes()
             for product_id in (products[product.code], None):
-                faiss, milvus = _search(faiss_app, photo, product_id), _search(milvus_app, photo, product_id)
+                faiss_body, milvus_body = (
+                    _searched(faiss_app, photo, product_id),
+                    _searched(milvus_app, photo, product_id),
+                )
+                faiss, milvus = (
+                    [(m["image_id"], m["score"], m.get("defect_type_id")) for m in body["matches"]]
+                    for body in (faiss_body, milvus_body)
+                )
                 assert len(faiss) == 10 or product_id is not None
                 _assert_same(faiss, milvus)
+                methods.add(_assert_same_verdict(faiss_body, milvus_body))
                 searched += 1
     assert searched >= 2 * len(manifest.products)
+    # No anomaly model is trained here: whole-image identification (the region half is covered with a real
+    # PatchCore in tests/ml/test_milvus_identification.py).
+    assert methods == {"whole"}
 
     # Rebuilds write new collections; a version the artifact store prunes gives its collections back.
     admin = bearer(milvus_app, "admin1", ADMIN_PASSWORD)
     milvus = client_for(MilvusConfig(uri=engine.galleries["defect"].config.uri))
-    first = {g.collection for g in engine.galleries.values()}
+    first = {g.collection for g in engine.galleries.values()} | {engine.regions.collection}
     for _ in range(2):
         assert deploy(milvus_app, admin, timeout=300)["status"] == "succeeded"
-    latest = {g.collection for g in milvus_app.app.state.models.get(SEARCH).galleries.values()}  # type: ignore[attr-defined]
+    rebuilt = milvus_app.app.state.models.get(SEARCH)  # type: ignore[attr-defined]
+    latest = {g.collection for g in rebuilt.galleries.values()} | {rebuilt.regions.collection}
     assert not first & latest
     ours = {n for n in milvus.list_collections() if n.startswith(PREFIX + "_")}
     assert latest <= ours
     assert not first & ours  # the first build's version was pruned with its collections
-    assert len(ours) == 4  # the latest build's two and the one it replaced (kept while servers switch)
+    assert len(ours) == 6  # the latest build's three and the ones it replaced (kept while servers switch)
 
 
 def test_registration_and_deletion_through_the_app_change_milvus_like_faiss(
@@ -173,18 +207,39 @@ def test_registration_and_deletion_through_the_app_change_milvus_like_faiss(
     faiss_app, milvus_app = apps
     pid = _products(milvus_app)[product.code]
     for product_id in (pid, None):
-        faiss, milvus = _search(faiss_app, photo, product_id), _search(milvus_app, photo, product_id)
+        faiss_body, milvus_body = (
+            _searched(faiss_app, photo, product_id),
+            _searched(milvus_app, photo, product_id),
+        )
+        faiss, milvus = (
+            [(m["image_id"], m["score"], m.get("defect_type_id")) for m in body["matches"]]
+            for body in (faiss_body, milvus_body)
+        )
         assert milvus[0][0] == new_id
         assert milvus[0][1] > 0.999
         _assert_same(faiss, milvus)
+        _assert_same_verdict(faiss_body, milvus_body)
+    engine = milvus_app.app.state.models.get(SEARCH)  # type: ignore[attr-defined]
+    assert new_id in engine.identification[pid].image_ids
+    assert new_id in engine.regions.vectors(pid)
 
     for client in apps:
         admin = bearer(client, "admin1", ADMIN_PASSWORD)
         assert client.delete(f"/api/v1/images/{new_id}", headers=admin).status_code == 204
     for product_id in (pid, None):
-        faiss, milvus = _search(faiss_app, photo, product_id), _search(milvus_app, photo, product_id)
-        assert new_id not in [m[0] for m in milvus]
-        _assert_same(faiss, milvus)
+        faiss_body, milvus_body = (
+            _searched(faiss_app, photo, product_id),
+            _searched(milvus_app, photo, product_id),
+        )
+        assert new_id not in [m["image_id"] for m in milvus_body["matches"]]
+        _assert_same(
+            *(
+                [(m["image_id"], m["score"], m.get("defect_type_id")) for m in body["matches"]]
+                for body in (faiss_body, milvus_body)
+            )
+        )
+        _assert_same_verdict(faiss_body, milvus_body)
+    assert new_id not in engine.regions.vectors(pid)
 
 
 def test_switching_an_install_to_milvus_takes_effect_at_the_next_rebuild(
