@@ -395,6 +395,39 @@ def _discard(services: Services, published: artifact_store.Published | None) -> 
     shutil.rmtree(artifact_store.local_dir(services.settings, published.key), ignore_errors=True)
 
 
+def _commit_version(
+    session: Session,
+    services: Services,
+    lease: leases.HeldLease,
+    library: ManualLibrary | None,
+    *,
+    product_id: int,
+    index: ManualIndex | None,
+    job_id: int | None,
+    write_rows: Callable[[], None],
+) -> artifact_store.Published | None:
+    """Store ``index`` as the product's new version and commit it with the rows ``write_rows`` changes, under
+    the product's lease (``None``: the rows change, the current version stays). A failed commit deletes the
+    version it stored; after the commit this process serves the new index at once."""
+    published = _publish(services, product_id, index) if index is not None else None
+    try:
+        write_rows()
+        if index is not None:
+            _record_artifact(
+                session, services, product_id=product_id, index=index, job_id=job_id, published=published
+            )
+        lease.confirm(session)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        _discard(services, published)
+        raise
+    if library is not None and index is not None:
+        checksum = published.checksum if published else ""
+        services.models.swap(MANUALS, library.with_index(product_id, index, checksum))
+    return published
+
+
 def _prune(
     services: Services, product_id: int, published: artifact_store.Published | None, replaced: str
 ) -> None:
@@ -529,26 +562,21 @@ def index_manual(
                 index = existing.copy() if existing is not None else library.empty_index()
                 index.add_embedded(manual.id, embedded)
                 report(0.9, "save")
-                published = _publish(services, product_id, index)
-                try:
+
+                def write_rows() -> None:
                     _write_chunks(session, manual, pieces)
                     _set_indexed(manual, parsed)
-                    _record_artifact(
-                        session,
-                        services,
-                        product_id=product_id,
-                        index=index,
-                        job_id=job_id,
-                        published=published,
-                    )
-                    lease.confirm(session)
-                    session.commit()
-                except BaseException:
-                    session.rollback()
-                    _discard(services, published)
-                    raise
-                checksum = published.checksum if published else ""
-                services.models.swap(MANUALS, library.with_index(product_id, index, checksum))
+
+                published = _commit_version(
+                    session,
+                    services,
+                    lease,
+                    library,
+                    product_id=product_id,
+                    index=index,
+                    job_id=job_id,
+                    write_rows=write_rows,
+                )
             _prune(services, product_id, published, _version_of(stored))
     except JobCancelled:
         session.rollback()
@@ -615,8 +643,8 @@ def rebuild_product(
                     if int(kept) in present - rebuilt:
                         index.add_embedded(kept, latest)
             report(0.95, "save")
-            published = _publish(services, product_id, index)
-            try:
+
+            def write_rows() -> None:
                 for manual in manuals:
                     if manual.id not in present:
                         continue
@@ -626,17 +654,17 @@ def rebuild_product(
                     else:
                         _write_chunks(session, manual, parsed[manual.id].pieces)
                         _set_indexed(manual, parsed[manual.id])
-                _record_artifact(
-                    session, services, product_id=product_id, index=index, job_id=job_id, published=published
-                )
-                lease.confirm(session)
-                session.commit()
-            except BaseException:
-                session.rollback()
-                _discard(services, published)
-                raise
-            checksum = published.checksum if published else ""
-            services.models.swap(MANUALS, library.with_index(product_id, index, checksum))
+
+            published = _commit_version(
+                session,
+                services,
+                lease,
+                library,
+                product_id=product_id,
+                index=index,
+                job_id=job_id,
+                write_rows=write_rows,
+            )
         _prune(services, product_id, published, _version_of(stored))
     indexed = len(rebuilt & present) - len(failed.keys() & present)
     return {"manuals": indexed, "failed": len(failed.keys() & present), "chunks": len(index)}
@@ -665,28 +693,21 @@ def delete_manual(session: Session, *, services: Services, manual: Manual) -> No
             if existing is not None and str(manual_id) in existing.manual_ids():
                 index = existing.copy()
                 index.remove_manual(manual_id)
-            published = _publish(services, product_id, index) if index is not None else None
-            try:
+
+            def write_rows() -> None:
                 session.execute(delete(ManualChunk).where(ManualChunk.manual_id == manual_id))
                 session.delete(manual)
-                if index is not None:
-                    _record_artifact(
-                        session,
-                        services,
-                        product_id=product_id,
-                        index=index,
-                        job_id=None,
-                        published=published,
-                    )
-                lease.confirm(session)
-                session.commit()
-            except Exception:
-                session.rollback()
-                _discard(services, published)
-                raise
-            if library is not None and index is not None:
-                checksum = published.checksum if published else ""
-                services.models.swap(MANUALS, library.with_index(product_id, index, checksum))
+
+            published = _commit_version(
+                session,
+                services,
+                lease,
+                library,
+                product_id=product_id,
+                index=index,
+                job_id=None,
+                write_rows=write_rows,
+            )
     except leases.LeaseUnavailableError as exc:  # raised only while waiting, before anything was written
         raise ConflictError("errors.manual_index_busy", id=manual_id) from exc
     if index is not None:
