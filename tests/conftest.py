@@ -53,6 +53,18 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
     yield from services.seaweedfs_server(tmp_path_factory.mktemp("s3"))
 
 
+@pytest.fixture(autouse=True)
+def _drop_s3_buckets_made_by_the_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that used the S3 server, delete the buckets it made (see `services.drop_buckets`)."""
+    if "s3_server" not in request.fixturenames:
+        yield
+        return
+    client = services.s3_client(request.getfixturevalue("s3_server"))
+    before = services.bucket_names(client)
+    yield
+    services.drop_buckets(client, services.bucket_names(client) - before)
+
+
 @pytest.fixture(scope="session")
 def milvus_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Milvus server for this test session; yields its URI."""

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -113,7 +114,7 @@ def seaweedfs_server(workdir: Path) -> Iterator[dict[str, str]]:
             "-s3.port.lance=0",
             f"-s3.config={workdir / 's3.json'}",
             "-master.volumeSizeLimitMB=64",
-            "-volume.max=16",
+            "-volume.max=64",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -133,6 +134,39 @@ def seaweedfs_server(workdir: Path) -> Iterator[dict[str, str]]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def s3_client(server: dict[str, str]) -> Any:
+    """A boto3 client on the test SeaweedFS server."""
+    from app.core.storage import make_s3_client
+
+    return make_s3_client(
+        endpoint_url=server["endpoint"],
+        access_key=server["access_key"],
+        secret_key=server["secret_key"],
+        region="us-east-1",
+    )
+
+
+def bucket_names(client: Any) -> set[str]:
+    """The names of the buckets on the server."""
+    return {bucket["Name"] for bucket in client.list_buckets().get("Buckets", [])}
+
+
+def drop_buckets(client: Any, names: set[str]) -> None:
+    """Empty and delete these buckets.
+
+    SeaweedFS gives every bucket its own collection of volumes, and the test server has a bounded number of
+    volume slots: buckets left behind by one test exhaust them (16 slots held 16 buckets), and a later test's
+    PutObject then fails with InternalError (this is how CI failed). Every test therefore drops its buckets.
+    """
+    for name in names:
+        paginator = client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=name):
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                client.delete_objects(Bucket=name, Delete={"Objects": keys, "Quiet": True})
+        client.delete_bucket(Bucket=name)
 
 
 def milvus_server(workdir: Path) -> Iterator[str]:
