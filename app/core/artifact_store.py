@@ -168,6 +168,25 @@ def prune(storage: ObjectStorage, settings: Settings, kind: str, scope: str, kee
     return deleted
 
 
+def discard(storage: ObjectStorage, key: str) -> int:
+    """Delete a version that was published but never recorded (its build failed or was cancelled afterwards).
+
+    The manifest goes first, so a half-deleted version is never taken for a complete one. Returns the number
+    of objects deleted; objects the storage refuses to delete are logged and left (`prune` gets them).
+    """
+    deleted = 0
+    for object_key in [
+        f"{key}/{MANIFEST}",
+        *(k for k in storage.list(f"{key}/") if k != f"{key}/{MANIFEST}"),
+    ]:
+        try:
+            storage.delete(object_key)
+            deleted += 1
+        except Exception:
+            logger.warning("could not delete artifact object %s of a failed build", object_key, exc_info=True)
+    return deleted
+
+
 def prune_cache(settings: Settings, kind: str, scope: str, keep: set[str]) -> None:
     """Delete this machine's cached versions of (kind, scope) not in `keep`."""
     folder = cache_root(settings) / PREFIX / kind / scope

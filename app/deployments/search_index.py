@@ -13,8 +13,9 @@ change log row (with the vector) that every other server applies within a poll (
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -48,7 +49,7 @@ from app.ml.identification import (
     model_fingerprint,
 )
 from app.ml.milvus_gallery import MilvusConfig, MilvusGallery, drop_saved_collection
-from app.ml.milvus_regions import build_store, drop_saved_store
+from app.ml.milvus_regions import MilvusRegionStore, build_store, drop_saved_store
 from app.ml.patchcore import PatchCore
 from app.ml.preprocessing import PreprocessingOptions
 from app.ml.search_runtime import (
@@ -625,97 +626,105 @@ def run(ctx: JobContext) -> JobResult | None:
     galleries: dict[str, VectorGallery] = {}
     backend = vector_backend(services)
     skipped: list[int] = []
-    for kind in GALLERY_KINDS:
-        subset = [img for img in images if img.kind == kind]
-        ctx.log(f"embedding {len(subset)} {kind} images of {len(scope)} product(s)")
-        stage = f"search.stages.{kind}"
-        ctx.progress(0.02 + 0.9 * done_before / total, stage)
-        offset = done_before
+    regions: MilvusRegionStore | None = None
+    key: str | None = None
+    published: artifact_store.Published | None = None
+    try:
+        for kind in GALLERY_KINDS:
+            subset = [img for img in images if img.kind == kind]
+            ctx.log(f"embedding {len(subset)} {kind} images of {len(scope)} product(s)")
+            stage = f"search.stages.{kind}"
+            ctx.progress(0.02 + 0.9 * done_before / total, stage)
+            offset = done_before
 
-        def report(done: int, _total: int, offset: int = offset, stage: str = stage) -> None:
-            ctx.progress(0.02 + 0.9 * (offset + done) / total, stage)
+            def report(done: int, _total: int, offset: int = offset, stage: str = stage) -> None:
+                ctx.progress(0.02 + 0.9 * (offset + done) / total, stage)
 
-        gallery = build_gallery(
-            _items(ctx, subset, skipped),
-            embedder,
-            lambda pid, image: preprocess(image, current[pid]),
-            kind=kind,
-            batch_size=BATCH_SIZE,
-            progress=report,
-            should_cancel=ctx.should_cancel,
-            total=len(subset),
-            preprocessing_keys=keys,
-            factory=backend.empty,
+            gallery = build_gallery(
+                _items(ctx, subset, skipped),
+                embedder,
+                lambda pid, image: preprocess(image, current[pid]),
+                kind=kind,
+                batch_size=BATCH_SIZE,
+                progress=report,
+                should_cancel=ctx.should_cancel,
+                total=len(subset),
+                preprocessing_keys=keys,
+                factory=backend.empty,
+            )
+            done_before += len(subset)
+            if compatible and old is not None and ctx.product_id is not None:
+                _copy_other_products(old, gallery, kind, keep_out=set(scope))
+            galleries[kind] = gallery
+        ctx.progress(0.9, "identification.stage")
+        identification = {
+            pid: found
+            for pid, found in (old.identification.items() if compatible and old is not None else ())
+            if pid not in scope
+        }
+        reports: dict[str, Any] = {}
+        for pid in scope:
+            found = build_identification(ctx, galleries["defect"], pid, current[pid], images)
+            if found is not None:
+                identification[pid] = found
+                reports[str(pid)] = found.report
+        if backend.milvus is not None:
+            # Identification searches Milvus too: a new collection per version, like the galleries.
+            regions = build_store(backend.milvus, identification.values(), whole_dim=galleries["defect"].dim)
+        ctx.progress(0.93, "search.stages.calibrating")
+        thresholds: dict[int, Thresholds] = dict(old.thresholds) if compatible and old is not None else {}
+        uncalibrated = Thresholds(DEFAULT_MIN_SCORE, DEFAULT_MIN_MARGIN)
+        for pid in scope:
+            thresholds.pop(pid, None)
+            if galleries["defect"].count_by_product().get(pid, 0) >= MIN_CALIBRATION_IMAGES:
+                calibrated = calibrate_thresholds(galleries["defect"], pid)
+                # calibrate_thresholds answers its defaults when no class has two images: not a calibration
+                if calibrated != uncalibrated:
+                    thresholds[pid] = calibrated
+                    score, margin = calibrated
+                    ctx.log(f"product {pid}: calibrated min_score={score:.3f} min_margin={margin:.3f}")
+        engine = SearchEngine(
+            embedder=embedder,
+            embedder_name=loaded_name,
+            galleries=galleries,
+            thresholds=thresholds,
+            built_at=new_built_at(),
+            identification=identification,
+            regions=regions,
         )
-        done_before += len(subset)
-        if compatible and old is not None and ctx.product_id is not None:
-            _copy_other_products(old, gallery, kind, keep_out=set(scope))
-        galleries[kind] = gallery
-    ctx.progress(0.9, "identification.stage")
-    identification = {
-        pid: found
-        for pid, found in (old.identification.items() if compatible and old is not None else ())
-        if pid not in scope
-    }
-    reports: dict[str, Any] = {}
-    for pid in scope:
-        found = build_identification(ctx, galleries["defect"], pid, current[pid], images)
-        if found is not None:
-            identification[pid] = found
-            reports[str(pid)] = found.report
-    regions = None
-    if backend.milvus is not None:
-        # Identification searches Milvus too: a new collection per version, like the galleries.
-        regions = build_store(backend.milvus, identification.values(), whole_dim=galleries["defect"].dim)
-    ctx.progress(0.93, "search.stages.calibrating")
-    thresholds: dict[int, Thresholds] = dict(old.thresholds) if compatible and old is not None else {}
-    uncalibrated = Thresholds(DEFAULT_MIN_SCORE, DEFAULT_MIN_MARGIN)
-    for pid in scope:
-        thresholds.pop(pid, None)
-        if galleries["defect"].count_by_product().get(pid, 0) >= MIN_CALIBRATION_IMAGES:
-            calibrated = calibrate_thresholds(galleries["defect"], pid)
-            # calibrate_thresholds answers its defaults when no class has two images: not a calibration
-            if calibrated != uncalibrated:
-                thresholds[pid] = calibrated
-                score, margin = calibrated
-                ctx.log(f"product {pid}: calibrated min_score={score:.3f} min_margin={margin:.3f}")
-    engine = SearchEngine(
-        embedder=embedder,
-        embedder_name=loaded_name,
-        galleries=galleries,
-        thresholds=thresholds,
-        built_at=new_built_at(),
-        identification=identification,
-        regions=regions,
-    )
-    ctx.progress(0.96, "search.stages.saving")
-    ctx.check_cancelled()
-    # Images registered while we were embedding went to the old engine: add them to the new one too. The
-    # version includes every change logged up to `change_id` (later ones are applied from the log).
-    with ctx.session_factory() as session:
-        change_id = changelog.last_id(session)
-    added, removed = reconcile(services, engine, scope, exclude=frozenset(skipped))
-    if added or removed:
-        ctx.log(f"caught up with catalog changes made during the build: +{added} / -{removed}")
-    ctx.check_cancelled()
-    generation = new_generation_name() + (f"-j{ctx.job_id}" if ctx.job_id is not None else "")
-    key = artifact_store.version_key(KIND, SCOPE, generation)
-    directory = artifact_store.local_dir(services.settings, key)
-    engine.save_to(directory)
-    engine.generation = generation
-    published = artifact_store.publish(services.storage, directory, key)
-    ctx.log(f"stored version {key} ({published.files} files, {published.size} bytes)")
-    engine.changes = ChangeCursor(position=change_id)
-    result = {
-        "generation": generation,
-        "embedder": embedder.embedder_id,
-        "defect_images": galleries["defect"].count,
-        "normal_images": galleries["normal"].count,
-        "products": len(scope),
-        "skipped_images": skipped,
-        "identification": reports,
-    }
-    previous = _record_artifact(ctx, generation, result, published, change_id)
+        ctx.progress(0.96, "search.stages.saving")
+        ctx.check_cancelled()
+        # Images registered while we were embedding went to the old engine: add them to the new one too. The
+        # version includes every change logged up to `change_id` (later ones are applied from the log).
+        with ctx.session_factory() as session:
+            change_id = changelog.last_id(session)
+        added, removed = reconcile(services, engine, scope, exclude=frozenset(skipped))
+        if added or removed:
+            ctx.log(f"caught up with catalog changes made during the build: +{added} / -{removed}")
+        ctx.check_cancelled()
+        generation = new_generation_name() + (f"-j{ctx.job_id}" if ctx.job_id is not None else "")
+        key = artifact_store.version_key(KIND, SCOPE, generation)
+        directory = artifact_store.local_dir(services.settings, key)
+        engine.save_to(directory)
+        engine.generation = generation
+        published = artifact_store.publish(services.storage, directory, key)
+        ctx.log(f"stored version {key} ({published.files} files, {published.size} bytes)")
+        engine.changes = ChangeCursor(position=change_id)
+        result = {
+            "generation": generation,
+            "embedder": embedder.embedder_id,
+            "defect_images": galleries["defect"].count,
+            "normal_images": galleries["normal"].count,
+            "products": len(scope),
+            "skipped_images": skipped,
+            "identification": reports,
+        }
+        previous = _record_artifact(ctx, generation, result, published, change_id)
+    except BaseException:
+        # Nothing was recorded: no server will ever load what this build made, so it goes now (a cancelled
+        # or failed build left its Milvus collections behind before, where no prune could find them).
+        _discard_unrecorded(services, galleries.values(), regions, key, published)
+        raise
     with _SYNC_LOCK:
         catch_up(services, engine)
         services.models.swap(SEARCH, engine)
@@ -725,6 +734,30 @@ def run(ctx: JobContext) -> JobResult | None:
     _trim_change_log(ctx, previous)
     ctx.log(engine.describe())
     return result
+
+
+def _discard_unrecorded(
+    services: Services,
+    galleries: Iterable[VectorGallery],
+    regions: MilvusRegionStore | None,
+    key: str | None,
+    published: artifact_store.Published | None,
+) -> None:
+    """Drop what a build made before it failed or was cancelled: Milvus collections and stored objects."""
+    for gallery in galleries:
+        try:
+            gallery.discard()
+        except Exception:
+            logger.warning("could not drop the gallery of a failed build", exc_info=True)
+    if regions is not None:
+        try:
+            regions.drop()
+        except Exception:
+            logger.warning("could not drop the region collection of a failed build", exc_info=True)
+    if published is not None:
+        artifact_store.discard(services.storage, published.key)
+    if key is not None:
+        shutil.rmtree(artifact_store.local_dir(services.settings, key), ignore_errors=True)
 
 
 def _release_collections(services: Services, keep: set[str]) -> None:
