@@ -78,6 +78,7 @@ def test_a_build_stopped_after_making_collections_leaves_nothing_behind(
 
                 monkeypatch.setattr(search_index, "build_store", build_then_cancel)
             else:
+
                 def fail_to_record(*args: Any, **kwargs: Any) -> Any:
                     made.extend(name for name in milvus.list_collections() if name.startswith(prefix + "_"))
                     made.extend(services.storage.list(f"{artifact_store.PREFIX}/{search_index.KIND}/"))
