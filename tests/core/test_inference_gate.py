@@ -120,7 +120,7 @@ def test_beyond_capacity_callers_get_503_with_retry_after(tmp_path: Path) -> Non
         # One running, one waiting: the next caller is refused at once.
         started = time.perf_counter()
         refused = httpx.post(url, json={}, headers=headers, timeout=30)
-        assert time.perf_counter() - started < 2
+        assert time.perf_counter() - started < 5  # refused at once, not after the queue's 10 s wait
         assert refused.status_code == 503
         assert int(refused.headers["Retry-After"]) >= 1
         assert "초 후" in refused.json()["detail"]
