@@ -657,8 +657,9 @@ def run(ctx: JobContext) -> JobResult | None:
                 _copy_other_products(old, gallery, kind, keep_out=set(scope))
             galleries[kind] = gallery
         ctx.progress(0.9, "identification.stage")
+        # Copies: attaching them to this build's collection must not move the serving engine's products.
         identification = {
-            pid: found
+            pid: found.copy()
             for pid, found in (old.identification.items() if compatible and old is not None else ())
             if pid not in scope
         }
@@ -706,6 +707,9 @@ def run(ctx: JobContext) -> JobResult | None:
         key = artifact_store.version_key(KIND, SCOPE, generation)
         directory = artifact_store.local_dir(services.settings, key)
         engine.save_to(directory)
+        for found in engine.identification.values():
+            if found.store is not None:
+                found.release_arrays()  # saved; from now on the rows are served from Milvus alone
         engine.generation = generation
         published = artifact_store.publish(services.storage, directory, key)
         ctx.log(f"stored version {key} ({published.files} files, {published.size} bytes)")

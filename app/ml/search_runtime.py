@@ -311,6 +311,7 @@ class SearchEngine:
         if engine.regions is not None:
             for found in engine.identification.values():
                 found.attach(engine.regions, fill=False)
+                found.release_arrays()  # the rows are in Milvus: no copy in this server's memory
         return engine
 
 

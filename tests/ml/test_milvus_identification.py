@@ -104,7 +104,11 @@ def test_identification_in_milvus_answers_as_the_arrays_also_after_registering_a
         found.save(path)
         products[found.product_id] = ProductIdentification.load(path)
         products[found.product_id].attach(store)
+        products[found.product_id].release_arrays()  # as a server does: the rows are in Milvus alone
     milvus = products[7]
+    assert milvus.whole.size == 0
+    assert milvus.region is not None
+    assert milvus.region.size == 0
 
     queries = [_pit(_background("speckle", 300 + s), 50 + s) for s in range(2)]
     queries += [_crack(_background("stripes", 400 + s), 60 + s) for s in range(2)]
@@ -124,6 +128,7 @@ def test_identification_in_milvus_answers_as_the_arrays_also_after_registering_a
     assert (attached.whole_dim, attached.region_dim) == (store.whole_dim, store.region_dim)
     again = ProductIdentification.load(tmp_path / "product-7.npz")
     again.attach(attached, fill=False)
+    again.release_arrays()
     _same(arrays, again, wholes[0], described[0], fingerprint)
 
     # A registration answers at once, a deletion is gone at once, in both.
@@ -141,6 +146,21 @@ def test_identification_in_milvus_answers_as_the_arrays_also_after_registering_a
         _same(arrays, milvus, whole, None, None)
     assert {99, 3}.isdisjoint(h.image_id for h in milvus.top(wholes[2], described[2], 0.5, k=50))
     assert set(store.vectors(7)) == set(arrays.image_ids)
+    # A released product saves the rows it has now (read back from Milvus), equal to the arrays' ...
+    milvus.save(tmp_path / "saved-7.npz")
+    saved = ProductIdentification.load(tmp_path / "saved-7.npz")
+    assert (saved.image_ids, saved.labels) == (arrays.image_ids, arrays.labels)
+    np.testing.assert_allclose(saved.whole, arrays.whole, atol=1e-6)
+    assert saved.region is not None
+    assert arrays.region is not None
+    np.testing.assert_allclose(saved.region, arrays.region, atol=1e-6)
+    # ... and a rebuild moves it into a new collection from Milvus (no arrays in memory needed).
+    moved = milvus.copy()
+    rebuilt = MilvusRegionStore.create(config, store.whole_dim, store.region_dim)
+    moved.attach(rebuilt)
+    assert milvus.store is store  # the serving copy stays on its collection
+    for whole, region in zip(wholes, described, strict=True):
+        _same(arrays, moved, whole, region, fingerprint)
     stored = store.vectors(9)[201]
     np.testing.assert_allclose(stored[:16], narrow[0], atol=1e-6)
     assert not stored[16 : store.region_dim].any()

@@ -141,6 +141,10 @@ def test_milvus_galleries_give_the_same_results_as_faiss_on_the_demo_data(
     assert engine.regions is not None
     assert engine.identification
     assert all(found.store is engine.regions for found in engine.identification.values())
+    # ... and keeps no copy of the rows in this server's memory (FAISS searches its arrays).
+    assert all(found.released and found.whole.size == 0 for found in engine.identification.values())
+    on_faiss = faiss_app.app.state.models.get(SEARCH)  # type: ignore[attr-defined]
+    assert all(found.whole.shape[0] == found.count for found in on_faiss.identification.values())
     version = json.loads(next(models.rglob("search.json")).read_text())
     assert version["identification_collection"] == engine.regions.collection
     searched = 0
@@ -221,6 +225,7 @@ def test_registration_and_deletion_through_the_app_change_milvus_like_faiss(
         _assert_same_verdict(faiss_body, milvus_body)
     engine = milvus_app.app.state.models.get(SEARCH)  # type: ignore[attr-defined]
     assert new_id in engine.identification[pid].image_ids
+    assert engine.identification[pid].whole.size == 0  # registered in Milvus alone
     assert new_id in engine.regions.vectors(pid)
 
     for client in apps:

@@ -18,8 +18,15 @@ from app.deployments import search_index
 from app.main import create_app
 from app.ml.milvus_gallery import MilvusConfig, client_for
 from app.ml.search_runtime import SEARCH
-from tests.conftest import ADMIN_PASSWORD, bearer, make_settings, seed_users
-from tests.inspection.search.conftest import CountingEmbedder, deploy, make_catalog
+from tests.conftest import ADMIN_PASSWORD, WORKER_PASSWORD, bearer, make_settings, seed_users
+from tests.inspection.search.conftest import (
+    CountingEmbedder,
+    deploy,
+    inspect,
+    make_catalog,
+    png,
+    scratch_photo,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +63,9 @@ def test_a_build_stopped_after_making_collections_leaves_nothing_behind(
         with TestClient(create_app(settings)) as client:
             seed_users(settings, client)
             admin = bearer(client, "admin1", ADMIN_PASSWORD)
-            make_catalog(client, admin)
+            worker = bearer(client, "worker1", WORKER_PASSWORD)
+            plate = make_catalog(client, admin)
+            other = make_catalog(client, admin, code="bracket")
             assert deploy(client, admin)["status"] == "succeeded"
             services = client.app.state.services  # type: ignore[attr-defined]
             serving = services.models.get(SEARCH).generation
@@ -86,13 +95,19 @@ def test_a_build_stopped_after_making_collections_leaves_nothing_behind(
 
                 monkeypatch.setattr(search_index, "_record_artifact", fail_to_record)
 
-            job = deploy(client, admin)
+            job = deploy(client, admin, product_id=plate.product_id)  # rebuild one product of two
             assert job["status"] == ("cancelled" if failure == "cancelled" else "failed"), job
             # the build had made its own collections (and stored its version) before it stopped ...
             assert set(made) - before[0] - before[1]
             # ... and none of it is left
             assert _leftovers(client, milvus, prefix) == before
             assert services.models.get(SEARCH).generation == serving
+            # The other product, which the build had copied into its own collections, is still identified
+            # from the serving ones.
+            inspection_id = inspect(client, worker, png(scratch_photo(90)), product_id=other.product_id)
+            searched = client.post(f"/api/v1/inspections/{inspection_id}/search", json={}, headers=worker)
+            assert searched.status_code == 200, searched.text
+            assert searched.json()["verdict"]["defect_type_id"] == other.scratch_id
     finally:
         for name in milvus.list_collections():
             if name.startswith(prefix + "_"):
