@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.errors import JobQueueUnavailableError
 from app.core.services import Services
-from app.db.base import utcnow
+from app.db.base import db_now, utcnow
 from app.db.tables import DeploymentJob
 
 # Engines raise it from deep inside a build, and they import no database code: it is defined beside them
@@ -107,7 +107,7 @@ class JobContext:
             if job is None:
                 self._cancelled = True
                 return
-            job.heartbeat_at = utcnow()
+            job.heartbeat_at = db_now(session)
             job.progress = self._progress
             job.stage = self._stage[:200]
             if self._pending_log:
@@ -229,8 +229,8 @@ class JobRunner:
         With a broker, a job a dead worker held is left `running`: the broker redelivers it and the next
         worker takes it over once its heartbeat is stale. Jobs of live owners are never touched.
         """
-        stale_before = utcnow() - timedelta(seconds=self.stale_after_s)
         with self.session_factory() as session:
+            stale_before = db_now(session) - timedelta(seconds=self.stale_after_s)
             running = session.scalars(select(DeploymentJob).where(DeploymentJob.status == "running"))
             for job in running:
                 owner = job.owner or ""
@@ -317,10 +317,10 @@ class JobRunner:
 
     def _claim(self, job_id: int) -> tuple[DeploymentJob | None, RunOutcome]:
         """Take a queued job, or a running one whose owner fell silent; count the attempt."""
-        now = utcnow()
-        stale_before = now - timedelta(seconds=self.stale_after_s)
-        silent = or_(DeploymentJob.heartbeat_at.is_(None), DeploymentJob.heartbeat_at < stale_before)
         with self.session_factory() as session:
+            now = db_now(session)
+            stale_before = now - timedelta(seconds=self.stale_after_s)
+            silent = or_(DeploymentJob.heartbeat_at.is_(None), DeploymentJob.heartbeat_at < stale_before)
             claimed = session.execute(
                 update(DeploymentJob)
                 .where(
@@ -361,7 +361,7 @@ class JobRunner:
                     session.execute(
                         update(DeploymentJob)
                         .where(DeploymentJob.id == job_id, DeploymentJob.owner == self.owner)
-                        .values(heartbeat_at=utcnow())
+                        .values(heartbeat_at=db_now(session))
                     )
                     session.commit()
             except Exception:  # a missed beat is retried; the job itself must go on

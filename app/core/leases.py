@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.jobs import owner_is_dead_here, process_owner
-from app.db.base import utcnow
+from app.db.base import db_now
 from app.db.tables import Lease
 
 __all__ = ["HeldLease", "LeaseLostError", "LeaseUnavailableError", "hold", "try_acquire"]
@@ -64,7 +64,7 @@ class HeldLease:
         kept = session.execute(
             update(Lease)
             .where(Lease.name == self.name, Lease.owner == self.owner)
-            .values(expires_at=utcnow() + timedelta(seconds=self.ttl_s))
+            .values(expires_at=db_now(session) + timedelta(seconds=self.ttl_s))
         ).rowcount  # type: ignore[attr-defined]
         if not kept:
             self.lost = True
@@ -73,10 +73,10 @@ class HeldLease:
 
 def try_acquire(session_factory: sessionmaker[Session], name: str, owner: str, *, ttl_s: float) -> bool:
     """Take the lease if it is free, expired, or held by a process of this host that no longer runs."""
-    now = utcnow()
-    values = {"owner": owner, "acquired_at": now, "expires_at": now + timedelta(seconds=ttl_s)}
     try:
         with session_factory() as session:
+            now = db_now(session)
+            values = {"owner": owner, "acquired_at": now, "expires_at": now + timedelta(seconds=ttl_s)}
             taken = session.execute(
                 update(Lease)
                 .where(Lease.name == name, or_(Lease.owner == "", Lease.expires_at < now))
@@ -112,7 +112,7 @@ def _beat(session_factory: sessionmaker[Session], lease: HeldLease, every_s: flo
                 kept = session.execute(
                     update(Lease)
                     .where(Lease.name == lease.name, Lease.owner == lease.owner)
-                    .values(expires_at=utcnow() + timedelta(seconds=lease.ttl_s))
+                    .values(expires_at=db_now(session) + timedelta(seconds=lease.ttl_s))
                 ).rowcount  # type: ignore[attr-defined]
                 session.commit()
         except Exception:  # a missed beat is retried; the expiry leaves room for a few
@@ -130,7 +130,7 @@ def _release(session_factory: sessionmaker[Session], lease: HeldLease) -> None:
             session.execute(
                 update(Lease)
                 .where(Lease.name == lease.name, Lease.owner == lease.owner)
-                .values(owner="", expires_at=utcnow())
+                .values(owner="", expires_at=db_now(session))
             )
             session.commit()
     except Exception:  # the lease then frees itself when it expires

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, String, TypeDecorator
+from sqlalchemy import DateTime, MetaData, String, TypeDecorator, text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -30,6 +30,20 @@ class Base(DeclarativeBase):
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)
+
+
+def db_now(session: Session) -> datetime:
+    """The database server's current time (UTC): one clock for every host that shares the database.
+
+    Leases and job heartbeats compare times that different hosts wrote; their own clocks may disagree by more
+    than a heartbeat, and a lease would then look expired to one host while its holder is alive on another.
+    MariaDB answers ``UTC_TIMESTAMP(6)``; SQLite is a file on one host, whose clock is the database's.
+    """
+    if session.get_bind().dialect.name in ("mysql", "mariadb"):
+        value = session.execute(text("SELECT UTC_TIMESTAMP(6)")).scalar_one()
+        if isinstance(value, datetime):
+            return value.replace(tzinfo=UTC)
+    return utcnow()
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -16,7 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 
 from app.core.services import Services
-from app.db.base import utcnow
+from app.db.base import db_now
 from app.db.tables import Artifact, DeploymentJob
 from app.ml.search_runtime import SEARCH
 
@@ -56,8 +56,8 @@ class DeploymentCollector:
             labels=["kind", "product", "version"],
         )
         try:
-            now = utcnow()
             with self.services.session_factory() as session:
+                now = db_now(session)  # the clock the heartbeats were written with
                 jobs = session.execute(
                     select(
                         DeploymentJob.kind,

@@ -33,7 +33,7 @@ from app.core.artifacts import current_artifacts, record_current_artifact
 from app.core.errors import ConflictError
 from app.core.jobs import JobCancelled, job_is_live
 from app.core.services import Services
-from app.db.base import utcnow
+from app.db.base import db_now, utcnow
 from app.db.tables import DeploymentJob, Manual, ManualChunk
 from app.manuals.document import Limits, ManualFileError
 from app.manuals.parse_worker import ProcessLimits, parse_bounded
@@ -478,7 +478,7 @@ def reset_abandoned(session: Session, *, stale_after_s: float) -> list[int]:
     ).all()
     reset: list[int] = []
     for manual_id, job_id, job in rows:
-        if job is not None and job_is_live(job, stale_after_s=stale_after_s):
+        if job is not None and job_is_live(job, stale_after_s=stale_after_s, now=db_now(session)):
             continue
         same_job = Manual.index_job_id.is_(None) if job_id is None else Manual.index_job_id == job_id
         # Only while nobody took the manual up again meanwhile (a new job writes its own id).
@@ -500,7 +500,7 @@ def indexer_is_live(session: Session, manual: Manual, *, stale_after_s: float) -
     if manual.status != "indexing" or manual.index_job_id is None:
         return False
     job = session.get(DeploymentJob, manual.index_job_id)
-    return job is not None and job_is_live(job, stale_after_s=stale_after_s)
+    return job is not None and job_is_live(job, stale_after_s=stale_after_s, now=db_now(session))
 
 
 def _set_indexed(manual: Manual, parsed: ParsedManual) -> None:
