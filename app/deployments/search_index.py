@@ -619,6 +619,10 @@ def run(ctx: JobContext) -> JobResult | None:
         if ctx.product_id is not None:
             ctx.log("no compatible index to update one product in: rebuilding every product")
     with ctx.session_factory() as session:
+        # The version holds every change logged up to here; later ones are applied from the log when a server
+        # loads it (idempotent: what the build already has is skipped). Read before anything is listed or
+        # copied, so a change to another product made while this build runs is never lost.
+        change_id = changelog.last_id(session)
         images = catalog_images(session, scope)
     keys = {pid: current[pid].key() for pid in scope}
     total = max(1, len(images))
@@ -695,10 +699,7 @@ def run(ctx: JobContext) -> JobResult | None:
         )
         ctx.progress(0.96, "search.stages.saving")
         ctx.check_cancelled()
-        # Images registered while we were embedding went to the old engine: add them to the new one too. The
-        # version includes every change logged up to `change_id` (later ones are applied from the log).
-        with ctx.session_factory() as session:
-            change_id = changelog.last_id(session)
+        # Images registered while we were embedding went to the old engine: add them to the new one too.
         added, removed = reconcile(services, engine, scope, exclude=frozenset(skipped))
         if added or removed:
             ctx.log(f"caught up with catalog changes made during the build: +{added} / -{removed}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -204,3 +205,32 @@ def test_registrations_are_logged_with_vectors_and_the_log_is_trimmed_behind_the
     )
     assert deploy(app_client, admin)["status"] == "succeeded"  # replaces the version that held row 1
     assert [r.entity_id for r in log_rows()] == second  # row 1 is in every version still in use
+
+
+def test_an_image_registered_for_another_product_during_a_one_product_rebuild_is_kept(
+    app_client: TestClient, admin: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plate = make_catalog(app_client, admin)
+    other = make_catalog(app_client, admin, code="bracket")
+    assert deploy(app_client, admin)["status"] == "succeeded"
+    services = app_client.app.state.services  # type: ignore[attr-defined]
+    registered: list[int] = []
+    build_identification = search_index.build_identification
+
+    def register_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        # The other product's galleries and identification were copied already: a worker registers a new
+        # defect image of it now, while the one-product rebuild runs.
+        if not registered:
+            registered.extend(
+                upload(
+                    app_client, admin, other.product_id, "defect", [png(scratch_photo(77))], other.scratch_id
+                )
+            )
+        return build_identification(*args, **kwargs)
+
+    monkeypatch.setattr(search_index, "build_identification", register_meanwhile)
+    assert deploy(app_client, admin, product_id=plate.product_id)["status"] == "succeeded"
+    engine = services.models.get(SEARCH)
+    assert registered
+    assert registered[0] in engine.gallery("defect")
+    assert registered[0] in engine.identification[other.product_id].image_ids
