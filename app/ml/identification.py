@@ -314,9 +314,9 @@ class ProductIdentification:
         """
         if self.store is None:
             raise ValueError("only identification attached to a store can release its arrays")
-        self.whole = np.empty((0, self.whole.shape[1]), dtype=np.float32)
+        self.whole = np.empty((0, self.whole.shape[-1]), dtype=np.float32)  # the widths stay known
         if self.region is not None:
-            self.region = np.empty((0, self.region.shape[1]), dtype=np.float32)
+            self.region = np.empty((0, self.region.shape[-1]), dtype=np.float32)
         self.released = True
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
@@ -333,12 +333,13 @@ class ProductIdentification:
             raise ArtifactError(
                 f"the store lost identification rows of {len(missing)} images of product {self.product_id}"
             )
-        width = self.store.region_dim + self.whole.shape[1]
-        stacked = np.stack([rows[i] for i in self.image_ids]) if self.image_ids else np.empty((0, width))
+        if not self.image_ids:
+            return self.whole, self.region  # no rows: the empty arrays of the right widths
+        stacked = np.stack([rows[i] for i in self.image_ids])
         whole = np.ascontiguousarray(stacked[:, self.store.region_dim :], dtype=np.float32)
         if self.region is None:
             return whole, None
-        return whole, np.ascontiguousarray(stacked[:, : self.region.shape[1]], dtype=np.float32)
+        return whole, np.ascontiguousarray(stacked[:, : self.region.shape[-1]], dtype=np.float32)
 
     @property
     def count(self) -> int:

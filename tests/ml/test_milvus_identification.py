@@ -161,6 +161,11 @@ def test_identification_in_milvus_answers_as_the_arrays_also_after_registering_a
     assert milvus.store is store  # the serving copy stays on its collection
     for whole, region in zip(wholes, described, strict=True):
         _same(arrays, moved, whole, region, fingerprint)
+    # A released product whose images were all deleted saves empty arrays of the right width.
+    emptied = products[8]
+    assert emptied.remove([101, 102, 103]) == 3
+    emptied.save(tmp_path / "emptied.npz")
+    assert ProductIdentification.load(tmp_path / "emptied.npz").whole.shape == (0, whole_only.whole.shape[1])
     stored = store.vectors(9)[201]
     np.testing.assert_allclose(stored[:16], narrow[0], atol=1e-6)
     assert not stored[16 : store.region_dim].any()
