@@ -155,15 +155,8 @@ def prune(storage: ObjectStorage, settings: Settings, kind: str, scope: str, kee
     number of objects deleted.
     """
     prefix = f"{PREFIX}/{kind}/{scope}/"
-    deleted = 0
-    for object_key in list(storage.list(prefix)):
-        version = object_key[len(prefix) :].split("/", 1)[0]
-        if _is_older(version, keep):
-            try:
-                storage.delete(object_key)
-                deleted += 1
-            except Exception:  # a leftover object costs space, not correctness
-                logger.warning("could not delete old artifact object %s", object_key, exc_info=True)
+    old = [key for key in storage.list(prefix) if _is_older(key[len(prefix) :].split("/", 1)[0], keep)]
+    deleted = _delete(storage, old)
     prune_cache(settings, kind, scope, keep)
     return deleted
 
@@ -174,16 +167,20 @@ def discard(storage: ObjectStorage, key: str) -> int:
     The manifest goes first, so a half-deleted version is never taken for a complete one. Returns the number
     of objects deleted; objects the storage refuses to delete are logged and left (`prune` gets them).
     """
+    manifest = f"{key}/{MANIFEST}"
+    return _delete(storage, [manifest, *(k for k in storage.list(f"{key}/") if k != manifest)])
+
+
+def _delete(storage: ObjectStorage, keys: list[str]) -> int:
+    """Delete these objects in order; returns how many went. A refused delete is logged and skipped: a
+    leftover object costs space, not correctness."""
     deleted = 0
-    for object_key in [
-        f"{key}/{MANIFEST}",
-        *(k for k in storage.list(f"{key}/") if k != f"{key}/{MANIFEST}"),
-    ]:
+    for object_key in keys:
         try:
             storage.delete(object_key)
             deleted += 1
         except Exception:
-            logger.warning("could not delete artifact object %s of a failed build", object_key, exc_info=True)
+            logger.warning("could not delete artifact object %s", object_key, exc_info=True)
     return deleted
 
 

@@ -477,8 +477,9 @@ def reset_abandoned(session: Session, *, stale_after_s: float) -> list[int]:
         .where(Manual.status == "indexing")
     ).all()
     reset: list[int] = []
+    now = db_now(session)  # one read of the database's clock for every row
     for manual_id, job_id, job in rows:
-        if job is not None and job_is_live(job, stale_after_s=stale_after_s, now=db_now(session)):
+        if job is not None and job_is_live(job, stale_after_s=stale_after_s, now=now):
             continue
         same_job = Manual.index_job_id.is_(None) if job_id is None else Manual.index_job_id == job_id
         # Only while nobody took the manual up again meanwhile (a new job writes its own id).
